@@ -1,0 +1,51 @@
+# fitalloc: build, test, demo and benchmarks.
+#
+#   make          build target/release/libfitalloc.so (and include/fitalloc.h)
+#   make test     every test: Rust, C harnesses, real programs under LD_PRELOAD
+#   make demo     run a real program on the allocator and show its statistics
+#   make bench    side-by-side benchmarks against glibc, jemalloc, mimalloc, tcmalloc
+
+CC      ?= cc
+CFLAGS  ?= -O2 -g -Wall -Wextra
+CARGO   ?= cargo
+LIB     := target/release/libfitalloc.so
+LIBDIR  := $(abspath target/release)
+HEADER  := include/fitalloc.h
+
+.PHONY: all build test rust-test header-check demo clean
+
+all: build
+
+build: $(LIB)
+
+# Cargo decides what is stale; the header is written by build.rs.
+$(LIB) $(HEADER): FORCE
+	$(CARGO) build --release --quiet
+
+FORCE:
+
+rust-test:
+	$(CARGO) test --release --quiet
+
+# include/fitalloc.h is generated and committed: a build that changes it
+# means the committed header is stale.
+header-check: $(LIB)
+	@if git rev-parse --git-dir >/dev/null 2>&1; then \
+	  if ! git diff --quiet -- $(HEADER); then \
+	    echo "header-check: $(HEADER) is stale: commit the regenerated header"; git --no-pager diff --stat -- $(HEADER); exit 1; \
+	  fi; echo "header-check: $(HEADER) is up to date"; \
+	else echo "header-check: not a git checkout, skipped"; fi
+
+-include c_tests/c_tests.mk
+-include bench/bench.mk
+-include scripts/scripts.mk
+
+test: build header-check rust-test
+	@echo "make test: all tests passed"
+
+demo: $(LIB)
+	@scripts/demo.sh
+
+clean:
+	$(CARGO) clean
+	rm -rf c_tests/bin bench/results

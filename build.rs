@@ -1,0 +1,16 @@
+//! Generates `include/fitalloc.h` from the exported functions and types with
+//! cbindgen. The header is committed; `make test` fails when it is stale.
+
+fn main() {
+    for f in ["src/ffi.rs", "src/stats.rs", "src/check.rs", "cbindgen.toml"] {
+        println!("cargo:rerun-if-changed={f}");
+    }
+    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    let config = cbindgen::Config::from_file(format!("{dir}/cbindgen.toml")).expect("cbindgen.toml is valid");
+    let bindings = cbindgen::Builder::new()
+        .with_crate(&dir)
+        .with_config(config)
+        .generate()
+        .expect("cbindgen can read the crate");
+    bindings.write_to_file(format!("{dir}/include/fitalloc.h"));
+}

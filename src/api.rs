@@ -1,0 +1,268 @@
+//! The C allocation API's semantics, one layer below the exports: errno,
+//! overflow, zero sizes, alignment rules and realloc's edge cases, as glibc
+//! (2.36) defines them. The algorithm lives in [`crate::global`].
+//!
+//! Sizes above `PTRDIFF_MAX` fail with `ENOMEM` before any arithmetic, so
+//! no rounding below can wrap.
+
+use crate::global;
+use crate::tcache::Call;
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+
+const PTRDIFF_MAX: usize = isize::MAX as usize;
+
+/// Which optional per-call hooks are on (one load on every call).
+static HOOKS: AtomicU8 = AtomicU8::new(0);
+const HOOK_CHECK: u8 = 1;
+const HOOK_TRACE: u8 = 2;
+static CHECK_EVERY: AtomicUsize = AtomicUsize::new(0);
+static CHECK_COUNT: AtomicUsize = AtomicUsize::new(0);
+
+/// Runs the heap checker every `n` calls (0: never).
+pub fn set_check_every(n: usize) {
+    CHECK_EVERY.store(n, Relaxed);
+    set_hook(HOOK_CHECK, n != 0 || cfg!(feature = "check-every-call"));
+}
+
+/// Turns the trace recorder's hook on or off.
+pub fn set_tracing(on: bool) {
+    set_hook(HOOK_TRACE, on);
+}
+
+fn set_hook(bit: u8, on: bool) {
+    if on {
+        HOOKS.fetch_or(bit, Relaxed);
+    } else {
+        HOOKS.fetch_and(!bit, Relaxed);
+    }
+}
+
+/// What a call did, for the trace recorder.
+#[derive(Clone, Copy, Debug)]
+pub enum Event {
+    Malloc { size: usize, ptr: *mut u8 },
+    Calloc { nmemb: usize, size: usize, ptr: *mut u8 },
+    Memalign { align: usize, size: usize, ptr: *mut u8 },
+    Realloc { old: *mut u8, size: usize, ptr: *mut u8 },
+    Free { ptr: *mut u8 },
+}
+
+#[inline(always)]
+fn after(e: Event) {
+    if HOOKS.load(Relaxed) != 0 {
+        hooks(e);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn hooks(e: Event) {
+    let on = HOOKS.load(Relaxed);
+    if on & HOOK_TRACE != 0 {
+        crate::trace::record(e);
+    }
+    if on & HOOK_CHECK != 0 {
+        let every = CHECK_EVERY.load(Relaxed).max(1);
+        if CHECK_COUNT.fetch_add(1, Relaxed) % every == 0 {
+            let problems = crate::check::check_heap(true);
+            if problems != 0 {
+                crate::diag::fatal("check", "heap checker found problems; count:", problems);
+            }
+        }
+    }
+}
+
+#[inline]
+fn set_errno(e: i32) {
+    // SAFETY: this thread's errno slot.
+    unsafe { *libc::__errno_location() = e };
+}
+
+#[inline]
+fn enomem() -> *mut u8 {
+    set_errno(libc::ENOMEM);
+    core::ptr::null_mut()
+}
+
+pub fn malloc(n: usize) -> *mut u8 {
+    if n > PTRDIFF_MAX {
+        return enomem();
+    }
+    let p = global::malloc(n, Call::Malloc);
+    if p.is_null() {
+        return enomem();
+    }
+    after(Event::Malloc { size: n, ptr: p });
+    p
+}
+
+pub fn free(p: *mut u8) {
+    if p.is_null() {
+        return;
+    }
+    after(Event::Free { ptr: p });
+    global::free(p, "free");
+}
+
+pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
+    let Some(n) = nmemb.checked_mul(size).filter(|&n| n <= PTRDIFF_MAX) else {
+        return enomem();
+    };
+    let p = global::calloc(n);
+    if p.is_null() {
+        return enomem();
+    }
+    after(Event::Calloc { nmemb, size, ptr: p });
+    p
+}
+
+/// glibc: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
+/// returns NULL; on failure `p` is untouched.
+pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    if p.is_null() {
+        if n > PTRDIFF_MAX {
+            return enomem();
+        }
+        let q = global::malloc(n, Call::Realloc);
+        if q.is_null() {
+            return enomem();
+        }
+        after(Event::Realloc { old: p, size: n, ptr: q });
+        return q;
+    }
+    if n == 0 {
+        after(Event::Realloc { old: p, size: 0, ptr: core::ptr::null_mut() });
+        global::free(p, "realloc");
+        return core::ptr::null_mut();
+    }
+    if n > PTRDIFF_MAX {
+        return enomem();
+    }
+    let q = global::realloc(p, n);
+    if q.is_null() {
+        return enomem();
+    }
+    after(Event::Realloc { old: p, size: n, ptr: q });
+    q
+}
+
+pub fn reallocarray(p: *mut u8, nmemb: usize, size: usize) -> *mut u8 {
+    match nmemb.checked_mul(size) {
+        Some(n) => realloc(p, n),
+        None => enomem(),
+    }
+}
+
+/// glibc's memalign: alignments up to 16 are malloc; others are rounded up
+/// to a power of two; above `SIZE_MAX / 2 + 1` is `EINVAL`.
+pub fn memalign(align: usize, n: usize) -> *mut u8 {
+    if align <= 16 {
+        return malloc(n);
+    }
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    let align = align.next_power_of_two();
+    if n > PTRDIFF_MAX - align - 32 {
+        return enomem();
+    }
+    let p = global::memalign(align, n);
+    if p.is_null() {
+        return enomem();
+    }
+    after(Event::Memalign { align, size: n, ptr: p });
+    p
+}
+
+/// Returns `EINVAL` (leaving `*out` and errno alone) unless `align` is a
+/// power-of-two multiple of `sizeof(void *)`; `ENOMEM` when out of memory.
+///
+/// # Safety
+/// `out` must be valid for a pointer write.
+pub unsafe fn posix_memalign(out: *mut *mut u8, align: usize, n: usize) -> i32 {
+    let word = core::mem::size_of::<usize>();
+    if align == 0 || align % word != 0 || !(align / word).is_power_of_two() {
+        return libc::EINVAL;
+    }
+    // SAFETY: errno is this thread's.
+    let saved = unsafe { *libc::__errno_location() };
+    let p = memalign(align, n);
+    set_errno(saved);
+    if p.is_null() {
+        return libc::ENOMEM;
+    }
+    // SAFETY: the caller provides a writable `out`.
+    unsafe { *out = p };
+    0
+}
+
+/// glibc 2.36's aligned_alloc is memalign.
+pub fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
+    memalign(align, n)
+}
+
+fn page() -> usize {
+    global::ensure_init();
+    crate::options::OPT.page.load(Relaxed)
+}
+
+pub fn valloc(n: usize) -> *mut u8 {
+    memalign(page(), n)
+}
+
+/// pvalloc rounds the size up to whole pages (one page for 0).
+pub fn pvalloc(n: usize) -> *mut u8 {
+    let page = page();
+    match crate::config::checked_round_up(n, page) {
+        Some(r) => memalign(page, r.max(page)),
+        None => enomem(),
+    }
+}
+
+pub fn malloc_usable_size(p: *mut u8) -> usize {
+    if p.is_null() {
+        return 0;
+    }
+    global::usable_size(p, "malloc_usable_size")
+}
+
+// glibc's mallopt parameter numbers.
+pub(crate) const M_MXFAST: i32 = 1;
+pub(crate) const M_TRIM_THRESHOLD: i32 = -1;
+pub(crate) const M_TOP_PAD: i32 = -2;
+pub(crate) const M_MMAP_THRESHOLD: i32 = -3;
+pub(crate) const M_MMAP_MAX: i32 = -4;
+
+/// mallopt: 1 on success, 0 when glibc would refuse the value.
+pub fn mallopt(param: i32, value: i32) -> i32 {
+    use crate::options::{set_fixed, set_mmap_threshold, OPT};
+    global::ensure_init();
+    let v = value as usize;
+    let ok = match param {
+        M_MXFAST => (0..=80 * core::mem::size_of::<usize>() as i32 / 4).contains(&value),
+        M_TRIM_THRESHOLD => {
+            set_fixed(&OPT.trim_threshold, v);
+            true
+        }
+        M_TOP_PAD => {
+            set_fixed(&OPT.top_pad, v);
+            true
+        }
+        M_MMAP_THRESHOLD => set_mmap_threshold(v),
+        M_MMAP_MAX => {
+            set_fixed(&OPT.mmap_max, v);
+            true
+        }
+        // M_CHECK_ACTION (-5), M_PERTURB (-6), M_ARENA_TEST (-7),
+        // M_ARENA_MAX (-8) and unknown numbers: accepted, as glibc does,
+        // and without effect here (one heap, checks always on).
+        _ => true,
+    };
+    global::params_changed();
+    ok as i32
+}
+
+pub fn malloc_trim(pad: usize) -> i32 {
+    global::trim(pad) as i32
+}

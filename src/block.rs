@@ -1,0 +1,394 @@
+//! Boundary-tagged blocks: the only module that does pointer arithmetic on
+//! heap memory.
+//!
+//! # Layout
+//!
+//! Payloads are 16-byte aligned and block sizes are multiples of 16 bytes
+//! ("units"). Each block starts with a 4-byte header right before its
+//! payload, so a block begins at an address ≡ 12 (mod 16):
+//!
+//! ```text
+//!  allocated block                      free block
+//!  ┌──────────────────────────┐         ┌──────────────────────────┐
+//!  │ header u32 (used)        │ b       │ header u32 (free)        │ b
+//!  ├──────────────────────────┤         ├──────────────────────────┤
+//!  │ payload, 16-aligned      │ b+4     │ link 0: next / left      │ b+4
+//!  │   ...                    │         │ link 1: prev / right     │ b+12
+//!  │   ...                    │         │ link 2: parent (trees)   │ b+20
+//!  │   ...                    │         │   ...                    │
+//!  │   ...                    │         ├──────────────────────────┤
+//!  │   ...                    │         │ footer u32 = header      │ b+size-4
+//!  └──────────────────────────┘         └──────────────────────────┘
+//!  next block's header at b+size        next block's header at b+size
+//! ```
+//!
+//! An allocated block has no footer: the next block's `PREV_USED` bit says
+//! whether the four bytes before its header are a footer or the end of our
+//! payload. So the whole overhead of an allocated block is its 4-byte header
+//! (glibc's is 8), and `malloc(n)` takes `max(32, round_up(n + 4, 16))` bytes.
+//!
+//! # Header bits
+//!
+//! ```text
+//!  used:  | units (16) | tag (14) | PREV_USED | USED=1 |
+//!  free:  |         units (30)    | PREV_USED | USED=0 |
+//! ```
+//!
+//! The 14-bit tag of a used header is a keyed hash of the block's address
+//! and size: a pointer that is not at a block start, or a header overwritten
+//! by an overflow, fails the tag check before the allocator acts on it. A
+//! used block is at most `0xFFFF` units (1 MiB); larger requests get their
+//! own mapping ([`crate::large`]).
+//!
+//! Only the heap writes headers, and only under its lock; `free` reads them
+//! without it. Headers are therefore accessed as relaxed atomics (plain
+//! loads and stores on every target we build for). A block waiting in a
+//! thread cache keeps its used header; the cache marks it in its payload
+//! instead ([`Block::cache_key`]), so it never races with the heap updating
+//! the same header's `PREV_USED` bit.
+//!
+//! Each region of the heap is framed so that walks need no bounds checks:
+//! the first block's `PREV_USED` is set, and the region ends with a used
+//! header of size 0, the epilogue.
+
+use crate::config::{HEADER, UNIT_SHIFT};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+/// Header bit: this block is held (by the program or a thread cache).
+pub(crate) const USED: u32 = 1;
+/// Header bit: the block just before this one is held, so there is no
+/// footer before this header.
+pub(crate) const PREV_USED: u32 = 2;
+const USED_UNITS_SHIFT: u32 = 16;
+const FREE_UNITS_SHIFT: u32 = 2;
+
+/// Written over the header of a block that was merged into its neighbour,
+/// so that a second free of it is recognised. As a free header it would
+/// claim 2^30 - 1 units, more than any region holds.
+pub(crate) const MERGED: u32 = 0xFFFF_FFFC;
+
+static TAG_KEY: AtomicU64 = AtomicU64::new(0x243F_6A88_85A3_08D3);
+static TAG_MUL: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+
+/// Keys the header tags with process-specific randomness. Must run before the
+/// first block is tagged, and never again.
+pub fn set_tag_secret(key: u64, mul: u64) {
+    TAG_KEY.store(key, Ordering::Relaxed);
+    TAG_MUL.store(mul | 1, Ordering::Relaxed);
+}
+
+/// The tag bits (already in place) of a used header.
+#[inline(always)]
+fn tag(addr: usize, units: u32) -> u32 {
+    let key = TAG_KEY.load(Ordering::Relaxed);
+    let mul = TAG_MUL.load(Ordering::Relaxed);
+    let x = (addr as u64 ^ key ^ ((units as u64) << 40)).wrapping_mul(mul);
+    ((x >> 50) as u32) << 2
+}
+
+/// A used header for a block at `addr` (flags other than `PREV_USED` clear).
+#[inline(always)]
+pub fn used_header(addr: usize, units: u32) -> u32 {
+    debug_assert!(units <= crate::config::MAX_USED_UNITS);
+    (units << USED_UNITS_SHIFT) | tag(addr, units) | USED
+}
+
+/// A free header (and footer) for a block of `units`; a free block's
+/// predecessor is always used, so `PREV_USED` is always set.
+#[inline(always)]
+pub(crate) const fn free_header(units: u32) -> u32 {
+    (units << FREE_UNITS_SHIFT) | PREV_USED
+}
+
+/// The size in units recorded in a header of either kind.
+#[inline(always)]
+pub(crate) const fn header_units(h: u32) -> u32 {
+    if h & USED != 0 { h >> USED_UNITS_SHIFT } else { h >> FREE_UNITS_SHIFT }
+}
+
+/// A block: the address of its header. Copyable; it is a position, not an
+/// owner.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(transparent)]
+pub struct Block(*mut u8);
+
+// SAFETY: a `Block` is only an address; which thread may touch the memory
+// behind it is decided by the heap's lock and the thread caches' ownership.
+unsafe impl Send for Block {}
+
+impl Block {
+    /// The null block, used as "no link".
+    pub const NULL: Block = Block(core::ptr::null_mut());
+
+    /// The block at header address `addr`. Building one is safe; using it is not.
+    #[inline(always)]
+    pub const fn at(addr: *mut u8) -> Block {
+        Block(addr)
+    }
+
+    /// The block whose payload starts at `p`.
+    #[inline(always)]
+    pub fn from_payload(p: *mut u8) -> Block {
+        Block(p.wrapping_sub(HEADER))
+    }
+
+    #[inline(always)]
+    pub fn addr(self) -> usize {
+        self.0 as usize
+    }
+
+    #[inline(always)]
+    pub fn ptr(self) -> *mut u8 {
+        self.0
+    }
+
+    #[inline(always)]
+    pub fn is_null(self) -> bool {
+        self.0.is_null()
+    }
+
+    /// The payload address (16-byte aligned for every real block).
+    #[inline(always)]
+    pub fn payload(self) -> *mut u8 {
+        self.0.wrapping_add(HEADER)
+    }
+
+    /// The block `units` units after this one.
+    #[inline(always)]
+    pub fn offset(self, units: u32) -> Block {
+        Block(self.0.wrapping_add((units as usize) << UNIT_SHIFT))
+    }
+
+    /// # Safety
+    /// `self` must be a header position inside a heap region.
+    #[inline(always)]
+    pub unsafe fn header(self) -> u32 {
+        // SAFETY: the caller guarantees the header lies in mapped heap memory;
+        // header positions are 4-byte aligned (≡ 12 mod 16).
+        unsafe { AtomicU32::from_ptr(self.0 as *mut u32).load(Ordering::Relaxed) }
+    }
+
+    /// # Safety
+    /// As for [`Block::header`].
+    #[inline(always)]
+    pub unsafe fn set_header(self, h: u32) {
+        // SAFETY: as for `header`.
+        unsafe { AtomicU32::from_ptr(self.0 as *mut u32).store(h, Ordering::Relaxed) }
+    }
+
+    /// # Safety
+    /// `self` must be a block in a heap region.
+    #[inline(always)]
+    pub unsafe fn units(self) -> u32 {
+        // SAFETY: forwarded to the caller.
+        header_units(unsafe { self.header() })
+    }
+
+    /// # Safety
+    /// `self` must be a block in a heap region.
+    #[inline(always)]
+    pub unsafe fn is_used(self) -> bool {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.header() & USED != 0 }
+    }
+
+    /// # Safety
+    /// `self` must be a block in a heap region.
+    #[inline(always)]
+    pub unsafe fn prev_used(self) -> bool {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.header() & PREV_USED != 0 }
+    }
+
+    /// Sets or clears `PREV_USED`, leaving the rest of the header (and so a
+    /// used header's tag) as it is.
+    ///
+    /// # Safety
+    /// `self` must be a block in a heap region.
+    #[inline(always)]
+    pub unsafe fn set_prev_used(self, on: bool) {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let h = self.header();
+            self.set_header(if on { h | PREV_USED } else { h & !PREV_USED });
+        }
+    }
+
+    /// Whether this block's header is a correct used header.
+    ///
+    /// # Safety
+    /// `self` must be a header position inside a heap region.
+    #[inline(always)]
+    pub unsafe fn is_valid_used(self) -> bool {
+        // SAFETY: forwarded to the caller.
+        let h = unsafe { self.header() };
+        h & USED != 0 && (h & !PREV_USED) == used_header(self.addr(), h >> USED_UNITS_SHIFT)
+    }
+
+    /// Marks the block used with `units`, keeping `PREV_USED`.
+    ///
+    /// # Safety
+    /// `self` must be a block in a heap region.
+    #[inline(always)]
+    pub unsafe fn set_used(self, units: u32) {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            let prev = self.header() & PREV_USED;
+            self.set_header(used_header(self.addr(), units) | prev);
+        }
+    }
+
+    /// Writes a free header and footer for `units`.
+    ///
+    /// # Safety
+    /// `self .. self + units` must lie in a heap region.
+    #[inline(always)]
+    pub unsafe fn set_free(self, units: u32) {
+        // SAFETY: forwarded to the caller; the footer is the last 4 bytes
+        // of the block, before the next header.
+        unsafe {
+            let h = free_header(units);
+            self.set_header(h);
+            self.offset(units).footer_before().write(h);
+        }
+    }
+
+    /// The 4 bytes just before this header: the previous block's footer when
+    /// `PREV_USED` is clear.
+    #[inline(always)]
+    fn footer_before(self) -> *mut u32 {
+        self.0.wrapping_sub(4) as *mut u32
+    }
+
+    /// The footer of a free block (equal to its header when intact).
+    ///
+    /// # Safety
+    /// `self` must be a free block with `units` in a heap region.
+    #[inline(always)]
+    pub unsafe fn footer(self, units: u32) -> u32 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.offset(units).footer_before().read() }
+    }
+
+    /// The next block in address order.
+    ///
+    /// # Safety
+    /// `self` must be a block (not the epilogue) in a heap region.
+    #[inline(always)]
+    pub unsafe fn next(self) -> Block {
+        // SAFETY: forwarded to the caller.
+        self.offset(unsafe { self.units() })
+    }
+
+    /// The size in units of the previous block, read from its footer.
+    ///
+    /// # Safety
+    /// `self` must be a block in a heap region whose `PREV_USED` is clear.
+    #[inline(always)]
+    pub unsafe fn prev_footer(self) -> u32 {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.footer_before().read() }
+    }
+
+    /// The previous block, found through its footer.
+    ///
+    /// # Safety
+    /// As for [`Block::prev_footer`], and the footer must be intact.
+    #[inline(always)]
+    pub unsafe fn prev(self) -> Block {
+        // SAFETY: forwarded to the caller.
+        let units = header_units(unsafe { self.prev_footer() });
+        Block(self.0.wrapping_sub((units as usize) << UNIT_SHIFT))
+    }
+
+    /// Free-block link `i` (0: next/left, 1: prev/right, 2: parent).
+    ///
+    /// # Safety
+    /// `self` must be a free block large enough for link `i` (2 needs a tree
+    /// block).
+    #[inline(always)]
+    pub unsafe fn link(self, i: usize) -> Block {
+        // SAFETY: links are 8-aligned slots in the payload of a free block.
+        unsafe { Block((self.payload() as *const *mut u8).add(i).read()) }
+    }
+
+    /// # Safety
+    /// As for [`Block::link`].
+    #[inline(always)]
+    pub unsafe fn set_link(self, i: usize, to: Block) {
+        // SAFETY: as for `link`.
+        unsafe { (self.payload() as *mut *mut u8).add(i).write(to.0) }
+    }
+
+    /// Payload word 0 of a cached block: the (masked) link to the next
+    /// cached block of its size.
+    ///
+    /// # Safety
+    /// `self` must be a used block in a heap region.
+    #[inline(always)]
+    pub unsafe fn cache_link(self) -> usize {
+        // SAFETY: the payload is 16-aligned and at least 28 bytes long.
+        unsafe { (self.payload() as *const usize).read() }
+    }
+
+    /// # Safety
+    /// As for [`Block::cache_link`].
+    #[inline(always)]
+    pub unsafe fn set_cache_link(self, v: usize) {
+        // SAFETY: as for `cache_link`.
+        unsafe { (self.payload() as *mut usize).write(v) }
+    }
+
+    /// Payload word 1 of a cached block: a keyed mark saying "this block is
+    /// in a thread cache", checked by `free` to catch double frees.
+    ///
+    /// # Safety
+    /// As for [`Block::cache_link`].
+    #[inline(always)]
+    pub unsafe fn cache_key(self) -> usize {
+        // SAFETY: as for `cache_link`; word 1 is within the 28-byte minimum.
+        unsafe { (self.payload() as *const usize).add(1).read() }
+    }
+
+    /// # Safety
+    /// As for [`Block::cache_link`].
+    #[inline(always)]
+    pub unsafe fn set_cache_key(self, v: usize) {
+        // SAFETY: as for `cache_key`.
+        unsafe { (self.payload() as *mut usize).add(1).write(v) }
+    }
+
+    /// Bytes from the payload start to the end of a block of `units`.
+    #[inline(always)]
+    pub const fn payload_bytes(units: u32) -> usize {
+        ((units as usize) << UNIT_SHIFT) - HEADER
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn used_and_free_headers_round_trip_units() {
+        let addr = 0x1000_000c;
+        for units in [2u32, 3, 64, 0xFFFF] {
+            let h = used_header(addr, units);
+            assert_eq!(header_units(h), units);
+            assert_eq!(h & USED, USED);
+        }
+        for units in [2u32, 64, 1 << 28] {
+            let h = free_header(units);
+            assert_eq!(header_units(h), units);
+            assert_eq!(h & USED, 0);
+        }
+        assert!(header_units(MERGED) > (crate::config::MAX_REGION_BYTES >> UNIT_SHIFT) as u32);
+    }
+
+    #[test]
+    fn tag_depends_on_address_and_size() {
+        let a = used_header(0x1000_000c, 4);
+        assert_ne!(a, used_header(0x1000_001c, 4));
+        assert_ne!(a, used_header(0x1000_000c, 5));
+    }
+}

@@ -1,0 +1,325 @@
+//! The heap checker, used by every test, and the heap walk behind heap maps.
+//!
+//! [`check_heap`] walks every block of every region, every bin and the
+//! large-block table, and checks every invariant the heap states:
+//!
+//! - blocks tile each region from its first header to its epilogue;
+//! - used headers carry a valid tag; free blocks' footers equal headers;
+//! - `PREV_USED` of every block (and the epilogue) tells the truth, and no
+//!   two free blocks are adjacent;
+//! - the top is the last block of the current region (or the epilogue);
+//! - every small list is a well-linked list of free blocks of its size, and
+//!   its bitmap bit is set iff it is non-empty; every tree is a valid treap
+//!   of free blocks that map to it, with the same bitmap rule;
+//! - the bins hold exactly the free blocks the walk found (count and bytes);
+//! - the heap's counters agree with the walk; the large table is sane;
+//! - the calling thread's cache holds only correctly marked blocks.
+//!
+//! The walk reads payload words only to recognise blocks waiting in thread
+//! caches; with other threads running that classification is approximate.
+
+use crate::bins::tree_index;
+use crate::block::{self, header_units, Block, PREV_USED, USED};
+use crate::config::{MIN_UNITS, SMALL_LIMIT_UNITS, TREE_BINS, UNIT_SHIFT};
+use crate::diag::Buf;
+use crate::global::{with_everything, Registry};
+use crate::heap::Heap;
+use crate::large::MapTable;
+use crate::os::Source;
+use crate::region::RegionTable;
+use core::fmt::Write;
+
+/// Kinds reported by [`walk`] (the values of `FITALLOC_WALK_*`).
+pub(crate) const WALK_REGION: u32 = 0;
+pub(crate) const WALK_USED: u32 = 1;
+pub(crate) const WALK_FREE: u32 = 2;
+pub(crate) const WALK_CACHED: u32 = 3;
+pub(crate) const WALK_MAPPED: u32 = 4;
+
+struct Report {
+    problems: usize,
+    print: bool,
+}
+
+impl Report {
+    fn problem(&mut self, what: &str, addr: usize) {
+        self.problems += 1;
+        if self.print && self.problems <= 20 {
+            let mut b = Buf::<200>::new();
+            let _ = writeln!(b, "fitalloc: check: {what} at {addr:#x}");
+            b.write_to(2);
+        }
+    }
+
+    fn expect(&mut self, ok: bool, what: &str, addr: usize) {
+        if !ok {
+            self.problem(what, addr);
+        }
+    }
+}
+
+/// Whether held block `b` carries the thread-cache mark.
+///
+/// # Safety
+/// `b` must be a used block of at least two units in a heap region.
+unsafe fn looks_cached(b: Block) -> bool {
+    // SAFETY: the payload's second word lies inside the block.
+    let w = unsafe { core::ptr::read_volatile((b.payload() as *const usize).add(1)) };
+    w == crate::tcache::mark(b)
+}
+
+/// Totals found by walking the regions.
+#[derive(Default)]
+struct Walked {
+    used_bytes: usize,
+    used_blocks: usize,
+    free_bytes: usize,
+    free_blocks: usize,
+    heap_bytes: usize,
+}
+
+/// Walks region `i` block by block, checking the tiling and the tags, and
+/// calls `f(block, units, used)` for each block (the top included).
+///
+/// # Safety
+/// `regions` must describe mapped heap regions.
+unsafe fn walk_region(
+    regions: &RegionTable,
+    i: usize,
+    top: Option<Block>,
+    rep: &mut Report,
+    mut f: impl FnMut(Block, u32, bool),
+) {
+    let (start, end) = (regions.start(i), regions.end(i));
+    rep.expect(start % 16 == 0 && end % 16 == 0 && end > start, "misaligned region", start);
+    let epi = end - 4;
+    let mut b = Block::at((start + 12) as *mut u8);
+    let mut prev_free = false;
+    // SAFETY: every header read is at a position inside the region.
+    unsafe {
+        loop {
+            if b.addr() == epi {
+                let h = b.header();
+                rep.expect(h & !PREV_USED == block::used_header(epi, 0), "bad epilogue", epi);
+                rep.expect((h & PREV_USED != 0) == !prev_free, "epilogue PREV_USED wrong", epi);
+                break;
+            }
+            if b.addr() > epi {
+                rep.problem("blocks run past the region end", b.addr());
+                break;
+            }
+            let h = b.header();
+            let units = header_units(h);
+            if units < MIN_UNITS || b.addr() + ((units as usize) << UNIT_SHIFT) > epi {
+                rep.problem("block size out of range", b.addr());
+                break;
+            }
+            rep.expect((h & PREV_USED != 0) == !prev_free, "PREV_USED disagrees with the previous block", b.addr());
+            if h & USED != 0 {
+                rep.expect(b.is_valid_used(), "used header with a bad tag", b.addr());
+                prev_free = false;
+            } else {
+                rep.expect(!prev_free, "two adjacent free blocks", b.addr());
+                if Some(b) != top {
+                    rep.expect(b.footer(units) == h, "footer differs from header", b.addr());
+                } else {
+                    rep.expect(b.addr() + ((units as usize) << UNIT_SHIFT) == epi, "top is not the last block", b.addr());
+                }
+                prev_free = true;
+            }
+            f(b, units, h & USED != 0);
+            b = b.offset(units);
+        }
+    }
+}
+
+/// Checks the whole heap; prints up to 20 problems (when `print`) and
+/// returns their number.
+pub fn check_heap(print: bool) -> usize {
+    let mut rep = Report { problems: 0, print };
+    with_everything(|h, l, r| check_locked(h, l, r, &mut rep));
+    rep.problems
+}
+
+fn check_locked<S: Source>(h: &Heap<S>, large: &MapTable, _reg: &Registry, rep: &mut Report) {
+    check_heap_structure(h, rep);
+    check_large(large, h.regions, rep);
+    check_my_cache(h.regions, rep);
+}
+
+/// The checks on one heap (also run by the Rust tests on test heaps).
+pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSink) {
+    let mut rep = Report { problems: 0, print: rep_out.print() };
+    let regions = h.regions;
+    let (top, top_units) = h.top();
+    let mut w = Walked::default();
+    for i in 0..regions.len() {
+        w.heap_bytes += regions.end(i) - regions.start(i);
+        let is_cur = i == h.current_region();
+        let t = if is_cur && top_units > 0 { Some(top) } else { None };
+        if is_cur && !top.is_null() {
+            rep.expect(regions.find(top.addr()) == Some(i), "top outside the current region", top.addr());
+        }
+        // SAFETY: the table describes mapped regions.
+        unsafe {
+            walk_region(regions, i, t, &mut rep, |b, units, used| {
+                let bytes = (units as usize) << UNIT_SHIFT;
+                if used {
+                    w.used_bytes += bytes;
+                    w.used_blocks += 1;
+                } else if Some(b) != t {
+                    w.free_bytes += bytes;
+                    w.free_blocks += 1;
+                }
+            });
+        }
+    }
+    // Bins.
+    let (mut bin_blocks, mut bin_bytes) = (0usize, 0usize);
+    let limit = w.free_blocks + 1;
+    for u in MIN_UNITS..SMALL_LIMIT_UNITS {
+        let mut b = h.bins.small.head(u);
+        rep.expect((h.bins.small.bitmap() >> u & 1 != 0) == !b.is_null(), "small bitmap disagrees with list", u as usize);
+        let mut prev = Block::NULL;
+        let mut n = 0;
+        while !b.is_null() && n <= limit {
+            if !regions.contains(b.addr()) || b.addr() % 16 != 12 {
+                rep.problem("small list link outside the heap", b.addr());
+                break;
+            }
+            // SAFETY: `b` is a header position in a region.
+            unsafe {
+                rep.expect(b.header() == block::free_header(u), "block in the wrong small list", b.addr());
+                rep.expect(b.link(1) == prev, "small list back link wrong", b.addr());
+                prev = b;
+                b = b.link(0);
+            }
+            n += 1;
+            bin_blocks += 1;
+            bin_bytes += (u as usize) << UNIT_SHIFT;
+        }
+        rep.expect(n <= limit, "small list has a cycle", u as usize);
+    }
+    for i in 0..TREE_BINS {
+        let tree = h.bins.tree(i);
+        rep.expect(h.bins.tree_map_bit(i) == !tree.is_empty(), "tree bitmap disagrees with tree", i);
+        // SAFETY: tree nodes are checked as they are reached.
+        let walked = unsafe {
+            tree.for_each(regions, |b| {
+                let u = b.units();
+                if b.is_used() || u < SMALL_LIMIT_UNITS || tree_index(u) != i {
+                    rep.problem("block in the wrong tree bin", b.addr());
+                }
+                bin_blocks += 1;
+                bin_bytes += (u as usize) << UNIT_SHIFT;
+            })
+        };
+        if let Err(e) = walked {
+            rep.problem("bad tree link", e.0);
+        }
+        // SAFETY: as above.
+        if let Err(e) = unsafe { tree.validate(regions) } {
+            rep.problem("tree order or priority broken", e.0);
+        }
+    }
+    rep.expect(bin_blocks == w.free_blocks, "bins and walk disagree on free blocks", bin_blocks);
+    rep.expect(bin_bytes == w.free_bytes, "bins and walk disagree on free bytes", bin_bytes);
+    let c = &h.counters;
+    rep.expect(c.free_blocks == w.free_blocks, "free block counter wrong", c.free_blocks);
+    rep.expect(c.free_bytes == w.free_bytes, "free byte counter wrong", c.free_bytes);
+    rep.expect(c.used_blocks == w.used_blocks, "used block counter wrong", c.used_blocks);
+    rep.expect(c.used_bytes == w.used_bytes, "used byte counter wrong", c.used_bytes);
+    rep.expect(c.heap_bytes == w.heap_bytes, "heap byte counter wrong", c.heap_bytes);
+    rep_out.add(rep.problems);
+}
+
+/// Where [`check_heap_structure`] reports.
+pub trait ProblemSink {
+    fn print(&self) -> bool;
+    fn add(&mut self, n: usize);
+}
+
+impl ProblemSink for Report {
+    fn print(&self) -> bool {
+        self.print
+    }
+    fn add(&mut self, n: usize) {
+        self.problems += n;
+    }
+}
+
+/// A sink that only counts, for tests: `let mut n = Count(0, true)`.
+pub struct Count(pub usize, pub bool);
+
+impl ProblemSink for Count {
+    fn print(&self) -> bool {
+        self.1
+    }
+    fn add(&mut self, n: usize) {
+        self.0 += n;
+    }
+}
+
+fn check_large(l: &MapTable, regions: &RegionTable, rep: &mut Report) {
+    let (n, bytes) = l.walk_count();
+    rep.expect(n == l.count(), "large table count wrong", n);
+    rep.expect(bytes == l.bytes, "large table bytes wrong", bytes);
+    l.for_each(|p, base, len| {
+        rep.expect(base % crate::config::PAGE == 0 && len % crate::config::PAGE == 0, "misaligned mapping", base);
+        rep.expect(p % 16 == 0 && p >= base && p < base + len, "payload outside its mapping", p);
+        rep.expect(!regions.contains(p), "mapping inside a heap region", p);
+    });
+}
+
+fn check_my_cache(regions: &RegionTable, rep: &mut Report) {
+    let t = crate::tls::get();
+    if t <= 1 {
+        return;
+    }
+    // SAFETY: this thread's cache, used only by this thread.
+    let t = unsafe { &*(t as *const crate::tcache::Tcache) };
+    let mut n = 0u64;
+    // SAFETY: `for_each` checks every link before following it.
+    let r = unsafe { t.for_each(regions, |_, _| n += 1) };
+    if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
+        rep.problem("corrupted thread cache", a);
+    }
+    let want = t.counters.cached_blocks.load(core::sync::atomic::Ordering::Relaxed);
+    rep.expect(n == want, "thread cache count wrong", n as usize);
+}
+
+/// Calls `f(addr, size, kind)` for every region, block and mapping; returns
+/// the number of calls. Runs with every lock held: `f` must not allocate.
+pub fn walk(mut f: impl FnMut(usize, u64, u32)) -> usize {
+    with_everything(|h, l, _| {
+        let mut calls = 0;
+        let mut rep = Report { problems: 0, print: false };
+        let regions = h.regions;
+        let (top, top_units) = h.top();
+        for i in 0..regions.len() {
+            let (s, e) = (regions.start(i), regions.end(i));
+            f(s, (e - s) as u64, WALK_REGION);
+            calls += 1;
+            let t = if i == h.current_region() && top_units > 0 { Some(top) } else { None };
+            // SAFETY: the table describes mapped regions.
+            unsafe {
+                walk_region(regions, i, t, &mut rep, |b, units, used| {
+                    let kind = if !used {
+                        WALK_FREE
+                    } else if looks_cached(b) {
+                        WALK_CACHED
+                    } else {
+                        WALK_USED
+                    };
+                    f(b.addr(), (units as u64) << UNIT_SHIFT, kind);
+                    calls += 1;
+                });
+            }
+        }
+        l.for_each(|_, base, len| {
+            f(base, len as u64, WALK_MAPPED);
+            calls += 1;
+        });
+        calls
+    })
+}

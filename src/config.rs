@@ -1,0 +1,88 @@
+//! Compile-time constants of the design. Run-time tunables (mallopt and the
+//! `FITALLOC_*` environment) live in [`crate::options`].
+
+/// Every payload is aligned to this; every block size is a multiple of it.
+pub(crate) const ALIGN: usize = 16;
+/// Block sizes are counted in units of [`ALIGN`] bytes ("units").
+pub(crate) const UNIT_SHIFT: u32 = 4;
+
+/// Bytes of the boundary tag in front of every payload.
+pub(crate) const HEADER: usize = 4;
+
+/// Smallest block, in units: a free block must hold its header, two links
+/// and a footer (4 + 8 + 8 + 4 = 24 bytes, rounded up to 32).
+pub(crate) const MIN_UNITS: u32 = 2;
+
+/// Largest block the heap hands out, in units. An allocated block's header
+/// keeps its size in 16 bits (see [`crate::block`]), so heap blocks stay
+/// below 1 MiB; anything larger gets its own mapping.
+pub(crate) const MAX_USED_UNITS: u32 = 0xFFFF;
+
+/// Largest request served from the heap: the best fit may be one unit
+/// larger than asked when the remainder is too small to split off, and the
+/// result must still fit [`MAX_USED_UNITS`].
+pub(crate) const MAX_HEAP_REQUEST: usize = ((MAX_USED_UNITS as usize - 1) << UNIT_SHIFT) - HEADER;
+
+/// Largest region of the heap. Free blocks never cross a region, and a free
+/// header keeps its size in 30 bits of units; 4 GiB keeps every size in a
+/// `u32` of units with room to spare.
+pub(crate) const MAX_REGION_BYTES: usize = 1 << 32;
+
+/// How many heap regions the region table can hold.
+pub(crate) const MAX_REGIONS: usize = 64;
+
+/// Small bins hold exactly one block size each, for blocks below this many
+/// units (1 KiB); larger free blocks go to the tree bins.
+pub(crate) const SMALL_LIMIT_UNITS: u32 = 64;
+
+/// Tree bins: each power of two of units is split into `1 << TREE_SUB_BITS`
+/// bins.
+pub(crate) const TREE_SUB_BITS: u32 = 3;
+/// Number of tree bins: units from 2^6 up to 2^30.
+pub(crate) const TREE_BINS: usize = (30 - 6) << TREE_SUB_BITS;
+
+/// Thread caches hold freed blocks of up to this many units (1 KiB).
+pub(crate) const TCACHE_MAX_UNITS: u32 = 64;
+
+/// Page size assumed for rounding mappings; checked against the kernel's at
+/// start-up.
+pub(crate) const PAGE: usize = 4096;
+
+/// Default threshold (bytes) at and above which a request gets its own
+/// mapping (glibc's `M_MMAP_THRESHOLD` default).
+pub(crate) const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
+/// Default free bytes at the top of the heap above which the top is given
+/// back to the system (glibc's `M_TRIM_THRESHOLD` default).
+pub(crate) const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;
+/// Default extra bytes asked from the system on each heap growth, and kept
+/// at the top when trimming (glibc's `M_TOP_PAD` default).
+pub(crate) const DEFAULT_TOP_PAD: usize = 128 * 1024;
+/// Default maximum number of simultaneous large-block mappings.
+pub(crate) const DEFAULT_MMAP_MAX: usize = 65536;
+
+/// Size of a heap region obtained with mmap when sbrk cannot grow the heap.
+/// Untouched pages cost no memory, only address space.
+pub(crate) const MMAP_REGION_BYTES: usize = 64 << 20;
+
+/// Rounds `n` up to a multiple of `to` (a power of two), or `None` on overflow.
+#[inline]
+pub(crate) const fn checked_round_up(n: usize, to: usize) -> Option<usize> {
+    match n.checked_add(to - 1) {
+        Some(v) => Some(v & !(to - 1)),
+        None => None,
+    }
+}
+
+/// Rounds `n` up to a multiple of `to` (a power of two); `n` must be small
+/// enough not to overflow.
+#[inline]
+pub(crate) const fn round_up(n: usize, to: usize) -> usize {
+    (n + to - 1) & !(to - 1)
+}
+
+/// Block units needed to hold a request of `n` bytes (`n <= MAX_HEAP_REQUEST`).
+#[inline]
+pub(crate) const fn request_units(n: usize) -> u32 {
+    let units = ((n + HEADER + ALIGN - 1) >> UNIT_SHIFT) as u32;
+    if units < MIN_UNITS { MIN_UNITS } else { units }
+}

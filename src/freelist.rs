@@ -1,0 +1,139 @@
+//! Exact-size free lists for small blocks.
+//!
+//! List `u` holds free blocks of exactly `u` units (32 .. 1008 bytes), doubly
+//! linked through links 0 (next) and 1 (prev) so that a block merged with a
+//! neighbour leaves its list in O(1). Invariant: bit `u` of `bitmap` is set
+//! iff list `u` is non-empty. Since every block in a list has the same size,
+//! the first non-empty list at or above a request is its best fit.
+//!
+//! Links live in memory the program could write after a free (a use after
+//! free), so every link is checked before it is followed: the target must
+//! lie in a heap region, carry the free header of this list's size, and
+//! point back at the block it was reached from.
+
+use crate::block::{free_header, Block};
+use crate::config::SMALL_LIMIT_UNITS;
+use crate::region::RegionTable;
+
+const NEXT: usize = 0;
+const PREV: usize = 1;
+
+/// A link that failed its check: the block whose link was bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLink(pub usize);
+
+pub struct SmallBins {
+    heads: [Block; SMALL_LIMIT_UNITS as usize],
+    /// Bit `u` set iff `heads[u]` is non-empty.
+    bitmap: u64,
+}
+
+impl Default for SmallBins {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl SmallBins {
+    pub const fn new() -> Self {
+        SmallBins { heads: [Block::NULL; SMALL_LIMIT_UNITS as usize], bitmap: 0 }
+    }
+
+    pub fn bitmap(&self) -> u64 {
+        self.bitmap
+    }
+
+    pub fn head(&self, units: u32) -> Block {
+        self.heads[units as usize]
+    }
+
+    /// The smallest non-empty list of at least `units`, if any.
+    #[inline]
+    pub fn smallest_at_least(&self, units: u32) -> Option<u32> {
+        let above = self.bitmap & (u64::MAX << units);
+        (above != 0).then(|| above.trailing_zeros())
+    }
+
+    /// Pushes free block `b` of `units` (its header and footer written).
+    ///
+    /// # Safety
+    /// `b` must be a free block of `units < SMALL_LIMIT_UNITS` in a heap
+    /// region, on no list.
+    pub unsafe fn push(&mut self, b: Block, units: u32) {
+        let head = self.heads[units as usize];
+        // SAFETY: `b` is a free block of at least 2 units (room for two
+        // links); `head`, when set, is a block on this list.
+        unsafe {
+            b.set_link(NEXT, head);
+            b.set_link(PREV, Block::NULL);
+            if !head.is_null() {
+                head.set_link(PREV, b);
+            }
+        }
+        self.heads[units as usize] = b;
+        self.bitmap |= 1 << units;
+    }
+
+    /// Checks that `n`, reached through a link of `from`, is a block of this
+    /// list that points back at `from` through link `back`.
+    ///
+    /// # Safety
+    /// `regions` must describe the heap's mapped regions.
+    #[inline]
+    unsafe fn check_link(regions: &RegionTable, n: Block, back: usize, from: Block, units: u32) -> bool {
+        regions.contains(n.addr())
+            && n.addr() % 16 == 12
+            // SAFETY: `n` lies in a mapped heap region and is 4-aligned; a
+            // block that passes the header check has room for its links.
+            && unsafe { n.header() == free_header(units) && n.link(back) == from }
+    }
+
+    /// Removes `b` (of `units`) from its list after checking its links.
+    ///
+    /// # Safety
+    /// `b` must be a free block of `units` believed to be on list `units`.
+    pub unsafe fn unlink(&mut self, regions: &RegionTable, b: Block, units: u32) -> Result<(), BadLink> {
+        // SAFETY: `b` is a free small block in a heap region (caller);
+        // `next`/`prev` are dereferenced only after `check_link`.
+        unsafe {
+            if b.header() != free_header(units) {
+                return Err(BadLink(b.addr()));
+            }
+            let next = b.link(NEXT);
+            let prev = b.link(PREV);
+            if !next.is_null() && !Self::check_link(regions, next, PREV, b, units) {
+                return Err(BadLink(b.addr()));
+            }
+            if prev.is_null() {
+                if self.heads[units as usize] != b {
+                    return Err(BadLink(b.addr()));
+                }
+                self.heads[units as usize] = next;
+                if next.is_null() {
+                    self.bitmap &= !(1 << units);
+                }
+            } else {
+                if !Self::check_link(regions, prev, NEXT, b, units) {
+                    return Err(BadLink(b.addr()));
+                }
+                prev.set_link(NEXT, next);
+            }
+            if !next.is_null() {
+                next.set_link(PREV, prev);
+            }
+        }
+        Ok(())
+    }
+
+    /// Pops the most recently freed block of exactly `units`.
+    ///
+    /// # Safety
+    /// List `units` must be non-empty.
+    pub unsafe fn pop(&mut self, regions: &RegionTable, units: u32) -> Result<Block, BadLink> {
+        let b = self.heads[units as usize];
+        debug_assert!(!b.is_null());
+        // SAFETY: `b` is the head of a non-empty list.
+        unsafe { self.unlink(regions, b, units)? };
+        Ok(b)
+    }
+}

@@ -1,0 +1,917 @@
+//! The process-wide allocator: one heap, the large-block table, the thread
+//! caches, lazy start-up and fork handling.
+//!
+//! # Paths
+//!
+//! - malloc of at most 1020 bytes on a thread with a cache: pop from the
+//!   cache ([`malloc`], inline). Otherwise [`malloc_slow`]: start-up, cache
+//!   creation, then the heap under its lock, or a mapping of its own.
+//! - free of a heap block of at most 1 KiB: checked (region, tag, cache
+//!   mark), then pushed on the cache ([`free`], inline). Otherwise
+//!   [`free_slow`]: the heap under its lock, or the large-block table.
+//!
+//! Every pointer from the program is looked up in the region table or the
+//! large-block table before any header is read.
+//!
+//! # Locks
+//!
+//! Three spin locks, never nested except in the fork handlers, which take
+//! them in the order registry → heap → large and release them in reverse.
+
+use crate::block::Block;
+use crate::config::{self, MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS, UNIT_SHIFT};
+use crate::diag;
+use crate::heap::{Heap, HeapParams};
+use crate::large::{self, Lookup, MapTable};
+use crate::options::OPT;
+use crate::os::Os;
+use crate::region::RegionTable;
+use crate::sync::{Guard, Locked};
+use crate::tcache::{self, Call, Tcache, ThreadCounters, CALLS};
+use crate::tls;
+use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicU64, Ordering::*};
+
+pub static REGIONS: RegionTable = RegionTable::new();
+
+pub static HEAP: Locked<Heap<Os>> = Locked::new(Heap::new(
+    Os,
+    &REGIONS,
+    HeapParams { trim_threshold: config::DEFAULT_TRIM_THRESHOLD, top_pad: config::DEFAULT_TOP_PAD, page: config::PAGE },
+));
+
+pub static LARGE: Locked<MapTable> = Locked::new(MapTable::new());
+
+static REGISTRY: Locked<Registry> = Locked::new(Registry::new());
+
+/// Calls counted on threads without a cache (or before it exists).
+static SHARED: ThreadCounters = ThreadCounters {
+    calls: [const { AtomicU64::new(0) }; CALLS],
+    requested: AtomicU64::new(0),
+    cached_bytes: AtomicU64::new(0),
+    cached_blocks: AtomicU64::new(0),
+};
+
+/// TLS word: no cache yet.
+const TLS_NONE: usize = 0;
+/// TLS word: no cache now (being built, thread exiting, or caches off).
+const TLS_OFF: usize = 1;
+
+/// Largest request served from a thread cache.
+pub(crate) const TCACHE_MAX_REQUEST: usize = Block::payload_bytes(TCACHE_MAX_UNITS);
+
+// ----- start-up ----------------------------------------------------------------
+
+const UNINIT: u8 = 0;
+const STARTING: u8 = 1;
+const READY: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static ENV_PENDING: AtomicBool = AtomicBool::new(true);
+static TSD_KEY: AtomicU32 = AtomicU32::new(u32::MAX);
+
+/// Makes sure start-up has run. Cheap after the first call.
+#[inline(always)]
+pub fn ensure_init() {
+    if STATE.load(Acquire) != READY {
+        init_slow();
+    }
+    if ENV_PENDING.load(Relaxed) {
+        read_env_late();
+    }
+}
+
+#[cold]
+fn read_env_late() {
+    if crate::options::read_environment() {
+        ENV_PENDING.store(false, Relaxed);
+        apply_env_effects();
+    }
+}
+
+/// Options that take effect once, when the environment has been read.
+fn apply_env_effects() {
+    crate::api::set_check_every(OPT.check_every.load(Relaxed));
+    crate::trace::start();
+}
+
+#[cold]
+#[inline(never)]
+fn init_slow() {
+    if STATE.compare_exchange(UNINIT, STARTING, Acquire, Acquire).is_err() {
+        // Another thread is starting us; it allocates nothing meanwhile.
+        while STATE.load(Acquire) != READY {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    // Nothing here may allocate.
+    // SAFETY: AT_RANDOM points at 16 random bytes the kernel gave the process.
+    let (k, m) = unsafe {
+        let r = libc::getauxval(libc::AT_RANDOM) as *const u64;
+        if r.is_null() {
+            let t = &r as *const _ as u64;
+            (t.rotate_left(32) ^ 0x6a09_e667_f3bc_c908, t ^ 0xbb67_ae85_84ca_a73b)
+        } else {
+            (r.read_unaligned(), r.add(1).read_unaligned())
+        }
+    };
+    crate::block::set_tag_secret(k, m);
+    tcache::set_secret((k ^ m.rotate_left(17)) as usize);
+    OPT.page.store(crate::os::page_size(), Relaxed);
+    let env_read = crate::options::read_environment();
+    let mut key: libc::pthread_key_t = 0;
+    // SAFETY: key creation does not allocate in glibc.
+    if unsafe { libc::pthread_key_create(&mut key, Some(cache_exit)) } == 0 {
+        TSD_KEY.store(key as u32, Relaxed);
+    }
+    sync_params(&mut HEAP.lock());
+    STATE.store(READY, Release);
+    // From here on allocation works; these may allocate.
+    // SAFETY: the handlers are `extern "C"` functions that live as long as
+    // the library.
+    unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
+    if env_read {
+        ENV_PENDING.store(false, Relaxed);
+        apply_env_effects();
+    }
+}
+
+/// Copies the run-time options the heap obeys into it.
+fn sync_params(h: &mut Heap<Os>) {
+    h.params.trim_threshold = OPT.trim_threshold.load(Relaxed);
+    h.params.top_pad = OPT.top_pad.load(Relaxed);
+    h.params.page = OPT.page.load(Relaxed);
+}
+
+/// Locks the heap for C function `op`.
+#[inline]
+pub fn heap(op: &'static str) -> Guard<'static, Heap<Os>> {
+    let mut h = HEAP.lock();
+    h.op = op;
+    h
+}
+
+// ----- thread caches ----------------------------------------------------------------
+
+/// Live caches (a doubly-linked list), recycled ones, and where new ones
+/// are carved from.
+pub struct Registry {
+    live: *mut Tcache,
+    spare: *mut Tcache,
+    carve: usize,
+    carve_end: usize,
+    /// Counters of caches whose thread has exited.
+    retired_calls: [u64; CALLS],
+    retired_requested: u64,
+    pub threads: usize,
+}
+
+// SAFETY: the raw pointers are owned by the registry; access is locked.
+unsafe impl Send for Registry {}
+
+impl Registry {
+    const fn new() -> Self {
+        Registry {
+            live: core::ptr::null_mut(),
+            spare: core::ptr::null_mut(),
+            carve: 0,
+            carve_end: 0,
+            retired_calls: [0; CALLS],
+            retired_requested: 0,
+            threads: 0,
+        }
+    }
+
+    /// Memory for one cache.
+    fn take(&mut self) -> *mut Tcache {
+        if !self.spare.is_null() {
+            let t = self.spare;
+            // SAFETY: spare caches are ours and unused.
+            self.spare = unsafe { (*t).next };
+            return t;
+        }
+        let size = config::round_up(core::mem::size_of::<Tcache>(), 64);
+        if self.carve + size > self.carve_end {
+            let chunk = 64 * 1024;
+            let Some(m) = crate::os::map(chunk) else { return core::ptr::null_mut() };
+            self.carve = m;
+            self.carve_end = m + chunk;
+        }
+        let t = self.carve as *mut Tcache;
+        self.carve += size;
+        t
+    }
+
+    /// Links a new cache into the live list.
+    ///
+    /// # Safety
+    /// `t` must be an initialised cache on no list.
+    unsafe fn link(&mut self, t: *mut Tcache) {
+        // SAFETY: `t` and the live list head are caches we own.
+        unsafe {
+            (*t).prev = core::ptr::null_mut();
+            (*t).next = self.live;
+            if !self.live.is_null() {
+                (*self.live).prev = t;
+            }
+        }
+        self.live = t;
+        self.threads += 1;
+    }
+
+    /// Unlinks an empty cache, keeps its counters, and recycles it.
+    ///
+    /// # Safety
+    /// `t` must be a live, drained cache that no thread uses any more.
+    unsafe fn retire(&mut self, t: *mut Tcache) {
+        // SAFETY: `t` is on the live list.
+        unsafe {
+            let c = &(*t).counters;
+            for i in 0..CALLS {
+                self.retired_calls[i] += c.calls[i].load(Relaxed);
+            }
+            self.retired_requested += c.requested.load(Relaxed);
+            let (p, n) = ((*t).prev, (*t).next);
+            if p.is_null() {
+                self.live = n;
+            } else {
+                (*p).next = n;
+            }
+            if !n.is_null() {
+                (*n).prev = p;
+            }
+            (*t).next = self.spare;
+        }
+        self.spare = t;
+        self.threads -= 1;
+    }
+
+    /// Visits every live cache.
+    pub fn for_each(&self, mut f: impl FnMut(&Tcache)) {
+        let mut t = self.live;
+        while !t.is_null() {
+            // SAFETY: live caches stay allocated while the registry is locked.
+            unsafe {
+                f(&*t);
+                t = (*t).next;
+            }
+        }
+    }
+}
+
+/// This thread's cache, creating it on first use. Null when the thread has
+/// none (caches off, exiting, or no memory).
+#[cold]
+#[inline(never)]
+fn make_cache() -> *mut Tcache {
+    tls::set(TLS_OFF);
+    let key = TSD_KEY.load(Relaxed);
+    if !OPT.tcache.load(Relaxed) || key == u32::MAX {
+        return core::ptr::null_mut();
+    }
+    let t = {
+        let mut r = REGISTRY.lock();
+        let t = r.take();
+        if t.is_null() {
+            return t;
+        }
+        let max = OPT.tcache_bytes.load(Relaxed) as u64;
+        // SAFETY: `t` is memory for one cache, owned by the registry.
+        unsafe {
+            t.write(Tcache::new(max, (max as usize / 16).max(64)));
+            r.link(t);
+        }
+        t
+    };
+    // May allocate (keys above 31): our TLS word says "no cache" meanwhile.
+    // SAFETY: a valid key; the value is the cache the destructor drains.
+    unsafe { libc::pthread_setspecific(key as libc::pthread_key_t, t as *const libc::c_void) };
+    tls::set(t as usize);
+    t
+}
+
+/// The calling thread's cache, if it has one.
+#[inline(always)]
+fn my_cache() -> Option<&'static mut Tcache> {
+    let t = tls::get();
+    // SAFETY: a TLS word above TLS_OFF is this thread's live cache, which
+    // only this thread mutates.
+    (t > TLS_OFF).then(|| unsafe { &mut *(t as *mut Tcache) })
+}
+
+/// The thread-exit destructor: gives the cache's blocks back to the heap.
+unsafe extern "C" fn cache_exit(arg: *mut libc::c_void) {
+    tls::set(TLS_OFF);
+    let t = arg as *mut Tcache;
+    // SAFETY: `arg` is the cache this thread registered; no one else uses it.
+    unsafe {
+        drain_cache(&mut *t, "free");
+        REGISTRY.lock().retire(t);
+    }
+}
+
+/// Gives every block of cache `t` back to the heap.
+fn drain_cache(t: &mut Tcache, op: &'static str) {
+    let mut h = heap(op);
+    // SAFETY: cached blocks are held blocks of the heap.
+    let r = unsafe { t.drain_all(&REGIONS, |b| h.free(b)) };
+    if let Err(tcache::CacheFault::Corrupted(a)) = r {
+        drop(h);
+        diag::fatal(op, "corrupted thread cache at", a);
+    }
+}
+
+#[inline(always)]
+fn count(t: Option<&Tcache>, call: Call, requested: usize) {
+    match t {
+        Some(t) => {
+            tcache::add(&t.counters.calls[call as usize], 1);
+            tcache::add(&t.counters.requested, requested as u64);
+        }
+        None => {
+            SHARED.calls[call as usize].fetch_add(1, Relaxed);
+            SHARED.requested.fetch_add(requested as u64, Relaxed);
+        }
+    }
+}
+
+// ----- fork ------------------------------------------------------------------
+
+static FORK_HELD: AtomicU8 = AtomicU8::new(0);
+
+extern "C" fn fork_prepare() {
+    crate::trace::fork_prepare();
+    let mut held = 0;
+    if REGISTRY.hold() {
+        held |= 1;
+    }
+    if HEAP.hold() {
+        held |= 2;
+    }
+    if LARGE.hold() {
+        held |= 4;
+    }
+    FORK_HELD.store(held, Relaxed);
+}
+
+fn release_fork_locks() {
+    let held = FORK_HELD.load(Relaxed);
+    // SAFETY: each lock is released once, only if `fork_prepare` took it.
+    unsafe {
+        if held & 4 != 0 {
+            LARGE.force_unlock();
+        }
+        if held & 2 != 0 {
+            HEAP.force_unlock();
+        }
+        if held & 1 != 0 {
+            REGISTRY.force_unlock();
+        }
+    }
+}
+
+extern "C" fn fork_parent() {
+    release_fork_locks();
+    crate::trace::fork_parent();
+}
+
+extern "C" fn fork_child() {
+    release_fork_locks();
+    crate::trace::fork_child();
+    // The other threads' caches belong to threads that do not exist here:
+    // give their blocks back. A cache caught mid-update keeps what cannot
+    // be checked (a leak in the child, never a corruption).
+    let mine = tls::get();
+    loop {
+        let orphan = {
+            let r = REGISTRY.lock();
+            let mut t = r.live;
+            // SAFETY: live caches stay allocated while the registry is locked.
+            while !t.is_null() && t as usize == mine {
+                t = unsafe { (*t).next };
+            }
+            t
+        };
+        if orphan.is_null() {
+            break;
+        }
+        {
+            let mut h = heap("fork");
+            // SAFETY: the orphan's thread is gone; its blocks are held blocks.
+            let _ = unsafe { (*orphan).drain_all(&REGIONS, |b| h.free(b)) };
+        }
+        // SAFETY: the orphan is live, drained (or abandoned), and unused.
+        unsafe { REGISTRY.lock().retire(orphan) };
+    }
+}
+
+// ----- malloc ------------------------------------------------------------------
+
+/// Allocates `n` bytes for C function `call`; null when out of memory.
+#[inline(always)]
+pub fn malloc(n: usize, call: Call) -> *mut u8 {
+    if let Some(t) = my_cache()
+        && n <= TCACHE_MAX_REQUEST
+    {
+        count(Some(t), call, n);
+        let units = config::request_units(n);
+        // SAFETY: the cache holds blocks of our heap.
+        match unsafe { t.pop(&REGIONS, units) } {
+            Ok(Some(b)) => return b.payload(),
+            Ok(None) => return heap_malloc(n, false),
+            Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(call_name(call), "corrupted thread cache at", a),
+        }
+    }
+    malloc_slow(n, call)
+}
+
+pub fn call_name(call: Call) -> &'static str {
+    match call {
+        Call::Malloc => "malloc",
+        Call::Free => "free",
+        Call::Calloc => "calloc",
+        Call::Realloc => "realloc",
+        Call::Memalign => "memalign",
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn malloc_slow(n: usize, call: Call) -> *mut u8 {
+    ensure_init();
+    let t = match tls::get() {
+        TLS_NONE => make_cache(),
+        TLS_OFF => core::ptr::null_mut(),
+        t => t as *mut Tcache,
+    };
+    // SAFETY: a non-null `t` is this thread's cache.
+    let t = unsafe { t.as_mut() };
+    count(t.as_deref(), call, n);
+    if let Some(t) = t
+        && n <= TCACHE_MAX_REQUEST
+    {
+        // SAFETY: as in `malloc`.
+        if let Ok(Some(b)) = unsafe { t.pop(&REGIONS, config::request_units(n)) } {
+            return b.payload();
+        }
+    }
+    heap_malloc(n, false)
+}
+
+/// Allocates `n` bytes from the heap or a mapping, zeroed if `zero`.
+#[inline(never)]
+pub fn heap_malloc(n: usize, zero: bool) -> *mut u8 {
+    if n <= MAX_HEAP_REQUEST {
+        let units = config::request_units(n);
+        let big = ((units as usize) << UNIT_SHIFT) >= OPT.mmap_threshold.load(Relaxed)
+            && LARGE.lock().count() < OPT.mmap_max.load(Relaxed);
+        let grant = {
+            let mut h = heap(if zero { "calloc" } else { "malloc" });
+            // SAFETY: the heap is consistent between calls.
+            unsafe { if big { h.alloc_no_grow(units) } else { h.alloc(units) } }
+        };
+        if let Some(g) = grant {
+            if zero && g.dirty > 0 {
+                // SAFETY: the payload is ours and at least `dirty` bytes long.
+                unsafe { core::ptr::write_bytes(g.block.payload(), 0, g.dirty) };
+            }
+            return g.block.payload();
+        }
+        if !big {
+            return core::ptr::null_mut();
+        }
+        if let Some(p) = map_large(n, 16) {
+            return p;
+        }
+        // No mapping: a heap block after all.
+        // SAFETY: as above.
+        return match unsafe { heap(if zero { "calloc" } else { "malloc" }).alloc(units) } {
+            Some(g) => {
+                if zero && g.dirty > 0 {
+                    // SAFETY: as above.
+                    unsafe { core::ptr::write_bytes(g.block.payload(), 0, g.dirty) };
+                }
+                g.block.payload()
+            }
+            None => core::ptr::null_mut(),
+        };
+    }
+    map_large(n, 16).unwrap_or(core::ptr::null_mut())
+}
+
+/// A large block in its own mapping (fresh memory reads as zero).
+fn map_large(n: usize, align: usize) -> Option<*mut u8> {
+    let page = OPT.page.load(Relaxed);
+    let (payload, base, len) = large::map_block(n, align, page)?;
+    if !LARGE.lock().insert(payload, base, len) {
+        // SAFETY: the mapping is ours and unused.
+        unsafe { crate::os::unmap(base, len) };
+        return None;
+    }
+    Some(payload as *mut u8)
+}
+
+/// Allocates `n` zeroed bytes.
+#[inline]
+pub fn calloc(n: usize) -> *mut u8 {
+    if let Some(t) = my_cache()
+        && n <= TCACHE_MAX_REQUEST
+    {
+        count(Some(t), Call::Calloc, n);
+        // SAFETY: as in `malloc`.
+        match unsafe { t.pop(&REGIONS, config::request_units(n)) } {
+            Ok(Some(b)) => {
+                // SAFETY: the whole payload is ours.
+                unsafe { core::ptr::write_bytes(b.payload(), 0, Block::payload_bytes(b.units())) };
+                return b.payload();
+            }
+            Ok(None) => return heap_malloc(n, true),
+            Err(tcache::CacheFault::Corrupted(a)) => diag::fatal("calloc", "corrupted thread cache at", a),
+        }
+    }
+    ensure_init();
+    if tls::get() == TLS_NONE {
+        make_cache();
+    }
+    count(my_cache().map(|t| &*t), Call::Calloc, n);
+    heap_malloc(n, true)
+}
+
+/// Allocates `n` bytes aligned to `align` (a power of two above 16).
+pub fn memalign(align: usize, n: usize) -> *mut u8 {
+    ensure_init();
+    count(my_cache().map(|t| &*t), Call::Memalign, n);
+    let page = OPT.page.load(Relaxed);
+    if n <= MAX_HEAP_REQUEST && align < page * 16 {
+        let units = config::request_units(n);
+        let small = (((units as usize) << UNIT_SHIFT) + align) < OPT.mmap_threshold.load(Relaxed);
+        if small {
+            // SAFETY: the heap is consistent between calls.
+            if let Some(b) = unsafe { heap("memalign").alloc_aligned(align, units) } {
+                return b.payload();
+            }
+        }
+    }
+    map_large(n, align).unwrap_or(core::ptr::null_mut())
+}
+
+// ----- free ------------------------------------------------------------------------
+
+/// Frees `p` (non-null) for C function `func`.
+#[inline(always)]
+pub fn free(p: *mut u8, func: &'static str) {
+    let a = p as usize;
+    if let Some(t) = my_cache()
+        && a % 16 == 0
+        && REGIONS.contains(a)
+    {
+        count(Some(t), Call::Free, 0);
+        let b = Block::from_payload(p);
+        // SAFETY: `b` is a header position inside a heap region; the payload
+        // words are read only for a block with a valid used header.
+        unsafe {
+            if b.is_valid_used() {
+                let units = b.units();
+                if units <= TCACHE_MAX_UNITS && b.cache_key() != tcache::mark(b) && t.has_room(units) {
+                    t.push(b, units);
+                    return;
+                }
+            }
+        }
+        return free_heap_block(b, Some(t), func);
+    }
+    free_slow(p, func)
+}
+
+#[cold]
+#[inline(never)]
+fn free_slow(p: *mut u8, func: &'static str) {
+    let a = p as usize;
+    if STATE.load(Acquire) != READY {
+        diag::fatal(func, "invalid pointer (the allocator has not handed out anything yet)", a);
+    }
+    let t = my_cache();
+    if t.is_none() {
+        count(None, Call::Free, 0);
+    }
+    if a % 16 == 0 && REGIONS.contains(a) {
+        return free_heap_block(Block::from_payload(p), t, func);
+    }
+    free_large(a, func);
+}
+
+/// Frees heap block `b` that did not fit in the cache (or is not valid).
+#[inline(never)]
+fn free_heap_block(b: Block, t: Option<&mut Tcache>, func: &'static str) {
+    // SAFETY: `b` lies in a heap region (checked by the callers).
+    unsafe {
+        if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
+            bad_heap_pointer(b, func);
+        }
+        let units = b.units();
+        let mut h = heap(func);
+        if let Some(t) = t
+            && units <= TCACHE_MAX_UNITS
+        {
+            // The list for this size is full: move half of it to the heap
+            // under this one lock, then cache the block.
+            let half = t.count(units).div_ceil(2);
+            let r = t.drain(&REGIONS, units, half, |c| h.free(c));
+            if let Err(tcache::CacheFault::Corrupted(a)) = r {
+                drop(h);
+                diag::fatal(func, "corrupted thread cache at", a);
+            }
+            if t.has_room(units) {
+                drop(h);
+                t.push(b, units);
+                return;
+            }
+        }
+        h.free(b);
+    }
+}
+
+/// Explains why heap pointer `b`'s payload cannot be freed, and aborts.
+#[cold]
+fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
+    let p = b.payload() as usize;
+    let h = heap(func);
+    // SAFETY: `b` is a header position inside a heap region (callers).
+    unsafe {
+        if b.is_valid_used() && b.cache_key() == tcache::mark(b) {
+            drop(h);
+            diag::fatal(func, double_free_text(func), p);
+        }
+        let hd = b.header();
+        if hd == crate::block::MERGED {
+            drop(h);
+            diag::fatal(func, double_free_text(func), p);
+        }
+        if hd & crate::block::USED == 0 {
+            // A genuine free block has a sane size and a matching footer.
+            let units = crate::block::header_units(hd);
+            let end = REGIONS.find(b.addr()).map(|r| REGIONS.end(r)).unwrap_or(0);
+            if units >= MIN_UNITS && b.addr() + ((units as usize) << UNIT_SHIFT) < end && b.footer(units) == hd {
+                drop(h);
+                diag::fatal(func, double_free_text(func), p);
+            }
+        }
+    }
+    drop(h);
+    diag::fatal(func, "invalid pointer (not a block start, or its header was overwritten)", p)
+}
+
+fn double_free_text(func: &str) -> &'static str {
+    match func {
+        "free" => "double free of",
+        "realloc" => "realloc of a freed block",
+        _ => "pointer to a freed block",
+    }
+}
+
+/// Frees a pointer outside the heap regions: a large block, or not ours.
+fn free_large(a: usize, func: &'static str) {
+    let found = {
+        let mut l = LARGE.lock();
+        let r = l.lookup(a);
+        if let Lookup::Live { .. } = r {
+            l.remove(a);
+        }
+        r
+    };
+    match found {
+        Lookup::Live { base, len } => {
+            // SAFETY: the mapping was the block's and is no longer recorded.
+            unsafe { crate::os::unmap(base, len) };
+            raise_mmap_threshold(base + len - a);
+        }
+        Lookup::Freed => diag::fatal(func, double_free_text(func), a),
+        Lookup::Unknown => diag::fatal(func, "invalid pointer (not allocated by fitalloc)", a),
+    }
+}
+
+/// glibc's dynamic threshold: after a mapped block of `size` is freed,
+/// blocks up to that size come from the heap (unless the program chose
+/// thresholds itself).
+fn raise_mmap_threshold(size: usize) {
+    if OPT.dynamic_threshold.load(Relaxed)
+        && size > OPT.mmap_threshold.load(Relaxed)
+        && size <= MAX_HEAP_REQUEST
+    {
+        OPT.mmap_threshold.store(size, Relaxed);
+        OPT.trim_threshold.store(2 * size, Relaxed);
+        sync_params(&mut HEAP.lock());
+    }
+}
+
+// ----- realloc, sizes ---------------------------------------------------------------
+
+/// Resizes `p` (non-null) to `n` (non-zero) bytes; null (with `p` intact)
+/// when out of memory.
+pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    let a = p as usize;
+    let t = my_cache();
+    if t.is_none() {
+        ensure_init();
+    }
+    count(t.map(|t| &*t), Call::Realloc, n);
+    if a % 16 == 0 && REGIONS.contains(a) {
+        let b = Block::from_payload(p);
+        // SAFETY: `b` lies in a heap region; its header is checked first.
+        unsafe {
+            if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
+                bad_heap_pointer(b, "realloc");
+            }
+            let have = b.units();
+            let old_bytes = Block::payload_bytes(have);
+            if n <= MAX_HEAP_REQUEST {
+                let want = config::request_units(n);
+                if want <= have && have - want < MIN_UNITS {
+                    return p;
+                }
+                let moved = heap("realloc").resize(b, want, old_bytes.min(n));
+                if let Some(nb) = moved {
+                    return nb.payload();
+                }
+            }
+            let q = heap_malloc(n, false);
+            if !q.is_null() {
+                core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n));
+                free(p, "realloc");
+            }
+            return q;
+        }
+    }
+    let found = LARGE.lock().lookup(a);
+    match found {
+        Lookup::Live { base, len } => realloc_large(a, base, len, n),
+        Lookup::Freed => diag::fatal("realloc", double_free_text("realloc"), a),
+        Lookup::Unknown => diag::fatal("realloc", "invalid pointer (not allocated by fitalloc)", a),
+    }
+}
+
+fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
+    let page = OPT.page.load(Relaxed);
+    let usable = base + len - a;
+    let offset = a - base;
+    // Small enough for the heap: move there, so the mapping can go.
+    if n <= MAX_HEAP_REQUEST
+        && ((config::request_units(n) as usize) << UNIT_SHIFT) < OPT.mmap_threshold.load(Relaxed)
+        && n < usable
+    {
+        let q = heap_malloc(n, false);
+        if !q.is_null() {
+            // SAFETY: both blocks are ours; `n` bytes fit in each.
+            unsafe { core::ptr::copy_nonoverlapping(a as *const u8, q, n) };
+            free_large(a, "realloc");
+            return q;
+        }
+    }
+    let Some(new_len) = n.checked_add(offset).and_then(|v| config::checked_round_up(v, page)) else {
+        return core::ptr::null_mut();
+    };
+    if new_len > isize::MAX as usize {
+        return core::ptr::null_mut();
+    }
+    if new_len == len {
+        return a as *mut u8;
+    }
+    // SAFETY: `[base, base + len)` is the block's whole mapping.
+    match unsafe { crate::os::remap(base, len, new_len, true) } {
+        Some(nb) => {
+            let mut l = LARGE.lock();
+            if !l.replace(a, nb + offset, nb, new_len) {
+                drop(l);
+                diag::fatal("realloc", "cannot record a moved mapping at", nb);
+            }
+            (nb + offset) as *mut u8
+        }
+        None if new_len < len => a as *mut u8,
+        None => {
+            // mremap failed; a fresh mapping and a copy may still work.
+            let q = heap_malloc(n, false);
+            if !q.is_null() {
+                // SAFETY: both blocks are ours.
+                unsafe { core::ptr::copy_nonoverlapping(a as *const u8, q, usable.min(n)) };
+                free_large(a, "realloc");
+            }
+            q
+        }
+    }
+}
+
+/// The usable size of block `p` (non-null).
+pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
+    let a = p as usize;
+    if a % 16 == 0 && REGIONS.contains(a) {
+        let b = Block::from_payload(p);
+        // SAFETY: `b` lies in a heap region; its header is checked first.
+        unsafe {
+            if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
+                bad_heap_pointer(b, func);
+            }
+            return Block::payload_bytes(b.units());
+        }
+    }
+    match LARGE.lock().lookup(a) {
+        Lookup::Live { base, len } => base + len - a,
+        Lookup::Freed => diag::fatal(func, double_free_text(func), a),
+        Lookup::Unknown => diag::fatal(func, "invalid pointer (not allocated by fitalloc)", a),
+    }
+}
+
+// ----- trimming, statistics, walks ---------------------------------------------------
+
+/// malloc_trim: gives back the top beyond `pad` and the pages inside large
+/// free blocks. True if anything was released.
+pub fn trim(pad: usize) -> bool {
+    ensure_init();
+    // Our own cache's blocks may sit between free blocks: return them first.
+    if let Some(t) = my_cache() {
+        drain_cache(t, "malloc_trim");
+    }
+    let mut h = heap("malloc_trim");
+    // SAFETY: the heap is consistent between calls.
+    unsafe { h.trim_top(pad) + h.purge_free_blocks() > 0 }
+}
+
+/// Everything the statistics report, gathered under each lock in turn.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub heap: crate::heap::HeapCounters,
+    pub top_bytes: usize,
+    pub largest_free: usize,
+    pub mapped_bytes: usize,
+    pub mapped_blocks: usize,
+    pub peak_mapped_bytes: usize,
+    pub peak_mapped_blocks: usize,
+    pub calls: [u64; CALLS],
+    pub requested: u64,
+    pub cached_bytes: u64,
+    pub cached_blocks: u64,
+    pub threads: usize,
+}
+
+pub fn snapshot() -> Snapshot {
+    ensure_init();
+    let mut s = Snapshot::default();
+    {
+        let h = HEAP.lock();
+        s.heap = h.counters;
+        s.top_bytes = (h.top().1 as usize) << UNIT_SHIFT;
+        s.largest_free = largest_free(&h).max(s.top_bytes);
+    }
+    {
+        let l = LARGE.lock();
+        s.mapped_bytes = l.bytes;
+        s.mapped_blocks = l.count();
+        s.peak_mapped_bytes = l.peak_bytes;
+        s.peak_mapped_blocks = l.peak_count;
+    }
+    let r = REGISTRY.lock();
+    for i in 0..CALLS {
+        s.calls[i] = r.retired_calls[i] + SHARED.calls[i].load(Relaxed);
+    }
+    s.requested = r.retired_requested + SHARED.requested.load(Relaxed);
+    r.for_each(|t| {
+        for i in 0..CALLS {
+            s.calls[i] += t.counters.calls[i].load(Relaxed);
+        }
+        s.requested += t.counters.requested.load(Relaxed);
+        s.cached_bytes += t.counters.cached_bytes.load(Relaxed);
+        s.cached_blocks += t.counters.cached_blocks.load(Relaxed);
+    });
+    s.threads = r.threads;
+    s
+}
+
+/// The largest free block in the bins.
+fn largest_free(h: &Heap<Os>) -> usize {
+    let small = h.bins.small.bitmap();
+    let mut best = if small != 0 { (63 - small.leading_zeros() as usize) << UNIT_SHIFT } else { 0 };
+    for i in (0..config::TREE_BINS).rev() {
+        if h.bins.tree_map_bit(i) {
+            let mut m = 0;
+            // SAFETY: tree nodes are free blocks of the heap.
+            let _ = unsafe { h.bins.tree(i).for_each(&REGIONS, |b| m = m.max(b.units())) };
+            best = best.max((m as usize) << UNIT_SHIFT);
+            break;
+        }
+    }
+    best
+}
+
+/// Applies mallopt-style changes to the heap's parameters.
+pub fn params_changed() {
+    ensure_init();
+    sync_params(&mut HEAP.lock());
+}
+
+/// Runs `f` with the heap, large table and registry locked (for the
+/// checker and heap walks). `f` must not allocate.
+pub fn with_everything<R>(f: impl FnOnce(&Heap<Os>, &MapTable, &Registry) -> R) -> R {
+    ensure_init();
+    let r = REGISTRY.lock();
+    let h = heap("check");
+    let l = LARGE.lock();
+    f(&h, &l, &r)
+}

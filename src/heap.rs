@@ -1,0 +1,789 @@
+//! One heap: regions of boundary-tagged blocks, best-fit placement, split on
+//! allocation, coalescing on free, growth in large steps and trimming.
+//!
+//! # Regions and the top
+//!
+//! A region is a contiguous range `[start, end)` obtained from sbrk (the
+//! usual case) or mmap (when the break cannot move). Its first block header
+//! sits at `start + 12`, its epilogue (a used header of size 0) at `end - 4`.
+//! The free space at the end of the *current* region is the top: a free
+//! block that is in no bin, has no footer, and is carved only when no bin
+//! fits, so that the heap grows only when nothing free fits. The top is
+//! either empty (then `top` is the epilogue) or at least [`MIN_UNITS`].
+//!
+//! # Fresh memory
+//!
+//! Memory from the system reads as zero. Each region remembers `fresh`: no
+//! byte at or above it (below the epilogue) has been written since the
+//! system gave it to us, so calloc need not clear a block carved there.
+//!
+//! # Invariants (checked by [`crate::check`])
+//!
+//! - Blocks tile each region exactly, from `start + 12` to the epilogue.
+//! - No two free blocks are adjacent; `PREV_USED` of every block tells the
+//!   truth; every free block's footer equals its header.
+//! - Every free block but the top is in the bin its size maps to.
+//! - `free_bytes`/`free_blocks` count the blocks in bins; `used_*` the held
+//!   blocks (including thread-cached ones); sizes add up to the region sizes.
+
+use crate::bins::Bins;
+use crate::block::{free_header, Block, MERGED, PREV_USED};
+use crate::config::{MAX_REGIONS, MAX_REGION_BYTES, MIN_UNITS, UNIT_SHIFT};
+use crate::diag;
+use crate::freelist::BadLink;
+use crate::os::Source;
+use crate::region::RegionTable;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RegionKind {
+    Brk,
+    Mapped,
+}
+
+#[derive(Clone, Copy)]
+pub struct RegionInfo {
+    pub kind: RegionKind,
+    pub fresh: usize,
+}
+
+/// Counters kept by the heap (under its lock).
+#[derive(Clone, Copy, Default, Debug)]
+pub struct HeapCounters {
+    /// Bytes and number of blocks held (by the program or a thread cache).
+    pub used_bytes: usize,
+    pub used_blocks: usize,
+    pub peak_used_bytes: usize,
+    /// Bytes and number of free blocks in the bins (the top is apart).
+    pub free_bytes: usize,
+    pub free_blocks: usize,
+    /// Bytes of all regions.
+    pub heap_bytes: usize,
+    pub peak_heap_bytes: usize,
+    /// Bytes given back to the system (trimmed or purged).
+    pub released_bytes: usize,
+}
+
+/// Tunables the heap obeys (set through mallopt and the environment).
+#[derive(Clone, Copy, Debug)]
+pub struct HeapParams {
+    pub trim_threshold: usize,
+    pub top_pad: usize,
+    pub page: usize,
+}
+
+pub struct Heap<S: Source> {
+    pub source: S,
+    pub regions: &'static RegionTable,
+    pub info: [RegionInfo; MAX_REGIONS],
+    /// The region holding the top.
+    cur: usize,
+    /// The top block (the epilogue when the top is empty).
+    top: Block,
+    pub bins: Bins,
+    pub counters: HeapCounters,
+    pub params: HeapParams,
+    /// The C function being served, for messages.
+    pub op: &'static str,
+}
+
+/// A block handed out by the heap, and how much of its payload calloc must
+/// clear.
+#[derive(Clone, Copy, Debug)]
+pub struct Grant {
+    pub block: Block,
+    pub dirty: usize,
+}
+
+impl<S: Source> Heap<S> {
+    pub const fn new(source: S, regions: &'static RegionTable, params: HeapParams) -> Self {
+        Heap {
+            source,
+            regions,
+            info: [RegionInfo { kind: RegionKind::Brk, fresh: 0 }; MAX_REGIONS],
+            cur: 0,
+            top: Block::NULL,
+            bins: Bins::new(),
+            counters: HeapCounters {
+                used_bytes: 0,
+                used_blocks: 0,
+                peak_used_bytes: 0,
+                free_bytes: 0,
+                free_blocks: 0,
+                heap_bytes: 0,
+                peak_heap_bytes: 0,
+                released_bytes: 0,
+            },
+            params,
+            op: "malloc",
+        }
+    }
+
+    /// Reports corruption found while serving `self.op` and aborts.
+    #[cold]
+    fn corrupt(&self, what: &str, addr: usize) -> ! {
+        diag::fatal(self.op, what, addr)
+    }
+
+    fn ok<T>(&self, r: Result<T, BadLink>) -> T {
+        match r {
+            Ok(v) => v,
+            Err(BadLink(a)) => self.corrupt("corrupted free list at", a),
+        }
+    }
+
+    /// The top block and its size in units (0 when there is none).
+    pub fn top(&self) -> (Block, u32) {
+        if self.top.is_null() {
+            return (Block::NULL, 0);
+        }
+        let end = self.regions.end(self.cur);
+        (self.top, ((end - 4 - self.top.addr()) >> UNIT_SHIFT) as u32)
+    }
+
+    pub fn current_region(&self) -> usize {
+        self.cur
+    }
+
+    fn epilogue(&self, region: usize) -> Block {
+        Block::at((self.regions.end(region) - 4) as *mut u8)
+    }
+
+    /// Makes `b` the top of the current region: writes its free header, or
+    /// when `b` is the epilogue, records that the block before it is held.
+    ///
+    /// # Safety
+    /// `b` must be a block position in the current region with nothing but
+    /// free space between it and the epilogue.
+    unsafe fn set_top(&mut self, b: Block) {
+        self.top = b;
+        let (_, units) = self.top();
+        let epi = self.epilogue(self.cur);
+        // SAFETY: `b` and the epilogue lie in the current region.
+        unsafe {
+            if units > 0 {
+                b.set_header(free_header(units));
+                epi.set_prev_used(false);
+            } else {
+                epi.set_prev_used(true);
+            }
+        }
+    }
+
+    fn account_used(&mut self, units: u32) {
+        let c = &mut self.counters;
+        c.used_bytes += (units as usize) << UNIT_SHIFT;
+        c.used_blocks += 1;
+        if c.used_bytes > c.peak_used_bytes {
+            c.peak_used_bytes = c.used_bytes;
+        }
+    }
+
+    fn account_released(&mut self, units: u32) {
+        let c = &mut self.counters;
+        c.used_bytes -= (units as usize) << UNIT_SHIFT;
+        c.used_blocks -= 1;
+    }
+
+    /// Files free block `b` of `units` (header and footer written) in its bin.
+    ///
+    /// # Safety
+    /// `b` must be a free block of the heap, in no bin, with used neighbours.
+    unsafe fn file(&mut self, b: Block, units: u32) {
+        // SAFETY: forwarded to the caller.
+        let r = unsafe { self.bins.insert(self.regions, b, units) };
+        self.ok(r);
+        self.counters.free_bytes += (units as usize) << UNIT_SHIFT;
+        self.counters.free_blocks += 1;
+    }
+
+    /// Takes free block `b` of `units` out of its bin.
+    ///
+    /// # Safety
+    /// `b` must be a free block of the heap in a bin.
+    unsafe fn unfile(&mut self, b: Block, units: u32) {
+        // SAFETY: forwarded to the caller.
+        let r = unsafe { self.bins.remove(self.regions, b, units) };
+        self.ok(r);
+        self.counters.free_bytes -= (units as usize) << UNIT_SHIFT;
+        self.counters.free_blocks -= 1;
+    }
+
+    // ----- allocation -------------------------------------------------------
+
+    /// Allocates a block of at least `units` (at most `units + 1`, or the
+    /// whole top when only 16 bytes would remain).
+    ///
+    /// # Safety
+    /// The heap must be consistent (it is, between calls).
+    pub unsafe fn alloc(&mut self, units: u32) -> Option<Grant> {
+        debug_assert!(units >= MIN_UNITS && units < crate::config::MAX_USED_UNITS);
+        // SAFETY: bins hold free blocks of this heap; `carve` and `grow` keep
+        // the top consistent.
+        unsafe {
+            let r = self.bins.take_best(self.regions, units);
+            if let Some((b, have)) = self.ok(r) {
+                self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
+                self.counters.free_blocks -= 1;
+                self.use_free(b, have, units);
+                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()) });
+            }
+            if self.top().1 < units && !self.grow(units) {
+                return None;
+            }
+            Some(self.carve(units))
+        }
+    }
+
+    /// Like [`Heap::alloc`] but never grows the heap: for large requests
+    /// that may use free heap space but should otherwise get a mapping.
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc`].
+    pub unsafe fn alloc_no_grow(&mut self, units: u32) -> Option<Grant> {
+        // SAFETY: as for `alloc`.
+        unsafe {
+            let r = self.bins.take_best(self.regions, units);
+            if let Some((b, have)) = self.ok(r) {
+                self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
+                self.counters.free_blocks -= 1;
+                self.use_free(b, have, units);
+                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()) });
+            }
+            (self.top().1 >= units).then(|| self.carve(units))
+        }
+    }
+
+    /// Marks free block `b` of `have` units (already out of its bin) used
+    /// for `want`, splitting off the remainder when it can be a block.
+    ///
+    /// # Safety
+    /// `b` must be a free block of `have >= want` units, in no bin.
+    unsafe fn use_free(&mut self, b: Block, have: u32, want: u32) {
+        // SAFETY: `b .. b + have` is a free block of this heap.
+        unsafe {
+            let rest = have - want;
+            if rest >= MIN_UNITS {
+                b.set_used(want);
+                let r = b.offset(want);
+                r.set_free(rest);
+                self.file(r, rest);
+                self.account_used(want);
+            } else {
+                b.set_used(have);
+                b.offset(have).set_prev_used(true);
+                self.account_used(have);
+            }
+        }
+    }
+
+    /// Carves `units` from the front of the top.
+    ///
+    /// # Safety
+    /// The top must hold at least `units`.
+    unsafe fn carve(&mut self, units: u32) -> Grant {
+        let (b, have) = self.top();
+        debug_assert!(have >= units);
+        let units = if have - units == 1 { have } else { units };
+        // SAFETY: `b` is the top, a free block of `have` units.
+        unsafe {
+            b.set_used(units);
+            self.set_top(b.offset(units));
+        }
+        self.account_used(units);
+        let info = &mut self.info[self.cur];
+        let payload = b.payload() as usize;
+        let end = b.offset(units).addr();
+        let dirty = info.fresh.saturating_sub(payload).min(end - payload);
+        // The next header is written at `end`; everything after it is fresh.
+        info.fresh = info.fresh.max(end + 4);
+        Grant { block: b, dirty }
+    }
+
+    /// Grows the heap so that the top holds at least `units`.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    unsafe fn grow(&mut self, units: u32) -> bool {
+        let page = self.params.page;
+        let (_, top_units) = self.top();
+        let want = (units as usize) << UNIT_SHIFT;
+        // SAFETY: growth only adds memory at the end of a region or a new region.
+        unsafe {
+            if !self.top.is_null() {
+                let r = self.cur;
+                let (start, end) = (self.regions.start(r), self.regions.end(r));
+                let more = crate::config::round_up(want - ((top_units as usize) << UNIT_SHIFT) + self.params.top_pad, page);
+                if self.info[r].kind == RegionKind::Brk && end - start + more <= MAX_REGION_BYTES {
+                    match self.source.brk_grow(more) {
+                        Some(old) if old == end => {
+                            self.extend_current(more);
+                            return true;
+                        }
+                        Some(old) => {
+                            // Someone else moved the break: what we got is a
+                            // region of its own.
+                            if self.add_region(old, old + more, RegionKind::Brk) && self.top().1 >= units {
+                                return true;
+                            }
+                        }
+                        None => {}
+                    }
+                }
+            } else if let Some(old) = self.source.brk_grow(0) {
+                // First growth: make the break page-aligned as we go.
+                let len = crate::config::round_up(old + want + 16 + self.params.top_pad, page) - old;
+                if let Some(got) = self.source.brk_grow(len) {
+                    if self.add_region(got, got + len, RegionKind::Brk) && self.top().1 >= units {
+                        return true;
+                    }
+                }
+            }
+            // The break cannot serve: map a region.
+            let need = crate::config::round_up(want + 16 + self.params.top_pad, page);
+            let len = need.max(crate::config::MMAP_REGION_BYTES);
+            let got = match self.source.map(len) {
+                Some(a) => Some((a, len)),
+                None if len > need => self.source.map(need).map(|a| (a, need)),
+                None => None,
+            };
+            match got {
+                Some((a, len)) => self.add_region(a, a + len, RegionKind::Mapped) && self.top().1 >= units,
+                None => false,
+            }
+        }
+    }
+
+    /// Extends the current region by `more` bytes just obtained after its end.
+    ///
+    /// # Safety
+    /// `[end, end + more)` must be fresh memory adjoining the current region.
+    unsafe fn extend_current(&mut self, more: usize) {
+        let r = self.cur;
+        let old_epi = self.epilogue(r);
+        let top_was_empty = self.top().1 == 0;
+        let new_end = self.regions.end(r) + more;
+        self.regions.set_end(r, new_end);
+        self.counters.heap_bytes += more;
+        self.note_peak();
+        // SAFETY: the region now extends to `new_end`.
+        unsafe {
+            let epi = self.epilogue(r);
+            epi.set_header(crate::block::used_header(epi.addr(), 0));
+            if !top_was_empty && old_epi.addr() >= self.info[r].fresh {
+                // The old epilogue is now inside the top: keep "fresh" honest.
+                old_epi.set_header(0);
+            }
+            let top = if top_was_empty { old_epi } else { self.top };
+            // The old epilogue's PREV_USED told whether the block before the
+            // top was held; a new top header always says so (free blocks
+            // follow used ones).
+            self.set_top(top);
+        }
+    }
+
+    /// Starts a new region `[lo, hi)` (fresh memory) and makes it current,
+    /// filing the old top in the bins. Returns false if it cannot be used.
+    ///
+    /// # Safety
+    /// The range must be fresh memory owned by the heap.
+    unsafe fn add_region(&mut self, lo: usize, hi: usize, kind: RegionKind) -> bool {
+        let start = crate::config::round_up(lo, 16);
+        if hi < start + 64 {
+            return false;
+        }
+        let Some(i) = self.regions.add(start, hi) else { return false };
+        self.counters.heap_bytes += hi - start;
+        self.note_peak();
+        // SAFETY: the old top (if any) is a free block of the old region;
+        // the new region's memory is ours.
+        unsafe {
+            let (old_top, old_units) = self.top();
+            if old_units > 0 {
+                old_top.set_free(old_units);
+                self.file(old_top, old_units);
+            }
+            self.cur = i;
+            self.info[i] = RegionInfo { kind, fresh: start + 16 };
+            let first = Block::at((start + 12) as *mut u8);
+            let epi = self.epilogue(i);
+            epi.set_header(crate::block::used_header(epi.addr(), 0));
+            first.set_header(PREV_USED);
+            self.set_top(first);
+        }
+        true
+    }
+
+    /// The region holding `b` (which the caller found in the table).
+    fn region_of(&self, b: Block) -> usize {
+        match self.regions.find(b.addr()) {
+            Some(r) => r,
+            None => self.corrupt("block outside the heap", b.payload() as usize),
+        }
+    }
+
+    fn note_peak(&mut self) {
+        let c = &mut self.counters;
+        c.peak_heap_bytes = c.peak_heap_bytes.max(c.heap_bytes);
+    }
+
+    // ----- free -------------------------------------------------------------
+
+    /// Returns block `b` to the heap, merging it with free neighbours.
+    ///
+    /// # Safety
+    /// `b` must be a block of this heap held by the program or a thread cache
+    /// (its header checked by the caller).
+    pub unsafe fn free(&mut self, b: Block) {
+        // SAFETY: `b` is a held block; neighbours are checked before use.
+        unsafe {
+            let units = b.units();
+            self.account_released(units);
+            self.release_span(b, units);
+        }
+    }
+
+    /// Turns the held span `b .. b + units` into free space: merges it with
+    /// free neighbours, then files it or grows the top.
+    ///
+    /// # Safety
+    /// `b .. b + units` must be a span of this heap that nothing holds, whose
+    /// header `PREV_USED` bit is correct, inside region bounds.
+    unsafe fn release_span(&mut self, b: Block, units: u32) {
+        // SAFETY: every neighbour is checked against the region bounds and
+        // its own tags before it is used.
+        unsafe {
+            let region = self.region_of(b);
+            let (lo, hi) = (self.regions.start(region) + 12, self.regions.end(region) - 4);
+            let mut start = b;
+            let mut total = units;
+            if !b.prev_used() {
+                let f = b.prev_footer();
+                let pu = crate::block::header_units(f);
+                let p = b.prev();
+                if f & crate::block::USED != 0 || pu < MIN_UNITS || p.addr() < lo || p.addr() > b.addr() || p.header() != f {
+                    self.corrupt("corrupted block before", b.payload() as usize);
+                }
+                self.unfile(p, pu);
+                b.set_header(MERGED);
+                start = p;
+                total += pu;
+            }
+            let next = b.offset(units);
+            if next == self.top {
+                self.set_top(start);
+                self.maybe_trim();
+                return;
+            }
+            let nh = next.header();
+            if nh & crate::block::USED == 0 {
+                let nu = crate::block::header_units(nh);
+                if nu < MIN_UNITS || next.addr() + ((nu as usize) << UNIT_SHIFT) > hi || next.footer(nu) != nh {
+                    self.corrupt("corrupted block after", b.payload() as usize);
+                }
+                self.unfile(next, nu);
+                next.set_header(MERGED);
+                total += nu;
+            } else if !next.is_valid_used() {
+                self.corrupt("corrupted block after", b.payload() as usize);
+            } else {
+                next.set_prev_used(false);
+            }
+            start.set_free(total);
+            self.file(start, total);
+        }
+    }
+
+    /// Gives back the top beyond `top_pad` when it exceeds the trim threshold.
+    fn maybe_trim(&mut self) {
+        let (_, units) = self.top();
+        if ((units as usize) << UNIT_SHIFT) > self.params.trim_threshold {
+            // SAFETY: the heap is consistent here.
+            unsafe { self.trim_top(self.params.top_pad) };
+        }
+    }
+
+    /// Gives back all but `pad` bytes of the top (rounded to pages). Returns
+    /// the bytes released.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    pub unsafe fn trim_top(&mut self, pad: usize) -> usize {
+        let page = self.params.page;
+        let (top, units) = self.top();
+        let bytes = (units as usize) << UNIT_SHIFT;
+        let keep = pad.saturating_add(32);
+        if bytes < keep.saturating_add(page) {
+            return 0;
+        }
+        let r = self.cur;
+        let end = self.regions.end(r);
+        let release = (bytes - keep) & !(page - 1);
+        if release == 0 {
+            return 0;
+        }
+        let new_end = end - release;
+        // SAFETY: `[new_end, end)` lies inside the top, which holds nothing.
+        unsafe {
+            if self.info[r].kind == RegionKind::Brk
+                && self.source.brk_grow(0) == Some(end)
+                && self.source.brk_shrink(release)
+            {
+                self.regions.set_end(r, new_end);
+                self.counters.heap_bytes -= release;
+                let epi = self.epilogue(r);
+                epi.set_header(crate::block::used_header(epi.addr(), 0));
+                let info = &mut self.info[r];
+                info.fresh = info.fresh.min(epi.addr());
+                self.set_top(top);
+            } else {
+                // Keep the address range; let the system take the pages. The
+                // epilogue's page is kept so the frame stays intact.
+                let lo = crate::config::round_up(top.addr() + 16, page);
+                let hi = (end - 4) & !(page - 1);
+                if hi <= lo || !self.source.purge(lo, hi - lo) {
+                    return 0;
+                }
+                let info = &mut self.info[r];
+                info.fresh = info.fresh.min(lo);
+                self.counters.released_bytes += hi - lo;
+                return hi - lo;
+            }
+        }
+        self.counters.released_bytes += release;
+        release
+    }
+
+    /// Gives the pages inside large free blocks back to the system
+    /// (malloc_trim). Returns the bytes released.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    pub unsafe fn purge_free_blocks(&mut self) -> usize {
+        let page = self.params.page;
+        let mut released = 0;
+        for i in 0..crate::config::TREE_BINS {
+            let tree = *self.bins.tree(i);
+            let source = &mut self.source;
+            // SAFETY: tree nodes are free blocks of this heap; the purged
+            // range leaves the header, links and footer untouched.
+            let r = unsafe {
+                tree.for_each(self.regions, |b| {
+                    let lo = crate::config::round_up(b.payload() as usize + 24, page);
+                    let hi = (b.next().addr() - 4) & !(page - 1);
+                    if hi > lo && source.purge(lo, hi - lo) {
+                        released += hi - lo;
+                    }
+                })
+            };
+            self.ok(r);
+        }
+        self.counters.released_bytes += released;
+        released
+    }
+
+    // ----- resizing ------------------------------------------------------------
+
+    /// Splits the tail of held block `b` (of `have` units) down to `want`
+    /// units and frees the tail.
+    ///
+    /// # Safety
+    /// `b` must be a held block of `have >= want + MIN_UNITS` units.
+    unsafe fn shrink_held(&mut self, b: Block, have: u32, want: u32) {
+        // SAFETY: the tail `b + want .. b + have` belongs to `b`.
+        unsafe {
+            b.set_used(want);
+            let tail = b.offset(want);
+            tail.set_header(PREV_USED);
+            self.counters.used_bytes -= ((have - want) as usize) << UNIT_SHIFT;
+            self.release_span(tail, have - want);
+        }
+    }
+
+    /// Resizes held block `b` in place to `want` units if its neighbours
+    /// allow; may also slide it down into a free predecessor, moving the
+    /// first `keep` payload bytes. Returns the (possibly moved) block.
+    ///
+    /// # Safety
+    /// `b` must be a block held by the program; `keep` at most its payload.
+    pub unsafe fn resize(&mut self, b: Block, want: u32, keep: usize) -> Option<Block> {
+        // SAFETY: neighbours are checked as in `release_span`; data moves
+        // stay inside the merged span.
+        unsafe {
+            let have = b.units();
+            if want <= have {
+                if have - want >= MIN_UNITS {
+                    self.shrink_held(b, have, want);
+                }
+                return Some(b);
+            }
+            let next = b.offset(have);
+            // Grow into the top, extending the heap if the top is short.
+            if next == self.top {
+                let need = want - have;
+                if self.top().1 < need && !self.grow_in_place(need) {
+                    return self.slide_down(b, have, want, keep);
+                }
+                let (_, top_units) = self.top();
+                let total = have + top_units;
+                let units = if total - want < MIN_UNITS { total } else { want };
+                b.set_used(units);
+                self.counters.used_bytes += ((units - have) as usize) << UNIT_SHIFT;
+                self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
+                self.set_top(b.offset(units));
+                let info = &mut self.info[self.cur];
+                info.fresh = info.fresh.max(b.offset(units).addr() + 4);
+                return Some(b);
+            }
+            let nh = next.header();
+            if nh & crate::block::USED == 0 {
+                let nu = crate::block::header_units(nh);
+                if have + nu >= want {
+                    let hi = self.regions.end(self.region_of(b)) - 4;
+                    if nu < MIN_UNITS || next.addr() + ((nu as usize) << UNIT_SHIFT) > hi || next.footer(nu) != nh {
+                        self.corrupt("corrupted block after", b.payload() as usize);
+                    }
+                    self.unfile(next, nu);
+                    next.set_header(MERGED);
+                    let total = have + nu;
+                    let units = if total - want < MIN_UNITS { total } else { want };
+                    b.set_used(units);
+                    self.counters.used_bytes += ((units - have) as usize) << UNIT_SHIFT;
+                    if units < total {
+                        let tail = b.offset(units);
+                        tail.set_header(PREV_USED);
+                        self.release_span(tail, total - units);
+                    } else {
+                        b.offset(total).set_prev_used(true);
+                    }
+                    self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
+                    return Some(b);
+                }
+            }
+            self.slide_down(b, have, want, keep)
+        }
+    }
+
+    /// Grows the current region so its top holds `units`, only if that keeps
+    /// the top where it is (contiguous growth).
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    unsafe fn grow_in_place(&mut self, units: u32) -> bool {
+        let r = self.cur;
+        if self.info[r].kind != RegionKind::Brk || self.top.is_null() {
+            return false;
+        }
+        let (start, end) = (self.regions.start(r), self.regions.end(r));
+        let (_, top_units) = self.top();
+        let want = ((units - top_units) as usize) << UNIT_SHIFT;
+        let more = crate::config::round_up(want + self.params.top_pad, self.params.page);
+        if end - start + more > MAX_REGION_BYTES {
+            return false;
+        }
+        match self.source.brk_grow(more) {
+            Some(old) if old == end => {
+                // SAFETY: the new memory adjoins the current region.
+                unsafe { self.extend_current(more) };
+                true
+            }
+            Some(old) => {
+                // Not contiguous: keep it as a region of its own for later,
+                // but the block cannot grow into it. The top moves there, so
+                // put it back in the current region first.
+                // SAFETY: `[old, old + more)` is fresh memory we own.
+                unsafe { self.add_region(old, old + more, RegionKind::Brk) };
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Grows held block `b` by merging it with a free predecessor (and a free
+    /// successor), moving its first `keep` bytes down.
+    ///
+    /// # Safety
+    /// As for [`Heap::resize`].
+    unsafe fn slide_down(&mut self, b: Block, have: u32, want: u32, keep: usize) -> Option<Block> {
+        // SAFETY: the predecessor and successor are checked before use; the
+        // move stays inside the merged span.
+        unsafe {
+            if b.prev_used() {
+                return None;
+            }
+            let f = b.prev_footer();
+            let pu = crate::block::header_units(f);
+            let p = b.prev();
+            if f & crate::block::USED != 0 || p.header() != f {
+                self.corrupt("corrupted block before", b.payload() as usize);
+            }
+            let next = b.offset(have);
+            let nh = next.header();
+            let nu = if next != self.top && nh & crate::block::USED == 0 { crate::block::header_units(nh) } else { 0 };
+            let total = pu + have + nu;
+            if total < want || want > crate::config::MAX_USED_UNITS - 1 {
+                return None;
+            }
+            self.unfile(p, pu);
+            if nu > 0 {
+                if next.footer(nu) != nh {
+                    self.corrupt("corrupted block after", b.payload() as usize);
+                }
+                self.unfile(next, nu);
+            }
+            core::ptr::copy(b.payload(), p.payload(), keep);
+            self.counters.used_bytes += ((pu + nu) as usize) << UNIT_SHIFT;
+            let units = if total - want < MIN_UNITS { total } else { want };
+            p.set_used(units);
+            if units < total {
+                let tail = p.offset(units);
+                tail.set_header(PREV_USED);
+                self.counters.used_bytes -= ((total - units) as usize) << UNIT_SHIFT;
+                self.release_span(tail, total - units);
+            } else {
+                p.offset(units).set_prev_used(true);
+            }
+            self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
+            Some(p)
+        }
+    }
+
+    /// Allocates `units` whose payload is aligned to `align` (> 16, a power
+    /// of two).
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc`].
+    pub unsafe fn alloc_aligned(&mut self, align: usize, units: u32) -> Option<Block> {
+        let align_units = (align >> UNIT_SHIFT) as u32;
+        let need = units.checked_add(align_units)?.checked_add(MIN_UNITS)?;
+        if need >= crate::config::MAX_USED_UNITS {
+            return None;
+        }
+        // SAFETY: the block is ours; the lead and tail are carved from it.
+        unsafe {
+            let g = self.alloc(need)?;
+            let b = g.block;
+            let total = b.units();
+            let p = b.payload() as usize;
+            let mut at = crate::config::round_up(p, align);
+            if at != p && ((at - p) >> UNIT_SHIFT) < MIN_UNITS as usize {
+                at += align;
+            }
+            let a = Block::from_payload(at as *mut u8);
+            let lead = ((at - p) >> UNIT_SHIFT) as u32;
+            if lead > 0 {
+                // Free the lead; its predecessor is held (best fit never
+                // leaves a free block before a free one).
+                a.set_header(0);
+                a.set_used(total - lead);
+                b.set_header(PREV_USED);
+                self.counters.used_bytes -= (lead as usize) << UNIT_SHIFT;
+                self.release_span(b, lead);
+            }
+            let have = total - lead;
+            if have - units >= MIN_UNITS {
+                self.shrink_held(a, have, units);
+            }
+            Some(a)
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! fitalloc: a best-fit malloc for Linux over boundary-tagged blocks.
+//!
+//! # Module map and the dependency rule
+//!
+//! Dependencies flow one way, left to right; a module uses only modules to
+//! its left (or the leaves):
+//!
+//! ```text
+//! block → freelist, tree → bins → heap → tcache, large → global → api → ffi
+//! leaves: config, os, sync, tls, stats, diag, options
+//! ```
+//!
+//! - [`block`]: the boundary-tagged block format; the only module that does
+//!   pointer arithmetic on heap memory.
+//! - [`freelist`]: exact-size doubly-linked free lists (small blocks).
+//! - [`tree`]: size-then-address ordered treaps (large free blocks).
+//! - [`region`]: the table of heap regions (ownership checks).
+//! - [`bins`]: size → bin mapping, occupancy bitmaps, best-fit search.
+//! - [`heap`]: malloc/free/realloc/memalign on one heap of regions, generic
+//!   over a memory [`os::Source`] so tests can run it on a plain buffer.
+//! - [`large`]: blocks in their own mappings, and the table that owns them.
+//! - [`tcache`]: per-thread caches of freed small blocks (the fast path).
+//! - [`global`]: the process-wide allocator: lazy start-up, locks, fork.
+//! - [`api`]: the C semantics (errno, overflow, realloc edge cases).
+//! - [`ffi`]: the only `#[no_mangle]` functions; they forward to [`api`].
+//! - [`check`]: the heap checker used by every test.
+//!
+//! Nothing in this crate allocates through a global allocator: under
+//! `LD_PRELOAD` that would recurse into ourselves.
+#![cfg_attr(not(test), no_std)]
+// LLVM must not recognise malloc/memset idioms in the crate that *defines*
+// malloc: it could turn our calloc into a call to calloc (ourselves).
+#![no_builtins]
+#![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; see the lint note in Cargo.toml
+
+pub mod api;
+pub mod bins;
+pub mod block;
+pub mod check;
+pub mod config;
+pub mod diag;
+pub mod ffi;
+pub mod freelist;
+pub mod global;
+pub mod heap;
+pub mod large;
+pub mod options;
+pub mod os;
+pub mod region;
+pub mod stats;
+pub mod sync;
+pub mod tcache;
+pub mod tls;
+pub mod trace;
+pub mod tree;
+
+#[cfg(test)]
+mod tests;
+
+/// Without std there is no unwinding and no default handler: a panic is an
+/// allocator bug, reported with one line and `abort()`.
+#[cfg(all(not(test), not(feature = "std")))]
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    diag::panic_abort(info)
+}
+
+/// The standard library's precompiled `core` refers to the unwinding
+/// personality routine even though this crate never unwinds
+/// (`panic = "abort"`); without std, nothing else defines it.
+#[cfg(all(not(test), not(feature = "std")))]
+#[unsafe(no_mangle)]
+pub extern "C" fn rust_eh_personality() {}

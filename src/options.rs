@@ -1,0 +1,197 @@
+//! Run-time options: `mallopt`, and the environment read once at start-up.
+//!
+//! The environment is read from `environ` directly: `getenv` may not be
+//! usable while the library is being preloaded, and nothing here may
+//! allocate. Recognised variables:
+//!
+//! | variable | meaning |
+//! |---|---|
+//! | `FITALLOC_STATS=1` | print statistics on stderr at exit |
+//! | `FITALLOC_CHECK=N` | run the heap checker every N calls (1: every call) |
+//! | `FITALLOC_HARDEN=1` | hardened mode (canaries, quarantine, guard pages) |
+//! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
+//! | `FITALLOC_TCACHE=0` | no thread caches |
+//! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 64k) |
+//! | `FITALLOC_MMAP_THRESHOLD=n` | as `mallopt(M_MMAP_THRESHOLD, n)` |
+//! | `FITALLOC_TRIM_THRESHOLD=n` | as `mallopt(M_TRIM_THRESHOLD, n)` |
+//! | `FITALLOC_TOP_PAD=n` | as `mallopt(M_TOP_PAD, n)` |
+//! | `FITALLOC_MMAP_MAX=n` | as `mallopt(M_MMAP_MAX, n)` |
+//!
+//! glibc's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
+//! `MALLOC_TOP_PAD_` and `MALLOC_MMAP_MAX_` are honoured too. Sizes take a
+//! `k`, `m` or `g` suffix.
+
+use crate::config;
+use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+pub struct Options {
+    pub mmap_threshold: AtomicUsize,
+    pub trim_threshold: AtomicUsize,
+    pub top_pad: AtomicUsize,
+    pub mmap_max: AtomicUsize,
+    /// glibc raises the mmap threshold to the size of freed mapped blocks
+    /// until the program sets any of the thresholds itself.
+    pub dynamic_threshold: AtomicBool,
+    pub stats_at_exit: AtomicBool,
+    pub check_every: AtomicUsize,
+    pub harden: AtomicBool,
+    pub tcache: AtomicBool,
+    pub tcache_bytes: AtomicUsize,
+    pub page: AtomicUsize,
+}
+
+pub static OPT: Options = Options {
+    mmap_threshold: AtomicUsize::new(config::DEFAULT_MMAP_THRESHOLD),
+    trim_threshold: AtomicUsize::new(config::DEFAULT_TRIM_THRESHOLD),
+    top_pad: AtomicUsize::new(config::DEFAULT_TOP_PAD),
+    mmap_max: AtomicUsize::new(config::DEFAULT_MMAP_MAX),
+    dynamic_threshold: AtomicBool::new(true),
+    stats_at_exit: AtomicBool::new(false),
+    check_every: AtomicUsize::new(0),
+    harden: AtomicBool::new(false),
+    tcache: AtomicBool::new(true),
+    tcache_bytes: AtomicUsize::new(64 * 1024),
+    page: AtomicUsize::new(config::PAGE),
+};
+
+/// Largest mmap threshold accepted (glibc's limit on 64-bit: 32 MiB).
+pub(crate) const MAX_MMAP_THRESHOLD: usize = 32 << 20;
+
+/// `FITALLOC_TRACE`'s value, NUL-terminated (empty: no trace).
+pub static mut TRACE_PATH: [u8; 512] = [0; 512];
+
+unsafe extern "C" {
+    static environ: *const *const libc::c_char;
+}
+
+/// Parses a size with an optional k/m/g suffix.
+pub fn parse_size(s: &[u8]) -> Option<usize> {
+    let (digits, shift) = match s.last()? {
+        b'k' | b'K' => (&s[..s.len() - 1], 10),
+        b'm' | b'M' => (&s[..s.len() - 1], 20),
+        b'g' | b'G' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    if digits.is_empty() {
+        return None;
+    }
+    let mut v: usize = 0;
+    for &d in digits {
+        if !d.is_ascii_digit() {
+            return None;
+        }
+        v = v.checked_mul(10)?.checked_add((d - b'0') as usize)?;
+    }
+    v.checked_mul(1 << shift)
+}
+
+fn flag(v: &[u8]) -> bool {
+    !(v.is_empty() || v == b"0" || v == b"no" || v == b"false")
+}
+
+/// Applies one `NAME=value` entry of the environment.
+fn apply(name: &[u8], value: &[u8]) {
+    match name {
+        b"FITALLOC_STATS" => OPT.stats_at_exit.store(flag(value), Relaxed),
+        b"FITALLOC_CHECK" => OPT.check_every.store(parse_size(value).unwrap_or(flag(value) as usize), Relaxed),
+        b"FITALLOC_HARDEN" => OPT.harden.store(flag(value), Relaxed),
+        b"FITALLOC_TCACHE" => OPT.tcache.store(flag(value), Relaxed),
+        b"FITALLOC_TCACHE_BYTES" => {
+            if let Some(n) = parse_size(value) {
+                OPT.tcache_bytes.store(n, Relaxed);
+            }
+        }
+        b"FITALLOC_TRACE" => {
+            // SAFETY: written once, at start-up, before any reader.
+            let path = unsafe { &mut *(&raw mut TRACE_PATH) };
+            if value.len() < path.len() {
+                path[..value.len()].copy_from_slice(value);
+                path[value.len()] = 0;
+            }
+        }
+        b"FITALLOC_MMAP_THRESHOLD" | b"MALLOC_MMAP_THRESHOLD_" => {
+            if let Some(n) = parse_size(value) {
+                set_mmap_threshold(n);
+            }
+        }
+        b"FITALLOC_TRIM_THRESHOLD" | b"MALLOC_TRIM_THRESHOLD_" => {
+            if let Some(n) = parse_size(value) {
+                set_fixed(&OPT.trim_threshold, n);
+            }
+        }
+        b"FITALLOC_TOP_PAD" | b"MALLOC_TOP_PAD_" => {
+            if let Some(n) = parse_size(value) {
+                set_fixed(&OPT.top_pad, n);
+            }
+        }
+        b"FITALLOC_MMAP_MAX" | b"MALLOC_MMAP_MAX_" => {
+            if let Some(n) = parse_size(value) {
+                set_fixed(&OPT.mmap_max, n);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Sets a threshold chosen by the user; like glibc, this ends the dynamic
+/// adjustment of the mmap threshold.
+pub fn set_fixed(o: &AtomicUsize, v: usize) {
+    o.store(v, Relaxed);
+    OPT.dynamic_threshold.store(false, Relaxed);
+}
+
+/// `M_MMAP_THRESHOLD`: false when above glibc's maximum.
+pub fn set_mmap_threshold(v: usize) -> bool {
+    if v > MAX_MMAP_THRESHOLD {
+        return false;
+    }
+    set_fixed(&OPT.mmap_threshold, v);
+    true
+}
+
+/// Reads the `FITALLOC_*` environment. Returns false when `environ` is not
+/// set up yet (the caller tries again later).
+pub fn read_environment() -> bool {
+    // SAFETY: `environ` is the C library's; each entry is a NUL-terminated
+    // string, and the array ends with a null pointer.
+    unsafe {
+        let mut e = environ;
+        if e.is_null() {
+            return false;
+        }
+        while !(*e).is_null() {
+            let s = core::ffi::CStr::from_ptr(*e).to_bytes();
+            if (s.starts_with(b"FITALLOC_") || s.starts_with(b"MALLOC_"))
+                && let Some(eq) = s.iter().position(|&c| c == b'=')
+            {
+                apply(&s[..eq], &s[eq + 1..]);
+            }
+            e = e.add(1);
+        }
+    }
+    true
+}
+
+/// The trace path, if one was given.
+pub fn trace_path() -> Option<&'static core::ffi::CStr> {
+    // SAFETY: written only at start-up; NUL-terminated by construction.
+    let p = unsafe { &*(&raw const TRACE_PATH) };
+    if p[0] == 0 { None } else { core::ffi::CStr::from_bytes_until_nul(p).ok() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_size_accepts_suffixes_and_rejects_garbage() {
+        assert_eq!(parse_size(b"4096"), Some(4096));
+        assert_eq!(parse_size(b"64k"), Some(65536));
+        assert_eq!(parse_size(b"2M"), Some(2 << 20));
+        assert_eq!(parse_size(b"1g"), Some(1 << 30));
+        assert_eq!(parse_size(b""), None);
+        assert_eq!(parse_size(b"k"), None);
+        assert_eq!(parse_size(b"12x"), None);
+        assert_eq!(parse_size(b"99999999999999999999999"), None);
+    }
+}

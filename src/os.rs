@@ -1,0 +1,169 @@
+//! Where memory comes from: the only module that makes memory system calls.
+//!
+//! The heap is generic over [`Source`], so tests can run it on a plain
+//! buffer; [`Os`] is the real thing (sbrk, mmap, mremap, munmap, madvise).
+//! Every call here leaves `errno` as it found it: `free` must never change
+//! errno, and the C layer sets `ENOMEM` itself when a request fails.
+
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A supplier of memory for heap regions.
+pub trait Source {
+    /// Moves the program break up by `len` bytes; returns the old break
+    /// (where the new memory starts) or `None`.
+    fn brk_grow(&mut self, len: usize) -> Option<usize>;
+    /// Moves the program break down by `len` bytes.
+    fn brk_shrink(&mut self, len: usize) -> bool;
+    /// A fresh zeroed mapping of `len` bytes (a multiple of the page size).
+    fn map(&mut self, len: usize) -> Option<usize>;
+    /// Tells the system the pages of `[addr, addr + len)` are no longer
+    /// needed; they read as zero afterwards.
+    ///
+    /// # Safety
+    /// The range must be page-aligned, mapped, and hold nothing anyone needs.
+    unsafe fn purge(&mut self, addr: usize, len: usize) -> bool;
+}
+
+/// Counters of system calls, for statistics.
+pub struct SysCounters {
+    pub sbrk: AtomicU64,
+    pub mmap: AtomicU64,
+    pub munmap: AtomicU64,
+    pub mremap: AtomicU64,
+    pub madvise: AtomicU64,
+}
+
+pub static SYSCALLS: SysCounters = SysCounters {
+    sbrk: AtomicU64::new(0),
+    mmap: AtomicU64::new(0),
+    munmap: AtomicU64::new(0),
+    mremap: AtomicU64::new(0),
+    madvise: AtomicU64::new(0),
+};
+
+/// Failure injection for tests: when non-zero, the n-th next system call
+/// that obtains memory fails (and the count restarts from the setting).
+pub static FAIL_EVERY: AtomicUsize = AtomicUsize::new(0);
+static FAIL_COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn injected_failure() -> bool {
+    let every = FAIL_EVERY.load(Relaxed);
+    every != 0 && FAIL_COUNTER.fetch_add(1, Relaxed) % every == every - 1
+}
+
+/// Runs `f` and puts errno back as it was.
+#[inline]
+fn keep_errno<T>(f: impl FnOnce() -> T) -> T {
+    // SAFETY: __errno_location returns this thread's errno slot, valid for
+    // the thread's lifetime.
+    unsafe {
+        let e = libc::__errno_location();
+        let saved = *e;
+        let r = f();
+        *e = saved;
+        r
+    }
+}
+
+fn bump(c: &AtomicU64) {
+    c.fetch_add(1, Relaxed);
+}
+
+/// The operating system as a memory source.
+#[derive(Default)]
+pub struct Os;
+
+impl Source for Os {
+    fn brk_grow(&mut self, len: usize) -> Option<usize> {
+        if injected_failure() || len > isize::MAX as usize {
+            return None;
+        }
+        bump(&SYSCALLS.sbrk);
+        keep_errno(|| {
+            // SAFETY: sbrk only moves the break; memory above the old break
+            // belongs to no one else.
+            let old = unsafe { libc::sbrk(len as libc::intptr_t) };
+            (old as isize != -1).then_some(old as usize)
+        })
+    }
+
+    fn brk_shrink(&mut self, len: usize) -> bool {
+        bump(&SYSCALLS.sbrk);
+        keep_errno(|| {
+            // SAFETY: the caller gives back only the top of its own sbrk
+            // region, which holds no live block.
+            unsafe { libc::sbrk(-(len as libc::intptr_t)) as isize != -1 }
+        })
+    }
+
+    fn map(&mut self, len: usize) -> Option<usize> {
+        map(len)
+    }
+
+    unsafe fn purge(&mut self, addr: usize, len: usize) -> bool {
+        bump(&SYSCALLS.madvise);
+        keep_errno(|| {
+            // SAFETY: the caller owns the range and needs none of its bytes.
+            unsafe { libc::madvise(addr as *mut libc::c_void, len, libc::MADV_DONTNEED) == 0 }
+        })
+    }
+}
+
+/// A fresh private anonymous mapping of `len` bytes.
+pub fn map(len: usize) -> Option<usize> {
+    if injected_failure() {
+        return None;
+    }
+    bump(&SYSCALLS.mmap);
+    keep_errno(|| {
+        // SAFETY: a new anonymous mapping aliases nothing.
+        let p = unsafe {
+            libc::mmap(
+                core::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    })
+}
+
+/// Unmaps `[addr, addr + len)`.
+///
+/// # Safety
+/// The range must be a mapping (or part of one) that nothing uses any more.
+pub unsafe fn unmap(addr: usize, len: usize) {
+    bump(&SYSCALLS.munmap);
+    keep_errno(|| {
+        // SAFETY: forwarded to the caller.
+        unsafe { libc::munmap(addr as *mut libc::c_void, len) };
+    })
+}
+
+/// Resizes the mapping at `addr` from `old` to `new` bytes, moving it if
+/// `may_move`. Returns the (possibly new) address.
+///
+/// # Safety
+/// `[addr, addr + old)` must be a whole mapping owned by the caller.
+pub unsafe fn remap(addr: usize, old: usize, new: usize, may_move: bool) -> Option<usize> {
+    if new > old && injected_failure() {
+        return None;
+    }
+    bump(&SYSCALLS.mremap);
+    keep_errno(|| {
+        let flags = if may_move { libc::MREMAP_MAYMOVE } else { 0 };
+        // SAFETY: forwarded to the caller.
+        let p = unsafe { libc::mremap(addr as *mut libc::c_void, old, new, flags) };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    })
+}
+
+/// The system page size.
+pub fn page_size() -> usize {
+    // SAFETY: getauxval reads the auxiliary vector; it never allocates.
+    let p = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
+    if p.is_power_of_two() { p } else { crate::config::PAGE }
+}

@@ -1,0 +1,275 @@
+//! Statistics in the shapes programs expect: `struct fitalloc_stats`,
+//! glibc's `mallinfo`/`mallinfo2`, `malloc_stats` and `malloc_info`, and
+//! the report `FITALLOC_STATS=1` prints at exit. Derived figures are
+//! computed here from the counters, never stored.
+
+use crate::diag::Buf;
+use crate::global::{snapshot, Snapshot};
+use crate::os::SYSCALLS;
+use core::fmt::Write;
+use core::sync::atomic::Ordering::Relaxed;
+
+/// Version of [`FitallocStats`]'s layout.
+pub const FITALLOC_STATS_VERSION: u64 = 1;
+
+/// `struct fitalloc_stats`: every figure the allocator keeps. Starts with its
+/// own size and version so that callers built against another layout can
+/// tell.
+#[repr(C)]
+#[derive(Default, Clone, Copy, Debug)]
+pub struct FitallocStats {
+    /// `sizeof(struct fitalloc_stats)` as the library knows it.
+    pub size: u64,
+    /// `FITALLOC_STATS_VERSION`.
+    pub version: u64,
+    /// Bytes the heap regions (sbrk and mmap'ed regions) hold now.
+    pub heap_bytes: u64,
+    pub peak_heap_bytes: u64,
+    /// Bytes in large blocks' own mappings now.
+    pub mapped_bytes: u64,
+    pub peak_mapped_bytes: u64,
+    /// Large blocks with their own mapping.
+    pub mapped_blocks: u64,
+    /// `heap_bytes + mapped_bytes`.
+    pub system_bytes: u64,
+    /// Peak of heap bytes plus peak of mapped bytes (an upper bound of the
+    /// peak of their sum).
+    pub peak_system_bytes: u64,
+    /// Bytes of blocks the program holds (block sizes, heap and mapped).
+    pub in_use_bytes: u64,
+    /// Peak of the bytes of held heap blocks (thread-cached ones included)
+    /// plus the peak of mapped bytes.
+    pub peak_in_use_bytes: u64,
+    pub in_use_blocks: u64,
+    /// Bytes of freed blocks waiting in thread caches.
+    pub cached_bytes: u64,
+    pub cached_blocks: u64,
+    /// Bytes of free heap blocks, the top of the heap included.
+    pub free_bytes: u64,
+    pub free_blocks: u64,
+    pub largest_free_block: u64,
+    /// Bytes requested since start (cumulative).
+    pub requested_bytes: u64,
+    pub malloc_calls: u64,
+    pub free_calls: u64,
+    pub calloc_calls: u64,
+    pub realloc_calls: u64,
+    /// Every aligned entry point.
+    pub memalign_calls: u64,
+    pub sbrk_calls: u64,
+    pub mmap_calls: u64,
+    pub munmap_calls: u64,
+    pub mremap_calls: u64,
+    pub madvise_calls: u64,
+    /// Bytes given back to the system since start.
+    pub trimmed_bytes: u64,
+    /// Thread caches alive now.
+    pub threads: u64,
+}
+
+impl FitallocStats {
+    pub fn from_snapshot(s: &Snapshot) -> Self {
+        let h = &s.heap;
+        let top = s.top_bytes as u64;
+        let in_use_heap = h.used_bytes as u64 - s.cached_bytes.min(h.used_bytes as u64);
+        FitallocStats {
+            size: core::mem::size_of::<FitallocStats>() as u64,
+            version: FITALLOC_STATS_VERSION,
+            heap_bytes: h.heap_bytes as u64,
+            peak_heap_bytes: h.peak_heap_bytes as u64,
+            mapped_bytes: s.mapped_bytes as u64,
+            peak_mapped_bytes: s.peak_mapped_bytes as u64,
+            mapped_blocks: s.mapped_blocks as u64,
+            system_bytes: (h.heap_bytes + s.mapped_bytes) as u64,
+            peak_system_bytes: (h.peak_heap_bytes + s.peak_mapped_bytes) as u64,
+            in_use_bytes: in_use_heap + s.mapped_bytes as u64,
+            peak_in_use_bytes: (h.peak_used_bytes + s.peak_mapped_bytes) as u64,
+            in_use_blocks: (h.used_blocks as u64).saturating_sub(s.cached_blocks) + s.mapped_blocks as u64,
+            cached_bytes: s.cached_bytes,
+            cached_blocks: s.cached_blocks,
+            free_bytes: h.free_bytes as u64 + top,
+            free_blocks: h.free_blocks as u64 + (top > 0) as u64,
+            largest_free_block: s.largest_free as u64,
+            requested_bytes: s.requested,
+            malloc_calls: s.calls[0],
+            free_calls: s.calls[1],
+            calloc_calls: s.calls[2],
+            realloc_calls: s.calls[3],
+            memalign_calls: s.calls[4],
+            sbrk_calls: SYSCALLS.sbrk.load(Relaxed),
+            mmap_calls: SYSCALLS.mmap.load(Relaxed),
+            munmap_calls: SYSCALLS.munmap.load(Relaxed),
+            mremap_calls: SYSCALLS.mremap.load(Relaxed),
+            madvise_calls: SYSCALLS.madvise.load(Relaxed),
+            trimmed_bytes: h.released_bytes as u64,
+            threads: s.threads as u64,
+        }
+    }
+
+    pub fn current() -> Self {
+        Self::from_snapshot(&snapshot())
+    }
+}
+
+/// glibc's `struct mallinfo2`.
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct Mallinfo2 {
+    pub arena: usize,
+    pub ordblks: usize,
+    pub smblks: usize,
+    pub hblks: usize,
+    pub hblkhd: usize,
+    pub usmblks: usize,
+    pub fsmblks: usize,
+    pub uordblks: usize,
+    pub fordblks: usize,
+    pub keepcost: usize,
+}
+
+/// glibc's `struct mallinfo` (int fields, which wrap like glibc's).
+#[repr(C)]
+#[derive(Default, Clone, Copy)]
+pub struct Mallinfo {
+    pub arena: i32,
+    pub ordblks: i32,
+    pub smblks: i32,
+    pub hblks: i32,
+    pub hblkhd: i32,
+    pub usmblks: i32,
+    pub fsmblks: i32,
+    pub uordblks: i32,
+    pub fordblks: i32,
+    pub keepcost: i32,
+}
+
+pub fn mallinfo2() -> Mallinfo2 {
+    let s = snapshot();
+    let st = FitallocStats::from_snapshot(&s);
+    Mallinfo2 {
+        arena: s.heap.heap_bytes,
+        ordblks: st.free_blocks as usize,
+        smblks: 0,
+        hblks: s.mapped_blocks,
+        hblkhd: s.mapped_bytes,
+        usmblks: 0,
+        // Thread-cached blocks are free to the program: glibc reports its
+        // fastbin chunks here.
+        fsmblks: s.cached_bytes as usize,
+        uordblks: s.heap.used_bytes - (s.cached_bytes as usize).min(s.heap.used_bytes),
+        fordblks: st.free_bytes as usize + s.cached_bytes as usize,
+        keepcost: s.top_bytes,
+    }
+}
+
+pub fn mallinfo() -> Mallinfo {
+    let m = mallinfo2();
+    Mallinfo {
+        arena: m.arena as i32,
+        ordblks: m.ordblks as i32,
+        smblks: m.smblks as i32,
+        hblks: m.hblks as i32,
+        hblkhd: m.hblkhd as i32,
+        usmblks: m.usmblks as i32,
+        fsmblks: m.fsmblks as i32,
+        uordblks: m.uordblks as i32,
+        fordblks: m.fordblks as i32,
+        keepcost: m.keepcost as i32,
+    }
+}
+
+/// glibc's `malloc_stats()` layout, on stderr.
+pub fn malloc_stats() {
+    let st = FitallocStats::current();
+    let mut b = Buf::<512>::new();
+    let heap_in_use = st.in_use_bytes - st.mapped_bytes;
+    let _ = writeln!(b, "Arena 0:");
+    let _ = writeln!(b, "system bytes     = {:>10}", st.heap_bytes);
+    let _ = writeln!(b, "in use bytes     = {:>10}", heap_in_use);
+    let _ = writeln!(b, "Total (incl. mmap):");
+    let _ = writeln!(b, "system bytes     = {:>10}", st.system_bytes);
+    let _ = writeln!(b, "in use bytes     = {:>10}", st.in_use_bytes);
+    let _ = writeln!(b, "max mmap regions = {:>10}", crate::global::LARGE.lock().peak_count);
+    let _ = writeln!(b, "max mmap bytes   = {:>10}", st.peak_mapped_bytes);
+    b.write_to(2);
+}
+
+/// Writes a human-readable report of every figure to `fd`.
+pub fn print_report(fd: i32) {
+    let s = FitallocStats::current();
+    let mut b = Buf::<2048>::new();
+    let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
+    let _ = writeln!(
+        b,
+        "fitalloc: heap {} B (peak {}), mapped {} B in {} blocks (peak {}), in use {} B in {} blocks (peak {}), {:.1}% of system bytes",
+        s.heap_bytes,
+        s.peak_heap_bytes,
+        s.mapped_bytes,
+        s.mapped_blocks,
+        s.peak_mapped_bytes,
+        s.in_use_bytes,
+        s.in_use_blocks,
+        s.peak_in_use_bytes,
+        pct(s.in_use_bytes, s.system_bytes)
+    );
+    let _ = writeln!(
+        b,
+        "fitalloc: free {} B in {} blocks (largest {}), thread caches {} B in {} blocks ({} threads)",
+        s.free_bytes, s.free_blocks, s.largest_free_block, s.cached_bytes, s.cached_blocks, s.threads
+    );
+    let _ = writeln!(
+        b,
+        "fitalloc: calls: malloc {} free {} calloc {} realloc {} memalign {}; requested {} B",
+        s.malloc_calls, s.free_calls, s.calloc_calls, s.realloc_calls, s.memalign_calls, s.requested_bytes
+    );
+    let _ = writeln!(
+        b,
+        "fitalloc: system calls: sbrk {} mmap {} munmap {} mremap {} madvise {}; {} B given back",
+        s.sbrk_calls, s.mmap_calls, s.munmap_calls, s.mremap_calls, s.madvise_calls, s.trimmed_bytes
+    );
+    b.write_to(fd);
+}
+
+/// `malloc_info(0, fp)`: glibc's XML shape, one heap.
+///
+/// # Safety
+/// `fp` must be a valid `FILE *` open for writing.
+pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
+    if options != 0 {
+        // SAFETY: errno is this thread's.
+        unsafe { *libc::__errno_location() = libc::EINVAL };
+        return -1;
+    }
+    let s = FitallocStats::current();
+    let mut b = Buf::<1024>::new();
+    let _ = writeln!(b, "<malloc version=\"1\">");
+    let _ = writeln!(b, "<heap nr=\"0\">");
+    let _ = writeln!(b, "<sizes>\n</sizes>");
+    let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", s.cached_blocks, s.cached_bytes);
+    let _ = writeln!(b, "<total type=\"rest\" count=\"{}\" size=\"{}\"/>", s.free_blocks, s.free_bytes);
+    let _ = writeln!(b, "<system type=\"current\" size=\"{}\"/>", s.heap_bytes);
+    let _ = writeln!(b, "<system type=\"max\" size=\"{}\"/>", s.peak_heap_bytes);
+    let _ = writeln!(b, "<aspace type=\"total\" size=\"{}\"/>", s.heap_bytes);
+    let _ = writeln!(b, "<aspace type=\"mprotect\" size=\"{}\"/>", s.heap_bytes);
+    let _ = writeln!(b, "</heap>");
+    let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", s.cached_blocks, s.cached_bytes);
+    let _ = writeln!(b, "<total type=\"rest\" count=\"{}\" size=\"{}\"/>", s.free_blocks, s.free_bytes);
+    let _ = writeln!(b, "<total type=\"mmap\" count=\"{}\" size=\"{}\"/>", s.mapped_blocks, s.mapped_bytes);
+    let _ = writeln!(b, "<system type=\"current\" size=\"{}\"/>", s.system_bytes);
+    let _ = writeln!(b, "<system type=\"max\" size=\"{}\"/>", s.peak_system_bytes);
+    let _ = writeln!(b, "<aspace type=\"total\" size=\"{}\"/>", s.system_bytes);
+    let _ = writeln!(b, "<aspace type=\"mprotect\" size=\"{}\"/>", s.system_bytes);
+    let _ = writeln!(b, "</malloc>");
+    // The text is NUL-free; fwrite may allocate the stream's buffer, which
+    // is fine: no lock of ours is held here.
+    // SAFETY: `fp` is valid (caller) and the buffer is ours.
+    let n = unsafe { libc::fwrite(b.as_bytes().as_ptr() as *const libc::c_void, 1, b.as_bytes().len(), fp) };
+    if n == b.as_bytes().len() { 0 } else { -1 }
+}
+
+/// Runs at exit (from `.fini_array`): the report, when asked for.
+pub fn at_exit() {
+    if crate::options::OPT.stats_at_exit.load(Relaxed) {
+        print_report(2);
+    }
+}

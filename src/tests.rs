@@ -1,0 +1,566 @@
+//! Heap scenario tests on a plain buffer, one per case, each followed by the
+//! heap checker; and seeded random operation streams against a shadow model.
+
+use crate::block::Block;
+use crate::check::{check_heap_structure, Count};
+use crate::config::{request_units, MIN_UNITS, UNIT_SHIFT};
+use crate::heap::{Heap, HeapParams};
+use crate::os::Source;
+use crate::region::RegionTable;
+use std::alloc::{alloc_zeroed, Layout};
+
+/// A memory source over a zeroed buffer: the "break" moves inside it.
+pub struct BufferSource {
+    base: usize,
+    cap: usize,
+    brk: usize,
+    /// Refuse to move the break (forces mapped regions).
+    pub no_brk: bool,
+    /// Fail every request (out of memory).
+    pub exhausted: bool,
+}
+
+impl BufferSource {
+    pub fn new(cap: usize) -> Self {
+        // SAFETY: a non-zero, page-aligned layout.
+        let base = unsafe { alloc_zeroed(Layout::from_size_align(cap, 4096).unwrap()) } as usize;
+        assert!(base != 0);
+        // Start the break at an odd spot, as a real program's would be.
+        BufferSource { base, cap, brk: base + 0x7a8, no_brk: false, exhausted: false }
+    }
+}
+
+impl Source for BufferSource {
+    fn brk_grow(&mut self, len: usize) -> Option<usize> {
+        if self.no_brk || self.exhausted || self.brk + len > self.base + self.cap {
+            return None;
+        }
+        let old = self.brk;
+        self.brk += len;
+        Some(old)
+    }
+    fn brk_shrink(&mut self, len: usize) -> bool {
+        self.brk -= len;
+        // Memory given back reads as zero when it comes back.
+        // SAFETY: the range is inside our buffer.
+        unsafe { std::ptr::write_bytes(self.brk as *mut u8, 0, len) };
+        true
+    }
+    fn map(&mut self, len: usize) -> Option<usize> {
+        if self.exhausted {
+            return None;
+        }
+        // SAFETY: a non-zero, page-aligned layout; leaked on purpose.
+        let p = unsafe { alloc_zeroed(Layout::from_size_align(len, 4096).unwrap()) } as usize;
+        (p != 0).then_some(p)
+    }
+    unsafe fn purge(&mut self, addr: usize, len: usize) -> bool {
+        // SAFETY: the caller gives a range of its own region.
+        unsafe { std::ptr::write_bytes(addr as *mut u8, 0, len) };
+        true
+    }
+}
+
+fn params() -> HeapParams {
+    HeapParams { trim_threshold: 128 * 1024, top_pad: 64 * 1024, page: 4096 }
+}
+
+fn new_heap(cap: usize) -> Heap<BufferSource> {
+    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new()));
+    Heap::new(BufferSource::new(cap), regions, params())
+}
+
+fn check<S: Source>(h: &Heap<S>) {
+    let mut c = Count(0, true);
+    check_heap_structure(h, &mut c);
+    assert_eq!(c.0, 0, "heap checker found {} problems", c.0);
+}
+
+fn alloc(h: &mut Heap<BufferSource>, bytes: usize) -> Block {
+    // SAFETY: the heap is consistent between calls.
+    let g = unsafe { h.alloc(request_units(bytes)) }.expect("allocation");
+    check(h);
+    g.block
+}
+
+fn free(h: &mut Heap<BufferSource>, b: Block) {
+    // SAFETY: `b` is a block the test holds.
+    unsafe { h.free(b) };
+    check(h);
+}
+
+fn units(b: Block) -> u32 {
+    // SAFETY: test blocks are live heap blocks.
+    unsafe { b.units() }
+}
+
+/// Allocates `n` blocks of `bytes` with a guard block between each pair, so
+/// freeing one never merges with another.
+fn separated(h: &mut Heap<BufferSource>, sizes: &[usize]) -> Vec<Block> {
+    let mut out = Vec::new();
+    for &s in sizes {
+        out.push(alloc(h, s));
+        alloc(h, 16); // guard
+    }
+    out
+}
+
+#[test]
+fn first_allocation_creates_a_region_with_an_aligned_payload() {
+    let mut h = new_heap(1 << 22);
+    let b = alloc(&mut h, 1);
+    assert_eq!(b.payload() as usize % 16, 0);
+    assert_eq!(units(b), MIN_UNITS);
+    assert_eq!(h.regions.len(), 1);
+}
+
+#[test]
+fn split_leaves_remainder_in_its_bin() {
+    let mut h = new_heap(1 << 22);
+    let v = separated(&mut h, &[500]);
+    free(&mut h, v[0]);
+    let free_before = h.counters.free_bytes;
+    let b = alloc(&mut h, 100);
+    assert_eq!(b, v[0], "best fit reuses the freed block");
+    let rest = units(v[0].offset(units(b)));
+    assert_eq!(h.counters.free_blocks, 1);
+    assert_eq!(h.counters.free_bytes, (rest as usize) << UNIT_SHIFT);
+    assert!(h.counters.free_bytes < free_before);
+}
+
+#[test]
+fn no_split_when_remainder_is_below_the_minimum_block() {
+    let mut h = new_heap(1 << 22);
+    let v = separated(&mut h, &[60]); // 64 bytes: 4 units
+    free(&mut h, v[0]);
+    let b = alloc(&mut h, 40); // 3 units wanted: 1 unit would remain
+    assert_eq!(b, v[0]);
+    assert_eq!(units(b), 4, "the whole block is handed out");
+    assert_eq!(h.counters.free_blocks, 0);
+}
+
+#[test]
+fn coalesce_with_next() {
+    let mut h = new_heap(1 << 22);
+    let a = alloc(&mut h, 100);
+    let b = alloc(&mut h, 100);
+    alloc(&mut h, 16);
+    let both = units(a) + units(b);
+    free(&mut h, b);
+    free(&mut h, a);
+    assert_eq!(h.counters.free_blocks, 1);
+    assert_eq!(h.counters.free_bytes, (both as usize) << UNIT_SHIFT);
+}
+
+#[test]
+fn coalesce_with_prev() {
+    let mut h = new_heap(1 << 22);
+    let a = alloc(&mut h, 100);
+    let b = alloc(&mut h, 100);
+    alloc(&mut h, 16);
+    free(&mut h, a);
+    free(&mut h, b);
+    assert_eq!(h.counters.free_blocks, 1);
+    // The merged block starts where `a` did.
+    // SAFETY: `a` is now the start of a free block.
+    assert_eq!(unsafe { a.units() }, 2 * request_units(100));
+}
+
+#[test]
+fn coalesce_with_both_sides() {
+    let mut h = new_heap(1 << 22);
+    let a = alloc(&mut h, 100);
+    let b = alloc(&mut h, 200);
+    let c = alloc(&mut h, 300);
+    alloc(&mut h, 16);
+    free(&mut h, a);
+    free(&mut h, c);
+    assert_eq!(h.counters.free_blocks, 2);
+    free(&mut h, b);
+    assert_eq!(h.counters.free_blocks, 1);
+    // SAFETY: `a` starts the merged free block.
+    assert_eq!(unsafe { a.units() }, request_units(100) + request_units(200) + request_units(300));
+}
+
+#[test]
+fn freeing_the_block_before_the_top_grows_the_top() {
+    let mut h = new_heap(1 << 22);
+    alloc(&mut h, 16);
+    let b = alloc(&mut h, 1000);
+    let (_, top_before) = h.top();
+    let b_units = units(b);
+    free(&mut h, b);
+    let (top, top_after) = h.top();
+    assert_eq!(top, b);
+    assert_eq!(top_after, top_before + b_units);
+    assert_eq!(h.counters.free_blocks, 0, "the top is not in a bin");
+}
+
+#[test]
+fn best_fit_prefers_the_smallest_sufficient_small_block() {
+    let mut h = new_heap(1 << 22);
+    let v = separated(&mut h, &[300, 100, 200, 120]);
+    for &b in &v {
+        free(&mut h, b);
+    }
+    let got = alloc(&mut h, 110);
+    assert_eq!(got, v[3], "120-byte block is the smallest that holds 110");
+    let got = alloc(&mut h, 90);
+    assert_eq!(got, v[1]);
+}
+
+#[test]
+fn best_fit_prefers_the_smallest_sufficient_large_block_then_lowest_address() {
+    let mut h = new_heap(1 << 24);
+    let v = separated(&mut h, &[5000, 3000, 3000, 4000, 3000]);
+    // Free the 3000s in reverse address order so LIFO would pick the last.
+    for &i in &[4usize, 2, 1, 0, 3] {
+        free(&mut h, v[i]);
+    }
+    let got = alloc(&mut h, 2500);
+    assert_eq!(got, v[1], "smallest size, then lowest address");
+    let got = alloc(&mut h, 3500);
+    assert_eq!(got, v[3], "4000 beats 5000");
+}
+
+#[test]
+fn best_fit_in_a_tree_bin_ignores_smaller_blocks_of_the_same_bin() {
+    let mut h = new_heap(1 << 24);
+    // 1100 and 1150 land in the same tree bin.
+    let v = separated(&mut h, &[1100, 1150, 1130]);
+    for &b in &v {
+        free(&mut h, b);
+    }
+    assert_eq!(alloc(&mut h, 1140), v[1]);
+    assert_eq!(alloc(&mut h, 1120), v[2]);
+}
+
+#[test]
+fn top_grows_the_heap_in_large_steps() {
+    let mut h = new_heap(1 << 26);
+    let before = h.counters.heap_bytes;
+    for _ in 0..2000 {
+        alloc(&mut h, 1000);
+    }
+    let grown = h.counters.heap_bytes - before;
+    assert!(grown >= 2000 * 1008);
+    assert_eq!(h.regions.len(), 1, "contiguous growth extends the region");
+}
+
+#[test]
+fn trim_gives_back_the_top_beyond_the_threshold() {
+    let mut h = new_heap(1 << 26);
+    let keep = alloc(&mut h, 16);
+    let big: Vec<_> = (0..1000).map(|_| alloc(&mut h, 1000)).collect();
+    let grown = h.counters.heap_bytes;
+    for b in big.into_iter().rev() {
+        free(&mut h, b);
+    }
+    assert!(h.counters.heap_bytes < grown, "the top was trimmed");
+    let (_, top) = h.top();
+    assert!(((top as usize) << UNIT_SHIFT) <= params().trim_threshold);
+    assert!(h.counters.released_bytes > 0);
+    let _ = keep;
+}
+
+#[test]
+fn calloc_grant_reports_no_dirty_bytes_for_fresh_top_memory() {
+    let mut h = new_heap(1 << 22);
+    // SAFETY: the heap is consistent between calls.
+    let g = unsafe { h.alloc(request_units(500)) }.unwrap();
+    assert_eq!(g.dirty, 0, "fresh memory needs no clearing");
+    let b = g.block;
+    // SAFETY: `b` is ours.
+    unsafe { std::ptr::write_bytes(b.payload(), 0xAB, 500) };
+    alloc(&mut h, 16);
+    free(&mut h, b);
+    // SAFETY: as above.
+    let g = unsafe { h.alloc(request_units(500)) }.unwrap();
+    assert_eq!(g.block, b);
+    assert_eq!(g.dirty, Block::payload_bytes(units(b)), "reused memory must be cleared");
+}
+
+#[test]
+fn fresh_memory_stays_zero_across_growth_and_trim() {
+    let mut h = new_heap(1 << 26);
+    let mut held = Vec::new();
+    for round in 0..5 {
+        for i in 0..400 {
+            // SAFETY: the heap is consistent between calls.
+            let g = unsafe { h.alloc(request_units(300 + i)) }.unwrap();
+            let p = g.block.payload();
+            let n = Block::payload_bytes(units(g.block));
+            // Every byte the grant did not call dirty must be zero.
+            // SAFETY: the payload is ours.
+            let s = unsafe { std::slice::from_raw_parts(p, n) };
+            assert!(s[g.dirty..].iter().all(|&x| x == 0), "round {round}: fresh bytes not zero");
+            // SAFETY: as above.
+            unsafe { std::ptr::write_bytes(p, 0xCD, n) };
+            held.push(g.block);
+        }
+        while let Some(b) = held.pop() {
+            free(&mut h, b);
+        }
+    }
+}
+
+#[test]
+fn realloc_shrinks_in_place_and_frees_the_tail() {
+    let mut h = new_heap(1 << 22);
+    let a = alloc(&mut h, 1000);
+    alloc(&mut h, 16);
+    // SAFETY: `a` is held.
+    let r = unsafe { h.resize(a, request_units(200), 200) };
+    check(&h);
+    assert_eq!(r, Some(a));
+    assert_eq!(units(a), request_units(200));
+    assert_eq!(h.counters.free_blocks, 1);
+}
+
+#[test]
+fn realloc_grows_into_the_next_free_block() {
+    let mut h = new_heap(1 << 22);
+    let a = alloc(&mut h, 200);
+    let b = alloc(&mut h, 800);
+    alloc(&mut h, 16);
+    free(&mut h, b);
+    // SAFETY: `a` is held.
+    let r = unsafe { h.resize(a, request_units(600), 200) };
+    check(&h);
+    assert_eq!(r, Some(a));
+    assert_eq!(units(a), request_units(600));
+    assert_eq!(h.counters.free_blocks, 1, "the rest of the neighbour stays free");
+}
+
+#[test]
+fn realloc_grows_into_the_top() {
+    let mut h = new_heap(1 << 26);
+    let a = alloc(&mut h, 200);
+    // SAFETY: `a` is held.
+    let r = unsafe { h.resize(a, request_units(500_000), 200) };
+    check(&h);
+    assert_eq!(r, Some(a));
+    assert_eq!(units(a), request_units(500_000));
+}
+
+#[test]
+fn realloc_slides_down_into_a_free_predecessor_keeping_contents() {
+    let mut h = new_heap(1 << 22);
+    let p = alloc(&mut h, 500);
+    let a = alloc(&mut h, 100);
+    alloc(&mut h, 16);
+    // SAFETY: `a` is held; its payload has 100 bytes.
+    unsafe {
+        for i in 0..100 {
+            *a.payload().add(i) = i as u8;
+        }
+    }
+    free(&mut h, p);
+    // SAFETY: as above.
+    let r = unsafe { h.resize(a, request_units(450), 100) }.expect("slide");
+    check(&h);
+    assert_eq!(r, p);
+    // SAFETY: `r` is held with at least 450 bytes.
+    unsafe {
+        for i in 0..100 {
+            assert_eq!(*r.payload().add(i), i as u8);
+        }
+    }
+}
+
+#[test]
+fn realloc_fails_in_place_when_neighbours_are_held() {
+    let mut h = new_heap(1 << 22);
+    let a = alloc(&mut h, 200);
+    alloc(&mut h, 16);
+    // SAFETY: `a` is held.
+    assert_eq!(unsafe { h.resize(a, request_units(400), 200) }, None);
+    check(&h);
+}
+
+#[test]
+fn aligned_allocation_frees_the_lead_and_tail() {
+    let mut h = new_heap(1 << 24);
+    alloc(&mut h, 16);
+    for align in [32usize, 64, 256, 4096, 65536] {
+        // SAFETY: the heap is consistent between calls.
+        let b = unsafe { h.alloc_aligned(align, request_units(100)) }.expect("aligned");
+        check(&h);
+        assert_eq!(b.payload() as usize % align, 0, "align {align}");
+        assert!(Block::payload_bytes(units(b)) >= 100);
+    }
+}
+
+#[test]
+fn heap_falls_back_to_mapped_regions_when_the_break_cannot_move() {
+    let mut h = new_heap(1 << 20);
+    h.source.no_brk = true;
+    let a = alloc(&mut h, 1000);
+    assert_eq!(h.info[h.current_region()].kind, crate::heap::RegionKind::Mapped);
+    free(&mut h, a);
+}
+
+#[test]
+fn out_of_memory_returns_none_and_leaves_the_heap_consistent() {
+    let mut h = new_heap(1 << 20);
+    let a = alloc(&mut h, 1000);
+    h.source.exhausted = true;
+    // SAFETY: the heap is consistent between calls.
+    assert!(unsafe { h.alloc(request_units(900_000)) }.is_none());
+    check(&h);
+    h.source.exhausted = false;
+    free(&mut h, a);
+}
+
+#[test]
+fn purge_keeps_free_block_tags_intact() {
+    let mut h = new_heap(1 << 24);
+    let a = alloc(&mut h, 200_000);
+    alloc(&mut h, 16);
+    free(&mut h, a);
+    // SAFETY: the heap is consistent.
+    let released = unsafe { h.purge_free_blocks() };
+    assert!(released >= 4096 * 40);
+    check(&h);
+    let b = alloc(&mut h, 200_000);
+    assert_eq!(b, a);
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    /// Mostly small sizes, sometimes large ones.
+    fn size(&mut self) -> usize {
+        match self.below(10) {
+            0..=5 => self.below(256) as usize,
+            6..=8 => self.below(4096) as usize,
+            _ => self.below(200_000) as usize,
+        }
+    }
+}
+
+struct Live {
+    b: Block,
+    len: usize,
+    seed: u8,
+}
+
+fn fill(l: &Live) {
+    // SAFETY: the payload holds at least `len` bytes.
+    unsafe {
+        for i in 0..l.len {
+            *l.b.payload().add(i) = l.seed.wrapping_add(i as u8);
+        }
+    }
+}
+
+fn verify(l: &Live, upto: usize) {
+    // SAFETY: as in `fill`.
+    unsafe {
+        for i in 0..upto.min(l.len) {
+            assert_eq!(*l.b.payload().add(i), l.seed.wrapping_add(i as u8), "content lost at byte {i}");
+        }
+    }
+}
+
+/// Random malloc/free/realloc/memalign against a shadow list of live blocks
+/// with content patterns; the checker runs after every step.
+fn random_stream(seed: u64, steps: usize, check_every: usize) {
+    let mut h = new_heap(1 << 28);
+    let mut rng = Rng(seed);
+    let mut live: Vec<Live> = Vec::new();
+    for step in 0..steps {
+        match rng.below(10) {
+            0..=3 => {
+                let len = rng.size();
+                // SAFETY: the heap is consistent between calls.
+                if let Some(g) = unsafe { h.alloc(request_units(len)) } {
+                    let l = Live { b: g.block, len, seed: rng.next() as u8 };
+                    assert_eq!(l.b.payload() as usize % 16, 0);
+                    fill(&l);
+                    live.push(l);
+                }
+            }
+            4 => {
+                let align = 32usize << rng.below(8);
+                let len = rng.size();
+                // SAFETY: as above.
+                if let Some(b) = unsafe { h.alloc_aligned(align, request_units(len)) } {
+                    assert_eq!(b.payload() as usize % align, 0);
+                    let l = Live { b, len, seed: rng.next() as u8 };
+                    fill(&l);
+                    live.push(l);
+                }
+            }
+            5..=7 if !live.is_empty() => {
+                let i = rng.below(live.len() as u64) as usize;
+                let l = live.swap_remove(i);
+                verify(&l, l.len);
+                // SAFETY: `l.b` is held.
+                unsafe { h.free(l.b) };
+            }
+            8..=9 if !live.is_empty() => {
+                let i = rng.below(live.len() as u64) as usize;
+                let new_len = rng.size();
+                let l = &mut live[i];
+                // SAFETY: `l.b` is held.
+                if let Some(nb) = unsafe { h.resize(l.b, request_units(new_len), l.len.min(new_len)) } {
+                    let kept = l.len.min(new_len);
+                    l.b = nb;
+                    verify(l, kept);
+                    l.len = new_len;
+                    fill(l);
+                }
+            }
+            _ => {}
+        }
+        if step % check_every == 0 {
+            check(&h);
+        }
+        // Live blocks never overlap: the checker proves the tiling, and
+        // every live block must be a distinct used block of it.
+        if step % (check_every * 50) == 0 {
+            let mut addrs: Vec<usize> = live.iter().map(|l| l.b.addr()).collect();
+            addrs.sort_unstable();
+            addrs.dedup();
+            assert_eq!(addrs.len(), live.len(), "two live blocks share a start");
+            for l in &live {
+                // SAFETY: live blocks are held.
+                assert!(unsafe { l.b.is_used() });
+                assert!(Block::payload_bytes(units(l.b)) >= l.len);
+            }
+        }
+    }
+    for l in live.drain(..) {
+        verify(&l, l.len);
+        // SAFETY: `l.b` is held.
+        unsafe { h.free(l.b) };
+    }
+    check(&h);
+    assert_eq!(h.counters.used_blocks, 0);
+}
+
+#[test]
+fn random_stream_seed_1() {
+    random_stream(1, 20_000, 1);
+}
+
+#[test]
+fn random_stream_seed_2() {
+    random_stream(0xdead_beef, 20_000, 1);
+}
+
+#[test]
+fn random_stream_long() {
+    random_stream(42, 300_000, 97);
+}

@@ -1,0 +1,298 @@
+//! Treaps of large free blocks, ordered by (size, address).
+//!
+//! Each tree bin holds free blocks of a size range in a binary search tree
+//! keyed by `(units, address)`: all keys differ, the leftmost block of at
+//! least `n` units is the best fit for `n` (smallest size, then lowest
+//! address), and insert, remove and search take O(log n) expected steps.
+//! Balance comes from a heap order on a priority that is a hash of the
+//! block's address (a treap), so nothing but the three links is stored:
+//! left (link 0), right (link 1) and parent (link 2).
+//!
+//! Invariants: in-order traversal is strictly increasing in key; each
+//! node's priority is at least its children's; `c.parent == n` iff `c` is a
+//! child of `n`. Every link is checked (inside a heap region, a free header,
+//! pointing back at its parent) before it is followed.
+
+use crate::block::Block;
+use crate::freelist::BadLink;
+use crate::region::RegionTable;
+
+const LEFT: usize = 0;
+const RIGHT: usize = 1;
+const PARENT: usize = 2;
+
+#[inline(always)]
+fn priority(b: Block) -> (u64, usize) {
+    ((b.addr() as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 16, b.addr())
+}
+
+/// # Safety
+/// `b` must be a free block in a heap region.
+#[inline(always)]
+unsafe fn key(b: Block) -> (u32, usize) {
+    // SAFETY: forwarded to the caller.
+    (unsafe { b.units() }, b.addr())
+}
+
+#[derive(Clone, Copy)]
+pub struct Treap {
+    root: Block,
+}
+
+impl Default for Treap {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Treap {
+    pub const fn new() -> Self {
+        Treap { root: Block::NULL }
+    }
+
+    pub fn root(&self) -> Block {
+        self.root
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.root.is_null()
+    }
+
+    /// Follows link `side` of `n` after checking that the target is a free
+    /// block in a heap region whose parent link is `n`.
+    ///
+    /// # Safety
+    /// `n` must be a checked node of this tree.
+    #[inline]
+    unsafe fn child(regions: &RegionTable, n: Block, side: usize) -> Result<Block, BadLink> {
+        // SAFETY: `n` is a checked free tree block; `c` is read only after
+        // the region check.
+        unsafe {
+            let c = n.link(side);
+            if c.is_null()
+                || (regions.contains(c.addr())
+                    && c.addr() % 16 == 12
+                    && !c.is_used()
+                    && c.link(PARENT) == n)
+            {
+                Ok(c)
+            } else {
+                Err(BadLink(n.addr()))
+            }
+        }
+    }
+
+    /// Makes `new` take `old`'s place under `parent` (or at the root).
+    ///
+    /// # Safety
+    /// `parent` must be `old`'s parent (or null when `old` is the root).
+    unsafe fn replace_child(&mut self, parent: Block, old: Block, new: Block) {
+        if parent.is_null() {
+            self.root = new;
+        } else {
+            // SAFETY: `parent` is a node of this tree.
+            unsafe {
+                let side = if parent.link(LEFT) == old { LEFT } else { RIGHT };
+                parent.set_link(side, new);
+            }
+        }
+        if !new.is_null() {
+            // SAFETY: `new` is a node of this tree.
+            unsafe { new.set_link(PARENT, parent) };
+        }
+    }
+
+    /// Rotates `x` above its parent `p`, keeping the in-order sequence.
+    ///
+    /// # Safety
+    /// `x` must be a child of `p`, both checked nodes of this tree.
+    unsafe fn rotate_up(&mut self, x: Block, p: Block) {
+        // SAFETY: `x`, `p` and their links are nodes of this tree (checked
+        // by the callers before the rotation).
+        unsafe {
+            let g = p.link(PARENT);
+            let (toward, away) = if p.link(LEFT) == x { (LEFT, RIGHT) } else { (RIGHT, LEFT) };
+            let inner = x.link(away);
+            p.set_link(toward, inner);
+            if !inner.is_null() {
+                inner.set_link(PARENT, p);
+            }
+            x.set_link(away, p);
+            p.set_link(PARENT, x);
+            self.replace_child(g, p, x);
+        }
+    }
+
+    /// Inserts free block `b` (header and footer written).
+    ///
+    /// # Safety
+    /// `b` must be a free block of at least 3 links' room, on no list.
+    pub unsafe fn insert(&mut self, regions: &RegionTable, b: Block) -> Result<(), BadLink> {
+        // SAFETY: nodes are reached through `child`, which checks them.
+        unsafe {
+            let k = key(b);
+            let mut parent = Block::NULL;
+            let mut cur = self.root;
+            let mut side = LEFT;
+            while !cur.is_null() {
+                parent = cur;
+                side = if k < key(cur) { LEFT } else { RIGHT };
+                cur = Self::child(regions, cur, side)?;
+            }
+            b.set_link(LEFT, Block::NULL);
+            b.set_link(RIGHT, Block::NULL);
+            b.set_link(PARENT, parent);
+            if parent.is_null() {
+                self.root = b;
+            } else {
+                parent.set_link(side, b);
+            }
+            let pb = priority(b);
+            loop {
+                let p = b.link(PARENT);
+                if p.is_null() || priority(p) >= pb {
+                    break;
+                }
+                self.rotate_up(b, p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes `b` from the tree after checking its links.
+    ///
+    /// # Safety
+    /// `b` must be a free block believed to be in this tree.
+    pub unsafe fn remove(&mut self, regions: &RegionTable, b: Block) -> Result<(), BadLink> {
+        // SAFETY: `b` is a free block in a region (caller); its parent and
+        // children are checked before use.
+        unsafe {
+            let parent = b.link(PARENT);
+            let linked = if parent.is_null() {
+                self.root == b
+            } else {
+                regions.contains(parent.addr())
+                    && parent.addr() % 16 == 12
+                    && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
+            };
+            if !linked {
+                return Err(BadLink(b.addr()));
+            }
+            // Rotate `b` down until it has at most one child.
+            loop {
+                let l = Self::child(regions, b, LEFT)?;
+                let r = Self::child(regions, b, RIGHT)?;
+                if l.is_null() || r.is_null() {
+                    let only = if l.is_null() { r } else { l };
+                    self.replace_child(b.link(PARENT), b, only);
+                    return Ok(());
+                }
+                let up = if priority(l) > priority(r) { l } else { r };
+                self.rotate_up(up, b);
+            }
+        }
+    }
+
+    /// The best fit: the block with the smallest key `(units, addr)` of at
+    /// least `units` units.
+    ///
+    /// # Safety
+    /// The tree's root must be a block in a heap region (or null).
+    pub unsafe fn lower_bound(&self, regions: &RegionTable, units: u32) -> Result<Option<Block>, BadLink> {
+        let mut best = None;
+        let mut cur = self.root;
+        // SAFETY: nodes are reached through `child`, which checks them.
+        unsafe {
+            while !cur.is_null() {
+                if cur.units() >= units {
+                    best = Some(cur);
+                    cur = Self::child(regions, cur, LEFT)?;
+                } else {
+                    cur = Self::child(regions, cur, RIGHT)?;
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// Visits every node in order (for the heap checker and heap walks).
+    /// Stops at a bad link and returns it.
+    ///
+    /// # Safety
+    /// As for [`Treap::lower_bound`].
+    pub unsafe fn for_each(&self, regions: &RegionTable, mut f: impl FnMut(Block)) -> Result<(), BadLink> {
+        // Morris-free iterative walk using parent links: no stack needed.
+        let mut cur = self.root;
+        if cur.is_null() {
+            return Ok(());
+        }
+        // SAFETY: every step goes through `child` or a parent link of a
+        // checked node.
+        unsafe {
+            loop {
+                let l = Self::child(regions, cur, LEFT)?;
+                if l.is_null() {
+                    break;
+                }
+                cur = l;
+            }
+            loop {
+                f(cur);
+                let r = Self::child(regions, cur, RIGHT)?;
+                if !r.is_null() {
+                    cur = r;
+                    loop {
+                        let l = Self::child(regions, cur, LEFT)?;
+                        if l.is_null() {
+                            break;
+                        }
+                        cur = l;
+                    }
+                } else {
+                    // Climb while we come from the right.
+                    loop {
+                        let p = cur.link(PARENT);
+                        if p.is_null() {
+                            return Ok(());
+                        }
+                        if p.link(LEFT) == cur {
+                            cur = p;
+                            break;
+                        }
+                        cur = p;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Checks the order, heap and parent invariants; returns the number of
+    /// nodes, or the first bad node.
+    ///
+    /// # Safety
+    /// As for [`Treap::lower_bound`].
+    pub unsafe fn validate(&self, regions: &RegionTable) -> Result<usize, BadLink> {
+        let mut count = 0;
+        let mut last: Option<(u32, usize)> = None;
+        let mut bad = None;
+        // SAFETY: forwarded; `for_each` checks every link it follows.
+        unsafe {
+            self.for_each(regions, |b| {
+                count += 1;
+                let k = key(b);
+                if last.is_some_and(|l| l >= k) && bad.is_none() {
+                    bad = Some(b.addr());
+                }
+                last = Some(k);
+                let p = b.link(PARENT);
+                if !p.is_null() && priority(p) < priority(b) && bad.is_none() {
+                    bad = Some(b.addr());
+                }
+            })?;
+        }
+        match bad {
+            Some(a) => Err(BadLink(a)),
+            None => Ok(count),
+        }
+    }
+}
