@@ -47,20 +47,27 @@ pub enum Event {
     Free { ptr: *mut u8 },
 }
 
+/// Whether any per-call hook is on.
 #[inline(always)]
-fn after(e: Event) {
-    if HOOKS.load(Relaxed) != 0 {
-        hooks(e);
-    }
+fn hooked() -> bool {
+    HOOKS.load(Relaxed) != 0
 }
 
+/// Runs one API call with the hooks on: under the trace recorder's lock for
+/// the whole call (so the trace is a valid serial order), recording what
+/// `f` reports, then the heap checker when it is due.
 #[cold]
 #[inline(never)]
-fn hooks(e: Event) {
+fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
     let on = HOOKS.load(Relaxed);
-    if on & HOOK_TRACE != 0 {
+    let result = if on & HOOK_TRACE != 0 {
+        let _serial = crate::trace::lock();
+        let (r, e) = f();
         crate::trace::record(e);
-    }
+        r
+    } else {
+        f().0
+    };
     if on & HOOK_CHECK != 0 {
         let every = CHECK_EVERY.load(Relaxed).max(1);
         if CHECK_COUNT.fetch_add(1, Relaxed) % every == 0 {
@@ -70,6 +77,7 @@ fn hooks(e: Event) {
             }
         }
     }
+    result
 }
 
 #[inline]
@@ -84,66 +92,86 @@ fn enomem() -> *mut u8 {
     core::ptr::null_mut()
 }
 
+/// Null with errno `ENOMEM` when `p` is null.
+#[inline(always)]
+fn or_enomem(p: *mut u8) -> *mut u8 {
+    if p.is_null() { enomem() } else { p }
+}
+
+#[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
+    if hooked() {
+        return with_hooks(|| {
+            let p = malloc_plain(n);
+            (p, Event::Malloc { size: n, ptr: p })
+        });
+    }
+    malloc_plain(n)
+}
+
+#[inline(always)]
+fn malloc_plain(n: usize) -> *mut u8 {
     if n > PTRDIFF_MAX {
         return enomem();
     }
-    let p = global::malloc(n, Call::Malloc);
-    if p.is_null() {
-        return enomem();
-    }
-    after(Event::Malloc { size: n, ptr: p });
-    p
+    or_enomem(global::malloc(n, Call::Malloc))
 }
 
+#[inline(always)]
 pub fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    after(Event::Free { ptr: p });
+    if hooked() {
+        return with_hooks(|| {
+            global::free(p, "free");
+            ((), Event::Free { ptr: p })
+        });
+    }
     global::free(p, "free");
 }
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
-    let Some(n) = nmemb.checked_mul(size).filter(|&n| n <= PTRDIFF_MAX) else {
-        return enomem();
-    };
-    let p = global::calloc(n);
-    if p.is_null() {
-        return enomem();
+    if hooked() {
+        return with_hooks(|| {
+            let p = calloc_plain(nmemb, size);
+            (p, Event::Calloc { nmemb, size, ptr: p })
+        });
     }
-    after(Event::Calloc { nmemb, size, ptr: p });
-    p
+    calloc_plain(nmemb, size)
+}
+
+fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
+    match nmemb.checked_mul(size).filter(|&n| n <= PTRDIFF_MAX) {
+        Some(n) => or_enomem(global::calloc(n)),
+        None => enomem(),
+    }
 }
 
 /// glibc: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
 /// returns NULL; on failure `p` is untouched.
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-    if p.is_null() {
-        if n > PTRDIFF_MAX {
-            return enomem();
-        }
-        let q = global::malloc(n, Call::Realloc);
-        if q.is_null() {
-            return enomem();
-        }
-        after(Event::Realloc { old: p, size: n, ptr: q });
-        return q;
+    if hooked() {
+        return with_hooks(|| {
+            let q = realloc_plain(p, n);
+            (q, Event::Realloc { old: p, size: n, ptr: q })
+        });
     }
-    if n == 0 {
-        after(Event::Realloc { old: p, size: 0, ptr: core::ptr::null_mut() });
-        global::free(p, "realloc");
-        return core::ptr::null_mut();
-    }
+    realloc_plain(p, n)
+}
+
+fn realloc_plain(p: *mut u8, n: usize) -> *mut u8 {
     if n > PTRDIFF_MAX {
         return enomem();
     }
-    let q = global::realloc(p, n);
-    if q.is_null() {
-        return enomem();
+    if p.is_null() {
+        return or_enomem(global::malloc(n, Call::Realloc));
     }
-    after(Event::Realloc { old: p, size: n, ptr: q });
-    q
+    if n == 0 {
+        global::free(p, "realloc");
+        return core::ptr::null_mut();
+    }
+    or_enomem(global::realloc(p, n))
 }
 
 pub fn reallocarray(p: *mut u8, nmemb: usize, size: usize) -> *mut u8 {
@@ -167,12 +195,13 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
     if n > PTRDIFF_MAX - align - 32 {
         return enomem();
     }
-    let p = global::memalign(align, n);
-    if p.is_null() {
-        return enomem();
+    if hooked() {
+        return with_hooks(|| {
+            let p = or_enomem(global::memalign(align, n));
+            (p, Event::Memalign { align, size: n, ptr: p })
+        });
     }
-    after(Event::Memalign { align, size: n, ptr: p });
-    p
+    or_enomem(global::memalign(align, n))
 }
 
 /// Returns `EINVAL` (leaving `*out` and errno alone) unless `align` is a

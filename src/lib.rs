@@ -18,6 +18,7 @@
 //! - [`bins`]: size → bin mapping, occupancy bitmaps, best-fit search.
 //! - [`heap`]: malloc/free/realloc/memalign on one heap of regions, generic
 //!   over a memory [`os::Source`] so tests can run it on a plain buffer.
+//! - [`addrmap`]: an address-keyed hash map in system-mapped memory.
 //! - [`large`]: blocks in their own mappings, and the table that owns them.
 //! - [`tcache`]: per-thread caches of freed small blocks (the fast path).
 //! - [`global`]: the process-wide allocator: lazy start-up, locks, fork.
@@ -33,6 +34,7 @@
 #![no_builtins]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; see the lint note in Cargo.toml
 
+pub mod addrmap;
 pub mod api;
 pub mod bins;
 pub mod block;

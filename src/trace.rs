@@ -1,8 +1,356 @@
-//! The trace recorder (`FITALLOC_TRACE=path`). Filled in below.
+//! The trace recorder: `FITALLOC_TRACE=path` writes every allocation call
+//! of the process in the trace format of `../shared/traces/README.md`
+//! (`a`, `c`, `m`, `r`, `f` lines after a four-line header), while fitalloc
+//! serves the calls.
+//!
+//! - Block ids are dense and assigned in allocation order; a realloc keeps
+//!   its block's id; frees of pointers the trace never saw are dropped.
+//! - While tracing, every API call runs under the recorder's lock (see
+//!   [`crate::api`]), so threads are serialised into one valid trace.
+//! - At exit the blocks still live are freed in the trace and the header's
+//!   counts are filled in, so every trace is balanced.
+//! - One file per process: the first process takes `path` (holding an
+//!   `flock` on it while it runs); a forked child, or an exec'd program that
+//!   finds `path` held by a live process, writes `path.<pid>`. A `%p` in the
+//!   path is replaced by the pid.
+//! - Nothing here allocates: the pointer → id map lives in mapped memory
+//!   ([`crate::addrmap`]) and lines go through a fixed buffer to `write(2)`.
 
-pub fn start() {}
-pub fn record(_e: crate::api::Event) {}
-pub fn fork_prepare() {}
-pub fn fork_parent() {}
-pub fn fork_child() {}
-pub fn finish() {}
+use crate::addrmap::AddrMap;
+use crate::api::Event;
+use crate::sync::Locked;
+use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
+
+const BUF: usize = 64 * 1024;
+const PATH_MAX: usize = 600;
+/// Width of the header's count fields, filled in at exit.
+const COUNT_WIDTH: usize = 20;
+
+struct Recorder {
+    fd: i32,
+    path: [u8; PATH_MAX],
+    ids: AddrMap<u64>,
+    next_id: u64,
+    ops: u64,
+    buf: [u8; BUF],
+    len: usize,
+}
+
+static ON: AtomicBool = AtomicBool::new(false);
+static REC: Locked<Recorder> = Locked::new(Recorder {
+    fd: -1,
+    path: [0; PATH_MAX],
+    ids: AddrMap::new(),
+    next_id: 0,
+    ops: 0,
+    buf: [0; BUF],
+    len: 0,
+});
+
+/// Whether this process is recording.
+pub fn on() -> bool {
+    ON.load(Relaxed)
+}
+
+/// Starts recording if `FITALLOC_TRACE` is set (once, at start-up).
+pub fn start() {
+    let Some(path) = crate::options::trace_path() else { return };
+    let mut r = REC.lock();
+    if r.fd >= 0 {
+        return;
+    }
+    if r.open(path.to_bytes(), false) {
+        ON.store(true, Relaxed);
+        crate::api::set_tracing(true);
+    }
+}
+
+/// Holds the recorder's lock for the duration of one traced API call.
+pub fn lock() -> crate::sync::Guard<'static, impl Sized> {
+    REC.lock()
+}
+
+/// Records one call (the recorder's lock is held by the caller's [`lock`]).
+pub fn record(e: Event) {
+    if !on() {
+        return;
+    }
+    // SAFETY: the caller holds the recorder's lock for this whole call.
+    let r = unsafe { REC.get_unlocked() };
+    r.event(e);
+}
+
+pub fn fork_prepare() {
+    if on() {
+        core::mem::forget(REC.lock());
+    }
+}
+
+pub fn fork_parent() {
+    if on() {
+        // SAFETY: taken by `fork_prepare` in this process.
+        unsafe { REC.force_unlock() };
+    }
+}
+
+/// A forked child records into a file of its own, from an empty state:
+/// blocks inherited from the parent are unknown to it.
+pub fn fork_child() {
+    if !on() {
+        return;
+    }
+    // SAFETY: taken by `fork_prepare` before the fork; the child has one thread.
+    unsafe { REC.force_unlock() };
+    let mut r = REC.lock();
+    // SAFETY: the inherited descriptor is the parent's file; closing our copy
+    // leaves the parent's descriptor (and its lock) alone.
+    unsafe { libc::close(r.fd) };
+    r.fd = -1;
+    r.len = 0;
+    r.ops = 0;
+    r.next_id = 0;
+    r.ids.clear();
+    let mut base = [0u8; PATH_MAX];
+    let n = r.path.iter().position(|&c| c == 0).unwrap_or(0);
+    base[..n].copy_from_slice(&r.path[..n]);
+    if !r.open(&base[..n], true) {
+        ON.store(false, Relaxed);
+        crate::api::set_tracing(false);
+    }
+}
+
+/// At exit: frees what is still live, flushes, and fills in the header.
+pub fn finish() {
+    if !on() {
+        return;
+    }
+    let mut r = REC.lock();
+    ON.store(false, Relaxed);
+    crate::api::set_tracing(false);
+    let mut live = AddrMap::<u64>::new();
+    core::mem::swap(&mut live, &mut r.ids);
+    live.for_each(|_, id| {
+        r.ops += 1;
+        r.line(b'f', &[id]);
+    });
+    r.flush();
+    let mut head = [b' '; 2 * (COUNT_WIDTH + 1)];
+    write_padded(&mut head[..COUNT_WIDTH], r.next_id);
+    head[COUNT_WIDTH] = b'\n';
+    write_padded(&mut head[COUNT_WIDTH + 1..2 * COUNT_WIDTH + 1], r.ops);
+    head[2 * COUNT_WIDTH + 1] = b'\n';
+    // SAFETY: our descriptor; the count fields start after "0\n".
+    unsafe { libc::pwrite(r.fd, head.as_ptr() as *const libc::c_void, head.len(), 2) };
+}
+
+/// Right-aligns `v` in `out` (filled with spaces).
+fn write_padded(out: &mut [u8], mut v: u64) {
+    let mut i = out.len();
+    loop {
+        i -= 1;
+        out[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 || i == 0 {
+            break;
+        }
+    }
+}
+
+impl Recorder {
+    /// Opens the trace file for this process: `base` itself unless another
+    /// live process holds it (or `child`), else `base.<pid>`.
+    fn open(&mut self, base: &[u8], child: bool) -> bool {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() } as u64;
+        let mut p = Path::new();
+        let has_pid_pattern = base.windows(2).any(|w| w == b"%p");
+        p.push_expanding(base, pid);
+        if !has_pid_pattern && !child && self.try_open(&p, true) {
+            self.keep_path(base);
+            return true;
+        }
+        if !has_pid_pattern {
+            p.push(b".");
+            p.push_num(pid);
+        }
+        let ok = self.try_open(&p, false);
+        self.keep_path(base);
+        ok
+    }
+
+    fn keep_path(&mut self, base: &[u8]) {
+        let n = base.len().min(PATH_MAX - 1);
+        self.path[..n].copy_from_slice(&base[..n]);
+        self.path[n] = 0;
+    }
+
+    /// Opens `p`, locks it (failing if `need_lock` and another process holds
+    /// it), truncates it and writes the header placeholder.
+    fn try_open(&mut self, p: &Path, need_lock: bool) -> bool {
+        // SAFETY: `p` is NUL-terminated; the calls do not allocate.
+        unsafe {
+            let fd = libc::open(p.c_str(), libc::O_WRONLY | libc::O_CREAT | libc::O_CLOEXEC, 0o644);
+            if fd < 0 {
+                return false;
+            }
+            if libc::flock(fd, libc::LOCK_EX | libc::LOCK_NB) != 0 && need_lock {
+                libc::close(fd);
+                return false;
+            }
+            if libc::ftruncate(fd, 0) != 0 {
+                libc::close(fd);
+                return false;
+            }
+            self.fd = fd;
+        }
+        self.put(b"0\n");
+        let mut head = [b' '; 2 * (COUNT_WIDTH + 1)];
+        head[COUNT_WIDTH - 1] = b'0';
+        head[COUNT_WIDTH] = b'\n';
+        head[2 * COUNT_WIDTH] = b'0';
+        head[2 * COUNT_WIDTH + 1] = b'\n';
+        self.put(&head);
+        self.put(b"1\n");
+        true
+    }
+
+    fn event(&mut self, e: Event) {
+        match e {
+            Event::Malloc { size, ptr } => self.born(ptr, b'a', &[size as u64]),
+            Event::Calloc { nmemb, size, ptr } => self.born(ptr, b'c', &[nmemb as u64, size as u64]),
+            Event::Memalign { align, size, ptr } => self.born(ptr, b'm', &[align as u64, size as u64]),
+            Event::Realloc { old, size, ptr } => {
+                if old.is_null() {
+                    self.born(ptr, b'r', &[size as u64]);
+                } else if size == 0 {
+                    self.died(old);
+                } else if !ptr.is_null() {
+                    let id = match self.ids.remove(old as usize) {
+                        Some(id) => id,
+                        None => self.new_id(),
+                    };
+                    self.ids.insert(ptr as usize, id);
+                    self.ops += 1;
+                    self.line(b'r', &[id, size as u64]);
+                }
+            }
+            Event::Free { ptr } => self.died(ptr),
+        }
+    }
+
+    fn new_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id - 1
+    }
+
+    fn born(&mut self, ptr: *mut u8, op: u8, args: &[u64]) {
+        if ptr.is_null() {
+            return;
+        }
+        let id = self.new_id();
+        if !self.ids.insert(ptr as usize, id) {
+            return;
+        }
+        self.ops += 1;
+        let mut all = [0u64; 3];
+        all[0] = id;
+        all[1..=args.len()].copy_from_slice(args);
+        self.line(op, &all[..=args.len()]);
+    }
+
+    /// Records a free; a pointer the trace never saw is dropped.
+    fn died(&mut self, ptr: *mut u8) {
+        if let Some(id) = self.ids.remove(ptr as usize) {
+            self.ops += 1;
+            self.line(b'f', &[id]);
+        }
+    }
+
+    /// Appends `op n1 n2 ...\n`.
+    fn line(&mut self, op: u8, nums: &[u64]) {
+        if self.len + 80 > BUF {
+            self.flush();
+        }
+        self.buf[self.len] = op;
+        self.len += 1;
+        for &n in nums {
+            self.buf[self.len] = b' ';
+            self.len += 1;
+            let mut digits = [0u8; 20];
+            let mut i = digits.len();
+            let mut v = n;
+            loop {
+                i -= 1;
+                digits[i] = b'0' + (v % 10) as u8;
+                v /= 10;
+                if v == 0 {
+                    break;
+                }
+            }
+            let d = &digits[i..];
+            self.buf[self.len..self.len + d.len()].copy_from_slice(d);
+            self.len += d.len();
+        }
+        self.buf[self.len] = b'\n';
+        self.len += 1;
+    }
+
+    fn put(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > BUF {
+            self.flush();
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
+    }
+
+    fn flush(&mut self) {
+        if self.fd >= 0 {
+            crate::diag::write_all(self.fd, &self.buf[..self.len]);
+        }
+        self.len = 0;
+    }
+}
+
+/// A NUL-terminated path built without allocation.
+struct Path {
+    bytes: [u8; PATH_MAX + 32],
+    len: usize,
+}
+
+impl Path {
+    fn new() -> Self {
+        Path { bytes: [0; PATH_MAX + 32], len: 0 }
+    }
+
+    fn push(&mut self, s: &[u8]) {
+        let n = s.len().min(self.bytes.len() - 1 - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&s[..n]);
+        self.len += n;
+        self.bytes[self.len] = 0;
+    }
+
+    fn push_num(&mut self, v: u64) {
+        let mut d = [b' '; 20];
+        write_padded(&mut d, v);
+        let start = d.iter().position(|&c| c != b' ').unwrap_or(19);
+        self.push(&d[start..]);
+    }
+
+    /// Appends `s`, replacing each `%p` with `pid`.
+    fn push_expanding(&mut self, s: &[u8], pid: u64) {
+        let mut i = 0;
+        while i < s.len() {
+            if s[i] == b'%' && s.get(i + 1) == Some(&b'p') {
+                self.push_num(pid);
+                i += 2;
+            } else {
+                self.push(&s[i..i + 1]);
+                i += 1;
+            }
+        }
+    }
+
+    fn c_str(&self) -> *const libc::c_char {
+        self.bytes.as_ptr() as *const libc::c_char
+    }
+}
