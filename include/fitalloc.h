@@ -84,6 +84,10 @@ struct fitalloc_stats {
   uint64_t trimmed_bytes;
   // Thread caches alive now.
   uint64_t threads;
+  // Small mallocs served by a thread cache, and those that found it
+  // empty (and went to the heap).
+  uint64_t cache_hits;
+  uint64_t cache_misses;
 };
 
 // Called for each region, block and mapping by [`fitalloc_heap_walk`].
@@ -92,6 +96,11 @@ typedef void (*fitalloc_walk_fn)(void *ctx, size_t addr, uint64_t size, uint32_t
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus
+
+// The standard library's precompiled `core` refers to the unwinding
+// personality routine even though this crate never unwinds
+// (`panic = "abort"`); without std, nothing else defines it.
+void rust_eh_personality(void);
 
 // `malloc` without preloading.
 void *fitalloc_malloc(size_t size);

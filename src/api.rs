@@ -205,7 +205,8 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
 }
 
 /// Returns `EINVAL` (leaving `*out` and errno alone) unless `align` is a
-/// power-of-two multiple of `sizeof(void *)`; `ENOMEM` when out of memory.
+/// power-of-two multiple of `sizeof(void *)`; `ENOMEM` (errno too, as in
+/// glibc) when out of memory, leaving `*out` alone.
 ///
 /// # Safety
 /// `out` must be valid for a pointer write.
@@ -214,10 +215,7 @@ pub unsafe fn posix_memalign(out: *mut *mut u8, align: usize, n: usize) -> i32 {
     if align == 0 || align % word != 0 || !(align / word).is_power_of_two() {
         return libc::EINVAL;
     }
-    // SAFETY: errno is this thread's.
-    let saved = unsafe { *libc::__errno_location() };
     let p = memalign(align, n);
-    set_errno(saved);
     if p.is_null() {
         return libc::ENOMEM;
     }

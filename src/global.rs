@@ -49,6 +49,8 @@ static SHARED: ThreadCounters = ThreadCounters {
     requested: AtomicU64::new(0),
     cached_bytes: AtomicU64::new(0),
     cached_blocks: AtomicU64::new(0),
+    hits: AtomicU64::new(0),
+    misses: AtomicU64::new(0),
 };
 
 /// TLS word: no cache yet.
@@ -90,6 +92,7 @@ fn read_env_late() {
 /// Options that take effect once, when the environment has been read.
 fn apply_env_effects() {
     crate::api::set_check_every(OPT.check_every.load(Relaxed));
+    crate::stats::keep_stderr();
     crate::trace::start();
 }
 
@@ -162,6 +165,8 @@ pub struct Registry {
     /// Counters of caches whose thread has exited.
     retired_calls: [u64; CALLS],
     retired_requested: u64,
+    retired_hits: u64,
+    retired_misses: u64,
     pub threads: usize,
 }
 
@@ -177,6 +182,8 @@ impl Registry {
             carve_end: 0,
             retired_calls: [0; CALLS],
             retired_requested: 0,
+            retired_hits: 0,
+            retired_misses: 0,
             threads: 0,
         }
     }
@@ -230,6 +237,8 @@ impl Registry {
                 self.retired_calls[i] += c.calls[i].load(Relaxed);
             }
             self.retired_requested += c.requested.load(Relaxed);
+            self.retired_hits += c.hits.load(Relaxed);
+            self.retired_misses += c.misses.load(Relaxed);
             let (p, n) = ((*t).prev, (*t).next);
             if p.is_null() {
                 self.live = n;
@@ -416,8 +425,14 @@ pub fn malloc(n: usize, call: Call) -> *mut u8 {
         let units = config::request_units(n);
         // SAFETY: the cache holds blocks of our heap.
         match unsafe { t.pop(&REGIONS, units) } {
-            Ok(Some(b)) => return b.payload(),
-            Ok(None) => return heap_malloc(n, false),
+            Ok(Some(b)) => {
+                tcache::add(&t.counters.hits, 1);
+                return b.payload();
+            }
+            Ok(None) => {
+                tcache::add(&t.counters.misses, 1);
+                return heap_malloc(n, false);
+            }
             Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(call_name(call), "corrupted thread cache at", a),
         }
     }
@@ -520,6 +535,7 @@ pub fn calloc(n: usize) -> *mut u8 {
         // SAFETY: as in `malloc`.
         match unsafe { t.pop(&REGIONS, config::request_units(n)) } {
             Ok(Some(b)) => {
+                tcache::add(&t.counters.hits, 1);
                 // SAFETY: the whole payload is ours.
                 unsafe { core::ptr::write_bytes(b.payload(), 0, Block::payload_bytes(b.units())) };
                 return b.payload();
@@ -848,6 +864,8 @@ pub struct Snapshot {
     pub requested: u64,
     pub cached_bytes: u64,
     pub cached_blocks: u64,
+    pub cache_hits: u64,
+    pub cache_misses: u64,
     pub threads: usize,
 }
 
@@ -872,6 +890,8 @@ pub fn snapshot() -> Snapshot {
         s.calls[i] = r.retired_calls[i] + SHARED.calls[i].load(Relaxed);
     }
     s.requested = r.retired_requested + SHARED.requested.load(Relaxed);
+    s.cache_hits = r.retired_hits;
+    s.cache_misses = r.retired_misses;
     r.for_each(|t| {
         for i in 0..CALLS {
             s.calls[i] += t.counters.calls[i].load(Relaxed);
@@ -879,6 +899,8 @@ pub fn snapshot() -> Snapshot {
         s.requested += t.counters.requested.load(Relaxed);
         s.cached_bytes += t.counters.cached_bytes.load(Relaxed);
         s.cached_blocks += t.counters.cached_blocks.load(Relaxed);
+        s.cache_hits += t.counters.hits.load(Relaxed);
+        s.cache_misses += t.counters.misses.load(Relaxed);
     });
     s.threads = r.threads;
     s

@@ -54,9 +54,6 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
 };
 
-/// Largest mmap threshold accepted (glibc's limit on 64-bit: 32 MiB).
-pub(crate) const MAX_MMAP_THRESHOLD: usize = 32 << 20;
-
 /// `FITALLOC_TRACE`'s value, NUL-terminated (empty: no trace).
 pub static mut TRACE_PATH: [u8; 512] = [0; 512];
 
@@ -140,11 +137,9 @@ pub fn set_fixed(o: &AtomicUsize, v: usize) {
     OPT.dynamic_threshold.store(false, Relaxed);
 }
 
-/// `M_MMAP_THRESHOLD`: false when above glibc's maximum.
+/// `M_MMAP_THRESHOLD`: glibc 2.36 accepts any value (blocks too large for
+/// the heap still get their own mapping).
 pub fn set_mmap_threshold(v: usize) -> bool {
-    if v > MAX_MMAP_THRESHOLD {
-        return false;
-    }
     set_fixed(&OPT.mmap_threshold, v);
     true
 }

@@ -65,6 +65,10 @@ pub struct FitallocStats {
     pub trimmed_bytes: u64,
     /// Thread caches alive now.
     pub threads: u64,
+    /// Small mallocs served by a thread cache, and those that found it
+    /// empty (and went to the heap).
+    pub cache_hits: u64,
+    pub cache_misses: u64,
 }
 
 impl FitallocStats {
@@ -103,6 +107,8 @@ impl FitallocStats {
             madvise_calls: SYSCALLS.madvise.load(Relaxed),
             trimmed_bytes: h.released_bytes as u64,
             threads: s.threads as u64,
+            cache_hits: s.cache_hits,
+            cache_misses: s.cache_misses,
         }
     }
 
@@ -157,7 +163,9 @@ pub fn mallinfo2() -> Mallinfo2 {
         // fastbin chunks here.
         fsmblks: s.cached_bytes as usize,
         uordblks: s.heap.used_bytes - (s.cached_bytes as usize).min(s.heap.used_bytes),
-        fordblks: st.free_bytes as usize + s.cached_bytes as usize,
+        // As in glibc, arena == uordblks + fordblks: the bytes that frame
+        // each region (16) count as free.
+        fordblks: s.heap.heap_bytes - (s.heap.used_bytes - (s.cached_bytes as usize).min(s.heap.used_bytes)),
         keepcost: s.top_bytes,
     }
 }
@@ -214,8 +222,14 @@ pub fn print_report(fd: i32) {
     );
     let _ = writeln!(
         b,
-        "fitalloc: free {} B in {} blocks (largest {}), thread caches {} B in {} blocks ({} threads)",
-        s.free_bytes, s.free_blocks, s.largest_free_block, s.cached_bytes, s.cached_blocks, s.threads
+        "fitalloc: free {} B in {} blocks (largest {}), thread caches {} B in {} blocks ({} threads, {:.1}% of small mallocs served)",
+        s.free_bytes,
+        s.free_blocks,
+        s.largest_free_block,
+        s.cached_bytes,
+        s.cached_blocks,
+        s.threads,
+        pct(s.cache_hits, s.cache_hits + s.cache_misses)
     );
     let _ = writeln!(
         b,
@@ -236,9 +250,8 @@ pub fn print_report(fd: i32) {
 /// `fp` must be a valid `FILE *` open for writing.
 pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     if options != 0 {
-        // SAFETY: errno is this thread's.
-        unsafe { *libc::__errno_location() = libc::EINVAL };
-        return -1;
+        // glibc returns the error number and leaves errno alone.
+        return libc::EINVAL;
     }
     let s = FitallocStats::current();
     let mut b = Buf::<1024>::new();
@@ -267,9 +280,24 @@ pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     if n == b.as_bytes().len() { 0 } else { -1 }
 }
 
+/// Where the exit report goes: a copy of stderr taken at start-up, because
+/// many programs close stderr before the library's destructors run.
+static REPORT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+
+/// Keeps a copy of stderr for the exit report (when it is asked for).
+pub fn keep_stderr() {
+    if crate::options::OPT.stats_at_exit.load(Relaxed) {
+        // SAFETY: duplicating a descriptor has no memory effects.
+        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
+        if fd >= 0 {
+            REPORT_FD.store(fd, Relaxed);
+        }
+    }
+}
+
 /// Runs at exit (from `.fini_array`): the report, when asked for.
 pub fn at_exit() {
     if crate::options::OPT.stats_at_exit.load(Relaxed) {
-        print_report(2);
+        print_report(REPORT_FD.load(Relaxed));
     }
 }

@@ -81,6 +81,9 @@ pub struct ThreadCounters {
     pub requested: AtomicU64,
     pub cached_bytes: AtomicU64,
     pub cached_blocks: AtomicU64,
+    /// Small mallocs served by the cache, and those that found it empty.
+    pub hits: AtomicU64,
+    pub misses: AtomicU64,
 }
 
 /// Adds `n` to a counter only its owner writes (a plain load and store: no
