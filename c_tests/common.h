@@ -1,0 +1,228 @@
+/* Shared helpers for the fitalloc C test programs: TAP output, heap checks,
+ * a small PRNG, byte patterns and ways to hide values from the optimizer.
+ * Everything is static inline so each test program is self-contained. */
+#ifndef FITALLOC_C_TESTS_COMMON_H
+#define FITALLOC_C_TESTS_COMMON_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fitalloc.h"
+
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "patterns assume a little-endian machine");
+
+/* ---- hiding values from the compiler --------------------------------- */
+
+/* The optimizer must not see constant sizes (it would warn about
+ * "exceeds maximum object size" or fold the call) nor follow a pointer
+ * through free/realloc. An empty asm that "modifies" the value does both. */
+static inline size_t hide_size(size_t n)
+{
+    __asm__ volatile("" : "+r"(n));
+    return n;
+}
+
+static inline void *hide_ptr(void *p)
+{
+    __asm__ volatile("" : "+r"(p));
+    return p;
+}
+
+/* ---- TAP output -------------------------------------------------------- */
+
+static int tap_count;
+static int tap_failures;
+
+static inline size_t heap_problems(void)
+{
+    return (size_t)fitalloc_check_heap();
+}
+
+/* Prints "ok N - name" or "not ok N - name: detail". Every check also runs
+ * fitalloc_check_heap(), which must report 0 problems. Returns 1 on pass. */
+__attribute__((format(printf, 3, 4)))
+static inline int check(int cond, const char *name, const char *fmt, ...)
+{
+    size_t problems = heap_problems();
+    int pass = cond && problems == 0;
+
+    tap_count++;
+    if (pass) {
+        printf("ok %d - %s\n", tap_count, name);
+    } else {
+        tap_failures++;
+        printf("not ok %d - %s: ", tap_count, name);
+        if (!cond) {
+            va_list ap;
+            va_start(ap, fmt);
+            vprintf(fmt, ap);
+            va_end(ap);
+        }
+        if (problems != 0)
+            printf("%sfitalloc_check_heap() reported %zu problem(s)", cond ? "" : "; ", problems);
+        printf("\n");
+    }
+    fflush(stdout);
+    return pass;
+}
+
+static inline void skip(const char *name, const char *reason)
+{
+    tap_count++;
+    printf("ok %d - %s # SKIP %s\n", tap_count, name, reason);
+    fflush(stdout);
+}
+
+static inline void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static inline void diag(const char *fmt, ...)
+{
+    va_list ap;
+    printf("# ");
+    va_start(ap, fmt);
+    vprintf(fmt, ap);
+    va_end(ap);
+    printf("\n");
+    fflush(stdout);
+}
+
+/* Prints the plan and a summary line; returns the process exit status. */
+static inline int tap_done(const char *prog)
+{
+    printf("1..%d\n", tap_count);
+    printf("# %s: %d passed, %d failed\n", prog, tap_count - tap_failures, tap_failures);
+    fflush(stdout);
+    return tap_failures == 0 ? 0 : 1;
+}
+
+/* The first error detail seen in a loop, kept for the check's message. */
+struct first_err {
+    int count;
+    char msg[256];
+};
+
+__attribute__((format(printf, 2, 3)))
+static inline void note_err(struct first_err *e, const char *fmt, ...)
+{
+    if (e->count++ == 0) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+        va_end(ap);
+    }
+}
+
+/* ---- PRNG (splitmix64 seeding an xorshift64*) ------------------------- */
+
+static inline uint64_t mix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+struct rng {
+    uint64_t s;
+};
+
+static inline void rng_seed(struct rng *r, uint64_t seed)
+{
+    r->s = mix64(seed) | 1;
+}
+
+static inline uint64_t rng_next(struct rng *r)
+{
+    uint64_t x = r->s;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    r->s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+/* Uniform in [lo, hi]. */
+static inline size_t rng_range(struct rng *r, size_t lo, size_t hi)
+{
+    return lo + (size_t)(rng_next(r) % (uint64_t)(hi - lo + 1));
+}
+
+/* ---- byte patterns ------------------------------------------------------
+ * Byte i of a block with seed s is byte (i % 8) of pat_word(s, i / 8), so a
+ * prefix of a block keeps its pattern after realloc, and a block copied to
+ * the wrong offset or overwritten by a neighbour is detected. */
+
+typedef uint64_t __attribute__((may_alias)) u64_alias;
+
+static inline uint64_t pat_word(uint64_t seed, size_t k)
+{
+    uint64_t x = seed ^ ((uint64_t)k * 0xD6E8FEB86659FD93ull);
+    x ^= x >> 32;
+    x *= 0x9E3779B97F4A7C15ull;
+    return x ^ (x >> 29);
+}
+
+/* Fills bytes [from, to) of block p with the pattern of seed. */
+static inline void pat_fill_range(void *p, size_t from, size_t to, uint64_t seed)
+{
+    unsigned char *b = p;
+    size_t i = from;
+    while (i < to && (i % 8 != 0 || ((uintptr_t)(b + i) % 8) != 0)) {
+        b[i] = (unsigned char)(pat_word(seed, i / 8) >> (8 * (i % 8)));
+        i++;
+    }
+    for (; i + 8 <= to; i += 8)
+        *(u64_alias *)(void *)(b + i) = pat_word(seed, i / 8);
+    for (; i < to; i++)
+        b[i] = (unsigned char)(pat_word(seed, i / 8) >> (8 * (i % 8)));
+}
+
+static inline void pat_fill(void *p, size_t n, uint64_t seed)
+{
+    pat_fill_range(p, 0, n, seed);
+}
+
+/* Returns the offset of the first wrong byte in [0, n), or SIZE_MAX. */
+static inline size_t pat_check(const void *p, size_t n, uint64_t seed)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    while (i < n && ((uintptr_t)(b + i) % 8) != 0) {
+        if (b[i] != (unsigned char)(pat_word(seed, i / 8) >> (8 * (i % 8))))
+            return i;
+        i++;
+    }
+    if (i % 8 == 0) {
+        for (; i + 8 <= n; i += 8)
+            if (*(const u64_alias *)(const void *)(b + i) != pat_word(seed, i / 8))
+                break;
+    }
+    for (; i < n; i++)
+        if (b[i] != (unsigned char)(pat_word(seed, i / 8) >> (8 * (i % 8))))
+            return i;
+    return SIZE_MAX;
+}
+
+/* Returns the offset of the first non-zero byte in [0, n), or SIZE_MAX. */
+static inline size_t zero_check(const void *p, size_t n)
+{
+    const unsigned char *b = p;
+    size_t i = 0;
+    while (i < n && ((uintptr_t)(b + i) % 8) != 0) {
+        if (b[i] != 0)
+            return i;
+        i++;
+    }
+    for (; i + 8 <= n; i += 8)
+        if (*(const u64_alias *)(const void *)(b + i) != 0)
+            break;
+    for (; i < n; i++)
+        if (b[i] != 0)
+            return i;
+    return SIZE_MAX;
+}
+
+#endif
