@@ -1,0 +1,80 @@
+# bench/bench.mk - the measurement tools; included from the top Makefile:
+#     include bench/bench.mk
+#
+# Targets
+#   bench         build the tools, then the full side-by-side run (< 10 min)
+#   bench-quick   the same with fewer repetitions (about a minute)
+#   bench/replay bench/mt bench/micro   the tools themselves
+#   bench-deps    install the peer allocators' Debian packages if missing
+#   bench-asan    replay every trace under an ASan/UBSan build of replay
+#   bench-clean   remove the binaries and bench/results
+#
+# Variables: CC and LIB (target/release/libfitalloc.so) come from the top
+# Makefile.  CFLAGS is deliberately NOT used: the top Makefile's flags are
+# for the tests (-O0, sanitizers) and would distort the measurements; set
+# BENCH_CFLAGS to change how the tools are built.  BENCH_ARGS is passed to
+# bench.py (e.g. BENCH_ARGS="--allocators fitalloc,glibc --reps 3").
+
+LIB ?= target/release/libfitalloc.so
+PYTHON ?= python3
+BENCH_CFLAGS ?= -O2 -g -std=c11 -Wall -Wextra
+BENCH_LDLIBS := -ldl -lpthread
+BENCH_ARGS ?=
+BENCH_TRACES ?= ../shared/traces
+BENCH_TOOLS := bench/replay bench/mt bench/micro
+BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
+
+.PHONY: bench bench-quick bench-deps bench-asan bench-clean
+
+bench/replay: bench/replay.c bench/benchutil.h
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
+
+bench/mt: bench/mt.c bench/benchutil.h
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/mt.c $(BENCH_LDLIBS)
+
+bench/micro: bench/micro.c bench/benchutil.h
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/micro.c $(BENCH_LDLIBS)
+
+bench: bench-deps $(BENCH_TOOLS) $(LIB)
+	$(PYTHON) bench/bench.py --traces $(BENCH_TRACES) $(BENCH_ARGS)
+
+bench-quick: bench-deps $(BENCH_TOOLS) $(LIB)
+	$(PYTHON) bench/bench.py --quick --traces $(BENCH_TRACES) $(BENCH_ARGS)
+
+# Installs only what is missing, only as root, and never fails the run:
+# bench.py skips an allocator whose library is absent.
+bench-deps:
+	@missing=""; \
+	if ! command -v dpkg-query >/dev/null 2>&1; then \
+	  echo "bench: not a Debian system; peer allocators that are missing will be skipped"; \
+	  exit 0; \
+	fi; \
+	for p in $(BENCH_DEB_PKGS); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' \
+	    || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then \
+	  echo "bench: not root, so not installing$$missing (those allocators will be skipped)"; \
+	  exit 0; \
+	fi; \
+	echo "bench: installing$$missing"; \
+	{ apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y $$missing; } \
+	  || echo "bench: could not install$$missing (those allocators will be skipped)"
+
+# The replayer must itself be free of memory errors and undefined
+# behaviour: replay every trace, with full patterns, under glibc.
+bench/replay-asan: bench/replay.c bench/benchutil.h
+	$(CC) -O1 -g -std=c11 -Wall -Wextra -fsanitize=address,undefined \
+	  -fno-sanitize-recover=undefined -fno-omit-frame-pointer \
+	  -o $@ bench/replay.c $(BENCH_LDLIBS)
+
+bench-asan: bench/replay-asan
+	@set -e; for t in $(BENCH_TRACES)/*.rep*; do \
+	  echo "bench-asan: $$t"; \
+	  env -u LD_PRELOAD bench/replay-asan --check -n 1 --no-fitalloc --csv $$t; \
+	done
+
+bench-clean:
+	rm -f $(BENCH_TOOLS) bench/replay-asan
+	rm -rf bench/results

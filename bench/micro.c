@@ -1,0 +1,173 @@
+/*
+ * micro.c - small-object malloc/free cost with few and with many blocks
+ * live.
+ *
+ * For each live count L (default 1,000 and 100,000): allocate L blocks of
+ * random size 16..256 bytes, run L untimed replacements so that the heap
+ * reaches its steady mix, then time N replacements.  A replacement frees a
+ * random live block and mallocs a new random size in its place, then
+ * writes its first byte.  Reported: ns per replacement (one free + one
+ * malloc).  The two cases differ only in how many blocks are live, i.e. in
+ * how far apart in memory consecutive operations land: an allocator whose
+ * cost grows with the heap (free-list search, cache misses on metadata)
+ * slows down in the 100,000 case.  Sizes and indices come from a fixed
+ * seed, so every allocator sees the same requests.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+
+#include "benchutil.h"
+
+#define MAX_CASES 16
+
+static size_t small_size(uint64_t *rng)
+{
+    return 16 + (size_t)bench_below(rng, 256 - 16 + 1);
+}
+
+/* Returns ns per replacement. */
+static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
+                       uint64_t *failures)
+{
+    /* The slot table is mmapped so it is not itself on the heap. */
+    size_t bytes = live * sizeof(unsigned char *);
+    unsigned char **slot = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (slot == MAP_FAILED) {
+        fprintf(stderr, "micro: cannot map %zu bytes\n", bytes);
+        exit(1);
+    }
+    uint64_t rng = bench_mix64(seed * 7919 + live) | 1;
+    for (uint64_t i = 0; i < live; i++) {
+        size_t n = small_size(&rng);
+        slot[i] = malloc(n);
+        if (slot[i])
+            slot[i][0] = (unsigned char)i;
+        else
+            ++*failures;
+    }
+    /* Untimed warm-up: as many replacements as there are blocks. */
+    for (uint64_t k = 0; k < live; k++) {
+        uint64_t i = bench_below(&rng, live);
+        free(slot[i]);
+        slot[i] = malloc(small_size(&rng));
+        if (slot[i])
+            slot[i][0] = (unsigned char)k;
+    }
+    uint64_t t0 = bench_now_ns();
+    for (uint64_t k = 0; k < pairs; k++) {
+        uint64_t i = bench_below(&rng, live);
+        free(slot[i]);
+        unsigned char *p = malloc(small_size(&rng));
+        if (__builtin_expect(p != NULL, 1))
+            p[0] = (unsigned char)k;
+        else
+            ++*failures;
+        slot[i] = p;
+    }
+    uint64_t t1 = bench_now_ns();
+    for (uint64_t i = 0; i < live; i++)
+        free(slot[i]);
+    munmap(slot, bytes);
+    return (double)(t1 - t0) / (double)pairs;
+}
+
+static uint64_t parse_num(const char *s, const char *what, uint64_t lo,
+                          uint64_t hi)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s < '0' || *s > '9' || errno || *end || v < lo || v > hi) {
+        fprintf(stderr, "micro: %s: expected a number from %" PRIu64
+                " to %" PRIu64 ", got '%s'\n", what, lo, hi, s);
+        exit(2);
+    }
+    return v;
+}
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: micro [options]\n"
+"  -n N     timed replacements per case (default 5000000)\n"
+"  -l L     live blocks; repeat for several cases (default 1000 and 100000)\n"
+"  -s S     seed (default 1)\n"
+"  --name NAME  allocator name to report\n"
+"  --csv    one CSV line per case;  --header  print the header line first\n");
+}
+
+int main(int argc, char **argv)
+{
+    uint64_t pairs = 5000000, seed = 1, lives[MAX_CASES];
+    size_t ncases = 0;
+    bool csv = false, header = false;
+    const char *name_opt = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
+        if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else if (strcmp(a, "-n") == 0 && next) {
+            pairs = parse_num(argv[++i], "-n", 1, UINT64_C(1) << 40);
+        } else if (strcmp(a, "-l") == 0 && next) {
+            if (ncases == MAX_CASES) {
+                fprintf(stderr, "micro: at most %d -l options\n", MAX_CASES);
+                return 2;
+            }
+            lives[ncases++] = parse_num(argv[++i], "-l", 1, UINT64_C(1) << 30);
+        } else if (strcmp(a, "-s") == 0 && next) {
+            seed = parse_num(argv[++i], "-s", 0, UINT64_MAX);
+        } else if (strcmp(a, "--name") == 0 && next) {
+            name_opt = argv[++i];
+        } else if (strcmp(a, "--csv") == 0) {
+            csv = true;
+        } else if (strcmp(a, "--header") == 0) {
+            header = true;
+        } else {
+            fprintf(stderr, "micro: unknown or incomplete option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+    }
+    if (ncases == 0) {
+        lives[ncases++] = 1000;
+        lives[ncases++] = 100000;
+    }
+    char name[64];
+    if (name_opt)
+        snprintf(name, sizeof name, "%s", name_opt);
+    else
+        bench_allocator_name(name, sizeof name);
+    if (csv && header)
+        puts("bench,allocator,live,pairs,ns_pair");
+    uint64_t failures = 0;
+    double first = 0;
+    for (size_t c = 0; c < ncases; c++) {
+        double ns = run_case(lives[c], pairs, seed, &failures);
+        if (c == 0)
+            first = ns;
+        if (csv) {
+            printf("micro-%" PRIu64 ",%s,%" PRIu64 ",%" PRIu64 ",%.2f\n",
+                   lives[c], name, lives[c], pairs, ns);
+        } else {
+            printf("micro: %s, %7" PRIu64 " live: %.2f ns per free+malloc",
+                   name, lives[c], ns);
+            if (c > 0 && first > 0)
+                printf(" (%.1fx the first case)", ns / first);
+            printf("\n");
+        }
+        fflush(stdout);
+    }
+    if (failures)
+        fprintf(stderr, "micro: %" PRIu64 " allocations returned NULL\n",
+                failures);
+    return failures ? 1 : 0;
+}
