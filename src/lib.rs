@@ -59,6 +59,11 @@ pub mod tree;
 #[cfg(test)]
 mod tests;
 
+/// Random operation streams against a shadow model: run with fixed seeds by
+/// `cargo test`, and with fuzzer input by the target in `fuzz/`.
+#[cfg(any(test, feature = "fuzz"))]
+pub mod fuzzcore;
+
 /// Without std there is no unwinding and no default handler: a panic is an
 /// allocator bug, reported with one line and `abort()`.
 #[cfg(all(not(test), not(feature = "std")))]

@@ -16,6 +16,7 @@
 //! | `FITALLOC_TRIM_THRESHOLD=n` | as `mallopt(M_TRIM_THRESHOLD, n)` |
 //! | `FITALLOC_TOP_PAD=n` | as `mallopt(M_TOP_PAD, n)` |
 //! | `FITALLOC_MMAP_MAX=n` | as `mallopt(M_MMAP_MAX, n)` |
+//! | `FITALLOC_FAIL_EVERY=n` | testing: every n-th request for memory from the system fails |
 //!
 //! glibc's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
 //! `MALLOC_TOP_PAD_` and `MALLOC_MMAP_MAX_` are honoured too. Sizes take a
@@ -96,6 +97,11 @@ fn apply(name: &[u8], value: &[u8]) {
         b"FITALLOC_TCACHE_BYTES" => {
             if let Some(n) = parse_size(value) {
                 OPT.tcache_bytes.store(n, Relaxed);
+            }
+        }
+        b"FITALLOC_FAIL_EVERY" => {
+            if let Some(n) = parse_size(value) {
+                crate::os::FAIL_EVERY.store(n, Relaxed);
             }
         }
         b"FITALLOC_TRACE" => {

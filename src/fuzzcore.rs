@@ -1,0 +1,1 @@
+//! Placeholder: the fuzzing core is being written.
