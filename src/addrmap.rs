@@ -53,10 +53,6 @@ impl<V: Copy + Default> AddrMap<V> {
         self.live
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.live == 0
-    }
-
     #[inline]
     fn home(&self, key: usize) -> usize {
         ((key >> 4).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 20) & (self.cap - 1)

@@ -93,6 +93,18 @@ pub fn used_header(addr: usize, units: u32) -> u32 {
     (units << USED_UNITS_SHIFT) | tag(addr, units) | USED
 }
 
+/// Whether `h`, read at block address `addr`, is a correct used header.
+#[inline(always)]
+pub fn is_used_header(addr: usize, h: u32) -> bool {
+    h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
+}
+
+/// The size in units of a used header.
+#[inline(always)]
+pub const fn used_units(h: u32) -> u32 {
+    h >> USED_UNITS_SHIFT
+}
+
 /// A free header (and footer) for a block of `units`; a free block's
 /// predecessor is always used, so `PREV_USED` is always set.
 #[inline(always)]
@@ -135,11 +147,6 @@ impl Block {
     #[inline(always)]
     pub fn addr(self) -> usize {
         self.0 as usize
-    }
-
-    #[inline(always)]
-    pub fn ptr(self) -> *mut u8 {
-        self.0
     }
 
     #[inline(always)]
@@ -221,8 +228,7 @@ impl Block {
     #[inline(always)]
     pub unsafe fn is_valid_used(self) -> bool {
         // SAFETY: forwarded to the caller.
-        let h = unsafe { self.header() };
-        h & USED != 0 && (h & !PREV_USED) == used_header(self.addr(), h >> USED_UNITS_SHIFT)
+        is_used_header(self.addr(), unsafe { self.header() })
     }
 
     /// Marks the block used with `units`, keeping `PREV_USED`.

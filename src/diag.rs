@@ -24,19 +24,6 @@ impl<const N: usize> Buf<N> {
         &self.bytes[..self.len]
     }
 
-    pub fn as_str(&self) -> &str {
-        // Only whole `str`s are ever appended, but truncation may split a
-        // character: fall back to the valid prefix.
-        match core::str::from_utf8(self.as_bytes()) {
-            Ok(s) => s,
-            Err(e) => core::str::from_utf8(&self.bytes[..e.valid_up_to()]).unwrap_or(""),
-        }
-    }
-
-    pub fn clear(&mut self) {
-        self.len = 0;
-    }
-
     /// Writes the buffer to file descriptor `fd`, retrying short writes.
     pub fn write_to(&self, fd: i32) {
         write_all(fd, self.as_bytes());

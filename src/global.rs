@@ -47,8 +47,6 @@ static REGISTRY: Locked<Registry> = Locked::new(Registry::new());
 static SHARED: ThreadCounters = ThreadCounters {
     calls: [const { AtomicU64::new(0) }; CALLS],
     requested: AtomicU64::new(0),
-    cached_bytes: AtomicU64::new(0),
-    cached_blocks: AtomicU64::new(0),
     hits: AtomicU64::new(0),
     misses: AtomicU64::new(0),
 };
@@ -425,14 +423,8 @@ pub fn malloc(n: usize, call: Call) -> *mut u8 {
         let units = config::request_units(n);
         // SAFETY: the cache holds blocks of our heap.
         match unsafe { t.pop(&REGIONS, units) } {
-            Ok(Some(b)) => {
-                tcache::add(&t.counters.hits, 1);
-                return b.payload();
-            }
-            Ok(None) => {
-                tcache::add(&t.counters.misses, 1);
-                return heap_malloc(n, false);
-            }
+            Ok(Some(b)) => return b.payload(),
+            Ok(None) => return refill(t, n, false),
             Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(call_name(call), "corrupted thread cache at", a),
         }
     }
@@ -470,6 +462,56 @@ fn malloc_slow(n: usize, call: Call) -> *mut u8 {
         }
     }
     heap_malloc(n, false)
+}
+
+/// Blocks a thread cache takes from the heap at once when it runs dry.
+const REFILL: usize = 8;
+
+/// A small malloc that found its cache list empty: the best fit from the
+/// heap, plus up to `REFILL - 1` more blocks of the same size for the cache
+/// (free blocks of exactly that size, or, in an allocation burst, pieces of
+/// the top), all under one lock.
+#[inline(never)]
+fn refill(t: &mut Tcache, n: usize, zero: bool) -> *mut u8 {
+    let units = config::request_units(n);
+    if ((units as usize) << UNIT_SHIFT) >= OPT.mmap_threshold.load(Relaxed) {
+        return heap_malloc(n, zero);
+    }
+    let mut extra = [Block::NULL; REFILL - 1];
+    let mut k = 0;
+    let grant = {
+        let mut h = heap(if zero { "calloc" } else { "malloc" });
+        // SAFETY: the heap is consistent between calls.
+        let g = unsafe { h.alloc(units) };
+        if let Some(g) = g {
+            let room = t.room_for(units).min(extra.len());
+            while k < room {
+                // SAFETY: as above.
+                match unsafe { h.take_exact(units, g.from_top) } {
+                    Some(b) => {
+                        extra[k] = b;
+                        k += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        g
+    };
+    for &b in &extra[..k] {
+        // SAFETY: `b` is a block of `units` the heap just handed out.
+        unsafe { t.push(b, units) };
+    }
+    match grant {
+        Some(g) => {
+            if zero && g.dirty > 0 {
+                // SAFETY: the payload is ours and at least `dirty` bytes long.
+                unsafe { core::ptr::write_bytes(g.block.payload(), 0, g.dirty) };
+            }
+            g.block.payload()
+        }
+        None => core::ptr::null_mut(),
+    }
 }
 
 /// Allocates `n` bytes from the heap or a mapping, zeroed if `zero`.
@@ -535,12 +577,11 @@ pub fn calloc(n: usize) -> *mut u8 {
         // SAFETY: as in `malloc`.
         match unsafe { t.pop(&REGIONS, config::request_units(n)) } {
             Ok(Some(b)) => {
-                tcache::add(&t.counters.hits, 1);
                 // SAFETY: the whole payload is ours.
                 unsafe { core::ptr::write_bytes(b.payload(), 0, Block::payload_bytes(b.units())) };
                 return b.payload();
             }
-            Ok(None) => return heap_malloc(n, true),
+            Ok(None) => return refill(t, n, true),
             Err(tcache::CacheFault::Corrupted(a)) => diag::fatal("calloc", "corrupted thread cache at", a),
         }
     }
@@ -580,17 +621,20 @@ pub fn free(p: *mut u8, func: &'static str) {
         && a % 16 == 0
         && REGIONS.contains(a)
     {
-        count(Some(t), Call::Free, 0);
+        tcache::add(&t.counters.calls[Call::Free as usize], 1);
         let b = Block::from_payload(p);
         // SAFETY: `b` is a header position inside a heap region; the payload
         // words are read only for a block with a valid used header.
         unsafe {
-            if b.is_valid_used() {
-                let units = b.units();
-                if units <= TCACHE_MAX_UNITS && b.cache_key() != tcache::mark(b) && t.has_room(units) {
-                    t.push(b, units);
-                    return;
-                }
+            let h = b.header();
+            let units = crate::block::used_units(h);
+            if crate::block::is_used_header(b.addr(), h)
+                && units <= TCACHE_MAX_UNITS
+                && b.cache_key() != tcache::mark(b)
+                && t.has_room(units)
+            {
+                t.push(b, units);
+                return;
             }
         }
         return free_heap_block(b, Some(t), func);
@@ -897,8 +941,9 @@ pub fn snapshot() -> Snapshot {
             s.calls[i] += t.counters.calls[i].load(Relaxed);
         }
         s.requested += t.counters.requested.load(Relaxed);
-        s.cached_bytes += t.counters.cached_bytes.load(Relaxed);
-        s.cached_blocks += t.counters.cached_blocks.load(Relaxed);
+        let (bytes, blocks) = t.held();
+        s.cached_bytes += bytes;
+        s.cached_blocks += blocks;
         s.cache_hits += t.counters.hits.load(Relaxed);
         s.cache_misses += t.counters.misses.load(Relaxed);
     });

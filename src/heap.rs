@@ -77,8 +77,13 @@ pub struct Heap<S: Source> {
     pub info: [RegionInfo; MAX_REGIONS],
     /// The region holding the top.
     cur: usize,
-    /// The top block (the epilogue when the top is empty).
+    /// The top block (the epilogue when the top is empty), its size, and
+    /// the current region's first header and epilogue (cached: read on
+    /// every carve and merge).
     top: Block,
+    top_units: u32,
+    cur_lo: usize,
+    top_end: usize,
     pub bins: Bins,
     pub counters: HeapCounters,
     pub params: HeapParams,
@@ -92,6 +97,8 @@ pub struct Heap<S: Source> {
 pub struct Grant {
     pub block: Block,
     pub dirty: usize,
+    /// Carved from the top: no free block fitted (an allocation burst).
+    pub from_top: bool,
 }
 
 impl<S: Source> Heap<S> {
@@ -102,6 +109,9 @@ impl<S: Source> Heap<S> {
             info: [RegionInfo { kind: RegionKind::Brk, fresh: 0 }; MAX_REGIONS],
             cur: 0,
             top: Block::NULL,
+            top_units: 0,
+            cur_lo: 0,
+            top_end: 0,
             bins: Bins::new(),
             counters: HeapCounters {
                 used_bytes: 0,
@@ -132,12 +142,9 @@ impl<S: Source> Heap<S> {
     }
 
     /// The top block and its size in units (0 when there is none).
+    #[inline]
     pub fn top(&self) -> (Block, u32) {
-        if self.top.is_null() {
-            return (Block::NULL, 0);
-        }
-        let end = self.regions.end(self.cur);
-        (self.top, ((end - 4 - self.top.addr()) >> UNIT_SHIFT) as u32)
+        (self.top, self.top_units)
     }
 
     pub fn current_region(&self) -> usize {
@@ -148,25 +155,64 @@ impl<S: Source> Heap<S> {
         Block::at((self.regions.end(region) - 4) as *mut u8)
     }
 
-    /// Makes `b` the top of the current region: writes its free header, or
-    /// when `b` is the epilogue, records that the block before it is held.
+    /// Makes `b` the top of the current region: writes its free header. The
+    /// epilogue's `PREV_USED` (set iff the top is empty) is written only
+    /// when the top empties or stops being empty, so carving does not touch
+    /// the far end of the region.
     ///
     /// # Safety
     /// `b` must be a block position in the current region with nothing but
     /// free space between it and the epilogue.
+    #[inline]
     unsafe fn set_top(&mut self, b: Block) {
+        let units = ((self.top_end - b.addr()) >> UNIT_SHIFT) as u32;
+        let was_empty = self.top_units == 0;
         self.top = b;
-        let (_, units) = self.top();
-        let epi = self.epilogue(self.cur);
+        self.top_units = units;
+        let epi = Block::at(self.top_end as *mut u8);
         // SAFETY: `b` and the epilogue lie in the current region.
         unsafe {
             if units > 0 {
                 b.set_header(free_header(units));
-                epi.set_prev_used(false);
-            } else {
+                if was_empty {
+                    epi.set_prev_used(false);
+                }
+            } else if !was_empty {
                 epi.set_prev_used(true);
             }
         }
+    }
+
+    /// After the current region changed or its end moved: writes the
+    /// epilogue and makes `top` the top.
+    ///
+    /// # Safety
+    /// The current region must end in memory we own; `top` must be followed
+    /// only by free space up to the new epilogue.
+    unsafe fn reframe(&mut self, top: Block) {
+        self.cur_lo = self.regions.start(self.cur) + 12;
+        self.top_end = self.regions.end(self.cur) - 4;
+        let epi = Block::at(self.top_end as *mut u8);
+        let units = ((self.top_end - top.addr()) >> UNIT_SHIFT) as u32;
+        self.top = top;
+        self.top_units = units;
+        // SAFETY: the epilogue and `top` lie in the current region.
+        unsafe {
+            epi.set_header(crate::block::used_header(epi.addr(), 0) | if units == 0 { PREV_USED } else { 0 });
+            if units > 0 {
+                top.set_header(free_header(units));
+            }
+        }
+    }
+
+    /// The first header and the epilogue of the region holding `b`.
+    #[inline]
+    fn bounds(&self, b: Block) -> (usize, usize) {
+        if b.addr() >= self.cur_lo && b.addr() < self.top_end {
+            return (self.cur_lo, self.top_end);
+        }
+        let r = self.region_of(b);
+        (self.regions.start(r) + 12, self.regions.end(r) - 4)
     }
 
     fn account_used(&mut self, units: u32) {
@@ -225,7 +271,7 @@ impl<S: Source> Heap<S> {
                 self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
                 self.counters.free_blocks -= 1;
                 self.use_free(b, have, units);
-                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()) });
+                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
             }
             if self.top().1 < units && !self.grow(units) {
                 return None;
@@ -247,7 +293,7 @@ impl<S: Source> Heap<S> {
                 self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
                 self.counters.free_blocks -= 1;
                 self.use_free(b, have, units);
-                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()) });
+                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
             }
             (self.top().1 >= units).then(|| self.carve(units))
         }
@@ -296,7 +342,30 @@ impl<S: Source> Heap<S> {
         let dirty = info.fresh.saturating_sub(payload).min(end - payload);
         // The next header is written at `end`; everything after it is fresh.
         info.fresh = info.fresh.max(end + 4);
-        Grant { block: b, dirty }
+        Grant { block: b, dirty, from_top: true }
+    }
+
+    /// One more block of exactly `units` for a thread-cache refill: a free
+    /// block of exactly that size (no fit is better), or, when `from_top`
+    /// (an allocation burst that found no free block), a piece of the top.
+    /// Never grows the heap.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    pub unsafe fn take_exact(&mut self, units: u32, from_top: bool) -> Option<Block> {
+        // SAFETY: list blocks are free blocks of this heap; the top is ours.
+        unsafe {
+            if units < crate::config::SMALL_LIMIT_UNITS && !self.bins.small.head(units).is_null() {
+                let r = self.bins.small.pop(self.regions, units);
+                let b = self.ok(r);
+                self.counters.free_bytes -= (units as usize) << UNIT_SHIFT;
+                self.counters.free_blocks -= 1;
+                self.use_free(b, units, units);
+                return Some(b);
+            }
+            // Keep the top from shrinking to a sliver the carve would absorb.
+            (from_top && self.top().1 >= units + MIN_UNITS).then(|| self.carve(units).block)
+        }
     }
 
     /// Grows the heap so that the top holds at least `units`.
@@ -367,17 +436,14 @@ impl<S: Source> Heap<S> {
         self.note_peak();
         // SAFETY: the region now extends to `new_end`.
         unsafe {
-            let epi = self.epilogue(r);
-            epi.set_header(crate::block::used_header(epi.addr(), 0));
             if !top_was_empty && old_epi.addr() >= self.info[r].fresh {
                 // The old epilogue is now inside the top: keep "fresh" honest.
                 old_epi.set_header(0);
             }
+            // An empty top becomes the old epilogue's place; its header says
+            // the block before it is held, as every free header does.
             let top = if top_was_empty { old_epi } else { self.top };
-            // The old epilogue's PREV_USED told whether the block before the
-            // top was held; a new top header always says so (free blocks
-            // follow used ones).
-            self.set_top(top);
+            self.reframe(top);
         }
     }
 
@@ -404,11 +470,7 @@ impl<S: Source> Heap<S> {
             }
             self.cur = i;
             self.info[i] = RegionInfo { kind, fresh: start + 16 };
-            let first = Block::at((start + 12) as *mut u8);
-            let epi = self.epilogue(i);
-            epi.set_header(crate::block::used_header(epi.addr(), 0));
-            first.set_header(PREV_USED);
-            self.set_top(first);
+            self.reframe(Block::at((start + 12) as *mut u8));
         }
         true
     }
@@ -452,8 +514,7 @@ impl<S: Source> Heap<S> {
         // SAFETY: every neighbour is checked against the region bounds and
         // its own tags before it is used.
         unsafe {
-            let region = self.region_of(b);
-            let (lo, hi) = (self.regions.start(region) + 12, self.regions.end(region) - 4);
+            let (lo, hi) = self.bounds(b);
             let mut start = b;
             let mut total = units;
             if !b.prev_used() {
@@ -530,11 +591,9 @@ impl<S: Source> Heap<S> {
             {
                 self.regions.set_end(r, new_end);
                 self.counters.heap_bytes -= release;
-                let epi = self.epilogue(r);
-                epi.set_header(crate::block::used_header(epi.addr(), 0));
                 let info = &mut self.info[r];
-                info.fresh = info.fresh.min(epi.addr());
-                self.set_top(top);
+                info.fresh = info.fresh.min(new_end - 4);
+                self.reframe(top);
             } else {
                 // Keep the address range; let the system take the pages. The
                 // epilogue's page is kept so the frame stays intact.
@@ -638,7 +697,7 @@ impl<S: Source> Heap<S> {
             if nh & crate::block::USED == 0 {
                 let nu = crate::block::header_units(nh);
                 if have + nu >= want {
-                    let hi = self.regions.end(self.region_of(b)) - 4;
+                    let (_, hi) = self.bounds(b);
                     if nu < MIN_UNITS || next.addr() + ((nu as usize) << UNIT_SHIFT) > hi || next.footer(nu) != nh {
                         self.corrupt("corrupted block after", b.payload() as usize);
                     }

@@ -28,33 +28,40 @@
 //!
 //! Nothing in this crate allocates through a global allocator: under
 //! `LD_PRELOAD` that would recurse into ourselves.
+//!
+//! The modules are private: the library's interface is the C ABI in `ffi`
+//! (callable from Rust too). Keeping everything else private lets the
+//! compiler treat the allocator's statics and functions as local to the
+//! library and address them directly; anything reachable from public inline
+//! code would be exported from the rlib and reached through the GOT, one
+//! more load on every fast path.
 #![cfg_attr(not(test), no_std)]
 // LLVM must not recognise malloc/memset idioms in the crate that *defines*
 // malloc: it could turn our calloc into a call to calloc (ourselves).
 #![no_builtins]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; see the lint note in Cargo.toml
 
-pub mod addrmap;
-pub mod api;
-pub mod bins;
-pub mod block;
-pub mod check;
-pub mod config;
-pub mod diag;
-pub mod ffi;
-pub mod freelist;
-pub mod global;
-pub mod heap;
-pub mod large;
-pub mod options;
-pub mod os;
-pub mod region;
-pub mod stats;
-pub mod sync;
-pub mod tcache;
-pub mod tls;
-pub mod trace;
-pub mod tree;
+mod addrmap;
+mod api;
+mod bins;
+mod block;
+mod check;
+mod config;
+mod diag;
+mod ffi;
+mod freelist;
+mod global;
+mod heap;
+mod large;
+mod options;
+mod os;
+mod region;
+mod stats;
+mod sync;
+mod tcache;
+mod tls;
+mod trace;
+mod tree;
 
 #[cfg(test)]
 mod tests;

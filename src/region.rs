@@ -78,10 +78,6 @@ impl RegionTable {
         self.count.load(Relaxed)
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     pub fn start(&self, i: usize) -> usize {
         self.starts[i].load(Relaxed)
     }

@@ -21,7 +21,7 @@
 use crate::block::Block;
 use crate::config::TCACHE_MAX_UNITS;
 use crate::region::RegionTable;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
@@ -45,8 +45,9 @@ fn encode(next: usize, at: Block) -> usize {
 }
 
 /// Whether `at` is a block of `units` that this or another cache put in a
-/// list: a header position in a region, with a valid used header of that
-/// size, carrying the cache mark.
+/// list: a header position in a region, with a used header of that size,
+/// carrying the cache mark. The mark is a 64-bit keyed value no program
+/// writes by accident, so the header's own tag need not be checked too.
 ///
 /// # Safety
 /// `regions` must be the heap's region table.
@@ -54,9 +55,14 @@ fn encode(next: usize, at: Block) -> usize {
 unsafe fn is_cached(regions: &RegionTable, at: usize, units: u32) -> bool {
     let b = Block::at(at as *mut u8);
     // SAFETY: memory is read only once `at` is known to be a header position
-    // inside a mapped heap region; a block with a valid used header of at
-    // least 2 units has the two payload words.
-    at % 16 == 12 && regions.contains(at) && unsafe { b.is_valid_used() && b.units() == units && b.cache_key() == mark(b) }
+    // inside a mapped heap region; the payload of a block whose header says
+    // it is used and at least 2 units long holds the two words.
+    at % 16 == 12
+        && regions.contains(at)
+        && unsafe {
+            let h = b.header();
+            h & crate::block::USED != 0 && crate::block::used_units(h) == units && b.cache_key() == mark(b)
+        }
 }
 
 /// The C entry points counted in statistics.
@@ -79,8 +85,6 @@ pub struct ThreadCounters {
     pub calls: [AtomicU64; CALLS],
     /// Bytes requested by malloc, calloc, realloc and the aligned calls.
     pub requested: AtomicU64,
-    pub cached_bytes: AtomicU64,
-    pub cached_blocks: AtomicU64,
     /// Small mallocs served by the cache, and those that found it empty.
     pub hits: AtomicU64,
     pub misses: AtomicU64,
@@ -93,11 +97,6 @@ pub fn add(c: &AtomicU64, n: u64) {
     c.store(c.load(Relaxed).wrapping_add(n), Relaxed);
 }
 
-#[inline(always)]
-pub fn sub(c: &AtomicU64, n: u64) {
-    c.store(c.load(Relaxed).wrapping_sub(n), Relaxed);
-}
-
 /// Why a cache operation could not complete.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CacheFault {
@@ -106,19 +105,30 @@ pub enum CacheFault {
 }
 
 pub struct Tcache {
+    /// Head of list `u`: the last block of `u` units cached (0: empty).
     heads: [usize; CLASSES],
-    counts: [u16; CLASSES],
+    /// How many more blocks list `u` may take. Only the owner writes; other
+    /// threads read it for statistics.
+    room: [AtomicU16; CLASSES],
+    /// How many more bytes the whole cache may take.
+    room_bytes: AtomicU64,
     limits: [u16; CLASSES],
-    pub max_bytes: u64,
+    max_bytes: u64,
     pub counters: ThreadCounters,
     /// Registry links (see [`crate::global`]).
     pub next: *mut Tcache,
     pub prev: *mut Tcache,
 }
 
+/// Moves an owner-written counter by `d` (wrapping).
+#[inline(always)]
+fn bump16(c: &AtomicU16, d: u16) {
+    c.store(c.load(Relaxed).wrapping_add(d), Relaxed);
+}
+
 impl Tcache {
-    /// A cache whose list `u` holds at most `limit_for(u)` blocks and whose
-    /// total stays below `max_bytes`.
+    /// A cache whose lists hold about `per_class_bytes` each (2 to 64
+    /// blocks) and whose total stays below `max_bytes`.
     pub fn new(max_bytes: u64, per_class_bytes: usize) -> Self {
         let mut limits = [0u16; CLASSES];
         for (u, l) in limits.iter_mut().enumerate().skip(crate::config::MIN_UNITS as usize) {
@@ -126,7 +136,8 @@ impl Tcache {
         }
         Tcache {
             heads: [0; CLASSES],
-            counts: [0; CLASSES],
+            room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
+            room_bytes: AtomicU64::new(max_bytes),
             limits,
             max_bytes,
             counters: ThreadCounters::default(),
@@ -135,13 +146,12 @@ impl Tcache {
         }
     }
 
-    /// Pops a cached block of exactly `units`, re-tagged as held by the
-    /// program. `Ok(None)` when the list is empty.
+    /// Unlinks the head of list `units` after checking it, clearing its mark.
     ///
     /// # Safety
     /// `regions` must be the heap's region table.
     #[inline(always)]
-    pub unsafe fn pop(&mut self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
+    unsafe fn take_head(&mut self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
         let head = self.heads[units as usize];
         if head == 0 {
             return Ok(None);
@@ -155,17 +165,39 @@ impl Tcache {
             self.heads[units as usize] = encode(b.cache_link(), b);
             b.set_cache_key(0);
         }
-        self.counts[units as usize] -= 1;
-        sub(&self.counters.cached_bytes, (units as u64) << 4);
-        sub(&self.counters.cached_blocks, 1);
+        bump16(&self.room[units as usize], 1);
+        add(&self.room_bytes, (units as u64) << 4);
         Ok(Some(b))
+    }
+
+    /// Pops a cached block of exactly `units` for the program. `Ok(None)`
+    /// when the list is empty.
+    ///
+    /// # Safety
+    /// `regions` must be the heap's region table.
+    #[inline(always)]
+    pub unsafe fn pop(&mut self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
+        // SAFETY: forwarded.
+        let r = unsafe { self.take_head(regions, units) };
+        match r {
+            Ok(Some(_)) => add(&self.counters.hits, 1),
+            Ok(None) => add(&self.counters.misses, 1),
+            Err(_) => {}
+        }
+        r
+    }
+
+    /// How many more blocks of `units` the cache may take.
+    #[inline]
+    pub fn room_for(&self, units: u32) -> usize {
+        let by_bytes = (self.room_bytes.load(Relaxed) >> 4) / units as u64;
+        (self.room[units as usize].load(Relaxed) as usize).min(by_bytes as usize)
     }
 
     /// Whether list `units` has room for one more block.
     #[inline(always)]
     pub fn has_room(&self, units: u32) -> bool {
-        self.counts[units as usize] < self.limits[units as usize]
-            && self.counters.cached_bytes.load(Relaxed) + ((units as u64) << 4) <= self.max_bytes
+        self.room[units as usize].load(Relaxed) != 0 && self.room_bytes.load(Relaxed) >= (units as u64) << 4
     }
 
     /// Caches held block `b` of `units`.
@@ -175,15 +207,15 @@ impl Tcache {
     /// `units <= TCACHE_MAX_UNITS`, and `has_room(units)`.
     #[inline(always)]
     pub unsafe fn push(&mut self, b: Block, units: u32) {
+        let secret = SECRET.load(Relaxed);
         // SAFETY: `b` is a held block whose payload is at least 28 bytes.
         unsafe {
-            b.set_cache_link(encode(self.heads[units as usize], b));
-            b.set_cache_key(mark(b));
+            b.set_cache_link(self.heads[units as usize] ^ (b.addr() >> 12) ^ secret);
+            b.set_cache_key(b.addr().rotate_left(29) ^ secret);
         }
         self.heads[units as usize] = b.addr();
-        self.counts[units as usize] += 1;
-        add(&self.counters.cached_bytes, (units as u64) << 4);
-        add(&self.counters.cached_blocks, 1);
+        bump16(&self.room[units as usize], u16::MAX);
+        add(&self.room_bytes, ((units as u64) << 4).wrapping_neg());
     }
 
     /// Takes up to `max` blocks off list `units` (checked as [`Tcache::pop`]
@@ -199,25 +231,23 @@ impl Tcache {
         mut f: impl FnMut(Block),
     ) -> Result<(), CacheFault> {
         for _ in 0..max {
-            let head = self.heads[units as usize];
-            if head == 0 {
-                break;
+            // SAFETY: forwarded.
+            match unsafe { self.take_head(regions, units)? } {
+                Some(b) => f(b),
+                None => break,
             }
-            let b = Block::at(head as *mut u8);
-            // SAFETY: as in `pop`.
-            unsafe {
-                if !is_cached(regions, head, units) {
-                    return Err(CacheFault::Corrupted(head));
-                }
-                self.heads[units as usize] = encode(b.cache_link(), b);
-                b.set_cache_key(0);
-            }
-            self.counts[units as usize] -= 1;
-            sub(&self.counters.cached_bytes, (units as u64) << 4);
-            sub(&self.counters.cached_blocks, 1);
-            f(b);
         }
         Ok(())
+    }
+
+    /// Bytes and blocks the cache holds (derived from the room counters;
+    /// approximate when read by another thread).
+    pub fn held(&self) -> (u64, u64) {
+        let bytes = self.max_bytes - self.room_bytes.load(Relaxed).min(self.max_bytes);
+        let blocks = (crate::config::MIN_UNITS as usize..CLASSES)
+            .map(|u| (self.limits[u] - self.room[u].load(Relaxed).min(self.limits[u])) as u64)
+            .sum();
+        (bytes, blocks)
     }
 
     /// Takes every block out of the cache, handing each to `f`.
@@ -234,11 +264,7 @@ impl Tcache {
 
     /// How many blocks list `units` holds.
     pub fn count(&self, units: u32) -> usize {
-        self.counts[units as usize] as usize
-    }
-
-    pub fn limit(&self, units: u32) -> usize {
-        self.limits[units as usize] as usize
+        (self.limits[units as usize] - self.room[units as usize].load(Relaxed)) as usize
     }
 
     /// Visits every cached block without changing the cache, stopping at a
@@ -261,7 +287,7 @@ impl Tcache {
                     at = encode(b.cache_link(), b);
                 }
                 n += 1;
-                if n > self.counts[u as usize] as usize {
+                if n > self.count(u) {
                     return Err(CacheFault::Corrupted(at));
                 }
             }

@@ -50,10 +50,6 @@ impl Treap {
         Treap { root: Block::NULL }
     }
 
-    pub fn root(&self) -> Block {
-        self.root
-    }
-
     pub fn is_empty(&self) -> bool {
         self.root.is_null()
     }
