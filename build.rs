@@ -2,7 +2,9 @@
 //! cbindgen. The header is committed; `make test` fails when it is stale.
 
 fn main() {
-    for f in ["src/ffi.rs", "src/stats.rs", "src/check.rs", "cbindgen.toml"] {
+    // cbindgen reads every module (it decides what to declare), so any
+    // source change may change the header.
+    for f in ["src", "cbindgen.toml"] {
         println!("cargo:rerun-if-changed={f}");
     }
     let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");

@@ -68,6 +68,8 @@ mod tests;
 
 /// Random operation streams against a shadow model: run with fixed seeds by
 /// `cargo test`, and with fuzzer input by the target in `fuzz/`.
+///
+/// cbindgen:ignore
 #[cfg(any(test, feature = "fuzz"))]
 pub mod fuzzcore;
 
