@@ -112,17 +112,30 @@ impl Bins {
         }
     }
 
-    /// Removes and returns the best fit for `units`: the smallest free block
-    /// of at least `units` (lowest address among equal large blocks).
+    /// Removes and returns the best fit for `units` among blocks smaller
+    /// than `below` units: the smallest free block of at least `units`
+    /// (lowest address among equal large blocks). `below` lets the heap
+    /// weigh one more candidate kept outside the bins.
     ///
     /// # Safety
     /// The bins must hold only free blocks of the heap described by `regions`.
-    pub unsafe fn take_best(&mut self, regions: &RegionTable, units: u32) -> Result<Option<(Block, u32)>, BadLink> {
+    pub unsafe fn take_best(
+        &mut self,
+        regions: &RegionTable,
+        units: u32,
+        below: u32,
+    ) -> Result<Option<(Block, u32)>, BadLink> {
         if units < SMALL_LIMIT_UNITS {
             if let Some(u) = self.small.smallest_at_least(units) {
+                if u >= below {
+                    return Ok(None);
+                }
                 // SAFETY: list `u` is non-empty.
                 return unsafe { self.small.pop(regions, u) }.map(|b| Some((b, u)));
             }
+        }
+        if below <= SMALL_LIMIT_UNITS {
+            return Ok(None);
         }
         let start = if units < SMALL_LIMIT_UNITS { 0 } else { tree_index(units) };
         let Some(mut i) = self.next_tree(start) else { return Ok(None) };
@@ -138,12 +151,12 @@ impl Bins {
                 }
             }
             match found {
-                Some(b) => {
+                Some(b) if b.units() < below => {
                     let u = b.units();
                     self.remove(regions, b, u)?;
                     Ok(Some((b, u)))
                 }
-                None => Ok(None),
+                _ => Ok(None),
             }
         }
     }

@@ -223,6 +223,19 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
             rep.problem("tree order or priority broken", e.0);
         }
     }
+    let (parked, parked_units) = h.parked();
+    if !parked.is_null() {
+        if !regions.contains(parked.addr()) || parked.addr() % 16 != 12 {
+            rep.problem("parked block outside the heap", parked.addr());
+        } else {
+            // SAFETY: a header position in a region.
+            unsafe {
+                rep.expect(!parked.is_used() && parked.footer(parked_units) == parked.header(), "parked block is not a free block", parked.addr());
+            }
+            bin_blocks += 1;
+            bin_bytes += (parked_units as usize) << UNIT_SHIFT;
+        }
+    }
     rep.expect(bin_blocks == w.free_blocks, "bins and walk disagree on free blocks", bin_blocks);
     rep.expect(bin_bytes == w.free_bytes, "bins and walk disagree on free bytes", bin_bytes);
     let c = &h.counters;

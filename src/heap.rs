@@ -22,7 +22,17 @@
 //! - Blocks tile each region exactly, from `start + 12` to the epilogue.
 //! - No two free blocks are adjacent; `PREV_USED` of every block tells the
 //!   truth; every free block's footer equals its header.
-//! - Every free block but the top is in the bin its size maps to.
+//! - Every free block but the top and the parked block is in the bin its
+//!   size maps to.
+//!
+//! # The parked block
+//!
+//! The free block made by the latest free or split stays out of the bins
+//! (`parked`), so that a run of frees of neighbouring blocks merges into it
+//! without a bin removal and insertion each time; it is filed when another
+//! block takes its place. Best fit stays exact: an allocation takes the best
+//! fit from the bins among blocks smaller than the parked one, and the
+//! parked block otherwise.
 //! - `free_bytes`/`free_blocks` count the blocks in bins; `used_*` the held
 //!   blocks (including thread-cached ones); sizes add up to the region sizes.
 
@@ -84,6 +94,8 @@ pub struct Heap<S: Source> {
     top_units: u32,
     cur_lo: usize,
     top_end: usize,
+    /// The parked free block (see the module notes), or null.
+    parked: Block,
     pub bins: Bins,
     pub counters: HeapCounters,
     pub params: HeapParams,
@@ -112,6 +124,7 @@ impl<S: Source> Heap<S> {
             top_units: 0,
             cur_lo: 0,
             top_end: 0,
+            parked: Block::NULL,
             bins: Bins::new(),
             counters: HeapCounters {
                 used_bytes: 0,
@@ -242,16 +255,70 @@ impl<S: Source> Heap<S> {
         self.counters.free_blocks += 1;
     }
 
-    /// Takes free block `b` of `units` out of its bin.
+    /// Takes free block `b` of `units` out of its bin, or unparks it.
     ///
     /// # Safety
-    /// `b` must be a free block of the heap in a bin.
+    /// `b` must be a free block of the heap in a bin, or the parked block.
     unsafe fn unfile(&mut self, b: Block, units: u32) {
-        // SAFETY: forwarded to the caller.
-        let r = unsafe { self.bins.remove(self.regions, b, units) };
-        self.ok(r);
+        if b == self.parked {
+            self.parked = Block::NULL;
+        } else {
+            // SAFETY: forwarded to the caller.
+            let r = unsafe { self.bins.remove(self.regions, b, units) };
+            self.ok(r);
+        }
         self.counters.free_bytes -= (units as usize) << UNIT_SHIFT;
         self.counters.free_blocks -= 1;
+    }
+
+    /// Parks free block `b` of `units` (header and footer written), filing
+    /// the block parked before it.
+    ///
+    /// # Safety
+    /// `b` must be a free block of the heap, in no bin, with used neighbours.
+    unsafe fn park(&mut self, b: Block, units: u32) {
+        let old = self.parked;
+        if !old.is_null() {
+            // SAFETY: the parked block is a free block in no bin.
+            unsafe {
+                let u = old.units();
+                let r = self.bins.insert(self.regions, old, u);
+                self.ok(r);
+            }
+        }
+        self.parked = b;
+        self.counters.free_bytes += (units as usize) << UNIT_SHIFT;
+        self.counters.free_blocks += 1;
+    }
+
+    /// The parked block and its size (0 when none).
+    pub fn parked(&self) -> (Block, u32) {
+        // SAFETY: a parked block is a free block of the heap.
+        (self.parked, if self.parked.is_null() { 0 } else { unsafe { self.parked.units() } })
+    }
+
+    /// Removes the best fit for `units` from the bins or the parked block.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    unsafe fn take_best(&mut self, units: u32) -> Option<(Block, u32)> {
+        let (p, pu) = self.parked();
+        let below = if pu >= units { pu } else { u32::MAX };
+        // SAFETY: bins hold free blocks of this heap.
+        let r = unsafe { self.bins.take_best(self.regions, units, below) };
+        let found = match self.ok(r) {
+            Some(found) => Some(found),
+            None if pu >= units => {
+                self.parked = Block::NULL;
+                Some((p, pu))
+            }
+            None => None,
+        };
+        if let Some((_, have)) = found {
+            self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
+            self.counters.free_blocks -= 1;
+        }
+        found
     }
 
     // ----- allocation -------------------------------------------------------
@@ -266,10 +333,7 @@ impl<S: Source> Heap<S> {
         // SAFETY: bins hold free blocks of this heap; `carve` and `grow` keep
         // the top consistent.
         unsafe {
-            let r = self.bins.take_best(self.regions, units);
-            if let Some((b, have)) = self.ok(r) {
-                self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
-                self.counters.free_blocks -= 1;
+            if let Some((b, have)) = self.take_best(units) {
                 self.use_free(b, have, units);
                 return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
             }
@@ -288,10 +352,7 @@ impl<S: Source> Heap<S> {
     pub unsafe fn alloc_no_grow(&mut self, units: u32) -> Option<Grant> {
         // SAFETY: as for `alloc`.
         unsafe {
-            let r = self.bins.take_best(self.regions, units);
-            if let Some((b, have)) = self.ok(r) {
-                self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
-                self.counters.free_blocks -= 1;
+            if let Some((b, have)) = self.take_best(units) {
                 self.use_free(b, have, units);
                 return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
             }
@@ -300,7 +361,8 @@ impl<S: Source> Heap<S> {
     }
 
     /// Marks free block `b` of `have` units (already out of its bin) used
-    /// for `want`, splitting off the remainder when it can be a block.
+    /// for `want`, splitting off the remainder (which is parked) when it can
+    /// be a block.
     ///
     /// # Safety
     /// `b` must be a free block of `have >= want` units, in no bin.
@@ -312,7 +374,7 @@ impl<S: Source> Heap<S> {
                 b.set_used(want);
                 let r = b.offset(want);
                 r.set_free(rest);
-                self.file(r, rest);
+                self.park(r, rest);
                 self.account_used(want);
             } else {
                 b.set_used(have);
@@ -550,7 +612,7 @@ impl<S: Source> Heap<S> {
                 next.set_prev_used(false);
             }
             start.set_free(total);
-            self.file(start, total);
+            self.park(start, total);
         }
     }
 
@@ -620,6 +682,15 @@ impl<S: Source> Heap<S> {
     pub unsafe fn purge_free_blocks(&mut self) -> usize {
         let page = self.params.page;
         let mut released = 0;
+        // File the parked block so that the walk below sees every free block.
+        let (p, pu) = self.parked();
+        if !p.is_null() {
+            // SAFETY: the parked block is a free block in no bin.
+            unsafe {
+                self.unfile(p, pu);
+                self.file(p, pu);
+            }
+        }
         for i in 0..crate::config::TREE_BINS {
             let tree = *self.bins.tree(i);
             let source = &mut self.source;

@@ -115,7 +115,7 @@ fn first_allocation_creates_a_region_with_an_aligned_payload() {
 }
 
 #[test]
-fn split_leaves_remainder_in_its_bin() {
+fn split_parks_the_remainder() {
     let mut h = new_heap(1 << 22);
     let v = separated(&mut h, &[500]);
     free(&mut h, v[0]);
@@ -126,6 +126,30 @@ fn split_leaves_remainder_in_its_bin() {
     assert_eq!(h.counters.free_blocks, 1);
     assert_eq!(h.counters.free_bytes, (rest as usize) << UNIT_SHIFT);
     assert!(h.counters.free_bytes < free_before);
+}
+
+#[test]
+fn a_run_of_neighbouring_frees_merges_into_the_parked_block() {
+    let mut h = new_heap(1 << 22);
+    let v: Vec<_> = (0..6).map(|_| alloc(&mut h, 100)).collect();
+    alloc(&mut h, 16);
+    for &b in &v {
+        free(&mut h, b);
+        assert_eq!(h.parked().0, v[0], "each free merges into the parked run");
+    }
+    assert_eq!(h.counters.free_blocks, 1);
+    assert_eq!(h.parked().1, 6 * units(v[0]).min(request_units(100)));
+}
+
+#[test]
+fn best_fit_prefers_a_smaller_filed_block_over_the_parked_one() {
+    let mut h = new_heap(1 << 22);
+    let v = separated(&mut h, &[200, 600]);
+    free(&mut h, v[0]); // parked
+    free(&mut h, v[1]); // parks; the 200-byte block is filed
+    assert_eq!(h.parked().0, v[1]);
+    assert_eq!(alloc(&mut h, 150), v[0], "the filed 200-byte block is the better fit");
+    assert_eq!(alloc(&mut h, 500), v[1], "then the parked one");
 }
 
 #[test]
