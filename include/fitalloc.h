@@ -88,6 +88,9 @@ struct fitalloc_stats {
   // empty (and went to the heap).
   uint64_t cache_hits;
   uint64_t cache_misses;
+  // Freed blocks waiting in the hardened mode's quarantine.
+  uint64_t quarantined_bytes;
+  uint64_t quarantined_blocks;
 };
 
 // Called for each region, block and mapping by [`fitalloc_heap_walk`].

@@ -157,11 +157,17 @@ impl<V: Copy + Default> AddrMap<V> {
         self.live += 1;
     }
 
+    /// Makes sure `extra` more inserts will not need memory. False if the
+    /// map cannot grow.
+    pub fn reserve(&mut self, extra: usize) -> bool {
+        (self.used + extra) * 2 <= self.cap || self.rebuild()
+    }
+
     /// Records `key → value` (replacing a live entry). False if the map
     /// cannot grow.
     pub fn insert(&mut self, key: usize, value: V) -> bool {
         debug_assert!(key != 0);
-        if (self.used + 1) * 2 > self.cap && !self.rebuild() {
+        if !self.reserve(1) {
             return false;
         }
         self.place(key, value);

@@ -11,10 +11,15 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 const PTRDIFF_MAX: usize = isize::MAX as usize;
 
-/// Which optional per-call hooks are on (one load on every call).
-static HOOKS: AtomicU8 = AtomicU8::new(0);
+/// Which optional per-call hooks are on (one load on every call). The
+/// process's first call finds `HOOK_START` and starts the allocator before
+/// choosing how to serve itself, so that a mode read from the environment
+/// (hardening, tracing) applies to the very first block too.
+static HOOKS: AtomicU8 = AtomicU8::new(HOOK_START);
 const HOOK_CHECK: u8 = 1;
 const HOOK_TRACE: u8 = 2;
+const HOOK_HARDEN: u8 = 4;
+const HOOK_START: u8 = 8;
 static CHECK_EVERY: AtomicUsize = AtomicUsize::new(0);
 static CHECK_COUNT: AtomicUsize = AtomicUsize::new(0);
 
@@ -22,6 +27,16 @@ static CHECK_COUNT: AtomicUsize = AtomicUsize::new(0);
 pub fn set_check_every(n: usize) {
     CHECK_EVERY.store(n, Relaxed);
     set_hook(HOOK_CHECK, n != 0 || cfg!(feature = "check-every-call"));
+}
+
+/// Routes every call through the hardened mode's checks.
+pub fn set_hardened(on: bool) {
+    set_hook(HOOK_HARDEN, on);
+}
+
+#[inline]
+fn hardened() -> bool {
+    HOOKS.load(Relaxed) & HOOK_HARDEN != 0
 }
 
 /// Turns the trace recorder's hook on or off.
@@ -59,6 +74,10 @@ fn hooked() -> bool {
 #[cold]
 #[inline(never)]
 fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
+    if HOOKS.load(Relaxed) & HOOK_START != 0 {
+        global::ensure_init();
+        set_hook(HOOK_START, false);
+    }
     let on = HOOKS.load(Relaxed);
     let result = if on & HOOK_TRACE != 0 {
         let _serial = crate::trace::lock();
@@ -102,7 +121,7 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
 pub fn malloc(n: usize) -> *mut u8 {
     if hooked() {
         return with_hooks(|| {
-            let p = malloc_plain(n);
+            let p = if hardened() { sized(n, |n| crate::harden::malloc(n, 16, false)) } else { malloc_plain(n) };
             (p, Event::Malloc { size: n, ptr: p })
         });
     }
@@ -124,7 +143,11 @@ pub fn free(p: *mut u8) {
     }
     if hooked() {
         return with_hooks(|| {
-            global::free(p, "free");
+            if hardened() {
+                crate::harden::free(p, "free");
+            } else {
+                global::free(p, "free");
+            }
             ((), Event::Free { ptr: p })
         });
     }
@@ -134,7 +157,14 @@ pub fn free(p: *mut u8) {
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
     if hooked() {
         return with_hooks(|| {
-            let p = calloc_plain(nmemb, size);
+            let p = if hardened() {
+                match nmemb.checked_mul(size) {
+                    Some(n) => sized(n, |n| crate::harden::malloc(n, 16, true)),
+                    None => enomem(),
+                }
+            } else {
+                calloc_plain(nmemb, size)
+            };
             (p, Event::Calloc { nmemb, size, ptr: p })
         });
     }
@@ -153,11 +183,27 @@ fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if hooked() {
         return with_hooks(|| {
-            let q = realloc_plain(p, n);
+            let q = if hardened() { realloc_hardened(p, n) } else { realloc_plain(p, n) };
             (q, Event::Realloc { old: p, size: n, ptr: q })
         });
     }
     realloc_plain(p, n)
+}
+
+/// `f(n)` with C's size rules: `ENOMEM` above `PTRDIFF_MAX` or on failure.
+fn sized(n: usize, f: impl FnOnce(usize) -> *mut u8) -> *mut u8 {
+    if n > PTRDIFF_MAX { enomem() } else { or_enomem(f(n)) }
+}
+
+fn realloc_hardened(p: *mut u8, n: usize) -> *mut u8 {
+    if p.is_null() {
+        return sized(n, |n| crate::harden::malloc(n, 16, false));
+    }
+    if n == 0 {
+        crate::harden::free(p, "realloc");
+        return core::ptr::null_mut();
+    }
+    sized(n, |n| crate::harden::realloc(p, n))
 }
 
 fn realloc_plain(p: *mut u8, n: usize) -> *mut u8 {
@@ -197,7 +243,11 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
     }
     if hooked() {
         return with_hooks(|| {
-            let p = or_enomem(global::memalign(align, n));
+            let p = if hardened() {
+                or_enomem(crate::harden::malloc(n, align, false))
+            } else {
+                or_enomem(global::memalign(align, n))
+            };
             (p, Event::Memalign { align, size: n, ptr: p })
         });
     }
@@ -250,6 +300,9 @@ pub fn pvalloc(n: usize) -> *mut u8 {
 pub fn malloc_usable_size(p: *mut u8) -> usize {
     if p.is_null() {
         return 0;
+    }
+    if hardened() {
+        return crate::harden::usable_size(p);
     }
     global::usable_size(p, "malloc_usable_size")
 }

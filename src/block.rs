@@ -15,6 +15,7 @@
 //!  │ payload, 16-aligned      │ b+4     │ link 0: next / left      │ b+4
 //!  │   ...                    │         │ link 1: prev / right     │ b+12
 //!  │   ...                    │         │ link 2: parent (trees)   │ b+20
+//!  │   ...                    │         │ (links stored masked)    │
 //!  │   ...                    │         │   ...                    │
 //!  │   ...                    │         ├──────────────────────────┤
 //!  │   ...                    │         │ footer u32 = header      │ b+size-4
@@ -75,6 +76,15 @@ static TAG_MUL: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
 pub fn set_tag_secret(key: u64, mul: u64) {
     TAG_KEY.store(key, Ordering::Relaxed);
     TAG_MUL.store(mul | 1, Ordering::Relaxed);
+}
+
+/// Free-list links are stored masked with their slot's address and the
+/// secret (in every mode: two XORs), so a link the program overwrote after
+/// a free (or copied from elsewhere) decodes to a wild address that fails
+/// the checks before it is followed, and a heap dump shows no pointers.
+#[inline(always)]
+fn link_mask(b: Block, i: usize) -> usize {
+    (TAG_KEY.load(Ordering::Relaxed) as usize) ^ ((b.addr() + 8 * i) >> 4)
 }
 
 /// The tag bits (already in place) of a used header.
@@ -315,7 +325,8 @@ impl Block {
     #[inline(always)]
     pub unsafe fn link(self, i: usize) -> Block {
         // SAFETY: links are 8-aligned slots in the payload of a free block.
-        unsafe { Block((self.payload() as *const *mut u8).add(i).read()) }
+        let stored = unsafe { (self.payload() as *const usize).add(i).read() };
+        Block((stored ^ link_mask(self, i)) as *mut u8)
     }
 
     /// # Safety
@@ -323,7 +334,7 @@ impl Block {
     #[inline(always)]
     pub unsafe fn set_link(self, i: usize, to: Block) {
         // SAFETY: as for `link`.
-        unsafe { (self.payload() as *mut *mut u8).add(i).write(to.0) }
+        unsafe { (self.payload() as *mut usize).add(i).write(to.0 as usize ^ link_mask(self, i)) }
     }
 
     /// Payload word 0 of a cached block: the (masked) link to the next

@@ -303,6 +303,8 @@ struct Model {
     /// Failure injection is on: reasonable requests may fail.
     may_fail: bool,
     trace: bool,
+    /// Where the input buffer starts (a range in `ranges`, not a block).
+    input: usize,
 }
 
 impl Model {
@@ -336,9 +338,8 @@ impl Model {
         if let Some((&s, &e)) = self.ranges.range(..end).next_back()
             && e > a
         {
-            self.fail(format!(
-                "{what}: new block [{a:#x}, {end:#x}) ({req} bytes) overlaps live block [{s:#x}, {e:#x})"
-            ));
+            let whose = if s == self.input { "the input buffer" } else { "live block" };
+            self.fail(format!("{what}: new block [{a:#x}, {end:#x}) ({req} bytes) overlaps {whose} [{s:#x}, {e:#x})"));
         }
         self.ranges.insert(a, end);
         let seed = seed.unwrap_or_else(|| {
@@ -714,14 +715,22 @@ pub fn run(data: &[u8]) {
     crate::global::ensure_init();
     let mut input = Input { data, pos: 0 };
     let seed = data.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+    // The input itself is a live block of the harness (of this allocator,
+    // under the fuzzer): no block may be handed out over it, and it must
+    // not change.
+    let mut ranges = BTreeMap::new();
+    if !data.is_empty() {
+        ranges.insert(data.as_ptr() as usize, data.as_ptr() as usize + data.len());
+    }
     let mut m = Model {
         live: Vec::new(),
-        ranges: BTreeMap::new(),
+        ranges,
         live_bytes: 0,
         next_seed: seed,
         ops: 0,
         may_fail: crate::os::FAIL_EVERY.load(core::sync::atomic::Ordering::Relaxed) != 0,
         trace: tracing(),
+        input: if data.is_empty() { 0 } else { data.as_ptr() as usize },
     };
     while !input.done() && m.ops < MAX_OPS {
         m.ops += 1;
@@ -829,6 +838,10 @@ pub fn run(data: &[u8]) {
     }
     m.free_all();
     m.check_heap("at the end (everything freed)");
+    let after = data.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
+    if after != seed {
+        m.fail(format!("the input buffer at {:#x} ({} bytes) changed during the run", data.as_ptr() as usize, data.len()));
+    }
 }
 
 #[cfg(test)]

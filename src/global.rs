@@ -83,12 +83,19 @@ pub fn ensure_init() {
 fn read_env_late() {
     if crate::options::read_environment() {
         ENV_PENDING.store(false, Relaxed);
-        apply_env_effects();
+        apply_env_effects(false);
     }
 }
 
-/// Options that take effect once, when the environment has been read.
-fn apply_env_effects() {
+/// Options that take effect once, when the environment has been read
+/// (`at_start`: before any block was handed out).
+fn apply_env_effects(at_start: bool) {
+    if OPT.harden.load(Relaxed) {
+        // Every block goes through the checks: no thread caches.
+        OPT.tcache.store(false, Relaxed);
+        crate::harden::enable(at_start);
+        crate::api::set_hardened(true);
+    }
     crate::api::set_check_every(OPT.check_every.load(Relaxed));
     crate::stats::keep_stderr();
     crate::trace::start();
@@ -117,6 +124,7 @@ fn init_slow() {
     };
     crate::block::set_tag_secret(k, m);
     tcache::set_secret((k ^ m.rotate_left(17)) as usize);
+    crate::harden::set_secret(k.rotate_left(29) ^ m);
     OPT.page.store(crate::os::page_size(), Relaxed);
     let env_read = crate::options::read_environment();
     let mut key: libc::pthread_key_t = 0;
@@ -132,7 +140,7 @@ fn init_slow() {
     unsafe { libc::pthread_atfork(Some(fork_prepare), Some(fork_parent), Some(fork_child)) };
     if env_read {
         ENV_PENDING.store(false, Relaxed);
-        apply_env_effects();
+        apply_env_effects(true);
     }
 }
 
@@ -347,6 +355,7 @@ static FORK_HELD: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn fork_prepare() {
     crate::trace::fork_prepare();
+    crate::harden::fork_prepare();
     let mut held = 0;
     if REGISTRY.hold() {
         held |= 1;
@@ -378,11 +387,13 @@ fn release_fork_locks() {
 
 extern "C" fn fork_parent() {
     release_fork_locks();
+    crate::harden::fork_release();
     crate::trace::fork_parent();
 }
 
 extern "C" fn fork_child() {
     release_fork_locks();
+    crate::harden::fork_release();
     crate::trace::fork_child();
     // The other threads' caches belong to threads that do not exist here:
     // give their blocks back. A cache caught mid-update keeps what cannot
@@ -555,11 +566,58 @@ pub fn heap_malloc(n: usize, zero: bool) -> *mut u8 {
     map_large(n, 16).unwrap_or(core::ptr::null_mut())
 }
 
+/// A block for the hardened mode: from the heap (never a thread cache) or,
+/// when large, a mapping of its own that ends with a guard page.
+pub(crate) fn checked_block(n: usize, align: usize, zero: bool) -> *mut u8 {
+    ensure_init();
+    count(None, if align > 16 { Call::Memalign } else if zero { Call::Calloc } else { Call::Malloc }, n);
+    let page = OPT.page.load(Relaxed);
+    if n <= MAX_HEAP_REQUEST && align < page * 16 {
+        let units = config::request_units(n);
+        let extra = if align > 16 { align } else { 0 };
+        if ((units as usize) << UNIT_SHIFT) + extra < OPT.mmap_threshold.load(Relaxed) {
+            let mut h = heap("malloc");
+            // SAFETY: the heap is consistent between calls.
+            unsafe {
+                if align <= 16 {
+                    if let Some(g) = h.alloc(units) {
+                        drop(h);
+                        if zero && g.dirty > 0 {
+                            core::ptr::write_bytes(g.block.payload(), 0, g.dirty);
+                        }
+                        return g.block.payload();
+                    }
+                } else if let Some(b) = h.alloc_aligned(align, units) {
+                    drop(h);
+                    if zero {
+                        core::ptr::write_bytes(b.payload(), 0, n);
+                    }
+                    return b.payload();
+                }
+            }
+        }
+    }
+    if !LARGE.lock().reserve() {
+        return core::ptr::null_mut();
+    }
+    let Some((payload, base, len)) = large::map_guarded(n, align, page) else { return core::ptr::null_mut() };
+    if !LARGE.lock().insert(payload, base, len, true) {
+        // SAFETY: the mapping is ours and unused.
+        unsafe { crate::os::unmap(base, len) };
+        return core::ptr::null_mut();
+    }
+    payload as *mut u8
+}
+
 /// A large block in its own mapping (fresh memory reads as zero).
 fn map_large(n: usize, align: usize) -> Option<*mut u8> {
     let page = OPT.page.load(Relaxed);
+    // Room in the table first: a mapping we could not record would be lost.
+    if !LARGE.lock().reserve() {
+        return None;
+    }
     let (payload, base, len) = large::map_block(n, align, page)?;
-    if !LARGE.lock().insert(payload, base, len) {
+    if !LARGE.lock().insert(payload, base, len, false) {
         // SAFETY: the mapping is ours and unused.
         unsafe { crate::os::unmap(base, len) };
         return None;
@@ -608,7 +666,17 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
             }
         }
     }
-    map_large(n, align).unwrap_or(core::ptr::null_mut())
+    if let Some(p) = map_large(n, align) {
+        return p;
+    }
+    // No mapping: the heap may still hold it (as malloc does).
+    if n <= MAX_HEAP_REQUEST && align < page * 16 {
+        // SAFETY: as above.
+        if let Some(b) = unsafe { heap("memalign").alloc_aligned(align, config::request_units(n)) } {
+            return b.payload();
+        }
+    }
+    core::ptr::null_mut()
 }
 
 // ----- free ------------------------------------------------------------------------
@@ -653,7 +721,10 @@ fn free_slow(p: *mut u8, func: &'static str) {
     if t.is_none() {
         count(None, Call::Free, 0);
     }
-    if a % 16 == 0 && REGIONS.contains(a) {
+    if REGIONS.contains(a) {
+        if a % 16 != 0 {
+            diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a);
+        }
         return free_heap_block(Block::from_payload(p), t, func);
     }
     free_large(a, func);
@@ -692,7 +763,7 @@ fn free_heap_block(b: Block, t: Option<&mut Tcache>, func: &'static str) {
 
 /// Explains why heap pointer `b`'s payload cannot be freed, and aborts.
 #[cold]
-fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
+pub(crate) fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
     let p = b.payload() as usize;
     let h = heap(func);
     // SAFETY: `b` is a header position inside a heap region (callers).
@@ -702,7 +773,11 @@ fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
             diag::fatal(func, double_free_text(func), p);
         }
         let hd = b.header();
-        if hd == crate::block::MERGED {
+        // A block merged into the top has the top's header (no footer) or
+        // lies inside the top.
+        let (top, top_units) = h.top();
+        let in_top = top_units > 0 && b.addr() >= top.addr() && b.addr() < top.offset(top_units).addr();
+        if hd == crate::block::MERGED || in_top {
             drop(h);
             diag::fatal(func, double_free_text(func), p);
         }
@@ -739,7 +814,7 @@ fn free_large(a: usize, func: &'static str) {
         r
     };
     match found {
-        Lookup::Live { base, len } => {
+        Lookup::Live { base, len, .. } => {
             // SAFETY: the mapping was the block's and is no longer recorded.
             unsafe { crate::os::unmap(base, len) };
             raise_mmap_threshold(base + len - a);
@@ -774,7 +849,10 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         ensure_init();
     }
     count(t.map(|t| &*t), Call::Realloc, n);
-    if a % 16 == 0 && REGIONS.contains(a) {
+    if REGIONS.contains(a) {
+        if a % 16 != 0 {
+            diag::fatal("realloc", "invalid pointer (inside the heap, not a block start)", a);
+        }
         let b = Block::from_payload(p);
         // SAFETY: `b` lies in a heap region; its header is checked first.
         unsafe {
@@ -803,7 +881,7 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     }
     let found = LARGE.lock().lookup(a);
     match found {
-        Lookup::Live { base, len } => realloc_large(a, base, len, n),
+        Lookup::Live { base, len, .. } => realloc_large(a, base, len, n),
         Lookup::Freed => diag::fatal("realloc", double_free_text("realloc"), a),
         Lookup::Unknown => diag::fatal("realloc", "invalid pointer (not allocated by fitalloc)", a),
     }
@@ -835,14 +913,15 @@ fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
     if new_len == len {
         return a as *mut u8;
     }
+    // Room in the table first, so the moved block can always be recorded.
+    if !LARGE.lock().reserve() {
+        return core::ptr::null_mut();
+    }
     // SAFETY: `[base, base + len)` is the block's whole mapping.
     match unsafe { crate::os::remap(base, len, new_len, true) } {
         Some(nb) => {
-            let mut l = LARGE.lock();
-            if !l.replace(a, nb + offset, nb, new_len) {
-                drop(l);
-                diag::fatal("realloc", "cannot record a moved mapping at", nb);
-            }
+            let recorded = LARGE.lock().replace(a, nb + offset, nb, new_len);
+            debug_assert!(recorded, "room was reserved");
             (nb + offset) as *mut u8
         }
         None if new_len < len => a as *mut u8,
@@ -862,7 +941,10 @@ fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
 /// The usable size of block `p` (non-null).
 pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
     let a = p as usize;
-    if a % 16 == 0 && REGIONS.contains(a) {
+    if REGIONS.contains(a) {
+        if a % 16 != 0 {
+            diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a);
+        }
         let b = Block::from_payload(p);
         // SAFETY: `b` lies in a heap region; its header is checked first.
         unsafe {
@@ -873,7 +955,7 @@ pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
         }
     }
     match LARGE.lock().lookup(a) {
-        Lookup::Live { base, len } => base + len - a,
+        Lookup::Live { base, len, guarded } => base + len - a - if guarded { OPT.page.load(Relaxed) } else { 0 },
         Lookup::Freed => diag::fatal(func, double_free_text(func), a),
         Lookup::Unknown => diag::fatal(func, "invalid pointer (not allocated by fitalloc)", a),
     }
@@ -911,6 +993,8 @@ pub struct Snapshot {
     pub cache_hits: u64,
     pub cache_misses: u64,
     pub threads: usize,
+    pub quarantined_bytes: usize,
+    pub quarantined_blocks: usize,
 }
 
 pub fn snapshot() -> Snapshot {
@@ -948,6 +1032,8 @@ pub fn snapshot() -> Snapshot {
         s.cache_misses += t.counters.misses.load(Relaxed);
     });
     s.threads = r.threads;
+    drop(r);
+    (s.quarantined_bytes, s.quarantined_blocks) = crate::harden::held();
     s
 }
 

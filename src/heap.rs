@@ -277,24 +277,39 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// `b` must be a free block of the heap, in no bin, with used neighbours.
     unsafe fn park(&mut self, b: Block, units: u32) {
-        let old = self.parked;
+        let (old, u) = self.parked();
         if !old.is_null() {
-            // SAFETY: the parked block is a free block in no bin.
-            unsafe {
-                let u = old.units();
-                let r = self.bins.insert(self.regions, old, u);
-                self.ok(r);
-            }
+            // SAFETY: the parked block is a checked free block in no bin.
+            let r = unsafe { self.bins.insert(self.regions, old, u) };
+            self.ok(r);
         }
         self.parked = b;
         self.counters.free_bytes += (units as usize) << UNIT_SHIFT;
         self.counters.free_blocks += 1;
     }
 
-    /// The parked block and its size (0 when none).
+    /// The parked block and its size (0 when none), checked: a program
+    /// that wrote past its block may have reached the parked block's tags.
     pub fn parked(&self) -> (Block, u32) {
-        // SAFETY: a parked block is a free block of the heap.
-        (self.parked, if self.parked.is_null() { 0 } else { unsafe { self.parked.units() } })
+        let p = self.parked;
+        if p.is_null() {
+            return (p, 0);
+        }
+        // SAFETY: the parked block lies in a heap region; its footer is read
+        // only once its size is known to keep it inside that region.
+        unsafe {
+            let h = p.header();
+            let units = crate::block::header_units(h);
+            let (_, hi) = self.bounds(p);
+            if h & crate::block::USED != 0
+                || units < MIN_UNITS
+                || p.addr() + ((units as usize) << UNIT_SHIFT) > hi
+                || p.footer(units) != h
+            {
+                self.corrupt("corrupted free block at", p.payload() as usize);
+            }
+            (p, units)
+        }
     }
 
     /// Removes the best fit for `units` from the bins or the parked block.

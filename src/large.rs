@@ -15,8 +15,9 @@ use crate::os;
 /// What the table knows about an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// A live large block: its mapping.
-    Live { base: usize, len: usize },
+    /// A live large block: its mapping (which ends with an inaccessible
+    /// guard page when `guarded`).
+    Live { base: usize, len: usize, guarded: bool },
     /// A large block that was freed.
     Freed,
     Unknown,
@@ -24,7 +25,8 @@ pub enum Lookup {
 
 #[derive(Default)]
 pub struct MapTable {
-    map: AddrMap<(usize, usize)>,
+    /// payload → (base, length, guarded).
+    map: AddrMap<(usize, usize, bool)>,
     /// Bytes of all live mappings.
     pub bytes: usize,
     pub peak_bytes: usize,
@@ -42,15 +44,21 @@ impl MapTable {
 
     pub fn lookup(&self, key: usize) -> Lookup {
         match self.map.get(key) {
-            Found::Live((base, len)) => Lookup::Live { base, len },
+            Found::Live((base, len, guarded)) => Lookup::Live { base, len, guarded },
             Found::Removed => Lookup::Freed,
             Found::Absent => Lookup::Unknown,
         }
     }
 
+    /// Makes room for one more mapping before it is made, so that recording
+    /// it cannot fail afterwards. False if the table cannot grow.
+    pub fn reserve(&mut self) -> bool {
+        self.map.reserve(1)
+    }
+
     /// Records a live mapping; false if the table cannot grow.
-    pub fn insert(&mut self, key: usize, base: usize, len: usize) -> bool {
-        if !self.map.insert(key, (base, len)) {
+    pub fn insert(&mut self, key: usize, base: usize, len: usize, guarded: bool) -> bool {
+        if !self.map.insert(key, (base, len, guarded)) {
             return false;
         }
         self.bytes += len;
@@ -61,20 +69,20 @@ impl MapTable {
 
     /// Marks a live mapping freed, keeping its key as a tombstone.
     pub fn remove(&mut self, key: usize) {
-        if let Some((_, len)) = self.map.remove(key) {
+        if let Some((_, len, _)) = self.map.remove(key) {
             self.bytes -= len;
         }
     }
 
-    /// Updates a live mapping after it moved or changed size.
+    /// Updates a live (unguarded) mapping after it moved or changed size.
     pub fn replace(&mut self, old_key: usize, key: usize, base: usize, len: usize) -> bool {
         self.remove(old_key);
-        self.insert(key, base, len)
+        self.insert(key, base, len, false)
     }
 
     /// Visits every live mapping as `(payload, base, len)`.
     pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
-        self.map.for_each(|key, (base, len)| f(key, base, len));
+        self.map.for_each(|key, (base, len, _)| f(key, base, len));
     }
 
     /// Live entries and bytes counted by a walk (for the checker).
@@ -86,6 +94,28 @@ impl MapTable {
         });
         (n, bytes)
     }
+}
+
+/// A mapping for a large block of `size` bytes aligned to `align`, ending
+/// with an inaccessible guard page, the block placed as close to it as the
+/// alignment allows (so an overflow faults at once): `(payload, base, len)`,
+/// `len` including the guard page.
+pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usize, usize)> {
+    let align = align.max(16);
+    let body = crate::config::checked_round_up(size.checked_add(align)?, page)?;
+    let len = body.checked_add(page)?;
+    if len > isize::MAX as usize {
+        return None;
+    }
+    let base = os::map(len)?;
+    let guard = base + body;
+    // SAFETY: the last page of our fresh mapping; nothing lives there.
+    if unsafe { libc::mprotect(guard as *mut libc::c_void, page, libc::PROT_NONE) } != 0 {
+        // SAFETY: the mapping is ours and unused.
+        unsafe { os::unmap(base, len) };
+        return None;
+    }
+    Some(((guard - size) & !(align - 1), base, len))
 }
 
 /// The mapping for a large block of `size` bytes aligned to `align` (a

@@ -25,6 +25,7 @@
 //! - [`api`]: the C semantics (errno, overflow, realloc edge cases).
 //! - [`ffi`]: the only `#[no_mangle]` functions; they forward to [`api`].
 //! - [`check`]: the heap checker used by every test.
+//! - [`harden`]: the hardened mode (canaries, quarantine, guard pages).
 //!
 //! Nothing in this crate allocates through a global allocator: under
 //! `LD_PRELOAD` that would recurse into ourselves.
@@ -51,6 +52,7 @@ mod diag;
 mod ffi;
 mod freelist;
 mod global;
+mod harden;
 mod heap;
 mod large;
 mod options;

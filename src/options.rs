@@ -9,6 +9,7 @@
 //! | `FITALLOC_STATS=1` | print statistics on stderr at exit |
 //! | `FITALLOC_CHECK=N` | run the heap checker every N calls (1: every call) |
 //! | `FITALLOC_HARDEN=1` | hardened mode (canaries, quarantine, guard pages) |
+//! | `FITALLOC_QUARANTINE=n` | bytes the hardened mode's quarantine holds (default 4m) |
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 64k) |
@@ -97,6 +98,11 @@ fn apply(name: &[u8], value: &[u8]) {
         b"FITALLOC_TCACHE_BYTES" => {
             if let Some(n) = parse_size(value) {
                 OPT.tcache_bytes.store(n, Relaxed);
+            }
+        }
+        b"FITALLOC_QUARANTINE" => {
+            if let Some(n) = parse_size(value) {
+                crate::harden::BUDGET.store(n, Relaxed);
             }
         }
         b"FITALLOC_FAIL_EVERY" => {

@@ -69,13 +69,19 @@ pub struct FitallocStats {
     /// empty (and went to the heap).
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Freed blocks waiting in the hardened mode's quarantine.
+    pub quarantined_bytes: u64,
+    pub quarantined_blocks: u64,
 }
 
 impl FitallocStats {
     pub fn from_snapshot(s: &Snapshot) -> Self {
         let h = &s.heap;
         let top = s.top_bytes as u64;
-        let in_use_heap = h.used_bytes as u64 - s.cached_bytes.min(h.used_bytes as u64);
+        // Blocks in thread caches and in quarantine are free to the program
+        // but held as far as the heap is concerned.
+        let waiting = s.cached_bytes + s.quarantined_bytes as u64;
+        let in_use_heap = h.used_bytes as u64 - waiting.min(h.used_bytes as u64);
         FitallocStats {
             size: core::mem::size_of::<FitallocStats>() as u64,
             version: FITALLOC_STATS_VERSION,
@@ -88,7 +94,8 @@ impl FitallocStats {
             peak_system_bytes: (h.peak_heap_bytes + s.peak_mapped_bytes) as u64,
             in_use_bytes: in_use_heap + s.mapped_bytes as u64,
             peak_in_use_bytes: (h.peak_used_bytes + s.peak_mapped_bytes) as u64,
-            in_use_blocks: (h.used_blocks as u64).saturating_sub(s.cached_blocks) + s.mapped_blocks as u64,
+            in_use_blocks: (h.used_blocks as u64).saturating_sub(s.cached_blocks + s.quarantined_blocks as u64)
+                + s.mapped_blocks as u64,
             cached_bytes: s.cached_bytes,
             cached_blocks: s.cached_blocks,
             free_bytes: h.free_bytes as u64 + top,
@@ -109,6 +116,8 @@ impl FitallocStats {
             threads: s.threads as u64,
             cache_hits: s.cache_hits,
             cache_misses: s.cache_misses,
+            quarantined_bytes: s.quarantined_bytes as u64,
+            quarantined_blocks: s.quarantined_blocks as u64,
         }
     }
 
@@ -162,10 +171,10 @@ pub fn mallinfo2() -> Mallinfo2 {
         // Thread-cached blocks are free to the program: glibc reports its
         // fastbin chunks here.
         fsmblks: s.cached_bytes as usize,
-        uordblks: s.heap.used_bytes - (s.cached_bytes as usize).min(s.heap.used_bytes),
+        uordblks: (st.in_use_bytes - st.mapped_bytes) as usize,
         // As in glibc, arena == uordblks + fordblks: the bytes that frame
         // each region (16) count as free.
-        fordblks: s.heap.heap_bytes - (s.heap.used_bytes - (s.cached_bytes as usize).min(s.heap.used_bytes)),
+        fordblks: s.heap.heap_bytes - (st.in_use_bytes - st.mapped_bytes) as usize,
         keepcost: s.top_bytes,
     }
 }

@@ -1,0 +1,302 @@
+//! Hardened mode (`FITALLOC_HARDEN=1`): checks that need bookkeeping the
+//! default mode does not pay for.
+//!
+//! - **Canary.** Every block gets at least one canary byte after the bytes
+//!   the program asked for, and an 8-byte trailer at the end of its usable
+//!   space: the requested size and a keyed check of it. free and realloc
+//!   verify both, so a one-byte overflow is reported. `malloc_usable_size`
+//!   answers the requested size, so code that fills its slack stays clear
+//!   of the canary.
+//! - **Quarantine.** A freed heap block is filled with a pattern, marked,
+//!   and waits in a FIFO (bounded in bytes) before the heap may reuse it. A
+//!   second free while it waits is a double free; a byte changed while it
+//!   waits is a write after free, reported when the block leaves.
+//! - **Guard pages.** A large block ends right before an inaccessible page
+//!   of its own mapping: an overflow faults at once.
+//! - Free-list links are masked in every mode ([`crate::block`]).
+//!
+//! Thread caches are off in this mode: every block goes through the checks.
+//! Blocks allocated before the mode was on (e.g. during start-up) carry no
+//! trailer and are freed without the canary check.
+
+use crate::block::Block;
+use crate::diag;
+use crate::global::{self, REGIONS};
+use crate::large::Lookup;
+use crate::sync::Locked;
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Canary bytes (at least one) plus the trailer.
+const OVERHEAD: usize = 1 + TRAILER;
+const TRAILER: usize = 8;
+/// Freed memory reads as this byte while it waits in quarantine.
+const FREED: u8 = 0xDF;
+
+static KEY: AtomicU64 = AtomicU64::new(0x9b05_688c_2b3e_6c1f);
+
+/// Whether every block the program holds was sealed (hardening was on
+/// before the first allocation): then a bad trailer is always an overflow.
+static ALL_SEALED: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+/// Turns the mode on; `from_start` when no block was handed out before.
+pub fn enable(from_start: bool) {
+    ALL_SEALED.store(from_start, Relaxed);
+}
+
+/// Keys the trailers and canaries (once, at start-up).
+pub fn set_secret(k: u64) {
+    KEY.store(k, Relaxed);
+}
+
+fn check_word(p: usize, n: u32) -> u32 {
+    let x = (p as u64 ^ KEY.load(Relaxed) ^ ((n as u64) << 32)).wrapping_mul(0xff51_afd7_ed55_8ccd);
+    (x >> 32) as u32
+}
+
+fn canary_byte(p: usize, i: usize) -> u8 {
+    (KEY.load(Relaxed) >> 56) as u8 ^ (p.wrapping_add(i) as u8).wrapping_mul(31)
+}
+
+/// The keyed mark a quarantined block carries in its payload's word 1.
+fn quarantine_mark(p: usize) -> usize {
+    p.rotate_left(17) ^ KEY.load(Relaxed) as usize ^ 0x5155_4152_414e_5449
+}
+
+/// Writes the canary and trailer of a block of `usable` bytes at `p`
+/// holding `n` requested bytes.
+///
+/// # Safety
+/// `p .. p + usable` must be ours, with `usable >= n + OVERHEAD`.
+unsafe fn seal(p: *mut u8, n: usize, usable: usize) {
+    let a = p as usize;
+    // SAFETY: the canary and trailer lie inside the block (caller).
+    unsafe {
+        for i in n..usable - TRAILER {
+            *p.add(i) = canary_byte(a, i);
+        }
+        let t = p.add(usable - TRAILER) as *mut u32;
+        t.write_unaligned(n as u32);
+        t.add(1).write_unaligned(check_word(a, n as u32));
+    }
+}
+
+/// The requested size recorded in a sealed block's trailer, or `None` when
+/// the block has no trailer (allocated before hardening was on). Aborts if
+/// the canary was overwritten.
+///
+/// # Safety
+/// `p .. p + usable` must be a live block of ours.
+unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<usize> {
+    let a = p as usize;
+    if usable < OVERHEAD {
+        return None;
+    }
+    // SAFETY: the trailer lies inside the block (caller).
+    let (n, check) = unsafe {
+        let t = p.add(usable - TRAILER) as *const u32;
+        (t.read_unaligned(), t.add(1).read_unaligned())
+    };
+    // The trailer keeps the low 32 bits; the block is at most 15 bytes
+    // (plus the overhead) longer than the request, which fixes the rest.
+    let most = usable - OVERHEAD;
+    let mut full = (most & !0xFFFF_FFFF) | n as usize;
+    if full > most {
+        full = full.wrapping_sub(1 << 32);
+    }
+    if check != check_word(a, n) || full > most {
+        if ALL_SEALED.load(Relaxed) {
+            diag::fatal(func, "heap overflow: the trailer after the block was overwritten at", a);
+        }
+        // A block from before hardening was on.
+        return None;
+    }
+    let n = full;
+    for i in n..usable - TRAILER {
+        // SAFETY: as above.
+        if unsafe { *p.add(i) } != canary_byte(a, i) {
+            diag::fatal(func, "heap overflow: the canary after the block was overwritten at", a);
+        }
+    }
+    Some(n)
+}
+
+// ----- the quarantine ------------------------------------------------------------
+
+struct Quarantine {
+    ring: *mut usize,
+    cap: usize,
+    head: usize,
+    len: usize,
+    bytes: usize,
+}
+
+// SAFETY: the ring is owned by the quarantine; access is locked.
+unsafe impl Send for Quarantine {}
+
+static QUARANTINE: Locked<Quarantine> =
+    Locked::new(Quarantine { ring: core::ptr::null_mut(), cap: 0, head: 0, len: 0, bytes: 0 });
+
+/// Bytes the quarantine may hold (`FITALLOC_QUARANTINE`, default 4 MiB).
+pub static BUDGET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(4 << 20);
+const RING: usize = 1 << 16;
+
+/// Bytes and blocks waiting in quarantine.
+pub fn held() -> (usize, usize) {
+    let q = QUARANTINE.lock();
+    (q.bytes, q.len)
+}
+
+/// Fork: the quarantine's lock is held across `fork()` (taken before the
+/// allocator's other locks), so the child finds it consistent.
+static FORK_HELD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
+
+pub fn fork_prepare() {
+    FORK_HELD.store(QUARANTINE.hold(), Relaxed);
+}
+
+pub fn fork_release() {
+    if FORK_HELD.load(Relaxed) {
+        // SAFETY: taken by `fork_prepare`, released once per process.
+        unsafe { QUARANTINE.force_unlock() };
+    }
+}
+
+/// Puts freed heap block `b` (pattern-filled, marked) into quarantine and
+/// releases the oldest blocks beyond the budget to the heap.
+fn quarantine(b: Block) {
+    let mut q = QUARANTINE.lock();
+    if q.ring.is_null() {
+        match crate::os::map(RING * core::mem::size_of::<usize>()) {
+            Some(m) => {
+                q.ring = m as *mut usize;
+                q.cap = RING;
+            }
+            None => {
+                drop(q);
+                release(b);
+                return;
+            }
+        }
+    }
+    // SAFETY: `b` is a held heap block.
+    let size = Block::payload_bytes(unsafe { b.units() });
+    let budget = BUDGET.load(Relaxed);
+    while q.len > 0 && (q.len == q.cap || q.bytes + size > budget) {
+        // SAFETY: `head` indexes a filled slot of the ring.
+        let old = Block::at(unsafe { *q.ring.add(q.head) } as *mut u8);
+        q.head = (q.head + 1) % q.cap;
+        q.len -= 1;
+        // SAFETY: quarantined blocks are held heap blocks.
+        q.bytes -= Block::payload_bytes(unsafe { old.units() });
+        verify_freed(old);
+        release(old);
+    }
+    let tail = (q.head + q.len) % q.cap;
+    // SAFETY: `tail` is a free slot of the ring.
+    unsafe { *q.ring.add(tail) = b.addr() };
+    q.len += 1;
+    q.bytes += size;
+}
+
+/// Checks that a block leaving quarantine still holds the freed pattern.
+fn verify_freed(b: Block) {
+    let p = b.payload();
+    // SAFETY: a held heap block of `units`.
+    let n = Block::payload_bytes(unsafe { b.units() });
+    for i in (0..n).filter(|i| !(8..16).contains(i)) {
+        // SAFETY: inside the block.
+        if unsafe { *p.add(i) } != FREED {
+            diag::fatal("free", "write after free detected in the block at", p as usize);
+        }
+    }
+}
+
+/// Gives a block leaving quarantine back to the heap, without its mark (the
+/// heap may hand the same address out again).
+fn release(b: Block) {
+    // SAFETY: a held heap block nobody references; its payload holds the
+    // mark in word 1.
+    unsafe {
+        (b.payload().add(8) as *mut usize).write(0);
+        global::heap("free").free(b);
+    }
+}
+
+// ----- the API in hardened mode -----------------------------------------------------
+
+/// A block of `n` bytes (aligned to `align`), sealed.
+pub fn malloc(n: usize, align: usize, zero: bool) -> *mut u8 {
+    let Some(want) = n.checked_add(OVERHEAD) else { return core::ptr::null_mut() };
+    let p = global::checked_block(want, align, zero);
+    if !p.is_null() {
+        // SAFETY: a fresh block of at least `want` usable bytes.
+        unsafe { seal(p, n, global::usable_size(p, "malloc")) };
+    }
+    p
+}
+
+/// Frees `p` (non-null): checks, fills and quarantines heap blocks; unmaps
+/// large ones (their pages go away: a use after free faults).
+pub fn free(p: *mut u8, func: &'static str) {
+    let a = p as usize;
+    if a % 16 == 0 && REGIONS.contains(a) {
+        let b = Block::from_payload(p);
+        // SAFETY: `b` lies in a heap region; nothing is read beyond a valid
+        // used header's block.
+        unsafe {
+            if !b.is_valid_used() {
+                global::bad_heap_pointer(b, func);
+            }
+            let usable = Block::payload_bytes(b.units());
+            if (p.add(8) as *const usize).read() == quarantine_mark(a) {
+                diag::fatal(func, "double free (the block is in quarantine) of", a);
+            }
+            unseal(p, usable, func);
+            core::ptr::write_bytes(p, FREED, usable);
+            (p.add(8) as *mut usize).write(quarantine_mark(a));
+        }
+        quarantine(b);
+        return;
+    }
+    if let Lookup::Live { base, len, guarded } = global::LARGE.lock().lookup(a) {
+        let page = crate::options::OPT.page.load(Relaxed);
+        let usable = base + len - a - if guarded { page } else { 0 };
+        // SAFETY: a live large block of `usable` bytes.
+        unsafe { unseal(p, usable, func) };
+    }
+    global::free(p, func);
+}
+
+/// Checks `p` (non-null) and returns its requested size.
+fn checked_size(p: *mut u8, func: &'static str) -> usize {
+    let a = p as usize;
+    if a % 16 == 0 && REGIONS.contains(a) {
+        // SAFETY: the quarantine mark is read only for a valid used block.
+        unsafe {
+            let b = Block::from_payload(p);
+            if b.is_valid_used() && (p.add(8) as *const usize).read() == quarantine_mark(a) {
+                diag::fatal(func, "use of a freed block (in quarantine) at", a);
+            }
+        }
+    }
+    let usable = global::usable_size(p, func);
+    // SAFETY: `usable_size` checked that `p` is a live block of ours.
+    unsafe { unseal(p, usable, func) }.unwrap_or(usable)
+}
+
+pub fn usable_size(p: *mut u8) -> usize {
+    checked_size(p, "malloc_usable_size")
+}
+
+/// Resizes by moving: a new sealed block, the contents copied, the old
+/// block quarantined. Null (with `p` intact) when out of memory.
+pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    let old = checked_size(p, "realloc");
+    let q = malloc(n, 16, false);
+    if !q.is_null() {
+        // SAFETY: both blocks are ours; `min(old, n)` bytes fit in each.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(n)) };
+        free(p, "realloc");
+    }
+    q
+}
