@@ -38,7 +38,12 @@ KNOWN_ALLOCATORS = {
     "jemalloc": LIBDIR / "libjemalloc.so.2",
     "mimalloc": LIBDIR / "libmimalloc.so.2",
     "tcmalloc": LIBDIR / "libtcmalloc_minimal.so.4",
+    # fitalloc in its hardened mode (canaries, quarantine, guard pages);
+    # not in the default set: ask for it with --allocators.
+    "fitalloc-hardened": REPO / "target" / "release" / "libfitalloc.so",
 }
+# Environment an allocator runs with, beyond LD_PRELOAD.
+ALLOCATOR_ENV = {"fitalloc-hardened": {"FITALLOC_HARDEN": "1"}}
 DEFAULT_ORDER = ["fitalloc", "glibc", "jemalloc", "mimalloc", "tcmalloc"]
 
 TOOLS = ["replay", "mt", "micro"]
@@ -149,18 +154,19 @@ def plan_jobs(args, allocs, traces):
 # --------------------------------------------------------------------------
 # Running
 
-def child_env(lib):
+def child_env(lib, extra):
     env = dict(os.environ)
     env.pop("LD_PRELOAD", None)
     if lib is not None:
         env["LD_PRELOAD"] = str(lib)
+    env.update(extra)
     return env
 
 
-def run(argv, lib):
+def run(argv, lib, extra=None):
     """Returns (returncode, stdout, last stderr line)."""
     try:
-        p = subprocess.run(argv, env=child_env(lib), capture_output=True,
+        p = subprocess.run(argv, env=child_env(lib, extra or {}), capture_output=True,
                            text=True, timeout=PROC_TIMEOUT)
     except subprocess.TimeoutExpired:
         return -1, "", f"timed out after {PROC_TIMEOUT} s"
@@ -567,7 +573,7 @@ def main():
         elapsed = time.monotonic() - started
         print(f"[{i}/{total}] {job.bench} {job.alloc} {job.label}… "
               f"({elapsed:.0f} s)", file=sys.stderr, flush=True)
-        rc, out, err = run(job.argv, libs[job.alloc])
+        rc, out, err = run(job.argv, libs[job.alloc], ALLOCATOR_ENV.get(job.alloc))
         if job.kind in ("check", "heapmap"):
             cell = res.get(job.bench, job.alloc, "trace")
             if job.kind == "check":

@@ -190,7 +190,7 @@ fn marked(len: usize, seed: u64) -> Vec<(usize, usize)> {
         return std::vec![(0, len)];
     }
     let mut v = std::vec![(0, EDGE)];
-    let shift = (seed as usize >> 8) % (SAMPLE_STRIDE - SAMPLE_LEN) & !7;
+    let shift = ((seed as usize >> 8) % (SAMPLE_STRIDE - SAMPLE_LEN)) & !7;
     let mut o = EDGE + shift;
     while o + SAMPLE_LEN <= len - EDGE {
         v.push((o, o + SAMPLE_LEN));
@@ -208,7 +208,7 @@ unsafe fn fill(p: *mut u8, from: usize, to: usize, seed: u64) {
     let mut i = from;
     // SAFETY: every offset written is below `to`.
     unsafe {
-        while i < to && i % 8 != 0 {
+        while i < to && !i.is_multiple_of(8) {
             *p.add(i) = pat_byte(seed, i);
             i += 1;
         }
@@ -231,7 +231,7 @@ unsafe fn first_bad(p: *const u8, from: usize, to: usize, seed: u64) -> Option<u
     let mut i = from;
     // SAFETY: every offset read is below `to`.
     unsafe {
-        while i < to && i % 8 != 0 {
+        while i < to && !i.is_multiple_of(8) {
             if *p.add(i) != pat_byte(seed, i) {
                 return Some(i);
             }
@@ -255,7 +255,7 @@ unsafe fn first_nonzero(p: *const u8, from: usize, to: usize) -> Option<usize> {
     let mut i = from;
     // SAFETY: every offset read is below `to`.
     unsafe {
-        while i < to && i % 8 != 0 {
+        while i < to && !i.is_multiple_of(8) {
             if *p.add(i) != 0 {
                 return Some(i);
             }
@@ -327,7 +327,7 @@ impl Model {
     /// `seed`, or a new one).
     fn adopt(&mut self, p: *mut u8, req: usize, align: usize, what: &str, seed: Option<u64>) -> Live {
         let a = p as usize;
-        if a % align.max(16) != 0 {
+        if !a.is_multiple_of(align.max(16)) {
             self.fail(format!("{what}: {a:#x} is not aligned to {}", align.max(16)));
         }
         let usable = api::malloc_usable_size(p);
@@ -553,7 +553,7 @@ impl Model {
                 // SAFETY: `out` is writable.
                 let r = unsafe { api::posix_memalign(&mut out, align, n) };
                 let word = core::mem::size_of::<usize>();
-                let valid = align % word == 0 && (align / word).is_power_of_two();
+                let valid = align.is_multiple_of(word) && (align / word).is_power_of_two();
                 self.note(|| format!("posix_memalign({align}, {n}) = {r}, {:#x}", out as usize));
                 if !valid {
                     if r != libc::EINVAL || out as usize != 0x5a5a {
@@ -832,7 +832,7 @@ pub fn run(data: &[u8]) {
                 }
             }
         }
-        if m.ops % CHECK_EVERY == 0 {
+        if m.ops.is_multiple_of(CHECK_EVERY) {
             m.check_heap("during the run");
         }
     }
