@@ -292,7 +292,7 @@ fn make_cache() -> *mut Tcache {
         let max = OPT.tcache_bytes.load(Relaxed) as u64;
         // SAFETY: `t` is memory for one cache, owned by the registry.
         unsafe {
-            t.write(Tcache::new(max, (max as usize / 16).max(64)));
+            t.write(Tcache::new(max, (max as usize / 16).max(64), OPT.tcache_count.load(Relaxed)));
             r.link(t);
         }
         t

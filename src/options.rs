@@ -12,7 +12,8 @@
 //! | `FITALLOC_QUARANTINE=n` | bytes the hardened mode's quarantine holds (default 4m) |
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
-//! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 64k) |
+//! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
+//! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; up to 64 for small sizes) |
 //! | `FITALLOC_MMAP_THRESHOLD=n` | as `mallopt(M_MMAP_THRESHOLD, n)` |
 //! | `FITALLOC_TRIM_THRESHOLD=n` | as `mallopt(M_TRIM_THRESHOLD, n)` |
 //! | `FITALLOC_TOP_PAD=n` | as `mallopt(M_TOP_PAD, n)` |
@@ -39,6 +40,7 @@ pub struct Options {
     pub harden: AtomicBool,
     pub tcache: AtomicBool,
     pub tcache_bytes: AtomicUsize,
+    pub tcache_count: AtomicUsize,
     pub page: AtomicUsize,
 }
 
@@ -52,7 +54,8 @@ pub static OPT: Options = Options {
     check_every: AtomicUsize::new(0),
     harden: AtomicBool::new(false),
     tcache: AtomicBool::new(true),
-    tcache_bytes: AtomicUsize::new(64 * 1024),
+    tcache_bytes: AtomicUsize::new(256 * 1024),
+    tcache_count: AtomicUsize::new(16),
     page: AtomicUsize::new(config::PAGE),
 };
 
@@ -95,6 +98,11 @@ fn apply(name: &[u8], value: &[u8]) {
         b"FITALLOC_CHECK" => OPT.check_every.store(parse_size(value).unwrap_or(flag(value) as usize), Relaxed),
         b"FITALLOC_HARDEN" => OPT.harden.store(flag(value), Relaxed),
         b"FITALLOC_TCACHE" => OPT.tcache.store(flag(value), Relaxed),
+        b"FITALLOC_TCACHE_COUNT" => {
+            if let Some(n) = parse_size(value) {
+                OPT.tcache_count.store(n.min(4096), Relaxed);
+            }
+        }
         b"FITALLOC_TCACHE_BYTES" => {
             if let Some(n) = parse_size(value) {
                 OPT.tcache_bytes.store(n, Relaxed);
