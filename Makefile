@@ -40,7 +40,7 @@ header-check: $(LIB)
 -include bench/bench.mk
 -include scripts/scripts.mk
 
-test: build header-check rust-test c-test real-programs
+test: build header-check rust-test c-test real-programs trace-test
 	@echo "make test: all tests passed"
 
 demo: $(LIB)

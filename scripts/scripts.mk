@@ -1,5 +1,5 @@
 # scripts/scripts.mk - real programs under LD_PRELOAD, included by the Makefile.
-.PHONY: real-programs timing
+.PHONY: real-programs timing trace-test
 
 # Real programs with and without the library: same output, same status.
 real-programs: $(LIB)
@@ -8,3 +8,7 @@ real-programs: $(LIB)
 # Wall time of python3 and gcc with and without the library (informational).
 timing: $(LIB)
 	@bash scripts/timing.sh $(abspath $(LIB))
+
+# The trace recorder end to end: record real programs, replay the traces.
+trace-test: $(LIB) bench/replay
+	@bash scripts/trace_roundtrip.sh $(abspath $(LIB))

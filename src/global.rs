@@ -696,9 +696,11 @@ pub fn free(p: *mut u8, func: &'static str) {
         unsafe {
             let h = b.header();
             let units = crate::block::used_units(h);
-            if crate::block::is_used_header(b.addr(), h)
+            let checked = cfg!(feature = "unchecked-fast-path")
+                || (crate::block::is_used_header(b.addr(), h) && b.cache_key() != tcache::mark(b));
+            if checked
+                && h & crate::block::USED != 0
                 && units <= TCACHE_MAX_UNITS
-                && b.cache_key() != tcache::mark(b)
                 && t.has_room(units)
             {
                 t.push(b, units);
