@@ -32,12 +32,6 @@
 //!
 //! Set `FITALLOC_FUZZ_TRACE=1` to print every operation on stderr (to turn
 //! a crashing input into a readable reproduction).
-//!
-//! # Known bugs
-//!
-//! Inputs are steered away from allocator bugs that are known and not yet
-//! fixed (see [`avoid_known_bugs`]), so that `cargo test` and the fuzzer
-//! look for new ones; `FITALLOC_FUZZ_KNOWN_BUGS=1` turns the steering off.
 
 extern crate std;
 
@@ -528,11 +522,8 @@ impl Model {
 
     /// memalign (0), posix_memalign (1), aligned_alloc (2), valloc (3),
     /// pvalloc (4).
-    fn op_aligned(&mut self, kind: u8, align: usize, mut n: usize) {
+    fn op_aligned(&mut self, kind: u8, align: usize, n: usize) {
         let page = 4096;
-        if n == 0 && align >= 64 << 10 && kind <= 2 && avoid_known_bugs() {
-            n = 1; // known bug 1
-        }
         let (name, req, want_align) = match kind {
             3 => ("valloc", n, page),
             4 => ("pvalloc", crate::config::round_up(n.max(1), page), page),
@@ -591,10 +582,7 @@ impl Model {
     }
 
     /// Requests that must fail, on a block `i` when given.
-    fn op_impossible(&mut self, sel: u8, i: Option<usize>, mut huge: usize) {
-        if huge <= isize::MAX as usize && cfg!(debug_assertions) && avoid_known_bugs() {
-            huge = usize::MAX - huge % 4096; // known bug 2
-        }
+    fn op_impossible(&mut self, sel: u8, i: Option<usize>, huge: usize) {
         let what = match sel % 8 {
             0 => {
                 let p = api::malloc(huge);
@@ -685,27 +673,6 @@ fn env_flag(name: &str, cache: &core::sync::atomic::AtomicU8) -> bool {
 fn tracing() -> bool {
     static T: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
     env_flag("FITALLOC_FUZZ_TRACE", &T)
-}
-
-/// Whether requests that trigger known, unfixed allocator bugs are
-/// changed into nearby ones (unless `FITALLOC_FUZZ_KNOWN_BUGS` is set).
-/// Each case is listed where it is avoided:
-///
-/// 1. An aligned request of size 0 with an alignment of 64 KiB or more
-///    (the mapped path) gets a payload at the end of its mapping, outside
-///    it: usable size 0, and `check_heap` reports "payload outside its
-///    mapping" while the block lives. Avoided by asking for 1 byte.
-/// 2. A failed malloc, calloc, realloc or memalign of up to `PTRDIFF_MAX`
-///    bytes (those not refused by the size checks in `api`) still
-///    adds its size to the cumulative `requested_bytes` counter, which
-///    wraps; in a build with overflow checks (debug, or cargo fuzz's
-///    default) adding a thread's counter to the retired total at thread
-///    exit (`Registry::retire`) or in a snapshot panics. Avoided, in such
-///    builds only, by making those impossible requests exceed
-///    `PTRDIFF_MAX` (refused before they are counted).
-fn avoid_known_bugs() -> bool {
-    static T: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
-    !env_flag("FITALLOC_FUZZ_KNOWN_BUGS", &T)
 }
 
 /// Runs the operations `data` describes on the real allocator, checking

@@ -239,12 +239,13 @@ impl Registry {
         // SAFETY: `t` is on the live list.
         unsafe {
             let c = &(*t).counters;
+            // Counters wrap rather than trap (the sums are statistics).
             for i in 0..CALLS {
-                self.retired_calls[i] += c.calls[i].load(Relaxed);
+                self.retired_calls[i] = self.retired_calls[i].wrapping_add(c.calls[i].load(Relaxed));
             }
-            self.retired_requested += c.requested.load(Relaxed);
-            self.retired_hits += c.hits.load(Relaxed);
-            self.retired_misses += c.misses.load(Relaxed);
+            self.retired_requested = self.retired_requested.wrapping_add(c.requested.load(Relaxed));
+            self.retired_hits = self.retired_hits.wrapping_add(c.hits.load(Relaxed));
+            self.retired_misses = self.retired_misses.wrapping_add(c.misses.load(Relaxed));
             let (p, n) = ((*t).prev, (*t).next);
             if p.is_null() {
                 self.live = n;
@@ -335,6 +336,10 @@ fn drain_cache(t: &mut Tcache, op: &'static str) {
     }
 }
 
+/// Counts a call and the bytes it asked for. Fast paths count small
+/// requests before serving them; slow paths pass 0 and count the bytes
+/// with [`served`] once the request succeeded, so a failed huge request
+/// does not distort the figure.
 #[inline(always)]
 fn count(t: Option<&Tcache>, call: Call, requested: usize) {
     match t {
@@ -347,6 +352,19 @@ fn count(t: Option<&Tcache>, call: Call, requested: usize) {
             SHARED.requested.fetch_add(requested as u64, Relaxed);
         }
     }
+}
+
+/// Counts the bytes of a request a slow path served; passes `p` through.
+fn served(n: usize, p: *mut u8) -> *mut u8 {
+    if !p.is_null() {
+        match my_cache() {
+            Some(t) => tcache::add(&t.counters.requested, n as u64),
+            None => {
+                SHARED.requested.fetch_add(n as u64, Relaxed);
+            }
+        }
+    }
+    p
 }
 
 // ----- fork ------------------------------------------------------------------
@@ -463,16 +481,16 @@ fn malloc_slow(n: usize, call: Call) -> *mut u8 {
     };
     // SAFETY: a non-null `t` is this thread's cache.
     let t = unsafe { t.as_mut() };
-    count(t.as_deref(), call, n);
+    count(t.as_deref(), call, 0);
     if let Some(t) = t
         && n <= TCACHE_MAX_REQUEST
     {
         // SAFETY: as in `malloc`.
         if let Ok(Some(b)) = unsafe { t.pop(&REGIONS, config::request_units(n)) } {
-            return b.payload();
+            return served(n, b.payload());
         }
     }
-    heap_malloc(n, false)
+    served(n, heap_malloc(n, false))
 }
 
 /// Blocks a thread cache takes from the heap at once when it runs dry.
@@ -569,8 +587,12 @@ pub fn heap_malloc(n: usize, zero: bool) -> *mut u8 {
 /// A block for the hardened mode: from the heap (never a thread cache) or,
 /// when large, a mapping of its own that ends with a guard page.
 pub(crate) fn checked_block(n: usize, align: usize, zero: bool) -> *mut u8 {
+    served(n, checked_block_inner(n, align, zero))
+}
+
+fn checked_block_inner(n: usize, align: usize, zero: bool) -> *mut u8 {
     ensure_init();
-    count(None, if align > 16 { Call::Memalign } else if zero { Call::Calloc } else { Call::Malloc }, n);
+    count(None, if align > 16 { Call::Memalign } else if zero { Call::Calloc } else { Call::Malloc }, 0);
     let page = OPT.page.load(Relaxed);
     if n <= MAX_HEAP_REQUEST && align < page * 16 {
         let units = config::request_units(n);
@@ -647,14 +669,18 @@ pub fn calloc(n: usize) -> *mut u8 {
     if tls::get() == TLS_NONE {
         make_cache();
     }
-    count(my_cache().map(|t| &*t), Call::Calloc, n);
-    heap_malloc(n, true)
+    count(my_cache().map(|t| &*t), Call::Calloc, 0);
+    served(n, heap_malloc(n, true))
 }
 
 /// Allocates `n` bytes aligned to `align` (a power of two above 16).
 pub fn memalign(align: usize, n: usize) -> *mut u8 {
+    served(n, memalign_block(align, n))
+}
+
+fn memalign_block(align: usize, n: usize) -> *mut u8 {
     ensure_init();
-    count(my_cache().map(|t| &*t), Call::Memalign, n);
+    count(my_cache().map(|t| &*t), Call::Memalign, 0);
     let page = OPT.page.load(Relaxed);
     if n <= MAX_HEAP_REQUEST && align < page * 16 {
         let units = config::request_units(n);
@@ -850,7 +876,12 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if t.is_none() {
         ensure_init();
     }
-    count(t.map(|t| &*t), Call::Realloc, n);
+    count(t.map(|t| &*t), Call::Realloc, 0);
+    served(n, realloc_block(a, n))
+}
+
+fn realloc_block(a: usize, n: usize) -> *mut u8 {
+    let p = a as *mut u8;
     if REGIONS.contains(a) {
         if a % 16 != 0 {
             diag::fatal("realloc", "invalid pointer (inside the heap, not a block start)", a);
@@ -915,17 +946,27 @@ fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
     if new_len == len {
         return a as *mut u8;
     }
-    // Room in the table first, so the moved block can always be recorded.
-    if !LARGE.lock().reserve() {
-        return core::ptr::null_mut();
+    // The block leaves the table while its mapping moves: as soon as
+    // mremap returns, the old range may be another thread's new mapping,
+    // with the same key, whose entry must not be taken for ours. Room for
+    // our entry's return is made first, so recording it cannot fail.
+    {
+        let mut l = LARGE.lock();
+        if !l.reserve() {
+            return core::ptr::null_mut();
+        }
+        l.remove(a);
     }
     // SAFETY: `[base, base + len)` is the block's whole mapping.
-    match unsafe { crate::os::remap(base, len, new_len, true) } {
-        Some(nb) => {
-            let recorded = LARGE.lock().replace(a, nb + offset, nb, new_len);
-            debug_assert!(recorded, "room was reserved");
-            (nb + offset) as *mut u8
-        }
+    let moved = unsafe { crate::os::remap(base, len, new_len, true) };
+    let (key, b, l) = match moved {
+        Some(nb) => (nb + offset, nb, new_len),
+        None => (a, base, len),
+    };
+    let recorded = LARGE.lock().insert(key, b, l, false);
+    debug_assert!(recorded, "room was reserved");
+    match moved {
+        Some(nb) => (nb + offset) as *mut u8,
         None if new_len < len => a as *mut u8,
         None => {
             // mremap failed; a fresh mapping and a copy may still work.
@@ -1017,16 +1058,16 @@ pub fn snapshot() -> Snapshot {
     }
     let r = REGISTRY.lock();
     for i in 0..CALLS {
-        s.calls[i] = r.retired_calls[i] + SHARED.calls[i].load(Relaxed);
+        s.calls[i] = r.retired_calls[i].wrapping_add(SHARED.calls[i].load(Relaxed));
     }
-    s.requested = r.retired_requested + SHARED.requested.load(Relaxed);
+    s.requested = r.retired_requested.wrapping_add(SHARED.requested.load(Relaxed));
     s.cache_hits = r.retired_hits;
     s.cache_misses = r.retired_misses;
     r.for_each(|t| {
         for i in 0..CALLS {
-            s.calls[i] += t.counters.calls[i].load(Relaxed);
+            s.calls[i] = s.calls[i].wrapping_add(t.counters.calls[i].load(Relaxed));
         }
-        s.requested += t.counters.requested.load(Relaxed);
+        s.requested = s.requested.wrapping_add(t.counters.requested.load(Relaxed));
         let (bytes, blocks) = t.held();
         s.cached_bytes += bytes;
         s.cached_blocks += blocks;

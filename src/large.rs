@@ -74,12 +74,6 @@ impl MapTable {
         }
     }
 
-    /// Updates a live (unguarded) mapping after it moved or changed size.
-    pub fn replace(&mut self, old_key: usize, key: usize, base: usize, len: usize) -> bool {
-        self.remove(old_key);
-        self.insert(key, base, len, false)
-    }
-
     /// Visits every live mapping as `(payload, base, len)`.
     pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
         self.map.for_each(|key, (base, len, _)| f(key, base, len));
@@ -101,6 +95,8 @@ impl MapTable {
 /// alignment allows (so an overflow faults at once): `(payload, base, len)`,
 /// `len` including the guard page.
 pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usize, usize)> {
+    // A block of 0 bytes still owns a byte, so its address is its own.
+    let size = size.max(1);
     let align = align.max(16);
     let body = crate::config::checked_round_up(size.checked_add(align)?, page)?;
     let len = body.checked_add(page)?;
@@ -122,6 +118,8 @@ pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usi
 /// power of two): `(payload, base, len)`. Excess pages from alignment are
 /// unmapped.
 pub fn map_block(size: usize, align: usize, page: usize) -> Option<(usize, usize, usize)> {
+    // A block of 0 bytes still owns a byte, so its address is its own.
+    let size = size.max(1);
     let lead = if align <= 16 { 16 } else { align + 16 };
     let len = crate::config::checked_round_up(size.checked_add(lead)?, page)?;
     if len > isize::MAX as usize {
