@@ -37,10 +37,11 @@ header-check: $(LIB)
 	else echo "header-check: not a git checkout, skipped"; fi
 
 -include c_tests/c_tests.mk
+-include c_tests/stress.mk
 -include bench/bench.mk
 -include scripts/scripts.mk
 
-test: build header-check rust-test c-test real-programs trace-test
+test: build header-check rust-test c-test stress-ci real-programs trace-test
 	@echo "make test: all tests passed"
 
 demo: $(LIB)

@@ -31,6 +31,10 @@
  * the number of live thread caches is back to its start value. At the end,
  * with the slots drained, in_use_blocks must be back near its start value.
  * A watchdog thread ends the program (exit 3) if a round does not finish.
+ *
+ * STRESS_NO_MAPPED_REALLOC=1 in the environment replaces realloc of blocks
+ * that may have their own mapping (over 64 KiB, or aligned to 64 KiB or
+ * more) with malloc + copy + free, to tell a bug on that path from others.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -101,7 +105,10 @@ struct desc {
     size_t size;
     uint64_t id;      /* pattern seed */
     unsigned char *blk;
+    size_t align;     /* alignment asked for (16: none) */
 };
+
+static int no_mapped_realloc; /* STRESS_NO_MAPPED_REALLOC */
 
 static atomic_ulong next_id = 1;
 static atomic_ulong total_ops;
@@ -209,7 +216,7 @@ static void check_zeroed(const unsigned char *b, size_t n, const char *what)
         fail("%s(%zu bytes) = %p: byte %zu is not zero", what, n, (void *)b, bad);
 }
 
-static unsigned char *allocate(struct rng *r, size_t n, int *how_out)
+static unsigned char *allocate(struct rng *r, size_t n, size_t *align_out)
 {
     unsigned char *b = NULL;
     size_t align = 16;
@@ -268,8 +275,8 @@ static unsigned char *allocate(struct rng *r, size_t n, int *how_out)
         fail("malloc_usable_size(%p) = %zu < %zu (kind %d)", (void *)b, malloc_usable_size(b), n, how);
     if (n > 1024 * 1024)
         atomic_fetch_add_explicit(&big_blocks, 1, memory_order_relaxed);
-    if (how_out)
-        *how_out = how;
+    if (align_out)
+        *align_out = align;
     return b;
 }
 
@@ -281,11 +288,13 @@ static struct desc *new_block(struct rng *r, uint32_t owner)
         return NULL;
     }
     size_t n = pick_size(r);
-    unsigned char *b = allocate(r, n, NULL);
+    size_t align = 16;
+    unsigned char *b = allocate(r, n, &align);
     if (b == NULL) {
         free(d);
         return NULL;
     }
+    d->align = align;
     d->magic = DESC_MAGIC;
     d->owner = owner;
     d->size = n;
@@ -334,7 +343,13 @@ static void resize(struct rng *r, struct desc *d)
         return;
     size_t n = pick_size(r);
     unsigned char *q;
-    if (rng_next(r) % 8 == 0 && n % 2 == 0)
+    if (no_mapped_realloc && (d->size > 65536 || d->align >= 65536)) {
+        q = malloc(hide_size(n));
+        if (q) {
+            memcpy(q, d->blk, d->size < n ? d->size : n);
+            free(d->blk);
+        }
+    } else if (rng_next(r) % 8 == 0 && n % 2 == 0)
         q = reallocarray(d->blk, hide_size(n / 2), hide_size(2));
     else
         q = realloc(d->blk, hide_size(n));
@@ -354,6 +369,7 @@ static void resize(struct rng *r, struct desc *d)
              (void *)q, bad, keep);
     d->blk = q;
     d->size = n;
+    d->align = 16;
     if (n > 1024 * 1024)
         atomic_fetch_add_explicit(&big_blocks, 1, memory_order_relaxed);
     stamp(q, n, d->id);
@@ -634,7 +650,12 @@ int main(int argc, char **argv)
     if (round_s > seconds)
         round_s = seconds;
 
+    const char *nmr = getenv("STRESS_NO_MAPPED_REALLOC");
+    no_mapped_realloc = nmr != NULL && nmr[0] != '\0' && nmr[0] != '0';
+
     setvbuf(stdout, NULL, _IOLBF, 0);
+    if (no_mapped_realloc)
+        diag("STRESS_NO_MAPPED_REALLOC: blocks over 64 KiB are moved by malloc + copy + free, not realloc");
     diag("stress: %.0f s, %d worker threads + 1 forking thread, rounds of %.1f s, %d shared slots, seed %llu",
          seconds, nthreads, round_s, NSLOTS, (unsigned long long)seed);
 
@@ -677,7 +698,7 @@ int main(int argc, char **argv)
                 if (!w[i].running) {
                     w[i].id = next_thread_id++;
                     w[i].seed = rng_next(&r);
-                    w[i].ops_to_do = (long)rng_range(&r, 2000, 40000);
+                    w[i].ops_to_do = (long)rng_range(&r, 500, 20000);
                     atomic_store(&w[i].done, 0);
                     if (pthread_create(&w[i].th, NULL, worker_main, &w[i]) == 0) {
                         w[i].running = 1;

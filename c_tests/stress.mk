@@ -4,7 +4,7 @@
 # The including Makefile provides CC, LIB (target/release/libfitalloc.so) and
 # a rule that builds $(LIB) (which also generates include/fitalloc.h).
 #
-#   make stress          long run: STRESS_SECONDS (default 300) seconds
+#   make stress          long run: STRESS_SECONDS (default 300) whole seconds
 #   make stress-ci       bounded run for CI: STRESS_CI_SECONDS (default 20)
 #   make stress-build    only build c_tests/bin/stress
 #
