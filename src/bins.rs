@@ -1,6 +1,6 @@
 //! The free blocks of a heap, segregated by size, with best-fit search.
 //!
-//! - Small blocks (< 64 units, 1 KiB) sit in exact-size lists
+//! - Small blocks (< 256 units, 4 KiB) sit in exact-size lists
 //!   ([`crate::freelist`]): the first non-empty list at or above a request is
 //!   its best fit, found with one bit scan.
 //! - Larger blocks sit in tree bins ([`crate::tree`]): eight bins per power of
@@ -13,7 +13,7 @@
 //! top of the current region is in exactly one bin, the one its size maps to.
 
 use crate::block::Block;
-use crate::config::{SMALL_LIMIT_UNITS, TREE_BINS, TREE_SUB_BITS};
+use crate::config::{SMALL_LIMIT_SHIFT, SMALL_LIMIT_UNITS, TREE_BINS, TREE_SUB_BITS};
 use crate::freelist::{BadLink, SmallBins};
 use crate::region::RegionTable;
 use crate::tree::Treap;
@@ -26,7 +26,7 @@ pub fn tree_index(units: u32) -> usize {
     debug_assert!(units >= SMALL_LIMIT_UNITS);
     let fl = 31 - units.leading_zeros();
     let sl = (units >> (fl - TREE_SUB_BITS)) & ((1 << TREE_SUB_BITS) - 1);
-    (((fl - 6) << TREE_SUB_BITS) + sl) as usize
+    (((fl - SMALL_LIMIT_SHIFT) << TREE_SUB_BITS) + sl) as usize
 }
 
 pub struct Bins {

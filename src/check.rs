@@ -179,7 +179,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     let limit = w.free_blocks + 1;
     for u in MIN_UNITS..SMALL_LIMIT_UNITS {
         let mut b = h.bins.small.head(u);
-        rep.expect((h.bins.small.bitmap() >> u & 1 != 0) == !b.is_null(), "small bitmap disagrees with list", u as usize);
+        rep.expect(h.bins.small.marked(u) == !b.is_null(), "small bitmap disagrees with list", u as usize);
         let mut prev = Block::NULL;
         let mut n = 0;
         while !b.is_null() && n <= limit {

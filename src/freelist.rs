@@ -1,6 +1,6 @@
 //! Exact-size free lists for small blocks.
 //!
-//! List `u` holds free blocks of exactly `u` units (32 .. 1008 bytes), doubly
+//! List `u` holds free blocks of exactly `u` units (32 .. 4080 bytes), doubly
 //! linked through links 0 (next) and 1 (prev) so that a block merged with a
 //! neighbour leaves its list in O(1). Invariant: bit `u` of `bitmap` is set
 //! iff list `u` is non-empty. Since every block in a list has the same size,
@@ -26,10 +26,12 @@ const PREV: usize = 1;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BadLink(pub usize);
 
+const WORDS: usize = SMALL_LIMIT_UNITS as usize / 64;
+
 pub struct SmallBins {
     heads: [Block; SMALL_LIMIT_UNITS as usize],
-    /// Bit `u` set iff `heads[u]` is non-empty.
-    bitmap: u64,
+    /// Bit `u` (of word `u / 64`) set iff `heads[u]` is non-empty.
+    bitmap: [u64; WORDS],
 }
 
 impl Default for SmallBins {
@@ -40,11 +42,25 @@ impl Default for SmallBins {
 
 impl SmallBins {
     pub const fn new() -> Self {
-        SmallBins { heads: [Block::NULL; SMALL_LIMIT_UNITS as usize], bitmap: 0 }
+        SmallBins { heads: [Block::NULL; SMALL_LIMIT_UNITS as usize], bitmap: [0; WORDS] }
     }
 
-    pub fn bitmap(&self) -> u64 {
-        self.bitmap
+    /// Whether list `units` is marked non-empty.
+    pub fn marked(&self, units: u32) -> bool {
+        self.bitmap[units as usize / 64] & (1 << (units % 64)) != 0
+    }
+
+    fn mark(&mut self, units: u32) {
+        self.bitmap[units as usize / 64] |= 1 << (units % 64);
+    }
+
+    fn unmark(&mut self, units: u32) {
+        self.bitmap[units as usize / 64] &= !(1 << (units % 64));
+    }
+
+    /// The largest non-empty list.
+    pub fn largest(&self) -> Option<u32> {
+        (0..WORDS).rev().find(|&w| self.bitmap[w] != 0).map(|w| (w * 64) as u32 + 63 - self.bitmap[w].leading_zeros())
     }
 
     pub fn head(&self, units: u32) -> Block {
@@ -54,8 +70,15 @@ impl SmallBins {
     /// The smallest non-empty list of at least `units`, if any.
     #[inline]
     pub fn smallest_at_least(&self, units: u32) -> Option<u32> {
-        let above = self.bitmap & (u64::MAX << units);
-        (above != 0).then(|| above.trailing_zeros())
+        let mut w = units as usize / 64;
+        let mut bits = *self.bitmap.get(w)? & (u64::MAX << (units % 64));
+        loop {
+            if bits != 0 {
+                return Some((w * 64) as u32 + bits.trailing_zeros());
+            }
+            w += 1;
+            bits = *self.bitmap.get(w)?;
+        }
     }
 
     /// Pushes free block `b` of `units` (its header and footer written).
@@ -74,7 +97,7 @@ impl SmallBins {
             }
         }
         self.heads[units as usize] = b;
-        self.bitmap |= 1 << units;
+        self.mark(units);
     }
 
     /// Whether `n` is a free block of this list: in a heap region, at a
@@ -108,7 +131,7 @@ impl SmallBins {
                 // The new head's prev link goes stale: it is not kept.
                 self.heads[units as usize] = next;
                 if next.is_null() {
-                    self.bitmap &= !(1 << units);
+                    self.unmark(units);
                 }
                 return Ok(());
             }
@@ -143,7 +166,7 @@ impl SmallBins {
             self.heads[units as usize] = b.link(NEXT);
         }
         if self.heads[units as usize].is_null() {
-            self.bitmap &= !(1 << units);
+            self.unmark(units);
         }
         Ok(b)
     }

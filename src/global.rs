@@ -1082,8 +1082,7 @@ pub fn snapshot() -> Snapshot {
 
 /// The largest free block in the bins (or parked).
 fn largest_free(h: &Heap<Os>) -> usize {
-    let small = h.bins.small.bitmap();
-    let mut best = if small != 0 { (63 - small.leading_zeros() as usize) << UNIT_SHIFT } else { 0 };
+    let mut best = (h.bins.small.largest().unwrap_or(0) as usize) << UNIT_SHIFT;
     best = best.max((h.parked().1 as usize) << UNIT_SHIFT);
     for i in (0..config::TREE_BINS).rev() {
         if h.bins.tree_map_bit(i) {
