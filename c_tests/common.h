@@ -1,15 +1,29 @@
 /* Shared helpers for the fitalloc C test programs: TAP output, heap checks,
- * a small PRNG, byte patterns and ways to hide values from the optimizer.
- * Everything is static inline so each test program is self-contained. */
+ * the first error from any thread, time and child processes, a small PRNG,
+ * byte patterns and ways to hide values from the optimizer.
+ * Everything is static inline so each test program is self-contained.
+ * The program must define _GNU_SOURCE before its first #include. */
 #ifndef FITALLOC_C_TESTS_COMMON_H
 #define FITALLOC_C_TESTS_COMMON_H
 
+#if !defined(_GNU_SOURCE)
+#error "common.h: define _GNU_SOURCE before the first #include"
+#endif
+
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "fitalloc.h"
 
@@ -112,6 +126,102 @@ static inline void note_err(struct first_err *e, const char *fmt, ...)
         va_start(ap, fmt);
         vsnprintf(e->msg, sizeof e->msg, fmt, ap);
         va_end(ap);
+    }
+}
+
+/* ---- the first error from any thread -----------------------------------
+ * Worker threads (and forked children) report problems with thread_err();
+ * the test then checks thread_err_count() and prints first_error. */
+
+static atomic_int thread_errors;
+static pthread_mutex_t thread_err_lock = PTHREAD_MUTEX_INITIALIZER;
+static char first_error[320];
+
+/* Counts an error; the first one's message goes to first_error. */
+__attribute__((format(printf, 1, 2)))
+static inline void thread_err(const char *fmt, ...)
+{
+    if (atomic_fetch_add(&thread_errors, 1) == 0) {
+        va_list ap;
+        pthread_mutex_lock(&thread_err_lock);
+        va_start(ap, fmt);
+        vsnprintf(first_error, sizeof first_error, fmt, ap);
+        va_end(ap);
+        pthread_mutex_unlock(&thread_err_lock);
+    }
+}
+
+static inline int thread_err_count(void)
+{
+    return atomic_load(&thread_errors);
+}
+
+/* For a forked child: another thread of the parent may have held the lock
+ * at the fork. */
+static inline void thread_err_after_fork(void)
+{
+    pthread_mutex_init(&thread_err_lock, NULL);
+}
+
+/* ---- time, child processes, raw output ------------------------------------ */
+
+/* Seconds on the monotonic clock. */
+static inline double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static inline void sleep_ms(long ms)
+{
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+/* Waits for child pid until now_s() passes deadline, looking every poll_ms
+ * milliseconds. Returns 1 with *status set (-1 if waitpid failed), or 0 when
+ * the deadline passed: the child is then killed (SIGKILL) and reaped. */
+static inline int wait_child_until(pid_t pid, double deadline, long poll_ms, int *status)
+{
+    for (;;) {
+        pid_t r = waitpid(pid, status, WNOHANG);
+        if (r == pid)
+            return 1;
+        if (r < 0 && errno != EINTR) {
+            *status = -1;
+            return 1;
+        }
+        if (now_s() > deadline) {
+            kill(pid, SIGKILL);
+            waitpid(pid, status, 0);
+            return 0;
+        }
+        sleep_ms(poll_ms);
+    }
+}
+
+/* The same for at most timeout_s seconds from now, looking every millisecond. */
+static inline int wait_child(pid_t pid, double timeout_s, int *status)
+{
+    return wait_child_until(pid, now_s() + timeout_s, 1, status);
+}
+
+/* Writes the n bytes at s to fd with write(2) alone (no stdio, no memory
+ * allocated: for children that report while the heap may be unusable),
+ * retrying after EINTR; gives up silently on any other error. */
+static inline void write_all(int fd, const char *s, size_t n)
+{
+    while (n > 0) {
+        ssize_t w = write(fd, s, n);
+        if (w <= 0) {
+            if (w < 0 && errno == EINTR)
+                continue;
+            return;
+        }
+        s += w;
+        n -= (size_t)w;
     }
 }
 

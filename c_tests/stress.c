@@ -47,7 +47,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -60,39 +59,6 @@
 #define CHILD_DEADLINE_S 30.0   /* a child that runs longer is hung */
 #define STAMP_FULL 256          /* blocks up to this size are stamped entirely */
 #define STAMP_EDGE 64
-
-/* ---- time, errors -------------------------------------------------------- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-static atomic_int errors;
-static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_error[320];
-
-__attribute__((format(printf, 1, 2)))
-static void fail(const char *fmt, ...)
-{
-    if (atomic_fetch_add(&errors, 1) == 0) {
-        va_list ap;
-        pthread_mutex_lock(&err_lock);
-        va_start(ap, fmt);
-        vsnprintf(first_error, sizeof first_error, fmt, ap);
-        va_end(ap);
-        pthread_mutex_unlock(&err_lock);
-    }
-}
 
 /* ---- blocks ----------------------------------------------------------------- */
 
@@ -213,7 +179,7 @@ static void check_zeroed(const unsigned char *b, size_t n, const char *what)
                 bad = o + zero_check(b + o, 256);
     }
     if (bad != SIZE_MAX)
-        fail("%s(%zu bytes) = %p: byte %zu is not zero", what, n, (void *)b, bad);
+        thread_err("%s(%zu bytes) = %p: byte %zu is not zero", what, n, (void *)b, bad);
 }
 
 static unsigned char *allocate(struct rng *r, size_t n, size_t *align_out)
@@ -246,7 +212,7 @@ static unsigned char *allocate(struct rng *r, size_t n, size_t *align_out)
         align = pick_align(r);
         int e = posix_memalign(&p, hide_size(align), hide_size(n));
         if (e != 0)
-            fail("posix_memalign(%zu, %zu) = %d", align, n, e);
+            thread_err("posix_memalign(%zu, %zu) = %d", align, n, e);
         b = e == 0 ? p : NULL;
         break;
     }
@@ -266,13 +232,13 @@ static unsigned char *allocate(struct rng *r, size_t n, size_t *align_out)
     }
     atomic_fetch_add_explicit(&calls[how], 1, memory_order_relaxed);
     if (b == NULL) {
-        fail("allocation of %zu bytes (kind %d, align %zu) failed: %s", n, how, align, strerror(errno));
+        thread_err("allocation of %zu bytes (kind %d, align %zu) failed: %s", n, how, align, strerror(errno));
         return NULL;
     }
     if (((uintptr_t)b & (align - 1)) != 0)
-        fail("block %p of %zu bytes (kind %d) not aligned to %zu", (void *)b, n, how, align);
+        thread_err("block %p of %zu bytes (kind %d) not aligned to %zu", (void *)b, n, how, align);
     if (malloc_usable_size(b) < n)
-        fail("malloc_usable_size(%p) = %zu < %zu (kind %d)", (void *)b, malloc_usable_size(b), n, how);
+        thread_err("malloc_usable_size(%p) = %zu < %zu (kind %d)", (void *)b, malloc_usable_size(b), n, how);
     if (n > 1024 * 1024)
         atomic_fetch_add_explicit(&big_blocks, 1, memory_order_relaxed);
     if (align_out)
@@ -284,7 +250,7 @@ static struct desc *new_block(struct rng *r, uint32_t owner)
 {
     struct desc *d = (rng_next(r) & 3) ? malloc(sizeof *d) : calloc(1, sizeof *d);
     if (d == NULL) {
-        fail("descriptor allocation failed");
+        thread_err("descriptor allocation failed");
         return NULL;
     }
     size_t n = pick_size(r);
@@ -307,13 +273,13 @@ static struct desc *new_block(struct rng *r, uint32_t owner)
 static int verify(const struct desc *d, const char *when)
 {
     if (d->magic != DESC_MAGIC) {
-        fail("descriptor %p damaged (magic %#x) %s", (const void *)d, d->magic, when);
+        thread_err("descriptor %p damaged (magic %#x) %s", (const void *)d, d->magic, when);
         return 0;
     }
     size_t bad = check_stamps(d->blk, d->size, d->id, d->size);
     if (bad != SIZE_MAX) {
-        fail("block %p (%zu bytes, id %llu, from thread %u): byte %zu changed, %s", (void *)d->blk, d->size,
-             (unsigned long long)d->id, d->owner, bad, when);
+        thread_err("block %p (%zu bytes, id %llu, from thread %u): byte %zu changed, %s", (void *)d->blk,
+                   d->size, (unsigned long long)d->id, d->owner, bad, when);
         return 0;
     }
     return 1;
@@ -328,7 +294,7 @@ static void release(struct rng *r, struct desc *d, const char *when)
     if (rng_next(r) % 16 == 0) {
         void *q = realloc(d->blk, hide_size(0)); /* glibc: frees, returns NULL */
         if (q != NULL)
-            fail("realloc(%p, 0) returned %p", (void *)d->blk, q);
+            thread_err("realloc(%p, 0) returned %p", (void *)d->blk, q);
     } else {
         free(d->blk);
     }
@@ -355,18 +321,18 @@ static void resize(struct rng *r, struct desc *d)
         q = realloc(d->blk, hide_size(n));
     atomic_fetch_add_explicit(&reallocs, 1, memory_order_relaxed);
     if (q == NULL) {
-        fail("realloc(%zu -> %zu) failed: %s", d->size, n, strerror(errno));
+        thread_err("realloc(%zu -> %zu) failed: %s", d->size, n, strerror(errno));
         return;
     }
     if (((uintptr_t)q & 15) != 0)
-        fail("realloc returned %p, not 16-aligned", (void *)q);
+        thread_err("realloc returned %p, not 16-aligned", (void *)q);
     if (malloc_usable_size(q) < n)
-        fail("after realloc: malloc_usable_size(%p) = %zu < %zu", (void *)q, malloc_usable_size(q), n);
+        thread_err("after realloc: malloc_usable_size(%p) = %zu < %zu", (void *)q, malloc_usable_size(q), n);
     size_t keep = d->size < n ? d->size : n;
     size_t bad = check_stamps(q, d->size, d->id, keep);
     if (bad != SIZE_MAX)
-        fail("realloc(%p [%zu bytes] -> %zu) = %p lost byte %zu of the kept %zu", (void *)d->blk, d->size, n,
-             (void *)q, bad, keep);
+        thread_err("realloc(%p [%zu bytes] -> %zu) = %p lost byte %zu of the kept %zu", (void *)d->blk, d->size,
+                   n, (void *)q, bad, keep);
     d->blk = q;
     d->size = n;
     d->align = 16;
@@ -405,7 +371,7 @@ static void one_op(struct rng *r, uint32_t me, struct desc **priv)
         if (d == NULL)
             return;
         if (verify(d, "on a visit") && malloc_usable_size(d->blk) < d->size)
-            fail("malloc_usable_size(%p) = %zu < %zu", (void *)d->blk, malloc_usable_size(d->blk), d->size);
+            thread_err("malloc_usable_size(%p) = %zu < %zu", (void *)d->blk, malloc_usable_size(d->blk), d->size);
         release(r, atomic_exchange(&slots[s], d), "when displaced after a visit");
     } else {
         size_t i = (size_t)(rng_next(r) % NPRIVATE);
@@ -467,7 +433,7 @@ static int child_churn(uint64_t seed, int ops)
     struct desc *blk[K] = {0};
     struct rng r;
     rng_seed(&r, seed);
-    int before = atomic_load(&errors);
+    int before = thread_err_count();
     for (int i = 0; i < ops; i++) {
         int j = (int)(rng_next(&r) % K);
         if (blk[j] == NULL)
@@ -481,7 +447,7 @@ static int child_churn(uint64_t seed, int ops)
     }
     for (int j = 0; j < K; j++)
         release(&r, blk[j], "at the end of a child");
-    return atomic_load(&errors) - before;
+    return thread_err_count() - before;
 }
 
 static void *child_thread(void *arg)
@@ -495,8 +461,7 @@ static void *child_thread(void *arg)
 static int child_main(struct desc **keep, int nkeep, uint64_t seed)
 {
     int status = 0;
-    /* Another thread of the parent may have held it at the fork. */
-    pthread_mutex_init(&err_lock, NULL);
+    thread_err_after_fork();
     for (int i = 0; i < nkeep; i++) {
         if (keep[i] == NULL)
             continue;
@@ -527,26 +492,6 @@ static int child_main(struct desc **keep, int nkeep, uint64_t seed)
             (void)!write(2, msg, (size_t)len < sizeof msg ? (size_t)len : sizeof msg - 1);
     }
     return status;
-}
-
-static int wait_child(pid_t pid, double timeout_s, int *status)
-{
-    double deadline = now_s() + timeout_s;
-    for (;;) {
-        pid_t w = waitpid(pid, status, WNOHANG);
-        if (w == pid)
-            return 1;
-        if (w < 0 && errno != EINTR) {
-            *status = -1;
-            return 1;
-        }
-        if (now_s() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, status, 0);
-            return 0;
-        }
-        sleep_ms(1);
-    }
 }
 
 struct forker {
@@ -581,7 +526,7 @@ static void *forker_main(void *arg)
         if (pid == 0)
             _exit(child_main(keep, FORK_KEEP, cseed));
         if (pid < 0) {
-            fail("fork failed: %s", strerror(errno));
+            thread_err("fork failed: %s", strerror(errno));
             atomic_fetch_add(&fork_failures, 1);
             continue;
         }
@@ -589,14 +534,16 @@ static void *forker_main(void *arg)
         int status;
         if (!wait_child(pid, CHILD_DEADLINE_S, &status)) {
             atomic_fetch_add(&fork_hangs, 1);
-            fail("forked child %d hung for %.0f s (killed)", (int)pid, CHILD_DEADLINE_S);
+            thread_err("forked child %d hung for %.0f s (killed)", (int)pid, CHILD_DEADLINE_S);
         } else if (status == -1 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             atomic_fetch_add(&fork_failures, 1);
             if (status != -1 && WIFSIGNALED(status))
-                fail("forked child %d killed by signal %d (%s)", (int)pid, WTERMSIG(status), strsignal(WTERMSIG(status)));
+                thread_err("forked child %d killed by signal %d (%s)", (int)pid, WTERMSIG(status),
+                           strsignal(WTERMSIG(status)));
             else
-                fail("forked child %d exited with status %d (1 inherited blocks, 2 churn, 4 thread, 8 check_heap)",
-                     (int)pid, status == -1 ? -1 : WEXITSTATUS(status));
+                thread_err("forked child %d exited with status %d (1 inherited blocks, 2 churn, 4 thread, "
+                           "8 check_heap)",
+                           (int)pid, status == -1 ? -1 : WEXITSTATUS(status));
         }
     }
     for (int i = 0; i < NPRIVATE; i++)
@@ -684,7 +631,7 @@ int main(int argc, char **argv)
         struct forker fk = {.seed = rng_next(&r)};
         int have_forker = pthread_create(&fk.th, NULL, forker_main, &fk) == 0;
         if (!have_forker)
-            fail("cannot start the forking thread");
+            thread_err("cannot start the forking thread");
         for (int i = 0; i < nthreads; i++)
             w[i].running = 0;
         /* Keep nthreads workers alive until the round ends; each lives for a
@@ -704,7 +651,7 @@ int main(int argc, char **argv)
                         w[i].running = 1;
                         threads_started++;
                     } else {
-                        fail("pthread_create failed");
+                        thread_err("pthread_create failed");
                     }
                 }
             }
@@ -723,7 +670,7 @@ int main(int argc, char **argv)
 
         size_t problems = heap_problems();
         struct fitalloc_stats s = stats_now();
-        int errs = atomic_load(&errors);
+        int errs = thread_err_count();
         if (problems != 0 || errs != 0)
             bad_rounds++;
         if (s.threads > s0.threads)
@@ -736,9 +683,9 @@ int main(int argc, char **argv)
             break;
     }
 
-    check(bad_rounds == 0 && atomic_load(&errors) == 0,
+    check(bad_rounds == 0 && thread_err_count() == 0,
           "every round: patterns intact, calloc zeroed, alignment and usable sizes right, check_heap == 0",
-          "%d bad round(s), %d error(s), first: %s", bad_rounds, atomic_load(&errors), first_error);
+          "%d bad round(s), %d error(s), first: %s", bad_rounds, thread_err_count(), first_error);
     check(thread_growth == 0, "live thread caches back to the start value after every round",
           "%d round(s) ended with more caches than at the start", thread_growth);
     check(atomic_load(&forks) > 0 && atomic_load(&fork_failures) == 0 && atomic_load(&fork_hangs) == 0,
@@ -755,8 +702,8 @@ int main(int argc, char **argv)
             release(&r, d, "drained at the end");
         }
     }
-    check(atomic_load(&errors) == 0, "blocks left in slots by exited threads are intact and freed by main",
-          "%lu blocks, %d errors, first: %s", left, atomic_load(&errors), first_error);
+    check(thread_err_count() == 0, "blocks left in slots by exited threads are intact and freed by main",
+          "%lu blocks, %d errors, first: %s", left, thread_err_count(), first_error);
 
     struct fitalloc_stats s1 = stats_now();
     check(s1.in_use_blocks <= s0.in_use_blocks + 64, "in_use_blocks back near the start value (slack 64)",

@@ -26,7 +26,6 @@
 #include <string.h>
 #include <sys/time.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -34,42 +33,6 @@
 #define SIGNAL_FORKS 200
 #define THREAD_FORKS 50
 #define WORKERS 4
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void sleep_ms(long ms)
-{
-    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
-    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
-        ;
-}
-
-/* Waits for pid for at most timeout_s seconds. Returns 1 with *status set,
- * or 0 on timeout (the child is then killed and reaped). */
-static int wait_timeout(pid_t pid, double timeout_s, int *status)
-{
-    double deadline = now_s() + timeout_s;
-    for (;;) {
-        pid_t r = waitpid(pid, status, WNOHANG);
-        if (r == pid)
-            return 1;
-        if (r < 0 && errno != EINTR) {
-            *status = -1;
-            return 1;
-        }
-        if (now_s() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, status, 0);
-            return 0;
-        }
-        sleep_ms(1);
-    }
-}
 
 static void describe_status(char *buf, size_t len, int status)
 {
@@ -187,7 +150,7 @@ static int signal_fork_runner(void)
     int forks = sig_forks, failed_exit = 0, hung = 0;
     for (int i = 0; i < forks; i++) {
         int status;
-        if (!wait_timeout(sig_pids[i], 10, &status)) {
+        if (!wait_child(sig_pids[i], 10, &status)) {
             hung++;
         } else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
             char d[100];
@@ -221,7 +184,7 @@ static void test_signal_fork(void)
         _exit(signal_fork_runner());
     int status;
     double t0 = now_s();
-    int done = wait_timeout(pid, 90, &status);
+    int done = wait_child(pid, 90, &status);
     char d[100] = "";
     if (done)
         describe_status(d, sizeof d, status);
@@ -318,7 +281,7 @@ static void test_thread_fork(void)
             continue;
         }
         int status;
-        if (!wait_timeout(pid, 20, &status)) {
+        if (!wait_child(pid, 20, &status)) {
             hung++;
             if (!first[0])
                 snprintf(first, sizeof first, "child %d hung for 20 s (killed)", k);

@@ -47,7 +47,6 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #ifdef MISUSE_GLIBC_ONLY
@@ -115,21 +114,6 @@ struct ctx {
     int info_fd;
 };
 
-static void put(int fd, const char *s)
-{
-    size_t n = strlen(s);
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR)
-                continue;
-            return;
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-}
-
 /* "0x" and lowercase hex digits without leading zeros, as fitalloc prints. */
 static void fmt_hex(char *out, uintptr_t v)
 {
@@ -157,7 +141,7 @@ static void info_line(struct ctx *c, char tag, const char *text)
     memcpy(line + 2, text, n);
     line[n + 2] = '\n';
     line[n + 3] = 0;
-    put(c->info_fd, line);
+    write_all(c->info_fd, line, strlen(line));
 }
 
 /* An address the message may name. */
@@ -734,13 +718,6 @@ struct outcome {
     int naddr;
 };
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void parse_info(struct outcome *o, char *info)
 {
     char *save = NULL;
@@ -851,24 +828,8 @@ static void run_case(const struct api *A, const struct mcase *k, struct outcome 
             close(pf[i].fd);
     o->err[elen] = 0;
     info[ilen] = 0;
-    int status = 0, hung = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (r < 0 && errno != EINTR) {
-            status = -1;
-            break;
-        }
-        if (now_s() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            hung = 1;
-            break;
-        }
-        struct timespec ts = {0, 1000000};
-        nanosleep(&ts, NULL);
-    }
+    int status = 0;
+    int hung = !wait_child_until(pid, deadline, 1, &status);
     o->status = status;
     parse_info(o, info);
     /* first line of stderr */

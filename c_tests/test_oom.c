@@ -46,7 +46,6 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "common.h"
@@ -62,20 +61,6 @@
 /* ---- child reports ---------------------------------------------------------- */
 
 static int res_fd = -1;
-
-static void put_all(int fd, const char *s, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, s, n);
-        if (w <= 0) {
-            if (w < 0 && errno == EINTR)
-                continue;
-            return;
-        }
-        s += w;
-        n -= (size_t)w;
-    }
-}
 
 /* "R <pass> <name>\t<detail>": one check for the parent. */
 __attribute__((format(printf, 3, 4)))
@@ -93,7 +78,7 @@ static void res(int pass, const char *name, const char *fmt, ...)
         if (line[i] == '\n')
             line[i] = ' ';
     line[n++] = '\n';
-    put_all(res_fd, line, (size_t)n);
+    write_all(res_fd, line, (size_t)n);
 }
 
 /* "D <text>": a diagnostic line. */
@@ -108,17 +93,10 @@ static void rdiag(const char *fmt, ...)
     if (n > (int)sizeof line - 2)
         n = (int)sizeof line - 2;
     line[n++] = '\n';
-    put_all(res_fd, line, (size_t)n);
+    write_all(res_fd, line, (size_t)n);
 }
 
 /* ---- parent: run a child and turn its reports into checks ------------------- */
-
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static void handle_line(const char *label, char *line)
 {
@@ -177,24 +155,8 @@ static void collect(const char *label, pid_t pid, int fd)
         }
     }
     close(fd);
-    int status = 0, hung = 0;
-    for (;;) {
-        pid_t r = waitpid(pid, &status, WNOHANG);
-        if (r == pid)
-            break;
-        if (r < 0 && errno != EINTR) {
-            status = -1;
-            break;
-        }
-        if (now_s() > deadline) {
-            kill(pid, SIGKILL);
-            waitpid(pid, &status, 0);
-            hung = 1;
-            break;
-        }
-        struct timespec ts = {0, 2000000};
-        nanosleep(&ts, NULL);
-    }
+    int status = 0;
+    int hung = !wait_child_until(pid, deadline, 2, &status);
     char why[120];
     if (hung)
         snprintf(why, sizeof why, "timed out after %.0f s (killed)", CHILD_DEADLINE_S);
@@ -606,6 +568,8 @@ static void rlimit_realloc(void)
     res(heap_problems() == 0, "fitalloc_check_heap() == 0 at the end", " ");
 }
 
+/* Runs fn(arg) in a forked child whose reports (res_fd) go through a pipe to
+ * collect(). */
 static void run_forked(const char *label, void (*fn)(const void *), const void *arg)
 {
     int fds[2];
@@ -985,34 +949,32 @@ static int churn_main(int n)
     return 0;
 }
 
+struct inject_args {
+    int n;
+    int churn;
+};
+
+/* In the child: re-executes this program with FITALLOC_FAIL_EVERY=n and the
+ * report pipe as its stdout. */
+static void inject_entry(const void *arg)
+{
+    const struct inject_args *a = arg;
+    dup2(res_fd, 1);
+    close(res_fd);
+    char num[16];
+    snprintf(num, sizeof num, "%d", a->n);
+    setenv("FITALLOC_FAIL_EVERY", num, 1);
+    char *argv[] = {(char *)"test_oom", (char *)(a->churn ? "--inject-churn" : "--inject"), num, NULL};
+    execv("/proc/self/exe", argv);
+    _exit(127);
+}
+
 static void run_inject(int n, int churn)
 {
     char label[64];
     snprintf(label, sizeof label, "FITALLOC_FAIL_EVERY=%d%s", n, churn ? ", large realloc churn" : "");
-    int fds[2];
-    if (pipe(fds) != 0) {
-        check(0, label, "pipe: %s", strerror(errno));
-        return;
-    }
-    fflush(NULL);
-    pid_t pid = fork();
-    if (pid < 0) {
-        check(0, label, "fork: %s", strerror(errno));
-        return;
-    }
-    if (pid == 0) {
-        close(fds[0]);
-        dup2(fds[1], 1);
-        close(fds[1]);
-        char num[16];
-        snprintf(num, sizeof num, "%d", n);
-        setenv("FITALLOC_FAIL_EVERY", num, 1);
-        char *argv[] = {(char *)"test_oom", (char *)(churn ? "--inject-churn" : "--inject"), num, NULL};
-        execv("/proc/self/exe", argv);
-        _exit(127);
-    }
-    close(fds[1]);
-    collect(label, pid, fds[0]);
+    struct inject_args a = {n, churn};
+    run_forked(label, inject_entry, &a);
 }
 
 int main(int argc, char **argv)

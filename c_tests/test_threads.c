@@ -41,23 +41,6 @@ struct desc {
 
 static _Atomic(struct desc *) slots[NSLOTS];
 static atomic_ulong seed_counter = 1;
-static atomic_int errors;
-static pthread_mutex_t err_lock = PTHREAD_MUTEX_INITIALIZER;
-static char first_error[256];
-
-__attribute__((format(printf, 1, 2)))
-static void thread_err(const char *fmt, ...)
-{
-    if (atomic_fetch_add(&errors, 1) == 0) {
-        va_list ap;
-        pthread_mutex_lock(&err_lock);
-        va_start(ap, fmt);
-        vsnprintf(first_error, sizeof first_error, fmt, ap);
-        va_end(ap);
-        pthread_mutex_unlock(&err_lock);
-    }
-}
-
 static size_t thread_size(struct rng *r)
 {
     uint64_t k = rng_next(r) % 100;
@@ -252,7 +235,7 @@ int main(void)
         }
         for (int i = 0; i < created; i++)
             pthread_join(th[i], NULL);
-        int errs = atomic_load(&errors);
+        int errs = thread_err_count();
         check(created == NTHREADS && errs == 0,
               nm_round(round), "created %d threads, %d errors, first: %s", created, errs, first_error);
     }
@@ -267,8 +250,8 @@ int main(void)
             release(&r, d, "drained at the end");
         }
     }
-    check(atomic_load(&errors) == 0, "blocks left in slots by exited threads are intact and freed by main",
-          "%d blocks, %d errors, first: %s", left, atomic_load(&errors), first_error);
+    check(thread_err_count() == 0, "blocks left in slots by exited threads are intact and freed by main",
+          "%d blocks, %d errors, first: %s", left, thread_err_count(), first_error);
 
     if (st.obj == NULL) {
         skip("in_use_blocks back near the start value after all threads exited", "fitalloc_stats not exported");
