@@ -1,13 +1,18 @@
 /*
  * benchutil.h - small helpers shared by replay.c, mt.c and micro.c.
  * Header-only (static functions) so that each tool stays one .c file.
+ * The tool defines _GNU_SOURCE before its first #include (dladdr).
  */
 #ifndef FITALLOC_BENCHUTIL_H
 #define FITALLOC_BENCHUTIL_H
 
 #include <dlfcn.h>
+#include <errno.h>
+#include <inttypes.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -67,6 +72,57 @@ static inline void bench_allocator_name(char *out, size_t n)
         snprintf(out, n, "glibc");
     else
         snprintf(out, n, "%.*s", (int)len, base);
+}
+
+/* Name to report: the one given with --name, else the detected one.
+ * (replay.c detects it in every case: see there.) */
+static inline void bench_report_name(char *out, size_t n, const char *given)
+{
+    if (given)
+        snprintf(out, n, "%s", given);
+    else
+        bench_allocator_name(out, n);
+}
+
+/* A decimal number in [lo, hi] for option `what`, or exit 2 with
+ * "PROG: WHAT: expected a number from LO to HI, got 'S'". */
+static inline uint64_t bench_parse_num(const char *prog, const char *s,
+                                       const char *what, uint64_t lo,
+                                       uint64_t hi)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (*s < '0' || *s > '9' || errno || *end || v < lo || v > hi) {
+        fprintf(stderr, "%s: %s: expected a number from %" PRIu64
+                " to %" PRIu64 ", got '%s'\n", prog, what, lo, hi, s);
+        exit(2);
+    }
+    return v;
+}
+
+/* The output options every tool takes: --name NAME, --csv, --header.
+ * Returns true when argv[*i] is one of them (--name also takes
+ * argv[*i + 1] and advances *i); false otherwise, also for a --name
+ * without a value. */
+static inline bool bench_output_option(int argc, char **argv, int *i,
+                                       const char **name, bool *csv,
+                                       bool *header)
+{
+    const char *a = argv[*i];
+    if (strcmp(a, "--name") == 0 && *i + 1 < argc) {
+        *name = argv[++*i];
+        return true;
+    }
+    if (strcmp(a, "--csv") == 0) {
+        *csv = true;
+        return true;
+    }
+    if (strcmp(a, "--header") == 0) {
+        *header = true;
+        return true;
+    }
+    return false;
 }
 
 #endif

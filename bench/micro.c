@@ -14,7 +14,6 @@
  * seed, so every allocator sees the same requests.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -79,20 +78,6 @@ static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
     return (double)(t1 - t0) / (double)pairs;
 }
 
-static uint64_t parse_num(const char *s, const char *what, uint64_t lo,
-                          uint64_t hi)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s < '0' || *s > '9' || errno || *end || v < lo || v > hi) {
-        fprintf(stderr, "micro: %s: expected a number from %" PRIu64
-                " to %" PRIu64 ", got '%s'\n", what, lo, hi, s);
-        exit(2);
-    }
-    return v;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -111,26 +96,24 @@ int main(int argc, char **argv)
     bool csv = false, header = false;
     const char *name_opt = NULL;
     for (int i = 1; i < argc; i++) {
+        if (bench_output_option(argc, argv, &i, &name_opt, &csv, &header))
+            continue;
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
         } else if (strcmp(a, "-n") == 0 && next) {
-            pairs = parse_num(argv[++i], "-n", 1, UINT64_C(1) << 40);
+            pairs = bench_parse_num("micro", argv[++i], "-n", 1,
+                                    UINT64_C(1) << 40);
         } else if (strcmp(a, "-l") == 0 && next) {
             if (ncases == MAX_CASES) {
                 fprintf(stderr, "micro: at most %d -l options\n", MAX_CASES);
                 return 2;
             }
-            lives[ncases++] = parse_num(argv[++i], "-l", 1, UINT64_C(1) << 30);
+            lives[ncases++] = bench_parse_num("micro", argv[++i], "-l", 1,
+                                              UINT64_C(1) << 30);
         } else if (strcmp(a, "-s") == 0 && next) {
-            seed = parse_num(argv[++i], "-s", 0, UINT64_MAX);
-        } else if (strcmp(a, "--name") == 0 && next) {
-            name_opt = argv[++i];
-        } else if (strcmp(a, "--csv") == 0) {
-            csv = true;
-        } else if (strcmp(a, "--header") == 0) {
-            header = true;
+            seed = bench_parse_num("micro", argv[++i], "-s", 0, UINT64_MAX);
         } else {
             fprintf(stderr, "micro: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -142,10 +125,7 @@ int main(int argc, char **argv)
         lives[ncases++] = 100000;
     }
     char name[64];
-    if (name_opt)
-        snprintf(name, sizeof name, "%s", name_opt);
-    else
-        bench_allocator_name(name, sizeof name);
+    bench_report_name(name, sizeof name, name_opt);
     if (csv && header)
         puts("bench,allocator,live,pairs,ns_pair");
     uint64_t failures = 0;

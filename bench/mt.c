@@ -19,7 +19,6 @@
  * the same arguments give the same sequence of requests in every thread.
  */
 #define _GNU_SOURCE
-#include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdatomic.h>
@@ -137,20 +136,6 @@ static void *worker(void *arg)
     return NULL;
 }
 
-static uint64_t parse_num(const char *s, const char *what, uint64_t lo,
-                          uint64_t hi)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (*s < '0' || *s > '9' || errno || *end || v < lo || v > hi) {
-        fprintf(stderr, "mt: %s: expected a number from %" PRIu64
-                " to %" PRIu64 ", got '%s'\n", what, lo, hi, s);
-        exit(2);
-    }
-    return v;
-}
-
 static void usage(FILE *f)
 {
     fprintf(f,
@@ -174,28 +159,28 @@ int main(int argc, char **argv)
     handoff_pct = 10;
     seed = 1;
     for (int i = 1; i < argc; i++) {
+        if (bench_output_option(argc, argv, &i, &name_opt, &csv, &header))
+            continue;
         const char *a = argv[i], *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
             usage(stdout);
             return 0;
         } else if (strcmp(a, "-t") == 0 && next) {
-            nthreads = (unsigned)parse_num(argv[++i], "-t", 1, MAX_THREADS);
+            nthreads = (unsigned)bench_parse_num("mt", argv[++i], "-t", 1,
+                                                 MAX_THREADS);
         } else if (strcmp(a, "-n") == 0 && next) {
-            steps_per_thread = parse_num(argv[++i], "-n", 1, UINT64_C(1) << 40);
+            steps_per_thread = bench_parse_num("mt", argv[++i], "-n", 1,
+                                               UINT64_C(1) << 40);
         } else if (strcmp(a, "-w") == 0 && next) {
-            working_set = parse_num(argv[++i], "-w", 1, UINT64_C(1) << 28);
+            working_set = bench_parse_num("mt", argv[++i], "-w", 1,
+                                          UINT64_C(1) << 28);
         } else if (strcmp(a, "-x") == 0 && next) {
-            handoff_pct = parse_num(argv[++i], "-x", 0, 100);
+            handoff_pct = bench_parse_num("mt", argv[++i], "-x", 0, 100);
         } else if (strcmp(a, "-s") == 0 && next) {
-            seed = parse_num(argv[++i], "-s", 0, UINT64_MAX);
-        } else if (strcmp(a, "--name") == 0 && next) {
-            name_opt = argv[++i];
-        } else if (strcmp(a, "--csv") == 0) {
-            csv = true;
-        } else if (strcmp(a, "--header") == 0) {
-            header = true;
+            seed = bench_parse_num("mt", argv[++i], "-s", 0, UINT64_MAX);
         } else if (a[0] != '-') {
-            nthreads = (unsigned)parse_num(a, "THREADS", 1, MAX_THREADS);
+            nthreads = (unsigned)bench_parse_num("mt", a, "THREADS", 1,
+                                                 MAX_THREADS);
         } else {
             fprintf(stderr, "mt: unknown or incomplete option '%s'\n", a);
             usage(stderr);
@@ -243,10 +228,7 @@ int main(int argc, char **argv)
     free(threads);
 
     char name[64];
-    if (name_opt)
-        snprintf(name, sizeof name, "%s", name_opt);
-    else
-        bench_allocator_name(name, sizeof name);
+    bench_report_name(name, sizeof name, name_opt);
     double secs = (double)(t1 - t0) / 1e9;
     double ns_op = (double)(t1 - t0) / (double)ops;
     if (failures)

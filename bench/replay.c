@@ -1684,6 +1684,8 @@ int main(int argc, char **argv)
 
     page_size = (size_t)sysconf(_SC_PAGESIZE);
     for (int i = 1; i < argc; i++) {
+        if (bench_output_option(argc, argv, &i, &name_opt, &csv, &header))
+            continue;
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
         if (strcmp(a, "-h") == 0 || strcmp(a, "--help") == 0) {
@@ -1709,12 +1711,6 @@ int main(int argc, char **argv)
             rss_every = parse_count(argv[++i], "--rss-every", 1, 1u << 30);
             if (rss_every & (rss_every - 1))
                 die(2, "--rss-every must be a power of two");
-        } else if (strcmp(a, "--name") == 0 && next) {
-            name_opt = argv[++i];
-        } else if (strcmp(a, "--csv") == 0) {
-            csv = true;
-        } else if (strcmp(a, "--header") == 0) {
-            header = true;
         } else if (strcmp(a, "--no-fitalloc") == 0) {
             no_fit = true;
         } else if (a[0] == '-' && a[1] != '\0') {

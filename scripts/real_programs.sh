@@ -18,24 +18,11 @@
 # Exit status: 0 if nothing failed.
 set -euo pipefail
 
-script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo_root=$(cd "$script_dir/.." && pwd)
-
-lib=${1:-${LIB:-target/release/libfitalloc.so}}
-if [[ $lib != /* ]]; then
-    if [[ -e $PWD/$lib ]]; then
-        lib=$PWD/$lib
-    else
-        lib=$repo_root/$lib
-    fi
-fi
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib=$(resolve_lib real_programs "${1:-}") || exit 1
 served_check=${FITALLOC_SERVED_CHECK:-1}
 only=${REAL_PROGRAMS_ONLY:-}
-
-if [[ ! -f $lib ]]; then
-    echo "real_programs: library not found: $lib (build it first: make)" >&2
-    exit 1
-fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fitalloc-real.XXXXXX")
 cleanup() {

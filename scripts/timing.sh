@@ -14,23 +14,10 @@
 # (with library / without).
 set -euo pipefail
 
-script_dir=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-repo_root=$(cd "$script_dir/.." && pwd)
-
-lib=${1:-${LIB:-target/release/libfitalloc.so}}
-if [[ $lib != /* ]]; then
-    if [[ -e $PWD/$lib ]]; then
-        lib=$PWD/$lib
-    else
-        lib=$repo_root/$lib
-    fi
-fi
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+lib=$(resolve_lib timing "${1:-}") || exit 1
 runs=${TIMING_RUNS:-5}
-
-if [[ ! -f $lib ]]; then
-    echo "timing: library not found: $lib (build it first: make)" >&2
-    exit 1
-fi
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/fitalloc-timing.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
