@@ -12,7 +12,7 @@ LIB     := target/release/libfitalloc.so
 LIBDIR  := $(abspath target/release)
 HEADER  := include/fitalloc.h
 
-.PHONY: all build test rust-test header-check demo clean
+.PHONY: all build test rust-test lint header-check demo clean
 
 all: build
 
@@ -26,6 +26,13 @@ FORCE:
 
 rust-test:
 	$(CARGO) test --release --quiet
+
+# Clippy with warnings as errors, including the undocumented-unsafe lint
+# (Cargo.toml [lints]); skipped where clippy is not installed.
+lint:
+	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
+	  $(CARGO) clippy --release --quiet -- -D warnings && echo "lint: clippy clean"; \
+	else echo "lint: cargo clippy is not installed, skipped"; fi
 
 # include/fitalloc.h is generated and committed: a build that changes it
 # means the committed header is stale.
@@ -41,7 +48,7 @@ header-check: $(LIB)
 -include bench/bench.mk
 -include scripts/scripts.mk
 
-test: build header-check rust-test c-test stress-ci real-programs trace-test
+test: build header-check lint rust-test c-test stress-ci real-programs trace-test
 	@echo "make test: all tests passed"
 
 demo: $(LIB)

@@ -89,7 +89,7 @@ fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
     };
     if on & HOOK_CHECK != 0 {
         let every = CHECK_EVERY.load(Relaxed).max(1);
-        if CHECK_COUNT.fetch_add(1, Relaxed) % every == 0 {
+        if CHECK_COUNT.fetch_add(1, Relaxed).is_multiple_of(every) {
             let problems = crate::check::check_heap(true);
             if problems != 0 {
                 crate::diag::fatal("check", "heap checker found problems; count:", problems);
@@ -262,7 +262,7 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
 /// `out` must be valid for a pointer write.
 pub unsafe fn posix_memalign(out: *mut *mut u8, align: usize, n: usize) -> i32 {
     let word = core::mem::size_of::<usize>();
-    if align == 0 || align % word != 0 || !(align / word).is_power_of_two() {
+    if align == 0 || !align.is_multiple_of(word) || !(align / word).is_power_of_two() {
         return libc::EINVAL;
     }
     let p = memalign(align, n);

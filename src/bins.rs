@@ -125,14 +125,14 @@ impl Bins {
         units: u32,
         below: u32,
     ) -> Result<Option<(Block, u32)>, BadLink> {
-        if units < SMALL_LIMIT_UNITS {
-            if let Some(u) = self.small.smallest_at_least(units) {
-                if u >= below {
-                    return Ok(None);
-                }
-                // SAFETY: list `u` is non-empty.
-                return unsafe { self.small.pop(regions, u) }.map(|b| Some((b, u)));
+        if units < SMALL_LIMIT_UNITS
+            && let Some(u) = self.small.smallest_at_least(units)
+        {
+            if u >= below {
+                return Ok(None);
             }
+            // SAFETY: list `u` is non-empty.
+            return unsafe { self.small.pop(regions, u) }.map(|b| Some((b, u)));
         }
         if below <= SMALL_LIMIT_UNITS {
             return Ok(None);

@@ -94,14 +94,14 @@ unsafe fn walk_region(
     rep.expect(start % 16 == 0 && end % 16 == 0 && end > start, "misaligned region", start);
     let epi = end - 4;
     let mut b = Block::at((start + 12) as *mut u8);
-    let mut prev_free = false;
+    let mut prev_used = true;
     // SAFETY: every header read is at a position inside the region.
     unsafe {
         loop {
             if b.addr() == epi {
                 let h = b.header();
                 rep.expect(h & !PREV_USED == block::used_header(epi, 0), "bad epilogue", epi);
-                rep.expect((h & PREV_USED != 0) == !prev_free, "epilogue PREV_USED wrong", epi);
+                rep.expect((h & PREV_USED != 0) == prev_used, "epilogue PREV_USED wrong", epi);
                 break;
             }
             if b.addr() > epi {
@@ -114,18 +114,18 @@ unsafe fn walk_region(
                 rep.problem("block size out of range", b.addr());
                 break;
             }
-            rep.expect((h & PREV_USED != 0) == !prev_free, "PREV_USED disagrees with the previous block", b.addr());
+            rep.expect((h & PREV_USED != 0) == prev_used, "PREV_USED disagrees with the previous block", b.addr());
             if h & USED != 0 {
                 rep.expect(b.is_valid_used(), "used header with a bad tag", b.addr());
-                prev_free = false;
+                prev_used = true;
             } else {
-                rep.expect(!prev_free, "two adjacent free blocks", b.addr());
+                rep.expect(prev_used, "two adjacent free blocks", b.addr());
                 if Some(b) != top {
                     rep.expect(b.footer(units) == h, "footer differs from header", b.addr());
                 } else {
                     rep.expect(b.addr() + ((units as usize) << UNIT_SHIFT) == epi, "top is not the last block", b.addr());
                 }
-                prev_free = true;
+                prev_used = false;
             }
             f(b, units, h & USED != 0);
             b = b.offset(units);
@@ -179,7 +179,8 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     let limit = w.free_blocks + 1;
     for u in MIN_UNITS..SMALL_LIMIT_UNITS {
         let mut b = h.bins.small.head(u);
-        rep.expect(h.bins.small.marked(u) == !b.is_null(), "small bitmap disagrees with list", u as usize);
+        let non_empty = !b.is_null();
+        rep.expect(h.bins.small.marked(u) == non_empty, "small bitmap disagrees with list", u as usize);
         let mut prev = Block::NULL;
         let mut n = 0;
         while !b.is_null() && n <= limit {
@@ -203,7 +204,8 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     }
     for i in 0..TREE_BINS {
         let tree = h.bins.tree(i);
-        rep.expect(h.bins.tree_map_bit(i) == !tree.is_empty(), "tree bitmap disagrees with tree", i);
+        let non_empty = !tree.is_empty();
+        rep.expect(h.bins.tree_map_bit(i) == non_empty, "tree bitmap disagrees with tree", i);
         // SAFETY: tree nodes are checked as they are reached.
         let walked = unsafe {
             tree.for_each(regions, |b| {

@@ -421,8 +421,8 @@ extern "C" fn fork_child() {
         let orphan = {
             let r = REGISTRY.lock();
             let mut t = r.live;
-            // SAFETY: live caches stay allocated while the registry is locked.
             while !t.is_null() && t as usize == mine {
+                // SAFETY: live caches stay allocated while the registry is locked.
                 t = unsafe { (*t).next };
             }
             t
@@ -712,7 +712,7 @@ fn memalign_block(align: usize, n: usize) -> *mut u8 {
 pub fn free(p: *mut u8, func: &'static str) {
     let a = p as usize;
     if let Some(t) = my_cache()
-        && a % 16 == 0
+        && a.is_multiple_of(16)
         && REGIONS.contains(a)
     {
         tcache::add(&t.counters.calls[Call::Free as usize], 1);
@@ -750,7 +750,7 @@ fn free_slow(p: *mut u8, func: &'static str) {
         count(None, Call::Free, 0);
     }
     if REGIONS.contains(a) {
-        if a % 16 != 0 {
+        if !a.is_multiple_of(16) {
             diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a);
         }
         return free_heap_block(Block::from_payload(p), t, func);
@@ -883,7 +883,7 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 fn realloc_block(a: usize, n: usize) -> *mut u8 {
     let p = a as *mut u8;
     if REGIONS.contains(a) {
-        if a % 16 != 0 {
+        if !a.is_multiple_of(16) {
             diag::fatal("realloc", "invalid pointer (inside the heap, not a block start)", a);
         }
         let b = Block::from_payload(p);
@@ -985,7 +985,7 @@ fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
 pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
     let a = p as usize;
     if REGIONS.contains(a) {
-        if a % 16 != 0 {
+        if !a.is_multiple_of(16) {
             diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a);
         }
         let b = Block::from_payload(p);

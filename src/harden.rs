@@ -246,7 +246,7 @@ pub fn malloc(n: usize, align: usize, zero: bool) -> *mut u8 {
 /// large ones (their pages go away: a use after free faults).
 pub fn free(p: *mut u8, func: &'static str) {
     let a = p as usize;
-    if a % 16 == 0 && REGIONS.contains(a) {
+    if a.is_multiple_of(16) && REGIONS.contains(a) {
         let b = Block::from_payload(p);
         // SAFETY: `b` lies in a heap region; nothing is read beyond a valid
         // used header's block.
@@ -277,7 +277,7 @@ pub fn free(p: *mut u8, func: &'static str) {
 /// Checks `p` (non-null) and returns its requested size.
 fn checked_size(p: *mut u8, func: &'static str) -> usize {
     let a = p as usize;
-    if a % 16 == 0 && REGIONS.contains(a) {
+    if a.is_multiple_of(16) && REGIONS.contains(a) {
         // SAFETY: the quarantine mark is read only for a valid used block.
         unsafe {
             let b = Block::from_payload(p);

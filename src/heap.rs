@@ -344,7 +344,7 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// The heap must be consistent (it is, between calls).
     pub unsafe fn alloc(&mut self, units: u32) -> Option<Grant> {
-        debug_assert!(units >= MIN_UNITS && units < crate::config::MAX_USED_UNITS);
+        debug_assert!((MIN_UNITS..crate::config::MAX_USED_UNITS).contains(&units));
         // SAFETY: bins hold free blocks of this heap; `carve` and `grow` keep
         // the top consistent.
         unsafe {
@@ -465,23 +465,22 @@ impl<S: Source> Heap<S> {
                             self.extend_current(more);
                             return true;
                         }
-                        Some(old) => {
-                            // Someone else moved the break: what we got is a
-                            // region of its own.
-                            if self.add_region(old, old + more, RegionKind::Brk) && self.top().1 >= units {
-                                return true;
-                            }
+                        // Someone else moved the break: what we got is a
+                        // region of its own.
+                        Some(old) if self.add_region(old, old + more, RegionKind::Brk) && self.top().1 >= units => {
+                            return true;
                         }
-                        None => {}
+                        _ => {}
                     }
                 }
             } else if let Some(old) = self.source.brk_grow(0) {
                 // First growth: make the break page-aligned as we go.
                 let len = crate::config::round_up(old + want + 16 + self.params.top_pad, page) - old;
-                if let Some(got) = self.source.brk_grow(len) {
-                    if self.add_region(got, got + len, RegionKind::Brk) && self.top().1 >= units {
-                        return true;
-                    }
+                if let Some(got) = self.source.brk_grow(len)
+                    && self.add_region(got, got + len, RegionKind::Brk)
+                    && self.top().1 >= units
+                {
+                    return true;
                 }
             }
             // The break cannot serve: map a region.

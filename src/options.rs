@@ -59,8 +59,15 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
 };
 
-/// `FITALLOC_TRACE`'s value, NUL-terminated (empty: no trace).
-pub static mut TRACE_PATH: [u8; 512] = [0; 512];
+/// `FITALLOC_TRACE`'s value, NUL-terminated (empty: no trace). Written
+/// once while the environment is read, read-only afterwards.
+struct PathCell(core::cell::UnsafeCell<[u8; 512]>);
+
+// SAFETY: written only while reading the environment (once, before tracing
+// starts), read afterwards.
+unsafe impl Sync for PathCell {}
+
+static TRACE_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
 
 unsafe extern "C" {
     static environ: *const *const libc::c_char;
@@ -120,7 +127,7 @@ fn apply(name: &[u8], value: &[u8]) {
         }
         b"FITALLOC_TRACE" => {
             // SAFETY: written once, at start-up, before any reader.
-            let path = unsafe { &mut *(&raw mut TRACE_PATH) };
+            let path = unsafe { &mut *TRACE_PATH.0.get() };
             if value.len() < path.len() {
                 path[..value.len()].copy_from_slice(value);
                 path[value.len()] = 0;
@@ -190,7 +197,7 @@ pub fn read_environment() -> bool {
 /// The trace path, if one was given.
 pub fn trace_path() -> Option<&'static core::ffi::CStr> {
     // SAFETY: written only at start-up; NUL-terminated by construction.
-    let p = unsafe { &*(&raw const TRACE_PATH) };
+    let p = unsafe { &*TRACE_PATH.0.get() };
     if p[0] == 0 { None } else { core::ffi::CStr::from_bytes_until_nul(p).ok() }
 }
 
