@@ -722,10 +722,12 @@ pub fn free(p: *mut u8, func: &'static str) {
         unsafe {
             let h = b.header();
             let units = crate::block::used_units(h);
-            let checked = cfg!(feature = "unchecked-fast-path")
-                || (crate::block::is_used_header(b.addr(), h) && b.cache_key() != tcache::mark(b));
+            let checked = if cfg!(feature = "unchecked-fast-path") {
+                h & crate::block::USED != 0
+            } else {
+                crate::block::is_used_header(b.addr(), h) && b.cache_key() != tcache::mark(b)
+            };
             if checked
-                && h & crate::block::USED != 0
                 && units <= TCACHE_MAX_UNITS
                 && t.has_room(units)
             {
@@ -763,9 +765,7 @@ fn free_slow(p: *mut u8, func: &'static str) {
 fn free_heap_block(b: Block, t: Option<&mut Tcache>, func: &'static str) {
     // SAFETY: `b` lies in a heap region (checked by the callers).
     unsafe {
-        if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
-            bad_heap_pointer(b, func);
-        }
+        check_held(b, func);
         let units = b.units();
         let mut h = heap(func);
         if let Some(t) = t
@@ -786,6 +786,21 @@ fn free_heap_block(b: Block, t: Option<&mut Tcache>, func: &'static str) {
             }
         }
         h.free(b);
+    }
+}
+
+/// Aborts (with the reason) unless heap block `b` is held by the program:
+/// a valid used header, and not waiting in a thread cache.
+///
+/// # Safety
+/// `b` must be a header position inside a heap region.
+#[inline]
+unsafe fn check_held(b: Block, func: &'static str) {
+    // SAFETY: forwarded; the payload word is read only for a valid header.
+    unsafe {
+        if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
+            bad_heap_pointer(b, func);
+        }
     }
 }
 
@@ -889,9 +904,7 @@ fn realloc_block(a: usize, n: usize) -> *mut u8 {
         let b = Block::from_payload(p);
         // SAFETY: `b` lies in a heap region; its header is checked first.
         unsafe {
-            if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
-                bad_heap_pointer(b, "realloc");
-            }
+            check_held(b, "realloc");
             let have = b.units();
             let old_bytes = Block::payload_bytes(have);
             if n <= MAX_HEAP_REQUEST {
@@ -904,12 +917,7 @@ fn realloc_block(a: usize, n: usize) -> *mut u8 {
                     return nb.payload();
                 }
             }
-            let q = heap_malloc(n, false);
-            if !q.is_null() {
-                core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n));
-                free(p, "realloc");
-            }
-            return q;
+            return move_block(a, old_bytes.min(n), n, || free(p, "realloc"));
         }
     }
     let found = LARGE.lock().lookup(a);
@@ -918,6 +926,19 @@ fn realloc_block(a: usize, n: usize) -> *mut u8 {
         Lookup::Freed => diag::fatal("realloc", double_free_text("realloc"), a),
         Lookup::Unknown => diag::fatal("realloc", "invalid pointer (not allocated by fitalloc)", a),
     }
+}
+
+/// realloc by moving: a new block of `n` bytes, the first `keep` bytes of
+/// the block at `a` copied, then `release` frees the old one. Null (the old
+/// block untouched) when no memory.
+fn move_block(a: usize, keep: usize, n: usize, release: impl FnOnce()) -> *mut u8 {
+    let q = heap_malloc(n, false);
+    if !q.is_null() {
+        // SAFETY: both blocks are live and ours; `keep` fits in each.
+        unsafe { core::ptr::copy_nonoverlapping(a as *const u8, q, keep) };
+        release();
+    }
+    q
 }
 
 fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
@@ -929,11 +950,8 @@ fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
         && ((config::request_units(n) as usize) << UNIT_SHIFT) < OPT.mmap_threshold.load(Relaxed)
         && n < usable
     {
-        let q = heap_malloc(n, false);
+        let q = move_block(a, n, n, || free_large(a, "realloc"));
         if !q.is_null() {
-            // SAFETY: both blocks are ours; `n` bytes fit in each.
-            unsafe { core::ptr::copy_nonoverlapping(a as *const u8, q, n) };
-            free_large(a, "realloc");
             return q;
         }
     }
@@ -968,16 +986,8 @@ fn realloc_large(a: usize, base: usize, len: usize, n: usize) -> *mut u8 {
     match moved {
         Some(nb) => (nb + offset) as *mut u8,
         None if new_len < len => a as *mut u8,
-        None => {
-            // mremap failed; a fresh mapping and a copy may still work.
-            let q = heap_malloc(n, false);
-            if !q.is_null() {
-                // SAFETY: both blocks are ours.
-                unsafe { core::ptr::copy_nonoverlapping(a as *const u8, q, usable.min(n)) };
-                free_large(a, "realloc");
-            }
-            q
-        }
+        // mremap failed; a fresh block and a copy may still work.
+        None => move_block(a, usable.min(n), n, || free_large(a, "realloc")),
     }
 }
 
@@ -991,9 +1001,7 @@ pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
         let b = Block::from_payload(p);
         // SAFETY: `b` lies in a heap region; its header is checked first.
         unsafe {
-            if !b.is_valid_used() || b.cache_key() == tcache::mark(b) {
-                bad_heap_pointer(b, func);
-            }
+            check_held(b, func);
             return Block::payload_bytes(b.units());
         }
     }

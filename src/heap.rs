@@ -295,20 +295,11 @@ impl<S: Source> Heap<S> {
         if p.is_null() {
             return (p, 0);
         }
-        // SAFETY: the parked block lies in a heap region; its footer is read
-        // only once its size is known to keep it inside that region.
-        unsafe {
-            let h = p.header();
-            let units = crate::block::header_units(h);
-            let (_, hi) = self.bounds(p);
-            if h & crate::block::USED != 0
-                || units < MIN_UNITS
-                || p.addr() + ((units as usize) << UNIT_SHIFT) > hi
-                || p.footer(units) != h
-            {
-                self.corrupt("corrupted free block at", p.payload() as usize);
-            }
-            (p, units)
+        let (_, hi) = self.bounds(p);
+        // SAFETY: the parked block lies in a heap region.
+        match unsafe { self.free_size(p, hi, p, "corrupted free block at") } {
+            Some(units) => (p, units),
+            None => self.corrupt("corrupted free block at", p.payload() as usize),
         }
     }
 
@@ -344,19 +335,8 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// The heap must be consistent (it is, between calls).
     pub unsafe fn alloc(&mut self, units: u32) -> Option<Grant> {
-        debug_assert!((MIN_UNITS..crate::config::MAX_USED_UNITS).contains(&units));
-        // SAFETY: bins hold free blocks of this heap; `carve` and `grow` keep
-        // the top consistent.
-        unsafe {
-            if let Some((b, have)) = self.take_best(units) {
-                self.use_free(b, have, units);
-                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
-            }
-            if self.top().1 < units && !self.grow(units) {
-                return None;
-            }
-            Some(self.carve(units))
-        }
+        // SAFETY: forwarded.
+        unsafe { self.alloc_in(units, true) }
     }
 
     /// Like [`Heap::alloc`] but never grows the heap: for large requests
@@ -365,13 +345,28 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// As for [`Heap::alloc`].
     pub unsafe fn alloc_no_grow(&mut self, units: u32) -> Option<Grant> {
-        // SAFETY: as for `alloc`.
+        // SAFETY: forwarded.
+        unsafe { self.alloc_in(units, false) }
+    }
+
+    /// The best fit from the bins, else a piece of the top, growing the heap
+    /// first when `may_grow`.
+    ///
+    /// # Safety
+    /// As for [`Heap::alloc`].
+    unsafe fn alloc_in(&mut self, units: u32, may_grow: bool) -> Option<Grant> {
+        debug_assert!((MIN_UNITS..crate::config::MAX_USED_UNITS).contains(&units));
+        // SAFETY: bins hold free blocks of this heap; `carve` and `grow` keep
+        // the top consistent.
         unsafe {
             if let Some((b, have)) = self.take_best(units) {
                 self.use_free(b, have, units);
                 return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
             }
-            (self.top().1 >= units).then(|| self.carve(units))
+            if self.top().1 < units && !(may_grow && self.grow(units)) {
+                return None;
+            }
+            Some(self.carve(units))
         }
     }
 
@@ -551,6 +546,47 @@ impl<S: Source> Heap<S> {
         true
     }
 
+    /// The size of `b` if it is a genuine free block ending at or before
+    /// `hi` (a free header of a sane size and a matching footer); `None` if
+    /// `b` is held. Anything else is corruption and aborts, naming `near`.
+    ///
+    /// # Safety
+    /// `b` must be a header position inside a heap region whose epilogue is
+    /// at or after `hi`.
+    unsafe fn free_size(&self, b: Block, hi: usize, near: Block, what: &str) -> Option<u32> {
+        // SAFETY: the footer is read only once the size keeps it below `hi`.
+        unsafe {
+            let h = b.header();
+            if h & crate::block::USED != 0 {
+                return None;
+            }
+            let units = crate::block::header_units(h);
+            if units < MIN_UNITS || b.addr() + ((units as usize) << UNIT_SHIFT) > hi || b.footer(units) != h {
+                self.corrupt(what, near.payload() as usize);
+            }
+            Some(units)
+        }
+    }
+
+    /// The free block just before `b` (whose `PREV_USED` is clear), checked:
+    /// its footer must lead, inside the region, to a matching free header.
+    ///
+    /// # Safety
+    /// `b` must be a block of the heap, `lo` its region's first header.
+    unsafe fn free_before(&self, b: Block, lo: usize) -> (Block, u32) {
+        // SAFETY: the previous header is read only once it is known to lie
+        // between the region's first header and `b`.
+        unsafe {
+            let f = b.prev_footer();
+            let pu = crate::block::header_units(f);
+            let p = b.prev();
+            if f & crate::block::USED != 0 || pu < MIN_UNITS || p.addr() < lo || p.addr() > b.addr() || p.header() != f {
+                self.corrupt("corrupted block before", b.payload() as usize);
+            }
+            (p, pu)
+        }
+    }
+
     /// The region holding `b` (which the caller found in the table).
     fn region_of(&self, b: Block) -> usize {
         match self.regions.find(b.addr()) {
@@ -594,12 +630,7 @@ impl<S: Source> Heap<S> {
             let mut start = b;
             let mut total = units;
             if !b.prev_used() {
-                let f = b.prev_footer();
-                let pu = crate::block::header_units(f);
-                let p = b.prev();
-                if f & crate::block::USED != 0 || pu < MIN_UNITS || p.addr() < lo || p.addr() > b.addr() || p.header() != f {
-                    self.corrupt("corrupted block before", b.payload() as usize);
-                }
+                let (p, pu) = self.free_before(b, lo);
                 self.unfile(p, pu);
                 b.set_header(MERGED);
                 start = p;
@@ -611,12 +642,7 @@ impl<S: Source> Heap<S> {
                 self.maybe_trim();
                 return;
             }
-            let nh = next.header();
-            if nh & crate::block::USED == 0 {
-                let nu = crate::block::header_units(nh);
-                if nu < MIN_UNITS || next.addr() + ((nu as usize) << UNIT_SHIFT) > hi || next.footer(nu) != nh {
-                    self.corrupt("corrupted block after", b.payload() as usize);
-                }
+            if let Some(nu) = self.free_size(next, hi, b, "corrupted block after") {
                 self.unfile(next, nu);
                 next.set_header(MERGED);
                 total += nu;
@@ -778,30 +804,25 @@ impl<S: Source> Heap<S> {
                 info.fresh = info.fresh.max(b.offset(units).addr() + 4);
                 return Some(b);
             }
-            let nh = next.header();
-            if nh & crate::block::USED == 0 {
-                let nu = crate::block::header_units(nh);
-                if have + nu >= want {
-                    let (_, hi) = self.bounds(b);
-                    if nu < MIN_UNITS || next.addr() + ((nu as usize) << UNIT_SHIFT) > hi || next.footer(nu) != nh {
-                        self.corrupt("corrupted block after", b.payload() as usize);
-                    }
-                    self.unfile(next, nu);
-                    next.set_header(MERGED);
-                    let total = have + nu;
-                    let units = if total - want < MIN_UNITS { total } else { want };
-                    b.set_used(units);
-                    self.counters.used_bytes += ((units - have) as usize) << UNIT_SHIFT;
-                    if units < total {
-                        let tail = b.offset(units);
-                        tail.set_header(PREV_USED);
-                        self.release_span(tail, total - units);
-                    } else {
-                        b.offset(total).set_prev_used(true);
-                    }
-                    self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
-                    return Some(b);
+            let (_, hi) = self.bounds(b);
+            if let Some(nu) = self.free_size(next, hi, b, "corrupted block after")
+                && have + nu >= want
+            {
+                self.unfile(next, nu);
+                next.set_header(MERGED);
+                let total = have + nu;
+                let units = if total - want < MIN_UNITS { total } else { want };
+                b.set_used(units);
+                self.counters.used_bytes += ((units - have) as usize) << UNIT_SHIFT;
+                if units < total {
+                    let tail = b.offset(units);
+                    tail.set_header(PREV_USED);
+                    self.release_span(tail, total - units);
+                } else {
+                    b.offset(total).set_prev_used(true);
                 }
+                self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
+                return Some(b);
             }
             self.slide_down(b, have, want, keep)
         }
@@ -854,24 +875,16 @@ impl<S: Source> Heap<S> {
             if b.prev_used() {
                 return None;
             }
-            let f = b.prev_footer();
-            let pu = crate::block::header_units(f);
-            let p = b.prev();
-            if f & crate::block::USED != 0 || p.header() != f {
-                self.corrupt("corrupted block before", b.payload() as usize);
-            }
+            let (lo, hi) = self.bounds(b);
+            let (p, pu) = self.free_before(b, lo);
             let next = b.offset(have);
-            let nh = next.header();
-            let nu = if next != self.top && nh & crate::block::USED == 0 { crate::block::header_units(nh) } else { 0 };
+            let nu = if next == self.top { 0 } else { self.free_size(next, hi, b, "corrupted block after").unwrap_or(0) };
             let total = pu + have + nu;
             if total < want || want > crate::config::MAX_USED_UNITS - 1 {
                 return None;
             }
             self.unfile(p, pu);
             if nu > 0 {
-                if next.footer(nu) != nh {
-                    self.corrupt("corrupted block after", b.payload() as usize);
-                }
                 self.unfile(next, nu);
             }
             core::ptr::copy(b.payload(), p.payload(), keep);

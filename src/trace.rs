@@ -134,26 +134,42 @@ pub fn finish() {
         r.line(b'f', &[id]);
     });
     r.flush();
-    let mut head = [b' '; 2 * (COUNT_WIDTH + 1)];
-    write_padded(&mut head[..COUNT_WIDTH], r.next_id);
-    head[COUNT_WIDTH] = b'\n';
-    write_padded(&mut head[COUNT_WIDTH + 1..2 * COUNT_WIDTH + 1], r.ops);
-    head[2 * COUNT_WIDTH + 1] = b'\n';
+    let head = count_lines(r.next_id, r.ops);
     // SAFETY: our descriptor; the count fields start after "0\n".
     unsafe { libc::pwrite(r.fd, head.as_ptr() as *const libc::c_void, head.len(), 2) };
 }
 
-/// Right-aligns `v` in `out` (filled with spaces).
-fn write_padded(out: &mut [u8], mut v: u64) {
-    let mut i = out.len();
+/// The decimal digits of `v`, written at the end of `buf`.
+fn decimal(v: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let (mut v, mut i) = (v, buf.len());
     loop {
         i -= 1;
-        out[i] = b'0' + (v % 10) as u8;
+        buf[i] = b'0' + (v % 10) as u8;
         v /= 10;
-        if v == 0 || i == 0 {
-            break;
+        if v == 0 {
+            return &buf[i..];
         }
     }
+}
+
+/// Header lines 2 and 3 (ids, operations), each right-aligned in a field of
+/// fixed width so the final counts can overwrite the placeholders in place.
+fn count_lines(ids: u64, ops: u64) -> [u8; 2 * (COUNT_WIDTH + 1)] {
+    let mut head = [b' '; 2 * (COUNT_WIDTH + 1)];
+    write_padded(&mut head[..COUNT_WIDTH], ids);
+    head[COUNT_WIDTH] = b'\n';
+    write_padded(&mut head[COUNT_WIDTH + 1..2 * COUNT_WIDTH + 1], ops);
+    head[2 * COUNT_WIDTH + 1] = b'\n';
+    head
+}
+
+/// Right-aligns `v` in `out` (already filled with spaces, at least as wide
+/// as the number).
+fn write_padded(out: &mut [u8], v: u64) {
+    let mut buf = [0; 20];
+    let d = decimal(v, &mut buf);
+    let at = out.len() - d.len();
+    out[at..].copy_from_slice(d);
 }
 
 impl Recorder {
@@ -204,12 +220,7 @@ impl Recorder {
             self.fd = fd;
         }
         self.put(b"0\n");
-        let mut head = [b' '; 2 * (COUNT_WIDTH + 1)];
-        head[COUNT_WIDTH - 1] = b'0';
-        head[COUNT_WIDTH] = b'\n';
-        head[2 * COUNT_WIDTH] = b'0';
-        head[2 * COUNT_WIDTH + 1] = b'\n';
-        self.put(&head);
+        self.put(&count_lines(0, 0));
         self.put(b"1\n");
         true
     }
@@ -276,18 +287,8 @@ impl Recorder {
         for &n in nums {
             self.buf[self.len] = b' ';
             self.len += 1;
-            let mut digits = [0u8; 20];
-            let mut i = digits.len();
-            let mut v = n;
-            loop {
-                i -= 1;
-                digits[i] = b'0' + (v % 10) as u8;
-                v /= 10;
-                if v == 0 {
-                    break;
-                }
-            }
-            let d = &digits[i..];
+            let mut digits = [0; 20];
+            let d = decimal(n, &mut digits);
             self.buf[self.len..self.len + d.len()].copy_from_slice(d);
             self.len += d.len();
         }
@@ -330,10 +331,8 @@ impl Path {
     }
 
     fn push_num(&mut self, v: u64) {
-        let mut d = [b' '; 20];
-        write_padded(&mut d, v);
-        let start = d.iter().position(|&c| c != b' ').unwrap_or(19);
-        self.push(&d[start..]);
+        let mut buf = [0; 20];
+        self.push(decimal(v, &mut buf));
     }
 
     /// Appends `s`, replacing each `%p` with `pid`.
