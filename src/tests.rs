@@ -3,9 +3,11 @@
 
 use crate::block::Block;
 use crate::check::{check_heap_structure, Count};
-use crate::config::{request_units, MIN_UNITS, UNIT_SHIFT};
+use crate::block::units_to_bytes;
+use crate::config::{request_units, MIN_UNITS};
 use crate::heap::{Heap, HeapParams};
 use crate::os::Source;
+use crate::pagemap::PageMap;
 use crate::region::RegionTable;
 use std::alloc::{alloc_zeroed, Layout};
 
@@ -54,6 +56,9 @@ impl Source for BufferSource {
         let p = unsafe { alloc_zeroed(Layout::from_size_align(len, 4096).unwrap()) } as usize;
         (p != 0).then_some(p)
     }
+    unsafe fn unmap(&mut self, _addr: usize, _len: usize) {
+        // Leaked, as every mapping of this source is.
+    }
     unsafe fn purge(&mut self, addr: usize, len: usize) -> bool {
         // SAFETY: the caller gives a range of its own region.
         unsafe { std::ptr::write_bytes(addr as *mut u8, 0, len) };
@@ -66,7 +71,9 @@ fn params() -> HeapParams {
 }
 
 fn new_heap(cap: usize) -> Heap<BufferSource> {
-    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new()));
+    // SAFETY: an all-zero page map is valid (no leaves yet).
+    let map: &'static PageMap = unsafe { &*(alloc_zeroed(Layout::new::<PageMap>()) as *const PageMap) };
+    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map)));
     Heap::new(BufferSource::new(cap), regions, params())
 }
 
@@ -124,7 +131,7 @@ fn split_parks_the_remainder() {
     assert_eq!(b, v[0], "best fit reuses the freed block");
     let rest = units(v[0].offset(units(b)));
     assert_eq!(h.counters.free_blocks, 1);
-    assert_eq!(h.counters.free_bytes, (rest as usize) << UNIT_SHIFT);
+    assert_eq!(h.counters.free_bytes, units_to_bytes(rest));
     assert!(h.counters.free_bytes < free_before);
 }
 
@@ -173,7 +180,7 @@ fn coalesce_with_next() {
     free(&mut h, b);
     free(&mut h, a);
     assert_eq!(h.counters.free_blocks, 1);
-    assert_eq!(h.counters.free_bytes, (both as usize) << UNIT_SHIFT);
+    assert_eq!(h.counters.free_bytes, units_to_bytes(both));
 }
 
 #[test]
@@ -282,7 +289,7 @@ fn trim_gives_back_the_top_beyond_the_threshold() {
     }
     assert!(h.counters.heap_bytes < grown, "the top was trimmed");
     let (_, top) = h.top();
-    assert!(((top as usize) << UNIT_SHIFT) <= params().trim_threshold);
+    assert!(units_to_bytes(top) <= params().trim_threshold);
     assert!(h.counters.released_bytes > 0);
     let _ = keep;
 }
@@ -420,7 +427,7 @@ fn heap_falls_back_to_mapped_regions_when_the_break_cannot_move() {
     let mut h = new_heap(1 << 20);
     h.source.no_brk = true;
     let a = alloc(&mut h, 1000);
-    assert_eq!(h.info[h.current_region()].kind, crate::heap::RegionKind::Mapped);
+    assert_eq!(h.regions.kind(h.current_region()), crate::region::RegionKind::Mapped);
     free(&mut h, a);
 }
 
