@@ -595,3 +595,93 @@ fn random_stream_seed_2() {
 fn random_stream_long() {
     random_stream(42, 300_000, 97);
 }
+
+// ----- the layer rule ----------------------------------------------------------
+
+/// The modules a source file names through `crate::` paths (`use` lines,
+/// grouped imports and inline paths), outside comments and its test module.
+fn crate_paths(src: &str) -> std::collections::BTreeSet<String> {
+    let code: String = src
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a, b::{c, d}, e}`: the names at depth one.
+            let (mut depth, mut item) = (1, String::new());
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 1 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 1 => {
+                        out.insert(ident(item.trim()));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 1 {
+                    item.push(c);
+                }
+            }
+            if !item.trim().is_empty() {
+                out.insert(ident(item.trim()));
+            }
+        } else {
+            out.insert(ident(rest));
+        }
+    }
+    out.retain(|m| !m.is_empty());
+    out
+}
+
+/// Every edge between modules points down the table in `lib.rs`: a module
+/// names only modules listed before it.
+#[test]
+fn layers_only_point_down() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let layers = crate::LAYERS;
+    let rank = |m: &str| layers.iter().position(|l| *l == m);
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if ["lib", "tests", "fuzzcore"].contains(&name.as_str()) {
+            continue;
+        }
+        let Some(me) = rank(&name) else {
+            bad.push(format!("src/{name}.rs is not in lib.rs's LAYERS table"));
+            continue;
+        };
+        seen += 1;
+        for dep in crate_paths(&std::fs::read_to_string(&path).unwrap()) {
+            match rank(&dep) {
+                Some(d) if d < me => {}
+                Some(_) => bad.push(format!("{name} -> {dep}: {dep} is not below {name}")),
+                None => bad.push(format!("{name} -> {dep}: {dep} is not a module in LAYERS")),
+            }
+        }
+    }
+    assert_eq!(seen, layers.len(), "every module in LAYERS has its file");
+    assert!(bad.is_empty(), "edges against the layer rule:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn crate_paths_reads_uses_groups_and_inline_paths() {
+    let src = "use crate::a::X;\nuse crate::{b, c::{D, E}, f};\nfn g() { crate::h::i(); } // crate::j\n#[cfg(test)]\nmod tests { use crate::k; }";
+    let found: Vec<_> = crate_paths(src).into_iter().collect();
+    assert_eq!(found, ["a", "b", "c", "f", "h"]);
+}
