@@ -156,8 +156,16 @@ impl<T> Locked<T> {
     /// Fork, before: takes the lock and keeps it held until
     /// [`Locked::release_held`], so the child sees consistent state. Takes
     /// nothing while single-threaded.
+    ///
+    /// The fork handlers take every lock in rank order by construction;
+    /// the order is not checked here, because fork may run in a signal
+    /// handler that interrupted this thread while it held a lock (possible
+    /// only while single-threaded, when no lock is really taken).
     pub fn hold(&self) {
-        note_acquire(self.rank);
+        if CHECK_ORDER {
+            let held = crate::tls::get::<{ crate::tls::LOCKS }>();
+            crate::tls::set::<{ crate::tls::LOCKS }>(held | 1 << self.rank as u8);
+        }
         if !single_threaded() {
             core::mem::forget(self.acquire());
             self.held_for_fork.store(true, Relaxed);
