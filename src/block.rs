@@ -109,6 +109,14 @@ pub fn is_used_header(addr: usize, h: u32) -> bool {
     h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
 }
 
+/// Whether `h`, read at `addr`, is the used header of a block (not an
+/// epilogue, whose used header has size 0): only then may its payload be
+/// read.
+#[inline(always)]
+pub fn is_block_header(addr: usize, h: u32) -> bool {
+    is_used_header(addr, h) && used_units(h) >= crate::config::MIN_UNITS
+}
+
 /// The size in units of a used header.
 #[inline(always)]
 pub const fn used_units(h: u32) -> u32 {

@@ -9,7 +9,7 @@
 //!   lock, or unmaps a large block.
 
 use crate::block::Block;
-use crate::config::{MAX_HEAP_REQUEST, TCACHE_MAX_UNITS};
+use crate::config::{MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::options::OPT;
 use crate::pagemap::interior_region_entry;
@@ -28,19 +28,20 @@ pub fn free(p: *mut u8, func: &'static str) {
         && interior_region_entry(PAGEMAP.entry(b.addr()))
     {
         tcache::add(&t.counters.calls[Call::Free as usize], 1);
-        // SAFETY: `b` is a header position on an interior page of a heap
-        // region; the payload words are read only for a block with a valid
-        // used header (at least MIN_UNITS, as every tagged header is but
-        // the epilogue's, which never sits on an interior page).
+        // SAFETY: `b` is a header position on a page wholly inside a heap
+        // region; the payload words are read only for a block of a valid
+        // used header and a cacheable size (so not the epilogue, whose
+        // size is 0).
         unsafe {
             let h = b.header();
             let units = crate::block::used_units(h);
+            let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
             let checked = if cfg!(feature = "unchecked-fast-path") {
                 h & crate::block::USED != 0
             } else {
-                crate::block::is_used_header(b.addr(), h) && b.cache_key() != tcache::mark(b)
+                crate::block::is_used_header(b.addr(), h) && cacheable && b.cache_key() != tcache::mark(b)
             };
-            if checked && units <= TCACHE_MAX_UNITS && t.has_room(units) {
+            if checked && cacheable && t.has_room(units) {
                 t.push(b, units);
                 return;
             }

@@ -249,7 +249,7 @@ pub fn free(p: *mut u8, func: &'static str) {
         // SAFETY: `b` is a header position in a heap region; nothing is
         // read beyond a valid used header's block.
         unsafe {
-            if !b.is_valid_used() {
+            if !crate::block::is_block_header(b.addr(), b.header()) {
                 pointer::bad_heap_pointer(b, func);
             }
             let usable = Block::payload_bytes(b.units());
@@ -278,7 +278,7 @@ fn checked_size(p: *mut u8, func: &'static str) -> usize {
     if REGIONS.holds_header(b.addr()) {
         // SAFETY: the quarantine mark is read only for a valid used block.
         unsafe {
-            if b.is_valid_used() && b.payload_word(MARK_WORD) == quarantine_mark(a) {
+            if crate::block::is_block_header(b.addr(), b.header()) && b.payload_word(MARK_WORD) == quarantine_mark(a) {
                 diag::fatal(func, "use of a freed block (in quarantine) at", a);
             }
         }

@@ -28,10 +28,9 @@
 //! ```
 //!
 //! - `NONE` (0): nothing of ours.
-//! - `REGION`: a page of heap region `id`. `EDGE` is set on a region's first
-//!   and last page, the only pages where some addresses lie outside the
-//!   span that can hold block headers; the region's own bounds answer for
-//!   those ([`crate::region`]). Interior pages answer at once.
+//! - `REGION`: a page of heap region `id`. `EDGE` is set on a first or last
+//!   page that the region covers only in part; the region's own bounds
+//!   answer for those ([`crate::region`]). Other pages answer at once.
 //! - `LARGE`: a page of the mapping of large block slot `id`
 //!   ([`crate::large`]).
 //! - `FREED`: the page where the payload of large block slot `id` started

@@ -3,9 +3,14 @@
 //!
 //! Every pointer from the program, and every free-list link read from heap
 //! memory, is checked here before any header is read: a header may sit only
-//! in `[first_header, epilogue)` of some region ([`RegionTable::holds_header`]),
-//! which the page map answers in two loads for a region's interior pages
-//! and the region's own bounds answer on its first and last page.
+//! between a region's first block and its epilogue, inclusive
+//! ([`RegionTable::holds_header`]). The page map answers that in two loads
+//! for every page wholly inside a region (regions start on a page
+//! boundary, so with a page-aligned end that is every page); a page the
+//! region only partly covers is an edge, where the region's bounds answer.
+//! The epilogue is a header position too: its used header of size 0 is
+//! refused by every reader, which checks a block's size before reading its
+//! payload.
 //!
 //! Regions are added (and their ends moved) only under the heap lock, and
 //! read without it by `free` on any thread: the fields are atomics, and a
@@ -68,8 +73,8 @@ impl RegionTable {
         unsafe { &*c.add(i & (CHUNK - 1)) }
     }
 
-    /// Whether `h` is a header position (≡ 12 mod 16) inside a region,
-    /// before its epilogue.
+    /// Whether `h` is a header position (≡ 12 mod 16) inside a region, from
+    /// its first block to its epilogue.
     #[inline(always)]
     pub fn holds_header(&self, h: usize) -> bool {
         if !Block::is_header_position(h) {
@@ -85,7 +90,7 @@ impl RegionTable {
         match Owner::decode(e) {
             Owner::Region { id, .. } => {
                 let (lo, hi) = self.block_span(id as usize);
-                h >= lo && h < hi
+                h >= lo && h <= hi
             }
             _ => false,
         }
@@ -132,14 +137,19 @@ impl RegionTable {
     }
 
     /// Writes the map entries of region `i` over `[lo, hi)` of it, marking
-    /// its first and last page as edges.
+    /// its first and last page as edges when the region covers them only
+    /// in part.
     fn record(&self, i: usize, lo: usize, hi: usize) {
         let (start, end) = (self.start(i), self.end(i));
-        let interior = Owner::Region { id: i as u32, edge: false }.entry();
+        self.map.fill(lo, hi, Owner::Region { id: i as u32, edge: false }.entry());
         let edge = Owner::Region { id: i as u32, edge: true }.entry();
-        self.map.fill(lo, hi, interior);
-        self.map.set(start, edge);
-        self.map.set(end - 1, edge);
+        let page = 1usize << crate::pagemap::PAGE_SHIFT;
+        if !start.is_multiple_of(page) {
+            self.map.set(start, edge);
+        }
+        if !end.is_multiple_of(page) {
+            self.map.set(end - 1, edge);
+        }
     }
 
     /// Makes sure region `i` can grow to `end` (the map has room for it).
