@@ -70,21 +70,38 @@ pub(crate) const MERGED: u32 = 0xFFFF_FFFC;
 
 static TAG_KEY: AtomicU64 = AtomicU64::new(0x243F_6A88_85A3_08D3);
 static TAG_MUL: AtomicU64 = AtomicU64::new(0x9E37_79B9_7F4A_7C15);
+static LINK_KEY: AtomicU64 = AtomicU64::new(0x1319_8A2E_0370_7344);
+static LINK_MUL: AtomicU64 = AtomicU64::new(0xA409_3822_299F_31D1);
 
-/// Keys the header tags with process-specific randomness. Must run before the
-/// first block is tagged, and never again.
-pub fn set_tag_secret(key: u64, mul: u64) {
-    TAG_KEY.store(key, Ordering::Relaxed);
-    TAG_MUL.store(mul | 1, Ordering::Relaxed);
+/// Keys the header tags and the free-list links with process-specific
+/// randomness (independent keys: a link seen says nothing of the tags).
+/// Must run before the first block is tagged, and never again.
+pub fn set_secrets(tag: (u64, u64), link: (u64, u64)) {
+    TAG_KEY.store(tag.0, Ordering::Relaxed);
+    TAG_MUL.store(tag.1 | 1, Ordering::Relaxed);
+    LINK_KEY.store(link.0, Ordering::Relaxed);
+    LINK_MUL.store(link.1 | 1, Ordering::Relaxed);
 }
 
-/// Free-list links are stored masked with their slot's address and the
-/// secret (in every mode: two XORs), so a link the program overwrote after
-/// a free (or copied from elsewhere) decodes to a wild address that fails
-/// the checks before it is followed, and a heap dump shows no pointers.
+/// A keyed value of `x` that does not give the keys away: `x` is mixed
+/// with `key`, multiplied by the odd secret `mul`, and its high half folded
+/// into its low half. One observed `(x, value)` pair leaves both 64-bit keys
+/// undetermined (the multiplication by an unknown odd number hides the
+/// XOR), unlike `x ^ key`, which one value with a known `x` reveals.
+#[inline(always)]
+pub fn keyed(x: usize, key: u64, mul: u64) -> usize {
+    let y = ((x as u64) ^ key).wrapping_mul(mul);
+    (y ^ (y >> 29)) as usize
+}
+
+/// Free-list links are stored masked with a keyed value of their slot's
+/// address (in every mode), so a link the program overwrote after a free
+/// (or copied from elsewhere) decodes to a wild address that fails the
+/// checks before it is followed, a heap dump shows no pointers, and a null
+/// link read after a free does not reveal how other slots are masked.
 #[inline(always)]
 fn link_mask(b: Block, i: usize) -> usize {
-    (TAG_KEY.load(Ordering::Relaxed) as usize) ^ ((b.addr() + 8 * i) >> 4)
+    keyed(b.addr() + 8 * i, LINK_KEY.load(Ordering::Relaxed), LINK_MUL.load(Ordering::Relaxed))
 }
 
 /// The tag bits (already in place) of a used header.

@@ -108,6 +108,17 @@ impl SmallBins {
             && unsafe { n.header() == free_header(units) }
     }
 
+    /// Whether `next`, read from `b`'s next link, may become the list's
+    /// head: null, or a member of the list whose prev link is `b`.
+    ///
+    /// # Safety
+    /// `b` must be a checked member of list `units`.
+    #[inline]
+    unsafe fn follows(regions: &RegionTable, b: Block, next: Block, units: u32) -> bool {
+        // SAFETY: `next` is dereferenced only after `is_member`.
+        next.is_null() || unsafe { Self::is_member(regions, next, units) && next.link(PREV) == b }
+    }
+
     /// Removes `b` (of `units`) from its list after checking it and its
     /// neighbours' links to it.
     ///
@@ -123,7 +134,11 @@ impl SmallBins {
             }
             let next = b.link(NEXT);
             if self.heads[units as usize] == b {
-                // The new head's prev link goes stale: it is not kept.
+                // The new head's prev link goes stale: it is not kept. The
+                // next push writes through it: check it first.
+                if !Self::follows(regions, b, next, units) {
+                    return Err(BadLink(b.addr()));
+                }
                 self.heads[units as usize] = next;
                 if next.is_null() {
                     self.unmark(units);
@@ -155,10 +170,11 @@ impl SmallBins {
         debug_assert!(!b.is_null());
         // SAFETY: `b` is checked before it is used.
         unsafe {
-            if !Self::is_member(regions, b, units) {
+            let next = b.link(NEXT);
+            if !Self::is_member(regions, b, units) || !Self::follows(regions, b, next, units) {
                 return Err(BadLink(b.addr()));
             }
-            self.heads[units as usize] = b.link(NEXT);
+            self.heads[units as usize] = next;
         }
         if self.heads[units as usize].is_null() {
             self.unmark(units);

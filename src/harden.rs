@@ -38,6 +38,7 @@ const TRAILER: usize = 8;
 const FREED: u8 = 0xDF;
 
 static KEY: AtomicU64 = AtomicU64::new(0x9b05_688c_2b3e_6c1f);
+static MUL: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
 
 /// Whether every block the program holds was sealed (hardening was on
 /// before the first allocation): then a bad trailer is always an overflow.
@@ -49,13 +50,13 @@ pub fn enable(from_start: bool) {
 }
 
 /// Keys the trailers and canaries (once, at start-up).
-pub fn set_secret(k: u64) {
+pub fn set_secret(k: u64, mul: u64) {
     KEY.store(k, Relaxed);
+    MUL.store(mul | 1, Relaxed);
 }
 
 fn check_word(p: usize, n: u32) -> u32 {
-    let x = (p as u64 ^ KEY.load(Relaxed) ^ ((n as u64) << 32)).wrapping_mul(0xff51_afd7_ed55_8ccd);
-    (x >> 32) as u32
+    (crate::block::keyed(p ^ ((n as usize) << 32), KEY.load(Relaxed), MUL.load(Relaxed)) >> 32) as u32
 }
 
 fn canary_byte(p: usize, i: usize) -> u8 {
@@ -64,7 +65,7 @@ fn canary_byte(p: usize, i: usize) -> u8 {
 
 /// The keyed mark a quarantined block carries in its payload's word 1.
 fn quarantine_mark(p: usize) -> usize {
-    p.rotate_left(17) ^ KEY.load(Relaxed) as usize ^ 0x5155_4152_414e_5449
+    crate::block::keyed(p ^ 0x5155_4152_414e_5449, KEY.load(Relaxed), MUL.load(Relaxed))
 }
 
 /// Writes the canary and trailer of a block of `usable` bytes at `p`

@@ -311,7 +311,11 @@ impl<S: Source> Heap<S> {
         // SAFETY: bins hold free blocks of this heap.
         let r = unsafe { self.bins.take_best(self.regions, units, below) };
         let found = match self.ok(r) {
-            Some(found) => Some(found),
+            Some((b, u)) => {
+                // SAFETY: bins hold blocks of this heap's regions.
+                unsafe { self.check_taken(b, u) };
+                Some((b, u))
+            }
             None if pu >= units => {
                 self.parked = Block::NULL;
                 Some((p, pu))
@@ -428,6 +432,7 @@ impl<S: Source> Heap<S> {
             if units < crate::config::SMALL_LIMIT_UNITS && !self.bins.small.head(units).is_null() {
                 let r = self.bins.small.pop(self.regions, units);
                 let b = self.ok(r);
+                self.check_taken(b, units);
                 self.counters.free_bytes -= units_to_bytes(units);
                 self.counters.free_blocks -= 1;
                 self.use_free(b, units, units);
@@ -554,24 +559,61 @@ impl<S: Source> Heap<S> {
     }
 
     /// The size of `b` if it is a genuine free block ending at or before
-    /// `hi` (a free header of a sane size and a matching footer); `None` if
-    /// `b` is held. Anything else is corruption and aborts, naming `near`.
+    /// `hi` ([`Heap::is_genuine_free`]); `None` if `b` is held. Anything else
+    /// is corruption and aborts, naming `near`.
     ///
     /// # Safety
     /// `b` must be a header position inside a heap region whose epilogue is
     /// at or after `hi`.
     unsafe fn free_size(&self, b: Block, hi: usize, near: Block, what: &str) -> Option<u32> {
-        // SAFETY: the footer is read only once the size keeps it below `hi`.
+        // SAFETY: forwarded.
         unsafe {
             let h = b.header();
             if h & crate::block::USED != 0 {
                 return None;
             }
             let units = crate::block::header_units(h);
-            if units < MIN_UNITS || b.addr() + units_to_bytes(units) > hi || b.footer(units) != h {
+            if !Self::is_genuine_free(b, units, hi) {
                 self.corrupt(what, near.payload() as usize);
             }
             Some(units)
+        }
+    }
+
+    /// Whether `b` is a genuine free block of `units` ending at or before
+    /// `hi`: its header is the free header of that size, its footer equals
+    /// it, and the block after it (free blocks are never adjacent) carries a
+    /// valid used header, keyed and so unforgeable, whose `PREV_USED` is
+    /// clear. A header an overflow enlarged, even with a forged footer to
+    /// match, fails the last test: the enlarged block would end inside or at
+    /// the end of a held block, where no such header is.
+    ///
+    /// # Safety
+    /// `b` must be a header position inside a heap region whose epilogue is
+    /// at or after `hi`.
+    unsafe fn is_genuine_free(b: Block, units: u32, hi: usize) -> bool {
+        // SAFETY: memory past the header is read only once the size keeps
+        // it at or below `hi`, inside the region.
+        unsafe {
+            let h = b.header();
+            if h != free_header(units) || units < MIN_UNITS || b.offset(units).addr() > hi || b.footer(units) != h {
+                return false;
+            }
+            let next = b.offset(units);
+            next.is_valid_used() && !next.prev_used()
+        }
+    }
+
+    /// Aborts unless `b`, just taken from a bin, is a genuine free block of
+    /// `units`.
+    ///
+    /// # Safety
+    /// `b` must be a header position inside a heap region.
+    unsafe fn check_taken(&self, b: Block, units: u32) {
+        let (_, hi) = self.bounds(b);
+        // SAFETY: forwarded.
+        if !unsafe { Self::is_genuine_free(b, units, hi) } {
+            self.corrupt("corrupted free block at", b.payload() as usize);
         }
     }
 
@@ -736,14 +778,25 @@ impl<S: Source> Heap<S> {
                 self.file(p, pu);
             }
         }
+        let regions = self.regions;
+        let mut forged = None;
         for i in 0..crate::config::TREE_BINS {
             let tree = *self.bins.tree(i);
             let source = &mut self.source;
-            // SAFETY: tree nodes are free blocks of this heap; the purged
+            // SAFETY: tree nodes are header positions of this heap's regions,
+            // purged only once checked as genuine free blocks; the purged
             // range leaves the header, links and footer untouched.
             let r = unsafe {
-                tree.for_each(self.regions, |b| {
-                    let (lo, hi) = b.spare_span(b.units());
+                tree.for_each(regions, |b| {
+                    let units = b.units();
+                    let genuine = regions
+                        .find(b.addr())
+                        .is_some_and(|r| Self::is_genuine_free(b, units, regions.block_span(r).1));
+                    if !genuine {
+                        forged = forged.or(Some(b));
+                        return;
+                    }
+                    let (lo, hi) = b.spare_span(units);
                     let (lo, hi) = (crate::config::round_up(lo, page), hi & !(page - 1));
                     if hi > lo && source.purge(lo, hi - lo) {
                         released += hi - lo;
@@ -751,6 +804,9 @@ impl<S: Source> Heap<S> {
                 })
             };
             self.ok(r);
+            if let Some(b) = forged {
+                self.corrupt("corrupted free block at", b.payload() as usize);
+            }
         }
         self.counters.released_bytes += released;
         released

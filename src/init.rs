@@ -74,9 +74,18 @@ fn init_slow() {
             (r.read_unaligned(), r.add(1).read_unaligned())
         }
     };
-    crate::block::set_tag_secret(k, m);
-    crate::tcache::set_secret((k ^ m.rotate_left(17)) as usize);
-    crate::harden::set_secret(k.rotate_left(29) ^ m);
+    // Independent keys for each use, expanded from the 128 random bits.
+    let mut state = k ^ m.rotate_left(32);
+    let mut next = || {
+        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = state ^ m;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    crate::block::set_secrets((next(), next()), (next(), next()));
+    crate::tcache::set_secrets((next(), next()), (next(), next()));
+    crate::harden::set_secret(next(), next());
     OPT.page.store(crate::os::page_size(), Relaxed);
     let env_read = crate::options::read_environment();
     crate::os::FAIL_EVERY.store(OPT.fail_every.load(Relaxed), Relaxed);

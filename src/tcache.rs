@@ -8,8 +8,10 @@
 //! never merges it away.
 //!
 //! A cached block's payload holds two words: the link to the next cached
-//! block of its size, masked with its own address and a secret (as glibc's
-//! safe-linking does), and a keyed mark that says "cached", which `free`
+//! block of its size, masked with a keyed value of its own address (as
+//! glibc's safe-linking masks with the address, but keyed so that a link
+//! read after a free reveals no secret), and a keyed mark that says
+//! "cached", which `free`
 //! checks to report a double free (a 2^-64 chance of a false alarm). A link
 //! overwritten after free decodes to an arbitrary address, which fails the
 //! region, tag and mark checks before anything is handed out.
@@ -18,37 +20,47 @@
 //! the heap when their thread exits (a pthread key destructor), and when a
 //! forked child finds caches of threads that do not exist in it.
 
-use crate::block::{units_to_bytes, Block};
+use crate::block::{keyed, units_to_bytes, Block};
 use crate::config::TCACHE_MAX_UNITS;
 use crate::region::RegionTable;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, Ordering::Relaxed};
 
 const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
-static SECRET: AtomicUsize = AtomicUsize::new(0x5bd1_e995_2f7a_3c61);
+/// Keys of the cache marks and of the cache links.
+static MARK_KEY: AtomicU64 = AtomicU64::new(0x5bd1_e995_2f7a_3c61);
+static MARK_MUL: AtomicU64 = AtomicU64::new(0xc2b2_ae3d_27d4_eb4f);
+static LINK_KEY: AtomicU64 = AtomicU64::new(0x1656_67b1_9e37_79f9);
+static LINK_MUL: AtomicU64 = AtomicU64::new(0x85eb_ca77_c2b2_ae63);
 
 /// Keys the links and marks with process-specific randomness (once, at
 /// start-up, before any block is cached).
-pub fn set_secret(s: usize) {
-    SECRET.store(s, Relaxed);
+pub fn set_secrets(mark: (u64, u64), link: (u64, u64)) {
+    MARK_KEY.store(mark.0, Relaxed);
+    MARK_MUL.store(mark.1 | 1, Relaxed);
+    LINK_KEY.store(link.0, Relaxed);
+    LINK_MUL.store(link.1 | 1, Relaxed);
 }
 
-/// The mark a cached block carries in payload word 1.
+/// The mark a cached block carries in payload word 1: a keyed value of its
+/// address ([`crate::block::keyed`]), so reading it after a free does not
+/// reveal how other blocks are marked.
 #[inline(always)]
 pub fn mark(b: Block) -> usize {
-    b.addr().rotate_left(29) ^ SECRET.load(Relaxed)
+    keyed(b.addr(), MARK_KEY.load(Relaxed), MARK_MUL.load(Relaxed))
 }
 
+/// The link to `next` as stored in cached block `at` (its own involution).
 #[inline(always)]
 fn encode(next: usize, at: Block) -> usize {
-    next ^ (at.addr() >> 12) ^ SECRET.load(Relaxed)
+    next ^ keyed(at.addr(), LINK_KEY.load(Relaxed), LINK_MUL.load(Relaxed))
 }
 
 /// Whether `at` is a block of `units` that this or another cache put in a
-/// list: a header position in a region, with a used header of that size,
-/// carrying the cache mark. The mark is a 64-bit keyed value no program
-/// writes by accident, so the header's own tag need not be checked too.
+/// list: a header position in a region, with a used header of that size
+/// whose keyed tag is right, carrying the cache mark. Both are keyed: a
+/// block forged inside a live one needs the tag's keys and the mark's.
 ///
 /// # Safety
 /// `regions` must be the heap's region table.
@@ -64,7 +76,7 @@ unsafe fn is_cached(regions: &RegionTable, at: usize, units: u32) -> bool {
     regions.holds_header(at)
         && unsafe {
             let h = b.header();
-            h & crate::block::USED != 0 && crate::block::used_units(h) == units && b.cache_key() == mark(b)
+            crate::block::is_used_header(at, h) && crate::block::used_units(h) == units && b.cache_key() == mark(b)
         }
 }
 
@@ -238,13 +250,12 @@ impl Tcache {
     /// `has_room(units)`.
     #[inline(always)]
     pub unsafe fn push(&self, b: Block, units: u32) {
-        let secret = SECRET.load(Relaxed);
         // SAFETY: the owner's call; `b` is a held block whose payload is at
         // least 28 bytes.
         unsafe {
             let heads = self.heads();
-            b.set_cache_link(heads[units as usize] ^ (b.addr() >> 12) ^ secret);
-            b.set_cache_key(b.addr().rotate_left(29) ^ secret);
+            b.set_cache_link(encode(heads[units as usize], b));
+            b.set_cache_key(mark(b));
             heads[units as usize] = b.addr();
         }
         bump16(&self.room[units as usize], u16::MAX);

@@ -1,0 +1,244 @@
+/* test_hostile.c - attacks on the allocator's own metadata (issue 10,
+ * items 2, 3 and 9): a use after free that rewrites the head of a free
+ * list, overflows that enlarge a free block's header (with and without a
+ * forged footer), and a cached block forged from what a freed block
+ * reveals. Each attack runs in a child, which must end in SIGABRT with one
+ * "fitalloc: " line naming the cause, never in SIGSEGV, silent corruption,
+ * or a block that overlaps a live one (the child reports that itself and
+ * exits with status 3).
+ *
+ * The attacks know fitalloc's block format (src/block.rs): a 4-byte header
+ * before each 16-aligned payload; free header = units << 2 | PREV_USED;
+ * used header = units << 16 | tag << 2 | PREV_USED | USED; free blocks of
+ * 1-4 KiB sit in exact-size lists, larger ones in trees; the block freed
+ * last is "parked" outside the bins; freed blocks up to 1 KiB wait in the
+ * thread's cache, payload word 0 the link and word 1 the mark.
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fitalloc.h"
+#include "common.h"
+
+static void say(const char *s) { write_all(2, s, strlen(s)); }
+
+static void *volatile sink;
+static void sink_ptr(void *p) { sink = p; }
+
+/* The size in bytes of the block whose payload is p (from the heap walk). */
+struct find { uintptr_t hdr; uint64_t size; };
+static void find_cb(void *ctx, size_t addr, uint64_t size, uint32_t kind)
+{
+    struct find *f = ctx;
+    if (kind != FITALLOC_WALK_REGION && kind != FITALLOC_WALK_MAPPED && addr == f->hdr)
+        f->size = size;
+}
+static uint64_t block_size(void *p)
+{
+    struct find f = {(uintptr_t)p - 4, 0};
+    fitalloc_heap_walk(find_cb, &f);
+    return f.size;
+}
+
+static uint32_t *header(void *p) { return (uint32_t *)((char *)p - 4); }
+
+/* Exits with 3 if [q, q+n) overlaps [p, p+m). */
+static void no_overlap(void *q, size_t n, void *p, size_t m)
+{
+    uintptr_t a = (uintptr_t)q, b = (uintptr_t)p;
+    if (q && a < b + m && b < a + n) {
+        say("OVERLAP: the allocator handed out a block over a live one\n");
+        _exit(3);
+    }
+}
+
+/* ---- item 2: the head of an exact-size list rewritten after free --------- */
+
+/* Blocks a and b (2000 B) freed into the same exact-size list, b its head,
+ * then b's next link rewritten; guards keep everything apart; c (3000 B)
+ * is parked so that the list is used; h1 and h3 are lone blocks whose
+ * frees file a 2000 B block into the list (a push through its head). */
+struct list_setup { char *g0, *a, *g1, *b, *g2, *c, *g3, *h1, *g4, *h3, *g5; };
+static void list_setup(struct list_setup *s)
+{
+    s->g0 = malloc(2000); s->a = malloc(2000); s->g1 = malloc(2000); s->b = malloc(2000);
+    s->g2 = malloc(2000); s->c = malloc(3000); s->g3 = malloc(2000); s->h1 = malloc(2000);
+    s->g4 = malloc(2000); s->h3 = malloc(2000); s->g5 = malloc(2000);
+    free(s->a);
+    free(s->b);
+    free(s->c);
+    memset(s->b, 0x41, 8); /* b's next link */
+}
+
+static void uaf_list_head_taken(void)
+{
+    struct list_setup s;
+    list_setup(&s);
+    void *x = malloc(2000); /* takes b; its forged link would become the head */
+    sink_ptr(x);
+    free(s.h1);             /* parks h1 */
+    free(s.h3);             /* parks h3, files h1: a push through the head */
+    void *z = malloc(2000);
+    sink_ptr(z);
+}
+
+static void uaf_list_head_merged(void)
+{
+    struct list_setup s;
+    list_setup(&s);
+    free(s.g2); /* merges with b, the head: its forged link would become the head */
+    free(s.h1);
+    free(s.h3); /* files h1: a push through the head */
+    void *z = malloc(2000);
+    sink_ptr(z);
+}
+
+/* ---- item 3: a free block's header enlarged by an overflow --------------- */
+
+/* x (7700 B) freed into a tree bin (or left parked), y live after it; then
+ * an overflow from p0 rewrites x's header to claim `extra` more units. */
+struct tree_setup { char *p0, *x, *y, *g, *w, *g2; size_t xb, yb; };
+static void tree_setup(struct tree_setup *s, size_t ysize, int file_x, size_t extra)
+{
+    s->p0 = malloc(7700); s->x = malloc(7700); s->y = malloc(ysize); s->g = malloc(2000);
+    s->w = malloc(6000); s->g2 = malloc(2000);
+    s->xb = block_size(s->x);
+    s->yb = block_size(s->y);
+    memset(s->y, 0x5a, ysize);
+    free(s->x);
+    if (file_x)
+        free(s->w); /* parks w, files x in its tree */
+    *header(s->x) = (uint32_t)((s->xb / 16 + extra) << 2) | 2;
+}
+
+static void overflow_tree_then_malloc(void)
+{
+    struct tree_setup s;
+    /* 16 more units keep x in its tree bin, so a best fit finds it ... */
+    tree_setup(&s, 7700, 1, 16);
+    /* ... for a request of 8 units more than x really has. */
+    size_t n = (s.xb / 16 + 8) * 16 - 19;
+    void *z = malloc(n);
+    no_overlap(z, n, s.y, 7700);
+}
+
+static void overflow_tree_then_trim(void)
+{
+    struct tree_setup s;
+    tree_setup(&s, 64 * 1024, 1, 64 * 1024 / 16 + 1);
+    malloc_trim(0);
+    for (size_t i = 0; i < 64 * 1024; i++)
+        if ((unsigned char)s.y[i] != 0x5a) {
+            say("ZEROED: malloc_trim gave back pages of a live block\n");
+            _exit(3);
+        }
+}
+
+static void overflow_parked_with_footer(void)
+{
+    struct tree_setup s;
+    tree_setup(&s, 7700, 0, 7700 / 16 + 1); /* x stays parked, claiming y */
+    /* ... and a matching footer at the end of y (the attacker's own block). */
+    uint32_t forged = *header(s.x);
+    memcpy((char *)s.x - 4 + s.xb + s.yb - 4, &forged, 4);
+    void *z = malloc(s.xb + s.yb - 64);
+    no_overlap(z, s.xb + s.yb - 64, s.y, 7700);
+}
+
+/* ---- item 9: a cached block forged from what a freed one reveals --------- */
+
+static void forge_cached_block(void)
+{
+    char *live = malloc(400);
+    memset(live, 0x77, 400);
+    char *a = malloc(48), *b = malloc(48);
+    free(a);
+    free(b); /* b heads the cache list for its size, linking to a */
+    uintptr_t bh = (uintptr_t)b - 4;
+    uint64_t w1 = ((uint64_t *)b)[1];
+    /* With a mark of rotl(addr, 29) ^ S, one read gives S ... */
+    uint64_t S = w1 ^ ((bh << 29) | (bh >> 35));
+    /* ... and S forges a cached block inside the live one, linked from b. */
+    char *f = live + 64;
+    uintptr_t fh = (uintptr_t)f - 4;
+    uint32_t units = (uint32_t)(block_size(b) / 16);
+    *header(f) = (units << 16) | 3;
+    ((uint64_t *)f)[0] = 0 ^ (fh >> 12) ^ S;
+    ((uint64_t *)f)[1] = ((fh << 29) | (fh >> 35)) ^ S;
+    ((uint64_t *)b)[0] = fh ^ (bh >> 12) ^ S;
+    void *x = malloc(48); /* b */
+    void *y = malloc(48); /* the forged block, if the allocator believes it */
+    no_overlap(y, 48, live, 400);
+    sink_ptr(x);
+}
+
+/* ---- the runner ---------------------------------------------------------- */
+
+struct hcase {
+    const char *name;
+    void (*run)(void);
+    const char *func;  /* the function the message names */
+    const char *cause; /* text the message must contain */
+};
+
+static const struct hcase cases[] = {
+    {"UAF rewrites the head of a 2000 B list, the head is taken", uaf_list_head_taken, "malloc", "corrupted free list"},
+    {"UAF rewrites the head of a 2000 B list, the head is merged", uaf_list_head_merged, "free", "corrupted free list"},
+    {"overflow enlarges a tree-bin free block's header, then malloc", overflow_tree_then_malloc, "malloc",
+     "corrupted free"},
+    {"overflow enlarges a tree-bin free block's header, then malloc_trim(0)", overflow_tree_then_trim, "malloc_trim",
+     "corrupted free"},
+    {"overflow enlarges the parked block's header, footer forged, then malloc", overflow_parked_with_footer, "malloc",
+     "corrupted free"},
+    {"a freed cached block's words forge a cached block inside a live one", forge_cached_block, "malloc",
+     "corrupted thread cache"},
+};
+
+static void run_case(const struct hcase *k)
+{
+    int fds[2];
+    if (pipe(fds) != 0) {
+        check(0, k->name, "pipe failed");
+        return;
+    }
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        k->run();
+        say("the attack ran to the end unnoticed\n");
+        _exit(0);
+    }
+    close(fds[1]);
+    char err[2048] = {0};
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof err - 1 && (n = read(fds[0], err + got, sizeof err - 1 - got)) > 0)
+        got += (size_t)n;
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    char want[64];
+    snprintf(want, sizeof want, "fitalloc: %s(): ", k->func);
+    int lines = 0;
+    for (char *s = err; (s = strstr(s, "fitalloc: ")); s++)
+        lines++;
+    int ok = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && lines == 1 && strstr(err, want) &&
+             strstr(err, k->cause);
+    const char *how = WIFSIGNALED(status) ? strsignal(WTERMSIG(status)) : "exit";
+    check(ok, k->name, "%s (status %#x); stderr: %s(expected \"%s...%s\")", how, status, err, want, k->cause);
+}
+
+int main(void)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
+        run_case(&cases[i]);
+    return tap_done("test_hostile");
+}
