@@ -23,7 +23,9 @@
 //! - [`tcache`]: per-thread caches of freed small blocks (the fast path).
 //! - [`global`]: the process-wide allocator: lazy start-up, locks, fork.
 //! - [`api`]: the C semantics (errno, overflow, realloc edge cases).
-//! - [`ffi`]: the only `#[no_mangle]` functions; they forward to [`api`].
+//! - [`ffi`]: the C names' `#[no_mangle]` functions; they forward to [`api`].
+//! - `cxxapi`: C++'s `operator new`/`delete` semantics over [`api`]; `cxx`:
+//!   their exports under the mangled names, forwarding to `cxxapi`.
 //! - [`check`]: the heap checker used by every test.
 //! - [`harden`]: the hardened mode (canaries, quarantine, guard pages).
 //!
@@ -51,6 +53,12 @@ mod bins;
 mod block;
 mod check;
 mod config;
+// The C++ operators replace libstdc++'s only where the C names are
+// exported too (not in unit tests, not in a Rust program's global allocator).
+#[cfg(not(any(test, feature = "rust-global")))]
+mod cxx;
+#[cfg(not(any(test, feature = "rust-global")))]
+mod cxxapi;
 mod diag;
 mod ffi;
 mod freelist;
