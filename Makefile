@@ -12,7 +12,7 @@ LIB     := target/release/libfitalloc.so
 LIBDIR  := $(abspath target/release)
 HEADER  := include/fitalloc.h
 
-.PHONY: all build test rust-test lint header-check demo clean
+.PHONY: all build test rust-test rust-global-test lint header-check demo clean
 
 all: build
 
@@ -31,8 +31,16 @@ rust-test:
 # (Cargo.toml [lints]); skipped where clippy is not installed.
 lint:
 	@if $(CARGO) clippy --version >/dev/null 2>&1; then \
-	  $(CARGO) clippy --release --quiet -- -D warnings && echo "lint: clippy clean"; \
+	  $(CARGO) clippy --release --quiet -- -D warnings && \
+	  $(CARGO) clippy --release --quiet --no-default-features --features rust-global -- -D warnings && \
+	  echo "lint: clippy clean (default features, and rust-global)"; \
 	else echo "lint: cargo clippy is not installed, skipped"; fi
+
+# fitalloc as a std Rust program's #[global_allocator] (feature rust-global),
+# built in its own target directory: cargo builds every crate type of a
+# path dependency, and its libfitalloc.so has no C names.
+rust-global-test:
+	@cd crates/globalalloc-test && CARGO_TARGET_DIR=$(abspath target/crates) $(CARGO) run --release --quiet
 
 # include/fitalloc.h is generated and committed: a build that changes it
 # means the committed header is stale.
@@ -48,7 +56,7 @@ header-check: $(LIB)
 -include bench/bench.mk
 -include scripts/scripts.mk
 
-test: build header-check lint rust-test c-test stress-ci real-programs trace-test
+test: build header-check lint rust-test rust-global-test c-test stress-ci real-programs trace-test
 	@echo "make test: all tests passed"
 
 demo: $(LIB)

@@ -28,6 +28,8 @@
 //!   their exports under the mangled names, forwarding to `cxxapi`.
 //! - [`check`]: the heap checker used by every test.
 //! - [`harden`]: the hardened mode (canaries, quarantine, guard pages).
+//! - `rustalloc`: [`FitAlloc`], a Rust `GlobalAlloc` over [`api`] (with
+//!   the `std` feature; `rust-global` also drops the C names' exports).
 //!
 //! Nothing in this crate allocates through a global allocator: under
 //! `LD_PRELOAD` that would recurse into ourselves.
@@ -69,6 +71,8 @@ mod large;
 mod options;
 mod os;
 mod region;
+#[cfg(feature = "std")]
+mod rustalloc;
 mod stats;
 mod sync;
 mod tcache;
@@ -78,6 +82,18 @@ mod tree;
 
 #[cfg(test)]
 mod tests;
+
+/// A Rust program's global allocator (features `std` or `rust-global`).
+#[cfg(feature = "std")]
+pub use rustalloc::{check_heap, stats, FitAlloc};
+/// `struct fitalloc_stats`, as [`stats`] returns it.
+#[cfg(feature = "std")]
+pub use stats::FitallocStats as Stats;
+
+// With std, the program's standard library supplies the panic handler (and
+// the cdylib that cargo builds beside the rlib links it too).
+#[cfg(feature = "std")]
+extern crate std;
 
 /// Random operation streams against a shadow model: run with fixed seeds by
 /// `cargo test`, and with fuzzer input by the target in `fuzz/`.
