@@ -4,6 +4,8 @@
 #   make test     every test: Rust, C harnesses, real programs under LD_PRELOAD
 #   make demo     run a real program on the allocator and show its statistics
 #   make bench    side-by-side benchmarks against glibc, jemalloc, mimalloc, tcmalloc
+#   make install  the library, header, pkg-config file and the fitalloc command
+#                 under $(DESTDIR)$(PREFIX) (PREFIX=/usr/local); make uninstall
 
 CC      ?= cc
 CFLAGS  ?= -O2 -g -Wall -Wextra
@@ -12,7 +14,7 @@ LIB     := target/release/libfitalloc.so
 LIBDIR  := $(abspath target/release)
 HEADER  := include/fitalloc.h
 
-.PHONY: all build test rust-test rust-global-test lint header-check demo clean
+.PHONY: all build test rust-test rust-global-test lint header-check demo clean install uninstall install-test
 
 all: build
 
@@ -56,7 +58,50 @@ header-check: $(LIB)
 -include bench/bench.mk
 -include scripts/scripts.mk
 
-test: build header-check lint rust-test rust-global-test c-test stress-ci real-programs trace-test
+# ---- install ---------------------------------------------------------------
+# lib/libfitalloc.so.0.1.0 (soname libfitalloc.so.0, set by build.rs) with
+# its .so.0 and .so links, lib/libfitalloc.a, include/fitalloc.h,
+# lib/pkgconfig/fitalloc.pc, bin/fitalloc, and the tools `fitalloc replay`
+# and `fitalloc compare` run in libexec/fitalloc/. With DESTDIR empty and
+# as root, ldconfig refreshes the loader's cache (LDCONFIG=true skips it).
+PREFIX  ?= /usr/local
+DESTDIR ?=
+LDCONFIG ?= ldconfig
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+SONAME  := libfitalloc.so.0
+STATIC  := target/release/libfitalloc.a
+I_LIB   := $(DESTDIR)$(PREFIX)/lib
+I_INC   := $(DESTDIR)$(PREFIX)/include
+I_BIN   := $(DESTDIR)$(PREFIX)/bin
+I_EXEC  := $(DESTDIR)$(PREFIX)/libexec/fitalloc
+I_PC    := $(I_LIB)/pkgconfig
+
+install: build bench/replay
+	install -d $(I_LIB) $(I_INC) $(I_BIN) $(I_EXEC) $(I_PC)
+	install -m 755 $(LIB) $(I_LIB)/libfitalloc.so.$(VERSION)
+	ln -sf libfitalloc.so.$(VERSION) $(I_LIB)/$(SONAME)
+	ln -sf $(SONAME) $(I_LIB)/libfitalloc.so
+	install -m 644 $(STATIC) $(I_LIB)/libfitalloc.a
+	install -m 644 $(HEADER) $(I_INC)/fitalloc.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' fitalloc.pc.in > $(I_PC)/fitalloc.pc
+	chmod 644 $(I_PC)/fitalloc.pc
+	install -m 755 scripts/fitalloc $(I_BIN)/fitalloc
+	install -m 755 bench/replay $(I_EXEC)/replay
+	install -m 644 bench/bench.py $(I_EXEC)/bench.py
+	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null 2>&1; then $(LDCONFIG); fi
+
+uninstall:
+	rm -f $(I_LIB)/libfitalloc.so.$(VERSION) $(I_LIB)/$(SONAME) $(I_LIB)/libfitalloc.so \
+	  $(I_LIB)/libfitalloc.a $(I_INC)/fitalloc.h $(I_PC)/fitalloc.pc $(I_BIN)/fitalloc \
+	  $(I_EXEC)/replay $(I_EXEC)/bench.py
+	rmdir $(I_EXEC) 2>/dev/null || true
+
+# Installs into temporary prefixes, builds C and C++ programs with
+# pkg-config, runs them, uninstalls.
+install-test: build bench/replay
+	@bash scripts/install_test.sh
+
+test: build header-check lint rust-test rust-global-test c-test stress-ci real-programs trace-test install-test command-test
 	@echo "make test: all tests passed"
 
 demo: $(LIB)

@@ -1,8 +1,12 @@
 //! Generates `include/fitalloc.h` from the exported functions and types with
 //! cbindgen (feature `header`, on by default). The header is committed;
-//! `make test` fails when it is stale.
+//! `make test` fails when it is stale. Also gives the shared library its
+//! soname, `libfitalloc.so.0` (the name `make install` installs it under).
 
 fn main() {
+    // The soname: programs linked against the installed library record
+    // libfitalloc.so.0, so a 0.x update that keeps the ABI replaces it.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libfitalloc.so.0");
     #[cfg(feature = "header")]
     header();
 }
