@@ -20,9 +20,13 @@ all: build
 
 build: $(LIB)
 
-# Cargo decides what is stale; the header is written by build.rs.
+# Cargo decides what is stale; the header is written by build.rs. The
+# library's soname is libfitalloc.so.0 (build.rs), the name programs linked
+# against it look for: the link beside it serves those linked against the
+# build tree (the C tests).
 $(LIB) $(HEADER): FORCE
 	$(CARGO) build --release --quiet
+	@ln -sf libfitalloc.so target/release/libfitalloc.so.0
 
 FORCE:
 
