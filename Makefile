@@ -80,7 +80,10 @@ I_BIN   := $(DESTDIR)$(PREFIX)/bin
 I_EXEC  := $(DESTDIR)$(PREFIX)/libexec/fitalloc
 I_PC    := $(I_LIB)/pkgconfig
 
-install: build bench/replay
+# Builds only what is missing (`sudo make install` after `make` need not
+# find cargo in root's PATH).
+install: bench/replay
+	@[ -f $(LIB) ] && [ -f $(STATIC) ] || $(MAKE) build
 	install -d $(I_LIB) $(I_INC) $(I_BIN) $(I_EXEC) $(I_PC)
 	install -m 755 $(LIB) $(I_LIB)/libfitalloc.so.$(VERSION)
 	ln -sf libfitalloc.so.$(VERSION) $(I_LIB)/$(SONAME)
