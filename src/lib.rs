@@ -35,7 +35,8 @@
 //! `LD_PRELOAD` that would recurse into ourselves.
 //!
 //! The modules are private: the library's interface is the C ABI in `ffi`
-//! (callable from Rust too). Keeping everything else private lets the
+//! (callable from Rust too), and with `std` the Rust [`FitAlloc`],
+//! [`stats`] and [`check_heap`] (none of them inline). Keeping everything else private lets the
 //! compiler treat the allocator's statics and functions as local to the
 //! library and address them directly; anything reachable from public inline
 //! code would be exported from the rlib and reached through the GOT, one
