@@ -61,12 +61,47 @@ PY=$(python3 -c 'import sys; print(sys.executable)')
 expect "record -o: the program's output, a trace" 0 "*recorded * operations in $work/py.rep*" -- \
     "$FA" record -o "$work/py.rep" -- env PYTHONMALLOC=malloc "$PY" -c 'print(len({str(i): [i] * 3 for i in range(5000)}))'
 expect "replay --check of the recorded trace" 0 "*verified*ok*" -- "$FA" replay --check -n 1 "$work/py.rep"
-expect "record: the program's exit status (3)" 3 "*recorded*" -- "$FA" record -o "$work/s.rep" -- sh -c 'exit 3'
+expect "record: the program's exit status (3)" 3 "fitalloc: *$work/s.rep*" -- "$FA" record -o "$work/s.rep" -- sh -c 'exit 3'
 expect "record: no -o: 2" 2 "fitalloc: record: no output file*" -- "$FA" record -- true
 expect "record: missing program: 127" 127 "fitalloc: program not found: no-such-program-here" -- \
     "$FA" record -o "$work/x.rep" -- no-such-program-here
 expect "replay: missing trace: 2" 2 "fitalloc: no such trace: $work/none.rep" -- "$FA" replay "$work/none.rep"
 expect "replay: no trace: 2" 2 "fitalloc: replay: no trace given*" -- "$FA" replay
+
+expect "record: child processes' traces are counted" 0 "fitalloc: $work/two.rep is empty: *, and 2 more from child processes*" -- \
+    "$FA" record -o "$work/two.rep" -- sh -c 'ls / >/dev/null; ls / >/dev/null; :'
+
+# A C++ program that knows nothing of fitalloc, preloaded: its operator new
+# is fitalloc's, and a failed new throws bad_alloc it catches.
+cat >"$work/plain.cc" <<'EOF'
+#include <dlfcn.h>
+#include <cstdio>
+#include <new>
+#include <string>
+#include <vector>
+int main()
+{
+    Dl_info info;
+    void *(*op)(std::size_t) = &::operator new;
+    dladdr(reinterpret_cast<void *>(op), &info);
+    std::vector<std::string> v(1000, std::string(100, 'x'));
+    volatile std::size_t absurd = std::size_t(1) << 62;
+    try {
+        char *p = new char[absurd];
+        p[0] = 1;
+        std::printf("not thrown\n");
+    } catch (const std::bad_alloc &) {
+        std::printf("operator new from %s; bad_alloc caught\n", info.dli_fname);
+    }
+    return 0;
+}
+EOF
+if g++ -O1 -o "$work/plain" "$work/plain.cc" -ldl 2>"$work/plain.log"; then
+    expect "run: a C++ program's new/delete are fitalloc's; bad_alloc caught" 0 \
+        "*operator new from */libfitalloc.so*; bad_alloc caught*" -- "$FA" run -- "$work/plain"
+else
+    bad "g++ could not build a C++ program: $(tail -2 "$work/plain.log")"
+fi
 
 # heapmap and compare on the recorded trace.
 expect "heapmap -o map.svg" 0 "fitalloc: heap map of * written to $work/map.svg" -- \
