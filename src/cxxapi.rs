@@ -54,9 +54,11 @@ pub fn delete(p: *mut u8) {
     api::free(p)
 }
 
+#[cfg(target_arch = "x86_64")]
 type VoidFn = unsafe extern "C" fn();
 
 /// Looks up a function of the C++ runtime by its mangled name.
+#[cfg(target_arch = "x86_64")]
 fn cxx_runtime_fn(name: &core::ffi::CStr) -> Option<VoidFn> {
     // SAFETY: dlsym with a NUL-terminated name; no lock of ours is held
     // (it may call malloc).
@@ -72,6 +74,7 @@ fn cxx_runtime_fn(name: &core::ffi::CStr) -> Option<VoidFn> {
 /// frees memory and returns, or throws), else `std::__throw_bad_alloc`
 /// (which throws). Without a C++ runtime in the process, prints one line
 /// and aborts. Never unwinds itself.
+#[cfg(target_arch = "x86_64")]
 pub extern "C" fn on_failure(size: usize) -> VoidFn {
     if let Some(get) = cxx_runtime_fn(c"_ZSt15get_new_handlerv") {
         // SAFETY: `std::get_new_handler()` takes nothing, returns the
