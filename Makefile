@@ -65,7 +65,7 @@ header-check: $(LIB)
 # ---- install ---------------------------------------------------------------
 # lib/libfitalloc.so.0.1.0 (soname libfitalloc.so.0, set by build.rs) with
 # its .so.0 and .so links, lib/libfitalloc.a, include/fitalloc.h,
-# lib/pkgconfig/fitalloc.pc, bin/fitalloc, and the tools `fitalloc replay`
+# lib/pkgconfig/fitalloc.pc, bin/fitalloc and its man page, and the tools `fitalloc replay`
 # and `fitalloc compare` run in libexec/fitalloc/. With DESTDIR empty and
 # as root, ldconfig refreshes the loader's cache (LDCONFIG=true skips it).
 PREFIX  ?= /usr/local
@@ -79,12 +79,13 @@ I_INC   := $(DESTDIR)$(PREFIX)/include
 I_BIN   := $(DESTDIR)$(PREFIX)/bin
 I_EXEC  := $(DESTDIR)$(PREFIX)/libexec/fitalloc
 I_PC    := $(I_LIB)/pkgconfig
+I_MAN   := $(DESTDIR)$(PREFIX)/share/man/man1
 
 # Builds only what is missing (`sudo make install` after `make` need not
 # find cargo in root's PATH).
 install: bench/replay
 	@[ -f $(LIB) ] && [ -f $(STATIC) ] || $(MAKE) build
-	install -d $(I_LIB) $(I_INC) $(I_BIN) $(I_EXEC) $(I_PC)
+	install -d $(I_LIB) $(I_INC) $(I_BIN) $(I_EXEC) $(I_PC) $(I_MAN)
 	install -m 755 $(LIB) $(I_LIB)/libfitalloc.so.$(VERSION)
 	ln -sf libfitalloc.so.$(VERSION) $(I_LIB)/$(SONAME)
 	ln -sf $(SONAME) $(I_LIB)/libfitalloc.so
@@ -93,6 +94,7 @@ install: bench/replay
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@VERSION@|$(VERSION)|g' fitalloc.pc.in > $(I_PC)/fitalloc.pc
 	chmod 644 $(I_PC)/fitalloc.pc
 	install -m 755 scripts/fitalloc $(I_BIN)/fitalloc
+	install -m 644 docs/fitalloc.1 $(I_MAN)/fitalloc.1
 	install -m 755 bench/replay $(I_EXEC)/replay
 	install -m 644 bench/bench.py $(I_EXEC)/bench.py
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null 2>&1; then $(LDCONFIG); fi
@@ -100,7 +102,7 @@ install: bench/replay
 uninstall:
 	rm -f $(I_LIB)/libfitalloc.so.$(VERSION) $(I_LIB)/$(SONAME) $(I_LIB)/libfitalloc.so \
 	  $(I_LIB)/libfitalloc.a $(I_INC)/fitalloc.h $(I_PC)/fitalloc.pc $(I_BIN)/fitalloc \
-	  $(I_EXEC)/replay $(I_EXEC)/bench.py
+	  $(I_EXEC)/replay $(I_EXEC)/bench.py $(I_MAN)/fitalloc.1
 	rmdir $(I_EXEC) 2>/dev/null || true
 
 # Installs into temporary prefixes, builds C and C++ programs with

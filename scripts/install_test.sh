@@ -30,6 +30,7 @@ prefix=$work/prefix
 expected=(
     "lib/libfitalloc.so.$version" lib/libfitalloc.so.0 lib/libfitalloc.so lib/libfitalloc.a
     include/fitalloc.h lib/pkgconfig/fitalloc.pc bin/fitalloc libexec/fitalloc/replay libexec/fitalloc/bench.py
+    share/man/man1/fitalloc.1
 )
 
 # Every expected file under $1 and nothing else (files and links).
