@@ -295,6 +295,7 @@ struct mcase {
     case_fn run;
     int addr_policy;
     const char *fit_na; /* non-NULL: does not apply to fitalloc (why); reported only */
+    const char *cause;  /* non-NULL: fitalloc's message must contain this (the real cause) */
 };
 
 static const char *expected_func(const struct mcase *k)
@@ -589,64 +590,65 @@ static void run_uaf(struct ctx *c, const struct mcase *k)
     sink = (size_t)stack_var[3];
 }
 
-#define CASE(nm, fn, sz, a, run, pol, na) {nm, fn, NULL, sz, a, run, pol, na}
+#define CASE(nm, fn, sz, a, run, pol, na) {nm, fn, NULL, sz, a, run, pol, na, NULL}
+#define CASE_C(nm, fn, sz, a, run, pol, cause) {nm, fn, NULL, sz, a, run, pol, NULL, cause}
 
 static const struct mcase cases[] = {
     /* double free */
-    CASE("double free right after free", "free", SMALL, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("double free right after free", "free", MEDIUM, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("double free right after free", "free", LARGE, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("double free right after free, held blocks around", "free", SMALL, 1, run_freed, ADDR_EXACT, NULL),
-    CASE("double free right after free, held blocks around", "free", MEDIUM, 1, run_freed, ADDR_EXACT, NULL),
-    CASE("double free after neighbours freed + cache drained (merged)", "free", SMALL, 1, run_df_merged, ADDR_EXACT, NULL),
-    CASE("double free after neighbours freed (merged)", "free", MEDIUM, 0, run_df_merged, ADDR_EXACT, NULL),
-    CASE("double free after 200 frees of the same size", "free", SMALL, 0, run_df_after_many, ADDR_EXACT, NULL),
-    CASE("double free after the freeing thread exited", "free", SMALL, 0, run_df_thread_exit, ADDR_EXACT, NULL),
-    CASE("double free after 200 frees of the same size", "free", MEDIUM, 0, run_df_after_many, ADDR_EXACT, NULL),
-    CASE("double free after 200 frees of the same size", "free", LARGE, 0, run_df_after_many, ADDR_EXACT, NULL),
+    CASE_C("double free right after free", "free", SMALL, 0, run_freed, ADDR_EXACT, "double free of"),
+    CASE_C("double free right after free", "free", MEDIUM, 0, run_freed, ADDR_EXACT, "double free of"),
+    CASE_C("double free right after free", "free", LARGE, 0, run_freed, ADDR_EXACT, "double free of"),
+    CASE_C("double free right after free, held blocks around", "free", SMALL, 1, run_freed, ADDR_EXACT, "double free of"),
+    CASE_C("double free right after free, held blocks around", "free", MEDIUM, 1, run_freed, ADDR_EXACT, "double free of"),
+    CASE_C("double free after neighbours freed + cache drained (merged)", "free", SMALL, 1, run_df_merged, ADDR_EXACT, "double free of"),
+    CASE_C("double free after neighbours freed (merged)", "free", MEDIUM, 0, run_df_merged, ADDR_EXACT, "double free of"),
+    CASE_C("double free after 200 frees of the same size", "free", SMALL, 0, run_df_after_many, ADDR_EXACT, "double free of"),
+    CASE_C("double free after the freeing thread exited", "free", SMALL, 0, run_df_thread_exit, ADDR_EXACT, "double free of"),
+    CASE_C("double free after 200 frees of the same size", "free", MEDIUM, 0, run_df_after_many, ADDR_EXACT, "double free of"),
+    CASE_C("double free after 200 frees of the same size", "free", LARGE, 0, run_df_after_many, ADDR_EXACT, "double free of"),
     /* pointers never ours */
-    CASE("free of a stack address", "free", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, NULL),
-    CASE("free of a static array", "free", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, NULL),
-    CASE("free of a foreign mmap", "free", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, NULL),
-    CASE("free of (void *)0x10000", "free", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, NULL),
-    CASE("free of libc's data (stdout)", "free", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, NULL),
-    CASE("realloc of a stack address", "realloc", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, NULL),
-    CASE("realloc of a static array", "realloc", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, NULL),
-    CASE("realloc of a foreign mmap", "realloc", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, NULL),
-    CASE("realloc of (void *)0x10000", "realloc", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, NULL),
-    CASE("realloc of libc's data (stdout)", "realloc", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of a stack address", "malloc_usable_size", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of a static array", "malloc_usable_size", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of a foreign mmap", "malloc_usable_size", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of (void *)0x10000", "malloc_usable_size", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of libc's data (stdout)", "malloc_usable_size", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, NULL),
+    CASE_C("free of a stack address", "free", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("free of a static array", "free", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("free of a foreign mmap", "free", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("free of (void *)0x10000", "free", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("free of libc's data (stdout)", "free", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("realloc of a stack address", "realloc", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("realloc of a static array", "realloc", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("realloc of a foreign mmap", "realloc", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("realloc of (void *)0x10000", "realloc", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("realloc of libc's data (stdout)", "realloc", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("malloc_usable_size of a stack address", "malloc_usable_size", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("malloc_usable_size of a static array", "malloc_usable_size", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("malloc_usable_size of a foreign mmap", "malloc_usable_size", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("malloc_usable_size of (void *)0x10000", "malloc_usable_size", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("malloc_usable_size of libc's data (stdout)", "malloc_usable_size", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     /* interior pointers */
     CASE("free(p+16)", "free", SMALL, 16, run_interior, ADDR_EXACT, NULL),
     CASE("free(p+16)", "free", MEDIUM, 16, run_interior, ADDR_EXACT, NULL),
-    CASE("free(p+16)", "free", LARGE, 16, run_interior, ADDR_EXACT, NULL),
+    CASE_C("free(p+16)", "free", LARGE, 16, run_interior, ADDR_EXACT, "inside a large block"),
     CASE("free(p+64)", "free", SMALL, 64, run_interior, ADDR_EXACT, NULL),
     CASE("free(p+64)", "free", MEDIUM, 64, run_interior, ADDR_EXACT, NULL),
-    CASE("free(p+64)", "free", LARGE, 64, run_interior, ADDR_EXACT, NULL),
+    CASE_C("free(p+64)", "free", LARGE, 64, run_interior, ADDR_EXACT, "inside a large block"),
     CASE("free(p+1)", "free", SMALL, 1, run_interior, ADDR_EXACT, NULL),
     CASE("free(p+1)", "free", MEDIUM, 1, run_interior, ADDR_EXACT, NULL),
-    CASE("free(p+1)", "free", LARGE, 1, run_interior, ADDR_EXACT, NULL),
+    CASE_C("free(p+1)", "free", LARGE, 1, run_interior, ADDR_EXACT, "inside a large block"),
     CASE("free(p+8)", "free", SMALL, 8, run_interior, ADDR_EXACT, NULL),
     CASE("free(p+8)", "free", MEDIUM, 8, run_interior, ADDR_EXACT, NULL),
-    CASE("free(p+8)", "free", LARGE, 8, run_interior, ADDR_EXACT, NULL),
+    CASE_C("free(p+8)", "free", LARGE, 8, run_interior, ADDR_EXACT, "inside a large block"),
     CASE("realloc(p+16)", "realloc", SMALL, 16, run_interior, ADDR_EXACT, NULL),
     CASE("realloc(p+16)", "realloc", MEDIUM, 16, run_interior, ADDR_EXACT, NULL),
-    CASE("realloc(p+16)", "realloc", LARGE, 16, run_interior, ADDR_EXACT, NULL),
+    CASE_C("realloc(p+16)", "realloc", LARGE, 16, run_interior, ADDR_EXACT, "inside a large block"),
     CASE("malloc_usable_size(p+16)", "malloc_usable_size", SMALL, 16, run_interior, ADDR_EXACT, NULL),
     CASE("malloc_usable_size(p+16)", "malloc_usable_size", MEDIUM, 16, run_interior, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size(p+16)", "malloc_usable_size", LARGE, 16, run_interior, ADDR_EXACT, NULL),
+    CASE_C("malloc_usable_size(p+16)", "malloc_usable_size", LARGE, 16, run_interior, ADDR_EXACT, "inside a large block"),
     /* freed blocks */
-    CASE("realloc of a freed block", "realloc", SMALL, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("realloc of a freed block", "realloc", MEDIUM, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("realloc of a freed block", "realloc", LARGE, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("realloc of a freed block, held blocks around", "realloc", MEDIUM, 1, run_freed, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of a freed block", "malloc_usable_size", SMALL, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of a freed block", "malloc_usable_size", MEDIUM, 0, run_freed, ADDR_EXACT, NULL),
-    CASE("malloc_usable_size of a freed block", "malloc_usable_size", LARGE, 0, run_freed, ADDR_EXACT, NULL),
+    CASE_C("realloc of a freed block", "realloc", SMALL, 0, run_freed, ADDR_EXACT, "realloc of a freed block"),
+    CASE_C("realloc of a freed block", "realloc", MEDIUM, 0, run_freed, ADDR_EXACT, "realloc of a freed block"),
+    CASE_C("realloc of a freed block", "realloc", LARGE, 0, run_freed, ADDR_EXACT, "realloc of a freed block"),
+    CASE_C("realloc of a freed block, held blocks around", "realloc", MEDIUM, 1, run_freed, ADDR_EXACT, "realloc of a freed block"),
+    CASE_C("malloc_usable_size of a freed block", "malloc_usable_size", SMALL, 0, run_freed, ADDR_EXACT, "pointer to a freed block"),
+    CASE_C("malloc_usable_size of a freed block", "malloc_usable_size", MEDIUM, 0, run_freed, ADDR_EXACT, "pointer to a freed block"),
+    CASE_C("malloc_usable_size of a freed block", "malloc_usable_size", LARGE, 0, run_freed, ADDR_EXACT, "pointer to a freed block"),
     /* header underflow */
     CASE("underflow (8 bytes before p), then free", "free", SMALL, 0, run_underflow, ADDR_EXACT, NULL),
     CASE("underflow (8 bytes before p), then free", "free", MEDIUM, 0, run_underflow, ADDR_EXACT, NULL),
@@ -669,23 +671,23 @@ static const struct mcase cases[] = {
     CASE("overflow A into B's header, then free(B)", "free", SMALL, 1, run_overflow, ADDR_EXACT, NULL),
     CASE("overflow A into B's header, then realloc(B)", "realloc", SMALL, 1, run_overflow, ADDR_EXACT, NULL),
     /* use after free, then malloc */
-    {"UAF: cache link+mark = 0x4141.., then malloc x8", "malloc", "malloc", SMALL, 0, run_uaf, ADDR_ANY, NULL},
-    {"UAF: cache link+mark = &stack, then malloc x8", "malloc", "malloc", SMALL, UAF_STACK, run_uaf, ADDR_ANY, NULL},
+    {"UAF: cache link+mark = 0x4141.., then malloc x8", "malloc", "malloc", SMALL, 0, run_uaf, ADDR_ANY, NULL, NULL},
+    {"UAF: cache link+mark = &stack, then malloc x8", "malloc", "malloc", SMALL, UAF_STACK, run_uaf, ADDR_ANY, NULL, NULL},
     {"UAF: cache link only = &stack, then malloc x8", "malloc", "malloc", SMALL, UAF_STACK | UAF_LINK_ONLY, run_uaf,
-     ADDR_ANY, NULL},
+     ADDR_ANY, NULL, NULL},
     {"UAF: small-bin links = 0x4141.., then malloc x8", "malloc", "malloc", SMALL, UAF_DRAIN | UAF_GUARDS, run_uaf,
-     ADDR_ANY, NULL},
+     ADDR_ANY, NULL, NULL},
     {"UAF: small-bin links = &stack, then malloc x8", "malloc", "malloc", SMALL, UAF_DRAIN | UAF_GUARDS | UAF_STACK,
-     run_uaf, ADDR_ANY, NULL},
+     run_uaf, ADDR_ANY, NULL, NULL},
     {"UAF: free-list links = 0x4141.., then malloc x8", "malloc", "malloc", MEDIUM, UAF_GUARDS, run_uaf, ADDR_ANY,
-     NULL},
+     NULL, NULL},
     {"UAF: free-list links = &stack, then malloc x8", "malloc", "malloc", MEDIUM, UAF_GUARDS | UAF_STACK, run_uaf,
-     ADDR_ANY, NULL},
+     ADDR_ANY, NULL, NULL},
     {"UAF: first free-list link only = &stack, then malloc x8", "malloc", "malloc", MEDIUM,
-     UAF_GUARDS | UAF_STACK | UAF_LINK_ONLY, run_uaf, ADDR_ANY, NULL},
+     UAF_GUARDS | UAF_STACK | UAF_LINK_ONLY, run_uaf, ADDR_ANY, NULL, NULL},
     {"UAF: latest freed block's first 16 B = 0x4141.., then malloc x8", "malloc", "malloc", MEDIUM,
      UAF_GUARDS | UAF_NO_LATER_FREE, run_uaf, ADDR_ANY,
-     "if the heap keeps the latest freed block out of its lists, those 16 bytes are no links"},
+     "if the heap keeps the latest freed block out of its lists, those 16 bytes are no links", NULL},
 };
 #define N_CASES (sizeof cases / sizeof cases[0])
 
@@ -906,6 +908,11 @@ static void judge_fitalloc(const struct mcase *k, struct outcome *o, char *why, 
         const char *a = strrchr(the_line, ' ');
         snprintf(o->addr_note, sizeof o->addr_note, "; the message names %s, not the block %s", a ? a + 1 : "?",
                  o->naddr > 0 ? o->addrs[0] : "?");
+        return;
+    }
+    if (k->cause && !strstr(the_line, k->cause)) {
+        snprintf(why, why_len, "message does not name the cause \"%s\": %s", k->cause, the_line);
+        o->kind = O_ABORT_BAD;
         return;
     }
     for (int i = 0; i < o->naddr; i++)

@@ -15,6 +15,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
+// Version of [`FitallocStats`]'s layout.
+#define FITALLOC_STATS_VERSION 1
+
 // `fitalloc_heap_walk` kind: a heap region (`addr` = start, `size` = length).
 #define FITALLOC_WALK_REGION 0
 
@@ -29,9 +32,6 @@
 
 // `fitalloc_heap_walk` kind: a large block's own mapping (`addr` = mapping).
 #define FITALLOC_WALK_MAPPED 4
-
-// Version of [`FitallocStats`]'s layout.
-#define FITALLOC_STATS_VERSION 1
 
 // `struct fitalloc_stats`: every figure the allocator keeps. Starts with its
 // own size and version so that callers built against another layout can

@@ -1,85 +1,30 @@
 //! The C allocation API's semantics, one layer below the exports: errno,
 //! overflow, zero sizes, alignment rules and realloc's edge cases, as glibc
-//! (2.36) defines them. The algorithm lives in [`crate::global`].
+//! (2.36) defines them, and the per-call hooks ([`crate::modes`]). The
+//! algorithms live in [`crate::alloc`], [`crate::free`] and
+//! [`crate::realloc`].
 //!
 //! Sizes above `PTRDIFF_MAX` fail with `ENOMEM` before any arithmetic, so
 //! no rounding below can wrap.
 
-use crate::global;
+use crate::modes::{self, hardened, hooked};
 use crate::tcache::Call;
-use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
+use crate::trace::Event;
 
 const PTRDIFF_MAX: usize = isize::MAX as usize;
 
-/// Which optional per-call hooks are on (one load on every call). The
-/// process's first call finds `HOOK_START` and starts the allocator before
-/// choosing how to serve itself, so that a mode read from the environment
-/// (hardening, tracing) applies to the very first block too.
-static HOOKS: AtomicU8 = AtomicU8::new(HOOK_START);
-const HOOK_CHECK: u8 = 1;
-const HOOK_TRACE: u8 = 2;
-const HOOK_HARDEN: u8 = 4;
-const HOOK_START: u8 = 8;
-static CHECK_EVERY: AtomicUsize = AtomicUsize::new(0);
-static CHECK_COUNT: AtomicUsize = AtomicUsize::new(0);
-
-/// Runs the heap checker every `n` calls (0: never).
-pub fn set_check_every(n: usize) {
-    CHECK_EVERY.store(n, Relaxed);
-    set_hook(HOOK_CHECK, n != 0 || cfg!(feature = "check-every-call"));
-}
-
-/// Routes every call through the hardened mode's checks.
-pub fn set_hardened(on: bool) {
-    set_hook(HOOK_HARDEN, on);
-}
-
-#[inline]
-fn hardened() -> bool {
-    HOOKS.load(Relaxed) & HOOK_HARDEN != 0
-}
-
-/// Turns the trace recorder's hook on or off.
-pub fn set_tracing(on: bool) {
-    set_hook(HOOK_TRACE, on);
-}
-
-fn set_hook(bit: u8, on: bool) {
-    if on {
-        HOOKS.fetch_or(bit, Relaxed);
-    } else {
-        HOOKS.fetch_and(!bit, Relaxed);
-    }
-}
-
-/// What a call did, for the trace recorder.
-#[derive(Clone, Copy, Debug)]
-pub enum Event {
-    Malloc { size: usize, ptr: *mut u8 },
-    Calloc { nmemb: usize, size: usize, ptr: *mut u8 },
-    Memalign { align: usize, size: usize, ptr: *mut u8 },
-    Realloc { old: *mut u8, size: usize, ptr: *mut u8 },
-    Free { ptr: *mut u8 },
-}
-
-/// Whether any per-call hook is on.
-#[inline(always)]
-fn hooked() -> bool {
-    HOOKS.load(Relaxed) != 0
-}
-
-/// Runs one API call with the hooks on: under the trace recorder's lock for
-/// the whole call (so the trace is a valid serial order), recording what
-/// `f` reports, then the heap checker when it is due.
+/// Runs one API call with the hooks on: start-up on the process's first
+/// calls; under the trace recorder's lock for the whole call (so the trace
+/// is a valid serial order), recording what `f` reports; then the heap
+/// checker when it is due.
 #[cold]
 #[inline(never)]
 fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
-    if HOOKS.load(Relaxed) & HOOK_START != 0 {
-        global::ensure_init();
-        set_hook(HOOK_START, false);
+    if modes::hooks() & modes::START != 0 && crate::init::ensure_init() {
+        modes::set(modes::START, false);
     }
-    let on = HOOKS.load(Relaxed);
-    let result = if on & HOOK_TRACE != 0 {
+    let on = modes::hooks();
+    let result = if on & modes::TRACE != 0 {
         let _serial = crate::trace::lock();
         let (r, e) = f();
         crate::trace::record(e);
@@ -87,9 +32,9 @@ fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
     } else {
         f().0
     };
-    if on & HOOK_CHECK != 0 {
-        let every = CHECK_EVERY.load(Relaxed).max(1);
-        if CHECK_COUNT.fetch_add(1, Relaxed).is_multiple_of(every) {
+    if on & modes::CHECK != 0 {
+        static COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
+        if COUNT.fetch_add(1, core::sync::atomic::Ordering::Relaxed).is_multiple_of(modes::check_every()) {
             let problems = crate::check::check_heap(true);
             if problems != 0 {
                 crate::diag::fatal("check", "heap checker found problems; count:", problems);
@@ -133,7 +78,7 @@ fn malloc_plain(n: usize) -> *mut u8 {
     if n > PTRDIFF_MAX {
         return enomem();
     }
-    or_enomem(global::malloc(n, Call::Malloc))
+    or_enomem(crate::alloc::alloc(n, Call::Malloc, false))
 }
 
 #[inline(always)]
@@ -146,12 +91,12 @@ pub fn free(p: *mut u8) {
             if hardened() {
                 crate::harden::free(p, "free");
             } else {
-                global::free(p, "free");
+                crate::free::free(p, "free");
             }
             ((), Event::Free { ptr: p })
         });
     }
-    global::free(p, "free");
+    crate::free::free(p, "free");
 }
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
@@ -173,7 +118,7 @@ pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
 
 fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
     match nmemb.checked_mul(size).filter(|&n| n <= PTRDIFF_MAX) {
-        Some(n) => or_enomem(global::calloc(n)),
+        Some(n) => or_enomem(crate::alloc::alloc(n, Call::Calloc, true)),
         None => enomem(),
     }
 }
@@ -211,13 +156,13 @@ fn realloc_plain(p: *mut u8, n: usize) -> *mut u8 {
         return enomem();
     }
     if p.is_null() {
-        return or_enomem(global::malloc(n, Call::Realloc));
+        return or_enomem(crate::alloc::alloc(n, Call::Realloc, false));
     }
     if n == 0 {
-        global::free(p, "realloc");
+        crate::free::free(p, "realloc");
         return core::ptr::null_mut();
     }
-    or_enomem(global::realloc(p, n))
+    or_enomem(crate::realloc::realloc(p, n))
 }
 
 pub fn reallocarray(p: *mut u8, nmemb: usize, size: usize) -> *mut u8 {
@@ -246,12 +191,12 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
             let p = if hardened() {
                 or_enomem(crate::harden::malloc(n, align, false))
             } else {
-                or_enomem(global::memalign(align, n))
+                or_enomem(crate::alloc::memalign(align, n))
             };
             (p, Event::Memalign { align, size: n, ptr: p })
         });
     }
-    or_enomem(global::memalign(align, n))
+    or_enomem(crate::alloc::memalign(align, n))
 }
 
 /// Returns `EINVAL` (leaving `*out` and errno alone) unless `align` is a
@@ -280,8 +225,8 @@ pub fn aligned_alloc(align: usize, n: usize) -> *mut u8 {
 }
 
 fn page() -> usize {
-    global::ensure_init();
-    crate::options::OPT.page.load(Relaxed)
+    crate::init::ensure_init();
+    crate::options::OPT.page.load(core::sync::atomic::Ordering::Relaxed)
 }
 
 pub fn valloc(n: usize) -> *mut u8 {
@@ -304,7 +249,7 @@ pub fn malloc_usable_size(p: *mut u8) -> usize {
     if hardened() {
         return crate::harden::usable_size(p);
     }
-    global::usable_size(p, "malloc_usable_size")
+    crate::pointer::usable_size(p, "malloc_usable_size")
 }
 
 // glibc's mallopt parameter numbers.
@@ -317,7 +262,7 @@ pub(crate) const M_MMAP_MAX: i32 = -4;
 /// mallopt: 1 on success, 0 when glibc would refuse the value.
 pub fn mallopt(param: i32, value: i32) -> i32 {
     use crate::options::{set_fixed, set_mmap_threshold, OPT};
-    global::ensure_init();
+    crate::init::ensure_init();
     let v = value as usize;
     let ok = match param {
         M_MXFAST => (0..=80 * core::mem::size_of::<usize>() as i32 / 4).contains(&value),
@@ -339,10 +284,11 @@ pub fn mallopt(param: i32, value: i32) -> i32 {
         // and without effect here (one heap, checks always on).
         _ => true,
     };
-    global::params_changed();
+    crate::process::sync_params();
     ok as i32
 }
 
 pub fn malloc_trim(pad: usize) -> i32 {
-    global::trim(pad) as i32
+    crate::init::ensure_init();
+    crate::trim::trim(pad) as i32
 }

@@ -12,9 +12,9 @@
 //! (and likewise for the small lists' bitmap). Every free block except the
 //! top of the current region is in exactly one bin, the one its size maps to.
 
-use crate::block::Block;
+use crate::block::{BadLink, Block};
 use crate::config::{SMALL_LIMIT_SHIFT, SMALL_LIMIT_UNITS, TREE_BINS, TREE_SUB_BITS};
-use crate::freelist::{BadLink, SmallBins};
+use crate::freelist::SmallBins;
 use crate::region::RegionTable;
 use crate::tree::Treap;
 

@@ -109,6 +109,14 @@ pub fn is_used_header(addr: usize, h: u32) -> bool {
     h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
 }
 
+/// Whether `h`, read at `addr`, is the used header of a block (not an
+/// epilogue, whose used header has size 0): only then may its payload be
+/// read.
+#[inline(always)]
+pub fn is_block_header(addr: usize, h: u32) -> bool {
+    is_used_header(addr, h) && used_units(h) >= crate::config::MIN_UNITS
+}
+
 /// The size in units of a used header.
 #[inline(always)]
 pub const fn used_units(h: u32) -> u32 {
@@ -126,6 +134,23 @@ pub(crate) const fn free_header(units: u32) -> u32 {
 #[inline(always)]
 pub(crate) const fn header_units(h: u32) -> u32 {
     if h & USED != 0 { h >> USED_UNITS_SHIFT } else { h >> FREE_UNITS_SHIFT }
+}
+
+/// A free-list or tree link that failed its check: the block whose link
+/// was bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BadLink(pub usize);
+
+/// Bytes of a block of `units`.
+#[inline(always)]
+pub const fn units_to_bytes(units: u32) -> usize {
+    (units as usize) << UNIT_SHIFT
+}
+
+/// Whole units in `bytes`.
+#[inline(always)]
+pub const fn bytes_to_units(bytes: usize) -> usize {
+    bytes >> UNIT_SHIFT
 }
 
 /// A block: the address of its header. Copyable; it is a position, not an
@@ -162,6 +187,33 @@ impl Block {
     #[inline(always)]
     pub fn is_null(self) -> bool {
         self.0.is_null()
+    }
+
+    /// Whether `addr` can be a block's header: payloads are 16-aligned and
+    /// the header is the 4 bytes before, so headers sit at 12 mod 16.
+    #[inline(always)]
+    pub const fn is_header_position(addr: usize) -> bool {
+        addr % 16 == 16 - HEADER
+    }
+
+    /// The first block of a region that starts at `start` (16-aligned): its
+    /// payload is the region's first aligned address after a header.
+    #[inline(always)]
+    pub const fn first_in_region(start: usize) -> Block {
+        Block((start + 16 - HEADER) as *mut u8)
+    }
+
+    /// The epilogue of a region that ends at `end`: a used header of size
+    /// 0 in the region's last four bytes.
+    #[inline(always)]
+    pub const fn epilogue_of(end: usize) -> Block {
+        Block((end - HEADER) as *mut u8)
+    }
+
+    /// Bytes from `self` to `other` (a later block), in units.
+    #[inline(always)]
+    pub fn units_to(self, other: Block) -> u32 {
+        bytes_to_units(other.addr() - self.addr()) as u32
     }
 
     /// The payload address (16-byte aligned for every real block).
@@ -286,16 +338,6 @@ impl Block {
         unsafe { self.offset(units).footer_before().read() }
     }
 
-    /// The next block in address order.
-    ///
-    /// # Safety
-    /// `self` must be a block (not the epilogue) in a heap region.
-    #[inline(always)]
-    pub unsafe fn next(self) -> Block {
-        // SAFETY: forwarded to the caller.
-        self.offset(unsafe { self.units() })
-    }
-
     /// The size in units of the previous block, read from its footer.
     ///
     /// # Safety
@@ -337,6 +379,15 @@ impl Block {
         unsafe { (self.payload() as *mut usize).add(i).write(to.0 as usize ^ link_mask(self, i)) }
     }
 
+    /// The bytes of free block `self` of `units` that hold neither its
+    /// header, its three links nor its footer: `[lo, hi)`, possibly empty.
+    #[inline]
+    pub fn spare_span(self, units: u32) -> (usize, usize) {
+        let lo = self.payload() as usize + 3 * core::mem::size_of::<usize>();
+        let hi = self.offset(units).footer_before() as usize;
+        (lo, hi.max(lo))
+    }
+
     /// Payload word 0 of a cached block: the (masked) link to the next
     /// cached block of its size.
     ///
@@ -373,6 +424,26 @@ impl Block {
     pub unsafe fn set_cache_key(self, v: usize) {
         // SAFETY: as for `cache_key`.
         unsafe { (self.payload() as *mut usize).add(1).write(v) }
+    }
+
+    /// Payload word `i` (8 bytes each) of a held block: the hardened mode's
+    /// quarantine mark lives in word 1, as the cache mark does.
+    ///
+    /// # Safety
+    /// `self` must be a held block whose payload has more than `8 * i + 8`
+    /// bytes.
+    #[inline(always)]
+    pub unsafe fn payload_word(self, i: usize) -> usize {
+        // SAFETY: forwarded to the caller; the payload is 16-aligned.
+        unsafe { (self.payload() as *const usize).add(i).read() }
+    }
+
+    /// # Safety
+    /// As for [`Block::payload_word`].
+    #[inline(always)]
+    pub unsafe fn set_payload_word(self, i: usize, v: usize) {
+        // SAFETY: as for `payload_word`.
+        unsafe { (self.payload() as *mut usize).add(i).write(v) }
     }
 
     /// Bytes from the payload start to the end of a block of `units`.

@@ -19,14 +19,26 @@
 //! caches; with other threads running that classification is approximate.
 
 use crate::bins::tree_index;
-use crate::block::{self, header_units, Block, PREV_USED, USED};
-use crate::config::{MIN_UNITS, SMALL_LIMIT_UNITS, TREE_BINS, UNIT_SHIFT};
+use crate::block::{self, header_units, units_to_bytes, Block, PREV_USED, USED};
+use crate::config::{MIN_UNITS, SMALL_LIMIT_UNITS, TREE_BINS};
 use crate::diag::Buf;
-use crate::global::{with_everything, Registry};
 use crate::heap::Heap;
 use crate::large::MapTable;
-use crate::os::Source;
+use crate::os::{Os, Source};
+use crate::pagemap::Owner;
+use crate::process::{heap, large};
 use crate::region::RegionTable;
+use crate::registry::{with_registry, Registry};
+
+/// Runs `f` with the registry, the heap and the large-block table locked
+/// (in rank order). `f` must not allocate.
+fn with_everything<R>(f: impl FnOnce(&Heap<Os>, &MapTable, &Registry) -> R) -> R {
+    with_registry(|r| {
+        let h = heap("check");
+        let l = large();
+        f(&h, &l, r)
+    })
+}
 use core::fmt::Write;
 
 /// Kinds reported by [`walk`] (the values of `FITALLOC_WALK_*`).
@@ -92,8 +104,8 @@ unsafe fn walk_region(
 ) {
     let (start, end) = (regions.start(i), regions.end(i));
     rep.expect(start % 16 == 0 && end % 16 == 0 && end > start, "misaligned region", start);
-    let epi = end - 4;
-    let mut b = Block::at((start + 12) as *mut u8);
+    let epi = Block::epilogue_of(end).addr();
+    let mut b = Block::first_in_region(start);
     let mut prev_used = true;
     // SAFETY: every header read is at a position inside the region.
     unsafe {
@@ -110,7 +122,7 @@ unsafe fn walk_region(
             }
             let h = b.header();
             let units = header_units(h);
-            if units < MIN_UNITS || b.addr() + ((units as usize) << UNIT_SHIFT) > epi {
+            if units < MIN_UNITS || b.offset(units).addr() > epi {
                 rep.problem("block size out of range", b.addr());
                 break;
             }
@@ -123,7 +135,7 @@ unsafe fn walk_region(
                 if Some(b) != top {
                     rep.expect(b.footer(units) == h, "footer differs from header", b.addr());
                 } else {
-                    rep.expect(b.addr() + ((units as usize) << UNIT_SHIFT) == epi, "top is not the last block", b.addr());
+                    rep.expect(b.offset(units).addr() == epi, "top is not the last block", b.addr());
                 }
                 prev_used = false;
             }
@@ -143,7 +155,8 @@ pub fn check_heap(print: bool) -> usize {
 
 fn check_locked<S: Source>(h: &Heap<S>, large: &MapTable, _reg: &Registry, rep: &mut Report) {
     check_heap_structure(h, rep);
-    check_large(large, h.regions, rep);
+    check_region_pages(h.regions, rep);
+    check_large(large, rep);
     check_my_cache(h.regions, rep);
 }
 
@@ -163,7 +176,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
         // SAFETY: the table describes mapped regions.
         unsafe {
             walk_region(regions, i, t, &mut rep, |b, units, used| {
-                let bytes = (units as usize) << UNIT_SHIFT;
+                let bytes = units_to_bytes(units);
                 if used {
                     w.used_bytes += bytes;
                     w.used_blocks += 1;
@@ -184,7 +197,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
         let mut prev = Block::NULL;
         let mut n = 0;
         while !b.is_null() && n <= limit {
-            if !regions.contains(b.addr()) || b.addr() % 16 != 12 {
+            if !regions.holds_header(b.addr()) {
                 rep.problem("small list link outside the heap", b.addr());
                 break;
             }
@@ -198,7 +211,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
             }
             n += 1;
             bin_blocks += 1;
-            bin_bytes += (u as usize) << UNIT_SHIFT;
+            bin_bytes += units_to_bytes(u);
         }
         rep.expect(n <= limit, "small list has a cycle", u as usize);
     }
@@ -214,7 +227,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
                     rep.problem("block in the wrong tree bin", b.addr());
                 }
                 bin_blocks += 1;
-                bin_bytes += (u as usize) << UNIT_SHIFT;
+                bin_bytes += units_to_bytes(u);
             })
         };
         if let Err(e) = walked {
@@ -227,7 +240,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     }
     let (parked, parked_units) = h.parked();
     if !parked.is_null() {
-        if !regions.contains(parked.addr()) || parked.addr() % 16 != 12 {
+        if !regions.holds_header(parked.addr()) {
             rep.problem("parked block outside the heap", parked.addr());
         } else {
             // SAFETY: a header position in a region.
@@ -235,7 +248,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
                 rep.expect(!parked.is_used() && parked.footer(parked_units) == parked.header(), "parked block is not a free block", parked.addr());
             }
             bin_blocks += 1;
-            bin_bytes += (parked_units as usize) << UNIT_SHIFT;
+            bin_bytes += units_to_bytes(parked_units);
         }
     }
     rep.expect(bin_blocks == w.free_blocks, "bins and walk disagree on free blocks", bin_blocks);
@@ -278,24 +291,37 @@ impl ProblemSink for Count {
     }
 }
 
-fn check_large(l: &MapTable, regions: &RegionTable, rep: &mut Report) {
+fn check_large(l: &MapTable, rep: &mut Report) {
     let (n, bytes) = l.walk_count();
     rep.expect(n == l.count(), "large table count wrong", n);
     rep.expect(bytes == l.bytes, "large table bytes wrong", bytes);
-    l.for_each(|p, base, len| {
+    l.for_each(|id, m| {
+        let (p, base, len) = (m.payload, m.base, m.len);
         rep.expect(base % crate::config::PAGE == 0 && len % crate::config::PAGE == 0, "misaligned mapping", base);
         rep.expect(p % 16 == 0 && p >= base && p < base + len, "payload outside its mapping", p);
-        rep.expect(!regions.contains(p), "mapping inside a heap region", p);
+        rep.expect(l.map_agrees(id, m), "page map does not name the mapping on every page", p);
     });
 }
 
-fn check_my_cache(regions: &RegionTable, rep: &mut Report) {
-    let t = crate::tls::get();
-    if t <= 1 {
-        return;
+/// Every page of every region names that region in the page map (edges
+/// exactly on a first or last page the region covers in part).
+fn check_region_pages(regions: &RegionTable, rep: &mut Report) {
+    let map = regions.map();
+    let page = 1usize << crate::pagemap::PAGE_SHIFT;
+    for i in 0..regions.len() {
+        let (start, end) = (regions.start(i), regions.end(i));
+        let (first, last) = (start & !(page - 1), (end - 1) & !(page - 1));
+        let mut a = first;
+        while a <= last {
+            let edge = (a == first && !start.is_multiple_of(page)) || (a == last && !end.is_multiple_of(page));
+            rep.expect(map.owner(a) == Owner::Region { id: i as u32, edge }, "page map disagrees with a region", a);
+            a += page;
+        }
     }
-    // SAFETY: this thread's cache, used only by this thread.
-    let t = unsafe { &*(t as *const crate::tcache::Tcache) };
+}
+
+fn check_my_cache(regions: &RegionTable, rep: &mut Report) {
+    let Some(t) = crate::registry::my_cache() else { return };
     let mut n = 0u64;
     // SAFETY: `for_each` checks every link before following it.
     let r = unsafe { t.for_each(regions, |_, _| n += 1) };
@@ -328,13 +354,13 @@ pub fn walk(mut f: impl FnMut(usize, u64, u32)) -> usize {
                     } else {
                         WALK_USED
                     };
-                    f(b.addr(), (units as u64) << UNIT_SHIFT, kind);
+                    f(b.addr(), units_to_bytes(units) as u64, kind);
                     calls += 1;
                 });
             }
         }
-        l.for_each(|_, base, len| {
-            f(base, len as u64, WALK_MAPPED);
+        l.for_each(|_, m| {
+            f(m.base, m.len as u64, WALK_MAPPED);
             calls += 1;
         });
         calls

@@ -28,9 +28,6 @@ pub(crate) const MAX_HEAP_REQUEST: usize = ((MAX_USED_UNITS as usize - 1) << UNI
 /// `u32` of units with room to spare.
 pub(crate) const MAX_REGION_BYTES: usize = 1 << 32;
 
-/// How many heap regions the region table can hold.
-pub(crate) const MAX_REGIONS: usize = 64;
-
 /// Small bins hold exactly one block size each, for blocks below this many
 /// units (4 KiB); larger free blocks go to the tree bins. (Measured: with
 /// the limit at 1 KiB, merged free spans of 1-4 KiB made tree insertions

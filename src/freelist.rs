@@ -15,16 +15,12 @@
 //! followed: it must lie in a heap region, carry the free header of this
 //! list's size, and (when not the head) be pointed at by its neighbours.
 
-use crate::block::{free_header, Block};
+use crate::block::{free_header, BadLink, Block};
 use crate::config::SMALL_LIMIT_UNITS;
 use crate::region::RegionTable;
 
 const NEXT: usize = 0;
 const PREV: usize = 1;
-
-/// A link that failed its check: the block whose link was bad.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BadLink(pub usize);
 
 const WORDS: usize = SMALL_LIMIT_UNITS as usize / 64;
 
@@ -107,8 +103,7 @@ impl SmallBins {
     /// `regions` must describe the heap's mapped regions.
     #[inline]
     unsafe fn is_member(regions: &RegionTable, n: Block, units: u32) -> bool {
-        n.addr() % 16 == 12
-            && regions.contains(n.addr())
+        regions.holds_header(n.addr())
             // SAFETY: `n` lies in a mapped heap region and is 4-aligned.
             && unsafe { n.header() == free_header(units) }
     }

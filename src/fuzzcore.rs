@@ -679,7 +679,7 @@ fn tracing() -> bool {
 /// each against the shadow model; panics on the first discrepancy. Frees
 /// every block it allocated before returning.
 pub fn run(data: &[u8]) {
-    crate::global::ensure_init();
+    crate::init::ensure_init();
     let mut input = Input { data, pos: 0 };
     let seed = data.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
     // The input itself is a live block of the harness (of this allocator,

@@ -21,10 +21,15 @@
 
 use crate::block::Block;
 use crate::diag;
-use crate::global::{self, REGIONS};
-use crate::large::Lookup;
-use crate::sync::Locked;
+use crate::options::OPT;
+use crate::pointer::{self, Ptr};
+use crate::process::{heap, REGIONS};
+use crate::sync::{Locked, Rank};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// Payload word holding the quarantine mark (word 0 is left to the
+/// pattern check, as the cache's link is in the default mode).
+const MARK_WORD: usize = 1;
 
 /// Canary bytes (at least one) plus the trailer.
 const OVERHEAD: usize = 1 + TRAILER;
@@ -134,10 +139,8 @@ struct Quarantine {
 unsafe impl Send for Quarantine {}
 
 static QUARANTINE: Locked<Quarantine> =
-    Locked::new(Quarantine { ring: core::ptr::null_mut(), cap: 0, head: 0, len: 0, bytes: 0 });
+    Locked::new(Rank::Quarantine, Quarantine { ring: core::ptr::null_mut(), cap: 0, head: 0, len: 0, bytes: 0 });
 
-/// Bytes the quarantine may hold (`FITALLOC_QUARANTINE`, default 4 MiB).
-pub static BUDGET: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(4 << 20);
 const RING: usize = 1 << 16;
 
 /// Bytes and blocks waiting in quarantine.
@@ -146,19 +149,14 @@ pub fn held() -> (usize, usize) {
     (q.bytes, q.len)
 }
 
-/// Fork: the quarantine's lock is held across `fork()` (taken before the
-/// allocator's other locks), so the child finds it consistent.
-static FORK_HELD: core::sync::atomic::AtomicBool = core::sync::atomic::AtomicBool::new(false);
-
-pub fn fork_prepare() {
-    FORK_HELD.store(QUARANTINE.hold(), Relaxed);
+/// Fork: the quarantine's lock is held across `fork()` (in rank order),
+/// so the child finds it consistent.
+pub fn hold_for_fork() {
+    QUARANTINE.hold();
 }
 
-pub fn fork_release() {
-    if FORK_HELD.load(Relaxed) {
-        // SAFETY: taken by `fork_prepare`, released once per process.
-        unsafe { QUARANTINE.force_unlock() };
-    }
+pub fn release_after_fork() {
+    QUARANTINE.release_held();
 }
 
 /// Puts freed heap block `b` (pattern-filled, marked) into quarantine and
@@ -180,7 +178,7 @@ fn quarantine(b: Block) {
     }
     // SAFETY: `b` is a held heap block.
     let size = Block::payload_bytes(unsafe { b.units() });
-    let budget = BUDGET.load(Relaxed);
+    let budget = OPT.quarantine_bytes.load(Relaxed);
     while q.len > 0 && (q.len == q.cap || q.bytes + size > budget) {
         // SAFETY: `head` indexes a filled slot of the ring.
         let old = Block::at(unsafe { *q.ring.add(q.head) } as *mut u8);
@@ -222,10 +220,10 @@ fn verify_freed(b: Block) {
 /// heap may hand the same address out again).
 fn release(b: Block) {
     // SAFETY: a held heap block nobody references; its payload holds the
-    // mark in word 1.
+    // mark.
     unsafe {
-        (b.payload().add(8) as *mut usize).write(0);
-        global::heap("free").free(b);
+        b.set_payload_word(MARK_WORD, 0);
+        heap("free").free(b);
     }
 }
 
@@ -234,10 +232,10 @@ fn release(b: Block) {
 /// A block of `n` bytes (aligned to `align`), sealed.
 pub fn malloc(n: usize, align: usize, zero: bool) -> *mut u8 {
     let Some(want) = n.checked_add(OVERHEAD) else { return core::ptr::null_mut() };
-    let p = global::checked_block(want, align, zero);
+    let p = crate::alloc::guarded_block(want, align, zero);
     if !p.is_null() {
         // SAFETY: a fresh block of at least `want` usable bytes.
-        unsafe { seal(p, n, global::usable_size(p, "malloc")) };
+        unsafe { seal(p, n, pointer::usable_size(p, "malloc")) };
     }
     p
 }
@@ -246,47 +244,46 @@ pub fn malloc(n: usize, align: usize, zero: bool) -> *mut u8 {
 /// large ones (their pages go away: a use after free faults).
 pub fn free(p: *mut u8, func: &'static str) {
     let a = p as usize;
-    if a.is_multiple_of(16) && REGIONS.contains(a) {
-        let b = Block::from_payload(p);
-        // SAFETY: `b` lies in a heap region; nothing is read beyond a valid
-        // used header's block.
+    let b = Block::from_payload(p);
+    if REGIONS.holds_header(b.addr()) {
+        // SAFETY: `b` is a header position in a heap region; nothing is
+        // read beyond a valid used header's block.
         unsafe {
-            if !b.is_valid_used() {
-                global::bad_heap_pointer(b, func);
+            if !crate::block::is_block_header(b.addr(), b.header()) {
+                pointer::bad_heap_pointer(b, func);
             }
             let usable = Block::payload_bytes(b.units());
-            if (p.add(8) as *const usize).read() == quarantine_mark(a) {
+            if b.payload_word(MARK_WORD) == quarantine_mark(a) {
                 diag::fatal(func, "double free (the block is in quarantine) of", a);
             }
             unseal(p, usable, func);
             core::ptr::write_bytes(p, FREED, usable);
-            (p.add(8) as *mut usize).write(quarantine_mark(a));
+            b.set_payload_word(MARK_WORD, quarantine_mark(a));
         }
         quarantine(b);
         return;
     }
-    if let Lookup::Live { base, len, guarded } = global::LARGE.lock().lookup(a) {
-        let page = crate::options::OPT.page.load(Relaxed);
-        let usable = base + len - a - if guarded { page } else { 0 };
+    if let Ptr::Large(m) = pointer::resolve(p, func) {
+        let usable = m.usable(OPT.page.load(Relaxed));
         // SAFETY: a live large block of `usable` bytes.
         unsafe { unseal(p, usable, func) };
+        crate::free::free_large(a, func);
     }
-    global::free(p, func);
 }
 
 /// Checks `p` (non-null) and returns its requested size.
 fn checked_size(p: *mut u8, func: &'static str) -> usize {
     let a = p as usize;
-    if a.is_multiple_of(16) && REGIONS.contains(a) {
+    let b = Block::from_payload(p);
+    if REGIONS.holds_header(b.addr()) {
         // SAFETY: the quarantine mark is read only for a valid used block.
         unsafe {
-            let b = Block::from_payload(p);
-            if b.is_valid_used() && (p.add(8) as *const usize).read() == quarantine_mark(a) {
+            if crate::block::is_block_header(b.addr(), b.header()) && b.payload_word(MARK_WORD) == quarantine_mark(a) {
                 diag::fatal(func, "use of a freed block (in quarantine) at", a);
             }
         }
     }
-    let usable = global::usable_size(p, func);
+    let usable = pointer::usable_size(p, func);
     // SAFETY: `usable_size` checked that `p` is a live block of ours.
     unsafe { unseal(p, usable, func) }.unwrap_or(usable)
 }

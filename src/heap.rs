@@ -3,9 +3,12 @@
 //!
 //! # Regions and the top
 //!
-//! A region is a contiguous range `[start, end)` obtained from sbrk (the
-//! usual case) or mmap (when the break cannot move). Its first block header
-//! sits at `start + 12`, its epilogue (a used header of size 0) at `end - 4`.
+//! A region is a contiguous, page-aligned range `[start, end)` obtained
+//! from sbrk (the usual case) or mmap (when the break cannot move), recorded
+//! in the [`RegionTable`] (and through it in the page map). Its first block
+//! header sits just before the first 16-aligned payload
+//! ([`Block::first_in_region`]), its epilogue (a used header of size 0) in
+//! its last four bytes ([`Block::epilogue_of`]).
 //! The free space at the end of the *current* region is the top: a free
 //! block that is in no bin, has no footer, and is carved only when no bin
 //! fits, so that the heap grows only when nothing free fits. The top is
@@ -19,7 +22,7 @@
 //!
 //! # Invariants (checked by [`crate::check`])
 //!
-//! - Blocks tile each region exactly, from `start + 12` to the epilogue.
+//! - Blocks tile each region exactly, from its first block to the epilogue.
 //! - No two free blocks are adjacent; `PREV_USED` of every block tells the
 //!   truth; every free block's footer equals its header.
 //! - Every free block but the top and the parked block is in the bin its
@@ -37,24 +40,11 @@
 //!   blocks (including thread-cached ones); sizes add up to the region sizes.
 
 use crate::bins::Bins;
-use crate::block::{free_header, Block, MERGED, PREV_USED};
-use crate::config::{MAX_REGIONS, MAX_REGION_BYTES, MIN_UNITS, UNIT_SHIFT};
+use crate::block::{bytes_to_units, free_header, units_to_bytes, BadLink, Block, MERGED, PREV_USED};
+use crate::config::{MAX_REGION_BYTES, MIN_UNITS};
 use crate::diag;
-use crate::freelist::BadLink;
 use crate::os::Source;
-use crate::region::RegionTable;
-
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub enum RegionKind {
-    Brk,
-    Mapped,
-}
-
-#[derive(Clone, Copy)]
-pub struct RegionInfo {
-    pub kind: RegionKind,
-    pub fresh: usize,
-}
+use crate::region::{RegionKind, RegionTable};
 
 /// Counters kept by the heap (under its lock).
 #[derive(Clone, Copy, Default, Debug)]
@@ -84,7 +74,6 @@ pub struct HeapParams {
 pub struct Heap<S: Source> {
     pub source: S,
     pub regions: &'static RegionTable,
-    pub info: [RegionInfo; MAX_REGIONS],
     /// The region holding the top.
     cur: usize,
     /// The top block (the epilogue when the top is empty), its size, and
@@ -103,6 +92,18 @@ pub struct Heap<S: Source> {
     pub op: &'static str,
 }
 
+/// What growing the current region in place came to.
+enum BrkGrowth {
+    Grown,
+    /// The break is not (or no longer) the region's end, or the region is
+    /// full: a new region from the break may still serve.
+    Moved,
+    /// The system refused to move the break.
+    Refused,
+    /// The current region does not come from the break (or there is none).
+    NotBrk,
+}
+
 /// A block handed out by the heap, and how much of its payload calloc must
 /// clear.
 #[derive(Clone, Copy, Debug)]
@@ -118,7 +119,6 @@ impl<S: Source> Heap<S> {
         Heap {
             source,
             regions,
-            info: [RegionInfo { kind: RegionKind::Brk, fresh: 0 }; MAX_REGIONS],
             cur: 0,
             top: Block::NULL,
             top_units: 0,
@@ -165,7 +165,7 @@ impl<S: Source> Heap<S> {
     }
 
     fn epilogue(&self, region: usize) -> Block {
-        Block::at((self.regions.end(region) - 4) as *mut u8)
+        Block::epilogue_of(self.regions.end(region))
     }
 
     /// Makes `b` the top of the current region: writes its free header. The
@@ -178,7 +178,7 @@ impl<S: Source> Heap<S> {
     /// free space between it and the epilogue.
     #[inline]
     unsafe fn set_top(&mut self, b: Block) {
-        let units = ((self.top_end - b.addr()) >> UNIT_SHIFT) as u32;
+        let units = b.units_to(Block::at(self.top_end as *mut u8));
         let was_empty = self.top_units == 0;
         self.top = b;
         self.top_units = units;
@@ -203,10 +203,9 @@ impl<S: Source> Heap<S> {
     /// The current region must end in memory we own; `top` must be followed
     /// only by free space up to the new epilogue.
     unsafe fn reframe(&mut self, top: Block) {
-        self.cur_lo = self.regions.start(self.cur) + 12;
-        self.top_end = self.regions.end(self.cur) - 4;
+        (self.cur_lo, self.top_end) = self.regions.block_span(self.cur);
         let epi = Block::at(self.top_end as *mut u8);
-        let units = ((self.top_end - top.addr()) >> UNIT_SHIFT) as u32;
+        let units = top.units_to(epi);
         self.top = top;
         self.top_units = units;
         // SAFETY: the epilogue and `top` lie in the current region.
@@ -224,13 +223,12 @@ impl<S: Source> Heap<S> {
         if b.addr() >= self.cur_lo && b.addr() < self.top_end {
             return (self.cur_lo, self.top_end);
         }
-        let r = self.region_of(b);
-        (self.regions.start(r) + 12, self.regions.end(r) - 4)
+        self.regions.block_span(self.region_of(b))
     }
 
     fn account_used(&mut self, units: u32) {
         let c = &mut self.counters;
-        c.used_bytes += (units as usize) << UNIT_SHIFT;
+        c.used_bytes += units_to_bytes(units);
         c.used_blocks += 1;
         if c.used_bytes > c.peak_used_bytes {
             c.peak_used_bytes = c.used_bytes;
@@ -239,7 +237,7 @@ impl<S: Source> Heap<S> {
 
     fn account_released(&mut self, units: u32) {
         let c = &mut self.counters;
-        c.used_bytes -= (units as usize) << UNIT_SHIFT;
+        c.used_bytes -= units_to_bytes(units);
         c.used_blocks -= 1;
     }
 
@@ -251,7 +249,7 @@ impl<S: Source> Heap<S> {
         // SAFETY: forwarded to the caller.
         let r = unsafe { self.bins.insert(self.regions, b, units) };
         self.ok(r);
-        self.counters.free_bytes += (units as usize) << UNIT_SHIFT;
+        self.counters.free_bytes += units_to_bytes(units);
         self.counters.free_blocks += 1;
     }
 
@@ -267,7 +265,7 @@ impl<S: Source> Heap<S> {
             let r = unsafe { self.bins.remove(self.regions, b, units) };
             self.ok(r);
         }
-        self.counters.free_bytes -= (units as usize) << UNIT_SHIFT;
+        self.counters.free_bytes -= units_to_bytes(units);
         self.counters.free_blocks -= 1;
     }
 
@@ -284,7 +282,7 @@ impl<S: Source> Heap<S> {
             self.ok(r);
         }
         self.parked = b;
-        self.counters.free_bytes += (units as usize) << UNIT_SHIFT;
+        self.counters.free_bytes += units_to_bytes(units);
         self.counters.free_blocks += 1;
     }
 
@@ -321,7 +319,7 @@ impl<S: Source> Heap<S> {
             None => None,
         };
         if let Some((_, have)) = found {
-            self.counters.free_bytes -= (have as usize) << UNIT_SHIFT;
+            self.counters.free_bytes -= units_to_bytes(have);
             self.counters.free_blocks -= 1;
         }
         found
@@ -408,12 +406,12 @@ impl<S: Source> Heap<S> {
             self.set_top(b.offset(units));
         }
         self.account_used(units);
-        let info = &mut self.info[self.cur];
         let payload = b.payload() as usize;
-        let end = b.offset(units).addr();
-        let dirty = info.fresh.saturating_sub(payload).min(end - payload);
-        // The next header is written at `end`; everything after it is fresh.
-        info.fresh = info.fresh.max(end + 4);
+        let next = b.offset(units);
+        let fresh = self.regions.fresh(self.cur);
+        let dirty = fresh.saturating_sub(payload).min(next.addr() - payload);
+        // The next header is written at `next`; everything after it is fresh.
+        self.regions.set_fresh(self.cur, fresh.max(next.payload() as usize));
         Grant { block: b, dirty, from_top: true }
     }
 
@@ -430,7 +428,7 @@ impl<S: Source> Heap<S> {
             if units < crate::config::SMALL_LIMIT_UNITS && !self.bins.small.head(units).is_null() {
                 let r = self.bins.small.pop(self.regions, units);
                 let b = self.ok(r);
-                self.counters.free_bytes -= (units as usize) << UNIT_SHIFT;
+                self.counters.free_bytes -= units_to_bytes(units);
                 self.counters.free_blocks -= 1;
                 self.use_free(b, units, units);
                 return Some(b);
@@ -440,54 +438,60 @@ impl<S: Source> Heap<S> {
         }
     }
 
-    /// Grows the heap so that the top holds at least `units`.
+    /// Grows the heap so that the top holds at least `units`: the current
+    /// sbrk region grows in place while the break is still its end;
+    /// otherwise a new region comes from the break, else from a mapping.
     ///
     /// # Safety
     /// The heap must be consistent.
     unsafe fn grow(&mut self, units: u32) -> bool {
         let page = self.params.page;
-        let (_, top_units) = self.top();
-        let want = (units as usize) << UNIT_SHIFT;
+        let want = units_to_bytes(units);
         // SAFETY: growth only adds memory at the end of a region or a new region.
         unsafe {
-            if !self.top.is_null() {
-                let r = self.cur;
-                let (start, end) = (self.regions.start(r), self.regions.end(r));
-                let more = crate::config::round_up(want - ((top_units as usize) << UNIT_SHIFT) + self.params.top_pad, page);
-                if self.info[r].kind == RegionKind::Brk && end - start + more <= MAX_REGION_BYTES {
-                    match self.source.brk_grow(more) {
-                        Some(old) if old == end => {
-                            self.extend_current(more);
+            let try_brk = match self.grow_in_place(units) {
+                BrkGrowth::Grown => return true,
+                BrkGrowth::Moved => true,
+                BrkGrowth::Refused => false,
+                // The first growth; or the current region is mapped
+                // because the break could not serve before.
+                BrkGrowth::NotBrk => self.top.is_null(),
+            };
+            let (_, top_units) = self.top();
+            // A new region from the break, page-aligned at both ends.
+            let body = crate::config::round_up(want + 16 + self.params.top_pad, page);
+            if try_brk && let Some(brk) = self.source.brk_grow(0) {
+                let lead = crate::config::round_up(brk, page) - brk;
+                if let Some(got) = self.source.brk_grow(lead + body) {
+                    if self.add_region(got, got + lead + body, RegionKind::Brk) {
+                        if self.top().1 >= units {
                             return true;
                         }
-                        // Someone else moved the break: what we got is a
-                        // region of its own.
-                        Some(old) if self.add_region(old, old + more, RegionKind::Brk) && self.top().1 >= units => {
-                            return true;
-                        }
-                        _ => {}
+                    } else if self.source.brk_grow(0) == Some(got + lead + body) {
+                        // Unusable (no room to record it): give it back.
+                        self.source.brk_shrink(lead + body);
                     }
                 }
-            } else if let Some(old) = self.source.brk_grow(0) {
-                // First growth: make the break page-aligned as we go.
-                let len = crate::config::round_up(old + want + 16 + self.params.top_pad, page) - old;
-                if let Some(got) = self.source.brk_grow(len)
-                    && self.add_region(got, got + len, RegionKind::Brk)
-                    && self.top().1 >= units
-                {
-                    return true;
-                }
+            }
+            if self.top().1 != top_units && self.top().1 >= units {
+                return true;
             }
             // The break cannot serve: map a region.
-            let need = crate::config::round_up(want + 16 + self.params.top_pad, page);
-            let len = need.max(crate::config::MMAP_REGION_BYTES);
+            let len = body.max(crate::config::MMAP_REGION_BYTES);
             let got = match self.source.map(len) {
                 Some(a) => Some((a, len)),
-                None if len > need => self.source.map(need).map(|a| (a, need)),
+                None if len > body => self.source.map(body).map(|a| (a, body)),
                 None => None,
             };
             match got {
-                Some((a, len)) => self.add_region(a, a + len, RegionKind::Mapped) && self.top().1 >= units,
+                Some((a, len)) => {
+                    if self.add_region(a, a + len, RegionKind::Mapped) {
+                        self.top().1 >= units
+                    } else {
+                        self.source.unmap(a, len);
+                        false
+                    }
+                }
                 None => false,
             }
         }
@@ -496,7 +500,8 @@ impl<S: Source> Heap<S> {
     /// Extends the current region by `more` bytes just obtained after its end.
     ///
     /// # Safety
-    /// `[end, end + more)` must be fresh memory adjoining the current region.
+    /// `[end, end + more)` must be fresh memory adjoining the current region,
+    /// reserved in the region table.
     unsafe fn extend_current(&mut self, more: usize) {
         let r = self.cur;
         let old_epi = self.epilogue(r);
@@ -507,7 +512,7 @@ impl<S: Source> Heap<S> {
         self.note_peak();
         // SAFETY: the region now extends to `new_end`.
         unsafe {
-            if !top_was_empty && old_epi.addr() >= self.info[r].fresh {
+            if !top_was_empty && old_epi.addr() >= self.regions.fresh(r) {
                 // The old epilogue is now inside the top: keep "fresh" honest.
                 old_epi.set_header(0);
             }
@@ -518,18 +523,21 @@ impl<S: Source> Heap<S> {
         }
     }
 
-    /// Starts a new region `[lo, hi)` (fresh memory) and makes it current,
-    /// filing the old top in the bins. Returns false if it cannot be used.
+    /// Starts a new region in `[lo, hi)` (fresh memory; the region starts
+    /// at the first page boundary, so that no two regions share a page of
+    /// the page map) and makes it current, filing the old top in the bins.
+    /// Returns false if it cannot be used.
     ///
     /// # Safety
     /// The range must be fresh memory owned by the heap.
     unsafe fn add_region(&mut self, lo: usize, hi: usize, kind: RegionKind) -> bool {
-        let start = crate::config::round_up(lo, 16);
-        if hi < start + 64 {
+        let start = crate::config::round_up(lo, self.params.page);
+        let end = hi & !15;
+        if end < start + 64 || end - start > MAX_REGION_BYTES {
             return false;
         }
-        let Some(i) = self.regions.add(start, hi) else { return false };
-        self.counters.heap_bytes += hi - start;
+        let Some(i) = self.regions.add(start, end, kind) else { return false };
+        self.counters.heap_bytes += end - start;
         self.note_peak();
         // SAFETY: the old top (if any) is a free block of the old region;
         // the new region's memory is ours.
@@ -540,8 +548,7 @@ impl<S: Source> Heap<S> {
                 self.file(old_top, old_units);
             }
             self.cur = i;
-            self.info[i] = RegionInfo { kind, fresh: start + 16 };
-            self.reframe(Block::at((start + 12) as *mut u8));
+            self.reframe(Block::first_in_region(start));
         }
         true
     }
@@ -561,7 +568,7 @@ impl<S: Source> Heap<S> {
                 return None;
             }
             let units = crate::block::header_units(h);
-            if units < MIN_UNITS || b.addr() + ((units as usize) << UNIT_SHIFT) > hi || b.footer(units) != h {
+            if units < MIN_UNITS || b.addr() + units_to_bytes(units) > hi || b.footer(units) != h {
                 self.corrupt(what, near.payload() as usize);
             }
             Some(units)
@@ -659,7 +666,7 @@ impl<S: Source> Heap<S> {
     /// Gives back the top beyond `top_pad` when it exceeds the trim threshold.
     fn maybe_trim(&mut self) {
         let (_, units) = self.top();
-        if ((units as usize) << UNIT_SHIFT) > self.params.trim_threshold {
+        if units_to_bytes(units) > self.params.trim_threshold {
             // SAFETY: the heap is consistent here.
             unsafe { self.trim_top(self.params.top_pad) };
         }
@@ -673,7 +680,7 @@ impl<S: Source> Heap<S> {
     pub unsafe fn trim_top(&mut self, pad: usize) -> usize {
         let page = self.params.page;
         let (top, units) = self.top();
-        let bytes = (units as usize) << UNIT_SHIFT;
+        let bytes = units_to_bytes(units);
         let keep = pad.saturating_add(32);
         if bytes < keep.saturating_add(page) {
             return 0;
@@ -687,25 +694,23 @@ impl<S: Source> Heap<S> {
         let new_end = end - release;
         // SAFETY: `[new_end, end)` lies inside the top, which holds nothing.
         unsafe {
-            if self.info[r].kind == RegionKind::Brk
+            if self.regions.kind(r) == RegionKind::Brk
                 && self.source.brk_grow(0) == Some(end)
                 && self.source.brk_shrink(release)
             {
                 self.regions.set_end(r, new_end);
                 self.counters.heap_bytes -= release;
-                let info = &mut self.info[r];
-                info.fresh = info.fresh.min(new_end - 4);
+                self.regions.set_fresh(r, self.regions.fresh(r).min(Block::epilogue_of(new_end).addr()));
                 self.reframe(top);
             } else {
                 // Keep the address range; let the system take the pages. The
                 // epilogue's page is kept so the frame stays intact.
                 let lo = crate::config::round_up(top.addr() + 16, page);
-                let hi = (end - 4) & !(page - 1);
+                let hi = Block::epilogue_of(end).addr() & !(page - 1);
                 if hi <= lo || !self.source.purge(lo, hi - lo) {
                     return 0;
                 }
-                let info = &mut self.info[r];
-                info.fresh = info.fresh.min(lo);
+                self.regions.set_fresh(r, self.regions.fresh(r).min(lo));
                 self.counters.released_bytes += hi - lo;
                 return hi - lo;
             }
@@ -738,8 +743,8 @@ impl<S: Source> Heap<S> {
             // range leaves the header, links and footer untouched.
             let r = unsafe {
                 tree.for_each(self.regions, |b| {
-                    let lo = crate::config::round_up(b.payload() as usize + 24, page);
-                    let hi = (b.next().addr() - 4) & !(page - 1);
+                    let (lo, hi) = b.spare_span(b.units());
+                    let (lo, hi) = (crate::config::round_up(lo, page), hi & !(page - 1));
                     if hi > lo && source.purge(lo, hi - lo) {
                         released += hi - lo;
                     }
@@ -764,7 +769,7 @@ impl<S: Source> Heap<S> {
             b.set_used(want);
             let tail = b.offset(want);
             tail.set_header(PREV_USED);
-            self.counters.used_bytes -= ((have - want) as usize) << UNIT_SHIFT;
+            self.counters.used_bytes -= units_to_bytes(have - want);
             self.release_span(tail, have - want);
         }
     }
@@ -790,18 +795,18 @@ impl<S: Source> Heap<S> {
             // Grow into the top, extending the heap if the top is short.
             if next == self.top {
                 let need = want - have;
-                if self.top().1 < need && !self.grow_in_place(need) {
+                if self.top().1 < need && !matches!(self.grow_in_place(need), BrkGrowth::Grown) {
                     return self.slide_down(b, have, want, keep);
                 }
                 let (_, top_units) = self.top();
                 let total = have + top_units;
                 let units = if total - want < MIN_UNITS { total } else { want };
                 b.set_used(units);
-                self.counters.used_bytes += ((units - have) as usize) << UNIT_SHIFT;
+                self.counters.used_bytes += units_to_bytes(units - have);
                 self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
                 self.set_top(b.offset(units));
-                let info = &mut self.info[self.cur];
-                info.fresh = info.fresh.max(b.offset(units).addr() + 4);
+                let fresh = self.regions.fresh(self.cur).max(b.offset(units).payload() as usize);
+                self.regions.set_fresh(self.cur, fresh);
                 return Some(b);
             }
             let (_, hi) = self.bounds(b);
@@ -813,7 +818,7 @@ impl<S: Source> Heap<S> {
                 let total = have + nu;
                 let units = if total - want < MIN_UNITS { total } else { want };
                 b.set_used(units);
-                self.counters.used_bytes += ((units - have) as usize) << UNIT_SHIFT;
+                self.counters.used_bytes += units_to_bytes(units - have);
                 if units < total {
                     let tail = b.offset(units);
                     tail.set_header(PREV_USED);
@@ -829,37 +834,43 @@ impl<S: Source> Heap<S> {
     }
 
     /// Grows the current region so its top holds `units`, only if that keeps
-    /// the top where it is (contiguous growth).
+    /// the top where it is: the region came from the break, and the break
+    /// is still its end.
     ///
     /// # Safety
     /// The heap must be consistent.
-    unsafe fn grow_in_place(&mut self, units: u32) -> bool {
+    unsafe fn grow_in_place(&mut self, units: u32) -> BrkGrowth {
         let r = self.cur;
-        if self.info[r].kind != RegionKind::Brk || self.top.is_null() {
-            return false;
+        if self.top.is_null() || self.regions.kind(r) != RegionKind::Brk {
+            return BrkGrowth::NotBrk;
         }
         let (start, end) = (self.regions.start(r), self.regions.end(r));
         let (_, top_units) = self.top();
-        let want = ((units - top_units) as usize) << UNIT_SHIFT;
+        let want = units_to_bytes(units.saturating_sub(top_units));
         let more = crate::config::round_up(want + self.params.top_pad, self.params.page);
+        if self.source.brk_grow(0) != Some(end) {
+            return BrkGrowth::Moved;
+        }
         if end - start + more > MAX_REGION_BYTES {
-            return false;
+            return BrkGrowth::Moved;
+        }
+        if !self.regions.reserve_end(r, end + more) {
+            return BrkGrowth::Refused;
         }
         match self.source.brk_grow(more) {
             Some(old) if old == end => {
                 // SAFETY: the new memory adjoins the current region.
                 unsafe { self.extend_current(more) };
-                true
+                BrkGrowth::Grown
             }
             Some(old) => {
-                // Not contiguous: keep it as a region of its own for later,
-                // but the block cannot grow into it. The top moves there, so
-                // put it back in the current region first.
+                // Someone moved the break meanwhile: keep what we got as a
+                // region of its own (it becomes the current one).
                 // SAFETY: `[old, old + more)` is fresh memory we own.
                 unsafe { self.add_region(old, old + more, RegionKind::Brk) };
-                false
+                BrkGrowth::Moved
             }
-            None => false,
+            None => BrkGrowth::Refused,
         }
     }
 
@@ -888,13 +899,13 @@ impl<S: Source> Heap<S> {
                 self.unfile(next, nu);
             }
             core::ptr::copy(b.payload(), p.payload(), keep);
-            self.counters.used_bytes += ((pu + nu) as usize) << UNIT_SHIFT;
+            self.counters.used_bytes += units_to_bytes(pu + nu);
             let units = if total - want < MIN_UNITS { total } else { want };
             p.set_used(units);
             if units < total {
                 let tail = p.offset(units);
                 tail.set_header(PREV_USED);
-                self.counters.used_bytes -= ((total - units) as usize) << UNIT_SHIFT;
+                self.counters.used_bytes -= units_to_bytes(total - units);
                 self.release_span(tail, total - units);
             } else {
                 p.offset(units).set_prev_used(true);
@@ -910,7 +921,7 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// As for [`Heap::alloc`].
     pub unsafe fn alloc_aligned(&mut self, align: usize, units: u32) -> Option<Block> {
-        let align_units = (align >> UNIT_SHIFT) as u32;
+        let align_units = bytes_to_units(align) as u32;
         let need = units.checked_add(align_units)?.checked_add(MIN_UNITS)?;
         if need >= crate::config::MAX_USED_UNITS {
             return None;
@@ -922,18 +933,18 @@ impl<S: Source> Heap<S> {
             let total = b.units();
             let p = b.payload() as usize;
             let mut at = crate::config::round_up(p, align);
-            if at != p && ((at - p) >> UNIT_SHIFT) < MIN_UNITS as usize {
+            if at != p && bytes_to_units(at - p) < MIN_UNITS as usize {
                 at += align;
             }
             let a = Block::from_payload(at as *mut u8);
-            let lead = ((at - p) >> UNIT_SHIFT) as u32;
+            let lead = bytes_to_units(at - p) as u32;
             if lead > 0 {
                 // Free the lead; its predecessor is held (best fit never
                 // leaves a free block before a free one).
                 a.set_header(0);
                 a.set_used(total - lead);
                 b.set_header(PREV_USED);
-                self.counters.used_bytes -= (lead as usize) << UNIT_SHIFT;
+                self.counters.used_bytes -= units_to_bytes(lead);
                 self.release_span(b, lead);
             }
             let have = total - lead;

@@ -3,88 +3,239 @@
 //! A request too big for the heap (or above the mmap threshold when the
 //! heap has no free block for it) gets a private anonymous mapping with the
 //! payload 16 bytes in (or at the requested alignment). Nothing is stored in
-//! the mapping itself: a hash table keyed by payload address records each
-//! mapping's base and length, so `free` of a pointer that is not ours is
-//! recognised by a failed look-up, never by reading memory that might not be
-//! there. A freed entry leaves a tombstone ([`crate::addrmap`]), so a second
-//! free of a recently freed large block is reported as a double free.
+//! the mapping itself: each mapping has a slot in this table (payload, base,
+//! length), and every page of the mapping names its slot in the page map
+//! ([`crate::pagemap`]), so any address, the payload or one inside the
+//! block, is recognised in two loads, and a pointer that is not ours by a
+//! page with no owner, never by reading memory that might not be there.
+//!
+//! When a block is freed its payload page keeps a tombstone naming the slot,
+//! and freed slots are reused only once [`KEEP_FREED`] others wait, so a
+//! second free of a recently freed large block is reported as a double free.
 
-use crate::addrmap::{AddrMap, Found};
+use crate::pagemap::{Owner, PageMap};
 use crate::os;
+
+/// One large block's mapping.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Mapping {
+    pub payload: usize,
+    /// The whole mapping, which ends with an inaccessible guard page when
+    /// `guarded`.
+    pub base: usize,
+    pub len: usize,
+    pub guarded: bool,
+}
+
+impl Mapping {
+    /// Bytes the program may use from the payload on.
+    pub fn usable(&self, page: usize) -> usize {
+        self.base + self.len - self.payload - if self.guarded { page } else { 0 }
+    }
+}
 
 /// What the table knows about an address.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Lookup {
-    /// A live large block: its mapping (which ends with an inaccessible
-    /// guard page when `guarded`).
-    Live { base: usize, len: usize, guarded: bool },
-    /// A large block that was freed.
+    /// The payload of a live large block.
+    Live(Mapping),
+    /// An address inside a live large block's mapping that is not its payload.
+    Interior(Mapping),
+    /// The payload of a large block that was freed.
     Freed,
     Unknown,
 }
 
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
+struct Slot {
+    m: Mapping,
+    live: bool,
+    /// Next slot in the queue of freed slots.
+    next: u32,
+}
+
+const NONE: u32 = u32::MAX;
+const CHUNK_SHIFT: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+const CHUNKS: usize = 4096;
+/// Freed slots kept as tombstones before one is reused.
+const KEEP_FREED: usize = 256;
+
 pub struct MapTable {
-    /// payload → (base, length, guarded).
-    map: AddrMap<(usize, usize, bool)>,
+    map: &'static PageMap,
+    chunks: [*mut Slot; CHUNKS],
+    /// Slots ever handed out (the next new one).
+    used: u32,
+    /// The queue of freed slots, oldest first.
+    freed_head: u32,
+    freed_tail: u32,
+    freed: usize,
+    live: usize,
     /// Bytes of all live mappings.
     pub bytes: usize,
     pub peak_bytes: usize,
     pub peak_count: usize,
 }
 
+// SAFETY: the chunks are owned by the table; callers serialise access.
+unsafe impl Send for MapTable {}
+
 impl MapTable {
-    pub const fn new() -> Self {
-        MapTable { map: AddrMap::new(), bytes: 0, peak_bytes: 0, peak_count: 0 }
+    pub const fn new(map: &'static PageMap) -> Self {
+        MapTable {
+            map,
+            chunks: [core::ptr::null_mut(); CHUNKS],
+            used: 0,
+            freed_head: NONE,
+            freed_tail: NONE,
+            freed: 0,
+            live: 0,
+            bytes: 0,
+            peak_bytes: 0,
+            peak_count: 0,
+        }
     }
 
     pub fn count(&self) -> usize {
-        self.map.len()
+        self.live
     }
 
-    pub fn lookup(&self, key: usize) -> Lookup {
-        match self.map.get(key) {
-            Found::Live((base, len, guarded)) => Lookup::Live { base, len, guarded },
-            Found::Removed => Lookup::Freed,
-            Found::Absent => Lookup::Unknown,
+    fn slot_ptr(&self, id: u32) -> *mut Slot {
+        let c = self.chunks[id as usize >> CHUNK_SHIFT];
+        assert!(!c.is_null() && id < self.used, "large slot {id} out of range");
+        c.wrapping_add(id as usize & (CHUNK - 1))
+    }
+
+    fn slot(&self, id: u32) -> &Slot {
+        // SAFETY: a slot in a mapped chunk owned by the table.
+        unsafe { &*self.slot_ptr(id) }
+    }
+
+    fn slot_mut(&mut self, id: u32) -> &mut Slot {
+        // SAFETY: as for `slot`; `&mut self` makes the access exclusive.
+        unsafe { &mut *self.slot_ptr(id) }
+    }
+
+    /// What the table knows about address `a`.
+    pub fn lookup(&self, a: usize) -> Lookup {
+        match self.map.owner(a) {
+            Owner::Large { id } if id < self.used => {
+                let s = self.slot(id);
+                if !s.live {
+                    Lookup::Unknown
+                } else if s.m.payload == a {
+                    Lookup::Live(s.m)
+                } else {
+                    Lookup::Interior(s.m)
+                }
+            }
+            Owner::Freed { id } if id < self.used => {
+                let s = self.slot(id);
+                if !s.live && s.m.payload == a { Lookup::Freed } else { Lookup::Unknown }
+            }
+            _ => Lookup::Unknown,
         }
     }
 
-    /// Makes room for one more mapping before it is made, so that recording
-    /// it cannot fail afterwards. False if the table cannot grow.
+    /// Makes room for one more mapping before it is made, so that only the
+    /// page map can refuse to record it afterwards. False if the table
+    /// cannot grow.
     pub fn reserve(&mut self) -> bool {
-        self.map.reserve(1)
-    }
-
-    /// Records a live mapping; false if the table cannot grow.
-    pub fn insert(&mut self, key: usize, base: usize, len: usize, guarded: bool) -> bool {
-        if !self.map.insert(key, (base, len, guarded)) {
+        if self.freed > KEEP_FREED {
+            return true;
+        }
+        let c = self.used as usize >> CHUNK_SHIFT;
+        if c >= CHUNKS {
             return false;
         }
-        self.bytes += len;
-        self.peak_bytes = self.peak_bytes.max(self.bytes);
-        self.peak_count = self.peak_count.max(self.map.len());
+        if self.chunks[c].is_null() {
+            let Some(m) = os::map_meta(CHUNK * core::mem::size_of::<Slot>()) else { return false };
+            self.chunks[c] = m as *mut Slot;
+        }
         true
     }
 
-    /// Marks a live mapping freed, keeping its key as a tombstone.
-    pub fn remove(&mut self, key: usize) {
-        if let Some((_, len, _)) = self.map.remove(key) {
-            self.bytes -= len;
+    /// Records a live mapping (after [`MapTable::reserve`]); false if the
+    /// page map cannot cover it.
+    pub fn insert(&mut self, m: Mapping) -> bool {
+        if !self.reserve() || !self.map.reserve(m.base, m.base + m.len) {
+            return false;
+        }
+        let id = if self.freed > KEEP_FREED {
+            let id = self.freed_head;
+            self.freed_head = self.slot(id).next;
+            if self.freed_head == NONE {
+                self.freed_tail = NONE;
+            }
+            self.freed -= 1;
+            id
+        } else {
+            self.used += 1;
+            self.used - 1
+        };
+        *self.slot_mut(id) = Slot { m, live: true, next: NONE };
+        self.map.fill(m.base, m.base + m.len, Owner::Large { id }.entry());
+        self.live += 1;
+        self.bytes += m.len;
+        self.peak_bytes = self.peak_bytes.max(self.bytes);
+        self.peak_count = self.peak_count.max(self.live);
+        true
+    }
+
+    /// Forgets the live mapping whose payload is `a`, leaving a tombstone
+    /// on its payload page. Returns the mapping (the caller unmaps it).
+    pub fn remove(&mut self, a: usize) -> Option<Mapping> {
+        let Owner::Large { id } = self.map.owner(a) else { return None };
+        let s = self.slot_mut(id);
+        if !s.live || s.m.payload != a {
+            return None;
+        }
+        let m = s.m;
+        s.live = false;
+        s.next = NONE;
+        self.map.fill(m.base, m.base + m.len, 0);
+        self.map.set(m.payload, Owner::Freed { id }.entry());
+        if self.freed_tail == NONE {
+            self.freed_head = id;
+        } else {
+            let tail = self.freed_tail;
+            self.slot_mut(tail).next = id;
+        }
+        self.freed_tail = id;
+        self.freed += 1;
+        self.live -= 1;
+        self.bytes -= m.len;
+        Some(m)
+    }
+
+    /// Makes sure `[lo, hi)` can be recorded (for a mapping about to move
+    /// or grow there).
+    pub fn reserve_range(&self, lo: usize, hi: usize) -> bool {
+        self.map.reserve(lo, hi)
+    }
+
+    /// Visits every live mapping.
+    pub fn for_each(&self, mut f: impl FnMut(u32, Mapping)) {
+        for id in 0..self.used {
+            let s = self.slot(id);
+            if s.live {
+                f(id, s.m);
+            }
         }
     }
 
-    /// Visits every live mapping as `(payload, base, len)`.
-    pub fn for_each(&self, mut f: impl FnMut(usize, usize, usize)) {
-        self.map.for_each(|key, (base, len, _)| f(key, base, len));
+    /// Whether the page map names slot `id` on every page of `m`.
+    pub fn map_agrees(&self, id: u32, m: Mapping) -> bool {
+        let page = 1usize << crate::pagemap::PAGE_SHIFT;
+        (m.base..m.base + m.len).step_by(page).all(|a| self.map.owner(a) == Owner::Large { id })
     }
 
     /// Live entries and bytes counted by a walk (for the checker).
     pub fn walk_count(&self) -> (usize, usize) {
         let (mut n, mut bytes) = (0, 0);
-        self.for_each(|_, _, len| {
+        self.for_each(|_, m| {
             n += 1;
-            bytes += len;
+            bytes += m.len;
         });
         (n, bytes)
     }
@@ -94,7 +245,7 @@ impl MapTable {
 /// with an inaccessible guard page, the block placed as close to it as the
 /// alignment allows (so an overflow faults at once): `(payload, base, len)`,
 /// `len` including the guard page.
-pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usize, usize)> {
+pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<Mapping> {
     // A block of 0 bytes still owns a byte, so its address is its own.
     let size = size.max(1);
     let align = align.max(16);
@@ -111,13 +262,13 @@ pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usi
         unsafe { os::unmap(base, len) };
         return None;
     }
-    Some(((guard - size) & !(align - 1), base, len))
+    Some(Mapping { payload: (guard - size) & !(align - 1), base, len, guarded: true })
 }
 
 /// The mapping for a large block of `size` bytes aligned to `align` (a
 /// power of two): `(payload, base, len)`. Excess pages from alignment are
 /// unmapped.
-pub fn map_block(size: usize, align: usize, page: usize) -> Option<(usize, usize, usize)> {
+pub fn map_block(size: usize, align: usize, page: usize) -> Option<Mapping> {
     // A block of 0 bytes still owns a byte, so its address is its own.
     let size = size.max(1);
     let lead = if align <= 16 { 16 } else { align + 16 };
@@ -127,7 +278,7 @@ pub fn map_block(size: usize, align: usize, page: usize) -> Option<(usize, usize
     }
     let base = os::map(len)?;
     if align <= 16 {
-        return Some((base + 16, base, len));
+        return Some(Mapping { payload: base + 16, base, len, guarded: false });
     }
     // Aligned: the payload goes at the first aligned address at least 16
     // bytes in (or at the base itself when the base is already aligned and
@@ -146,5 +297,5 @@ pub fn map_block(size: usize, align: usize, page: usize) -> Option<(usize, usize
             os::unmap(end, base + len - end);
         }
     }
-    Some((payload, first, end - first))
+    Some(Mapping { payload, base: first, len: end - first, guarded: false })
 }

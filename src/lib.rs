@@ -1,35 +1,19 @@
 //! fitalloc: a best-fit malloc for Linux over boundary-tagged blocks.
 //!
-//! # Module map and the dependency rule
+//! # Module map and the layer rule
 //!
-//! Dependencies flow one way, left to right; a module uses only modules to
-//! its left (or the leaves):
+//! A module uses only modules listed before it in this table (the order of
+//! `LAYERS`, below); the test `layers_only_point_down` reads every `crate::` path in `src/` and
+//! fails on any other edge. The README points here.
 //!
-//! ```text
-//! block → freelist, tree → bins → heap → tcache, large → global → api → ffi
-//! leaves: config, os, sync, tls, stats, diag, options
-//! ```
-//!
-//! - [`block`]: the boundary-tagged block format; the only module that does
-//!   pointer arithmetic on heap memory.
-//! - [`freelist`]: exact-size doubly-linked free lists (small blocks).
-//! - [`tree`]: size-then-address ordered treaps (large free blocks).
-//! - [`region`]: the table of heap regions (ownership checks).
-//! - [`bins`]: size → bin mapping, occupancy bitmaps, best-fit search.
-//! - [`heap`]: malloc/free/realloc/memalign on one heap of regions, generic
-//!   over a memory [`os::Source`] so tests can run it on a plain buffer.
-//! - [`addrmap`]: an address-keyed hash map in system-mapped memory.
-//! - [`large`]: blocks in their own mappings, and the table that owns them.
-//! - [`tcache`]: per-thread caches of freed small blocks (the fast path).
-//! - [`global`]: the process-wide allocator: lazy start-up, locks, fork.
-//! - [`api`]: the C semantics (errno, overflow, realloc edge cases).
-//! - [`ffi`]: the C names' `#[no_mangle]` functions; they forward to [`api`].
-//! - `cxxapi`: C++'s `operator new`/`delete` semantics over [`api`]; `cxx`:
-//!   their exports under the mangled names, forwarding to `cxxapi`.
-//! - [`check`]: the heap checker used by every test.
-//! - [`harden`]: the hardened mode (canaries, quarantine, guard pages).
-//! - `rustalloc`: [`FitAlloc`], a Rust `GlobalAlloc` over [`api`] (with
-//!   the `std` feature; `rust-global` also drops the C names' exports).
+//! | level | modules | what they are |
+//! |---|---|---|
+//! | leaves | `config`, `diag`, `tls`, `sync`, `options`, `modes`, `os` | constants; messages; two TLS words; the locks and their rank table; run-time options; which per-call hooks are on; the only memory system calls |
+//! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `tcache`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; thread caches; large blocks' mappings; an address-keyed hash map for the recorder |
+//! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
+//! | call paths | `alloc`, `free`, `realloc`, `trim` | malloc/calloc/memalign; free; realloc; malloc_trim |
+//! | top | `harden`, `stats`, `check`, `trace`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
+//! | other ways in | `cxxapi`, `cxx`, `rustalloc` | C++ `new`/`delete` semantics over `api`; their mangled exports; [`FitAlloc`], a Rust `GlobalAlloc` over `api` (feature `std`; `rust-global` also drops the C names' exports) |
 //!
 //! Nothing in this crate allocates through a global allocator: under
 //! `LD_PRELOAD` that would recurse into ourselves.
@@ -50,36 +34,88 @@
 #![cfg_attr(test, allow(dead_code))]
 #![allow(clippy::missing_safety_doc)] // every unsafe fn has a `# Safety` section; see the lint note in Cargo.toml
 
-mod addrmap;
-mod api;
-mod bins;
-mod block;
-mod check;
 mod config;
+mod diag;
+mod tls;
+mod sync;
+mod options;
+mod modes;
+mod os;
+mod block;
+mod pagemap;
+mod region;
+mod freelist;
+mod tree;
+mod bins;
+mod heap;
+mod tcache;
+mod large;
+mod addrmap;
+mod process;
+mod registry;
+mod pointer;
+mod alloc;
+mod free;
+mod realloc;
+mod trim;
+mod harden;
+mod stats;
+mod check;
+mod trace;
+mod fork;
+mod init;
+mod api;
+mod ffi;
 // The C++ operators replace libstdc++'s only where the C names are
 // exported too (not in unit tests, not in a Rust program's global allocator).
 #[cfg(not(any(test, feature = "rust-global")))]
-mod cxx;
-#[cfg(not(any(test, feature = "rust-global")))]
 mod cxxapi;
-mod diag;
-mod ffi;
-mod freelist;
-mod global;
-mod harden;
-mod heap;
-mod large;
-mod options;
-mod os;
-mod region;
+#[cfg(not(any(test, feature = "rust-global")))]
+mod cxx;
 #[cfg(feature = "std")]
 mod rustalloc;
-mod stats;
-mod sync;
-mod tcache;
-mod tls;
-mod trace;
-mod tree;
+
+/// The layer order: each module may use only those before it.
+///
+/// cbindgen:ignore
+#[cfg(test)]
+pub const LAYERS: &[&str] = &[
+    "config",
+    "diag",
+    "tls",
+    "sync",
+    "options",
+    "modes",
+    "os",
+    "block",
+    "pagemap",
+    "region",
+    "freelist",
+    "tree",
+    "bins",
+    "heap",
+    "tcache",
+    "large",
+    "addrmap",
+    "process",
+    "registry",
+    "pointer",
+    "alloc",
+    "free",
+    "realloc",
+    "trim",
+    "harden",
+    "stats",
+    "check",
+    "trace",
+    "fork",
+    "init",
+    "api",
+    "ffi",
+    "cxxapi",
+    "cxx",
+    "rustalloc",
+];
 
 #[cfg(test)]
 mod tests;

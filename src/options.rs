@@ -41,6 +41,10 @@ pub struct Options {
     pub tcache: AtomicBool,
     pub tcache_bytes: AtomicUsize,
     pub tcache_count: AtomicUsize,
+    /// Bytes the hardened mode's quarantine may hold.
+    pub quarantine_bytes: AtomicUsize,
+    /// Testing: every n-th request for memory from the system fails.
+    pub fail_every: AtomicUsize,
     pub page: AtomicUsize,
 }
 
@@ -56,6 +60,8 @@ pub static OPT: Options = Options {
     tcache: AtomicBool::new(true),
     tcache_bytes: AtomicUsize::new(256 * 1024),
     tcache_count: AtomicUsize::new(16),
+    quarantine_bytes: AtomicUsize::new(4 << 20),
+    fail_every: AtomicUsize::new(0),
     page: AtomicUsize::new(config::PAGE),
 };
 
@@ -117,12 +123,12 @@ fn apply(name: &[u8], value: &[u8]) {
         }
         b"FITALLOC_QUARANTINE" => {
             if let Some(n) = parse_size(value) {
-                crate::harden::BUDGET.store(n, Relaxed);
+                OPT.quarantine_bytes.store(n, Relaxed);
             }
         }
         b"FITALLOC_FAIL_EVERY" => {
             if let Some(n) = parse_size(value) {
-                crate::os::FAIL_EVERY.store(n, Relaxed);
+                OPT.fail_every.store(n, Relaxed);
             }
         }
         b"FITALLOC_TRACE" => {

@@ -16,6 +16,11 @@ pub trait Source {
     fn brk_shrink(&mut self, len: usize) -> bool;
     /// A fresh zeroed mapping of `len` bytes (a multiple of the page size).
     fn map(&mut self, len: usize) -> Option<usize>;
+    /// Gives back a mapping made by [`Source::map`] that was never used.
+    ///
+    /// # Safety
+    /// `[addr, addr + len)` must be such a mapping.
+    unsafe fn unmap(&mut self, addr: usize, len: usize);
     /// Tells the system the pages of `[addr, addr + len)` are no longer
     /// needed; they read as zero afterwards.
     ///
@@ -75,6 +80,11 @@ pub struct Os;
 
 impl Source for Os {
     fn brk_grow(&mut self, len: usize) -> Option<usize> {
+        if len == 0 {
+            // A query: glibc answers it from its cached break.
+            // SAFETY: sbrk(0) moves nothing.
+            return keep_errno(|| Some(unsafe { libc::sbrk(0) } as usize)).filter(|&b| b as isize != -1);
+        }
         if injected_failure() || len > isize::MAX as usize {
             return None;
         }
@@ -100,6 +110,11 @@ impl Source for Os {
         map(len)
     }
 
+    unsafe fn unmap(&mut self, addr: usize, len: usize) {
+        // SAFETY: forwarded to the caller.
+        unsafe { unmap(addr, len) }
+    }
+
     unsafe fn purge(&mut self, addr: usize, len: usize) -> bool {
         bump(&SYSCALLS.madvise);
         keep_errno(|| {
@@ -114,6 +129,13 @@ pub fn map(len: usize) -> Option<usize> {
     if injected_failure() {
         return None;
     }
+    map_meta(len)
+}
+
+/// A fresh mapping for the allocator's own tables (the page map, region
+/// and large-block descriptors): like [`map`], but exempt from failure
+/// injection, which tests how the program's requests fail.
+pub fn map_meta(len: usize) -> Option<usize> {
     bump(&SYSCALLS.mmap);
     keep_errno(|| {
         // SAFETY: a new anonymous mapping aliases nothing.
@@ -157,6 +179,23 @@ pub unsafe fn remap(addr: usize, old: usize, new: usize, may_move: bool) -> Opti
         let flags = if may_move { libc::MREMAP_MAYMOVE } else { 0 };
         // SAFETY: forwarded to the caller.
         let p = unsafe { libc::mremap(addr as *mut libc::c_void, old, new, flags) };
+        (p != libc::MAP_FAILED).then_some(p as usize)
+    })
+}
+
+/// Moves the mapping at `addr` (of `old` bytes) to `to`, resized to `new`
+/// bytes, replacing the mapping at `to`. Returns `to`.
+///
+/// # Safety
+/// `[addr, addr + old)` must be a whole mapping owned by the caller, and
+/// `[to, to + new)` a mapping of the caller's that nothing uses.
+pub unsafe fn remap_to(addr: usize, old: usize, new: usize, to: usize) -> Option<usize> {
+    bump(&SYSCALLS.mremap);
+    keep_errno(|| {
+        // SAFETY: forwarded to the caller.
+        let p = unsafe {
+            libc::mremap(addr as *mut libc::c_void, old, new, libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED, to as *mut libc::c_void)
+        };
         (p != libc::MAP_FAILED).then_some(p as usize)
     })
 }

@@ -1,88 +1,201 @@
 //! The table of heap regions: which address ranges hold boundary-tagged
-//! blocks. Every pointer from the program, and every free-list link read
-//! from heap memory, is looked up here before any header is read, so a wild
-//! pointer ends in a clear message rather than a SIGSEGV.
+//! blocks, as many as the heap needs.
 //!
-//! Regions are only added (and their ends moved) under the heap lock, but
-//! the table is read without it by `free` on any thread: its fields are
-//! atomics, and a region, once recorded, is never unmapped (only trimmed at
-//! its end, which never moves below a block the program holds).
+//! Every pointer from the program, and every free-list link read from heap
+//! memory, is checked here before any header is read: a header may sit only
+//! between a region's first block and its epilogue, inclusive
+//! ([`RegionTable::holds_header`]). The page map answers that in two loads
+//! for every page wholly inside a region (regions start on a page
+//! boundary, so with a page-aligned end that is every page); a page the
+//! region only partly covers is an edge, where the region's bounds answer.
+//! The epilogue is a header position too: its used header of size 0 is
+//! refused by every reader, which checks a block's size before reading its
+//! payload.
+//!
+//! Regions are added (and their ends moved) only under the heap lock, and
+//! read without it by `free` on any thread: the fields are atomics, and a
+//! region, once recorded, is never unmapped (only trimmed at its end, which
+//! never moves below a block the program holds).
+//!
+//! Descriptors live in chunks mapped from the system on demand, so the
+//! number of regions has no fixed limit (up to [`MAX_REGIONS`]).
 
-use crate::config::MAX_REGIONS;
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use crate::block::Block;
+use crate::pagemap::{interior_region_entry, Owner, PageMap, MAX_ID};
+use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
+
+/// Where a region's memory came from.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum RegionKind {
+    Brk,
+    Mapped,
+}
+
+/// One region: `[start, end)`, and its fresh mark (no byte at or above
+/// `fresh`, below the epilogue, was written since the system gave it).
+struct Desc {
+    start: AtomicUsize,
+    end: AtomicUsize,
+    fresh: AtomicUsize,
+    kind: AtomicU8,
+}
+
+const CHUNK_SHIFT: u32 = 12;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+const CHUNKS: usize = 1024;
+/// How many regions the table can hold (4 Mi: far beyond any address
+/// space a 47-bit machine can hand out in regions of a page or more).
+pub(crate) const MAX_REGIONS: usize = CHUNK * CHUNKS;
+const _: () = assert!(MAX_REGIONS as u64 <= MAX_ID as u64 + 1);
 
 pub struct RegionTable {
-    starts: [AtomicUsize; MAX_REGIONS],
-    ends: [AtomicUsize; MAX_REGIONS],
+    map: &'static PageMap,
+    chunks: [AtomicPtr<Desc>; CHUNKS],
     count: AtomicUsize,
 }
 
-impl Default for RegionTable {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl RegionTable {
-    pub const fn new() -> Self {
-        RegionTable {
-            starts: [const { AtomicUsize::new(0) }; MAX_REGIONS],
-            ends: [const { AtomicUsize::new(0) }; MAX_REGIONS],
-            count: AtomicUsize::new(0),
-        }
+    pub const fn new(map: &'static PageMap) -> Self {
+        RegionTable { map, chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; CHUNKS], count: AtomicUsize::new(0) }
     }
 
-    /// Whether `addr` lies in a heap region. The first region (normally the
-    /// sbrk heap) is checked inline; the rest out of line.
+    /// The page map this table records its regions in.
+    pub fn map(&self) -> &'static PageMap {
+        self.map
+    }
+
+    fn desc(&self, i: usize) -> &Desc {
+        debug_assert!(i < self.count.load(Relaxed) || i < MAX_REGIONS);
+        let c = self.chunks[i >> CHUNK_SHIFT].load(Acquire);
+        assert!(!c.is_null(), "region {i} has no descriptor");
+        // SAFETY: a published chunk holds CHUNK descriptors and is never
+        // unmapped; the index is masked to it.
+        unsafe { &*c.add(i & (CHUNK - 1)) }
+    }
+
+    /// Whether `h` is a header position (≡ 12 mod 16) inside a region, from
+    /// its first block to its epilogue.
     #[inline(always)]
-    pub fn contains(&self, addr: usize) -> bool {
-        let s = self.starts[0].load(Relaxed);
-        if addr.wrapping_sub(s) < self.ends[0].load(Relaxed).wrapping_sub(s) {
-            return true;
+    pub fn holds_header(&self, h: usize) -> bool {
+        if !Block::is_header_position(h) {
+            return false;
         }
-        self.contains_slow(addr)
+        let e = self.map.entry(h);
+        interior_region_entry(e) || self.holds_header_at_edge(h, e)
     }
 
     #[cold]
     #[inline(never)]
-    fn contains_slow(&self, addr: usize) -> bool {
-        self.find(addr).is_some()
+    fn holds_header_at_edge(&self, h: usize, e: u32) -> bool {
+        match Owner::decode(e) {
+            Owner::Region { id, .. } => {
+                let (lo, hi) = self.block_span(id as usize);
+                h >= lo && h <= hi
+            }
+            _ => false,
+        }
     }
 
-    /// The index of the region holding `addr`.
+    /// The region whose memory (not only its block span) holds `addr`.
     pub fn find(&self, addr: usize) -> Option<usize> {
-        let n = self.count.load(Relaxed);
-        (0..n).find(|&i| {
-            let s = self.starts[i].load(Relaxed);
-            addr.wrapping_sub(s) < self.ends[i].load(Relaxed).wrapping_sub(s)
-        })
+        match self.map.owner(addr) {
+            Owner::Region { id, .. } => {
+                let i = id as usize;
+                (addr >= self.start(i) && addr < self.end(i)).then_some(i)
+            }
+            _ => None,
+        }
     }
 
-    /// Records a new region; `None` when the table is full.
-    pub fn add(&self, start: usize, end: usize) -> Option<usize> {
+    /// Where headers of region `i` may be: from its first block's header
+    /// to its epilogue (excluded).
+    #[inline]
+    pub fn block_span(&self, i: usize) -> (usize, usize) {
+        (Block::first_in_region(self.start(i)).addr(), Block::epilogue_of(self.end(i)).addr())
+    }
+
+    /// Records region `[start, end)` (both page-aligned, fresh memory);
+    /// `None` when the table or the map cannot grow.
+    pub fn add(&self, start: usize, end: usize, kind: RegionKind) -> Option<usize> {
         let i = self.count.load(Relaxed);
-        if i == MAX_REGIONS {
+        if i == MAX_REGIONS || !self.map.reserve(start, end) {
             return None;
         }
-        self.starts[i].store(start, Relaxed);
-        self.ends[i].store(end, Relaxed);
-        self.count.store(i + 1, core::sync::atomic::Ordering::Release);
+        let slot = &self.chunks[i >> CHUNK_SHIFT];
+        if slot.load(Acquire).is_null() {
+            let m = crate::os::map_meta(CHUNK * core::mem::size_of::<Desc>())?;
+            slot.store(m as *mut Desc, Release);
+        }
+        let d = self.desc(i);
+        d.start.store(start, Relaxed);
+        d.end.store(end, Relaxed);
+        d.fresh.store(Block::first_in_region(start).payload() as usize, Relaxed);
+        d.kind.store(kind as u8, Relaxed);
+        self.count.store(i + 1, Release);
+        self.record(i, start, end);
         Some(i)
     }
 
+    /// Writes the map entries of region `i` over `[lo, hi)` of it, marking
+    /// its first and last page as edges when the region covers them only
+    /// in part.
+    fn record(&self, i: usize, lo: usize, hi: usize) {
+        let (start, end) = (self.start(i), self.end(i));
+        self.map.fill(lo, hi, Owner::Region { id: i as u32, edge: false }.entry());
+        let edge = Owner::Region { id: i as u32, edge: true }.entry();
+        let page = 1usize << crate::pagemap::PAGE_SHIFT;
+        if !start.is_multiple_of(page) {
+            self.map.set(start, edge);
+        }
+        if !end.is_multiple_of(page) {
+            self.map.set(end - 1, edge);
+        }
+    }
+
+    /// Makes sure region `i` can grow to `end` (the map has room for it).
+    pub fn reserve_end(&self, i: usize, end: usize) -> bool {
+        self.map.reserve(self.end(i), end)
+    }
+
+    /// Moves the end of region `i` (up: after [`RegionTable::reserve_end`];
+    /// down: the pages above the new end leave the map).
     pub fn set_end(&self, i: usize, end: usize) {
-        self.ends[i].store(end, Relaxed);
+        let old = self.end(i);
+        let d = self.desc(i);
+        if end >= old {
+            d.end.store(end, Relaxed);
+            self.record(i, old - 1, end);
+        } else {
+            // Clear the pages wholly above the new end first, then shrink.
+            let page = 1usize << crate::pagemap::PAGE_SHIFT;
+            self.map.fill(crate::config::round_up(end, page), old, 0);
+            d.end.store(end, Relaxed);
+            self.record(i, end - 1, end);
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.count.load(Relaxed)
+        self.count.load(Acquire)
     }
 
     pub fn start(&self, i: usize) -> usize {
-        self.starts[i].load(Relaxed)
+        self.desc(i).start.load(Relaxed)
     }
 
     pub fn end(&self, i: usize) -> usize {
-        self.ends[i].load(Relaxed)
+        self.desc(i).end.load(Relaxed)
+    }
+
+    pub fn kind(&self, i: usize) -> RegionKind {
+        if self.desc(i).kind.load(Relaxed) == RegionKind::Mapped as u8 { RegionKind::Mapped } else { RegionKind::Brk }
+    }
+
+    /// Region `i`'s fresh mark (see [`Desc`]).
+    pub fn fresh(&self, i: usize) -> usize {
+        self.desc(i).fresh.load(Relaxed)
+    }
+
+    pub fn set_fresh(&self, i: usize, fresh: usize) {
+        self.desc(i).fresh.store(fresh, Relaxed);
     }
 }

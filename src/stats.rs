@@ -3,11 +3,65 @@
 //! the report `FITALLOC_STATS=1` prints at exit. Derived figures are
 //! computed here from the counters, never stored.
 
+use crate::block::units_to_bytes;
 use crate::diag::Buf;
-use crate::global::{snapshot, Snapshot};
-use crate::os::SYSCALLS;
+use crate::heap::{Heap, HeapCounters};
+use crate::os::{Source, SYSCALLS};
+use crate::process::{heap, large, REGIONS};
+use crate::registry::{totals, Totals};
 use core::fmt::Write;
 use core::sync::atomic::Ordering::Relaxed;
+
+/// Everything the statistics report, gathered under each lock in turn.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct Snapshot {
+    pub heap: HeapCounters,
+    pub top_bytes: usize,
+    pub largest_free: usize,
+    pub mapped_bytes: usize,
+    pub mapped_blocks: usize,
+    pub peak_mapped_bytes: usize,
+    pub peak_mapped_blocks: usize,
+    pub threads: Totals,
+    pub quarantined_bytes: usize,
+    pub quarantined_blocks: usize,
+}
+
+pub fn snapshot() -> Snapshot {
+    let mut s = Snapshot::default();
+    {
+        let h = heap("malloc_stats");
+        s.heap = h.counters;
+        s.top_bytes = units_to_bytes(h.top().1);
+        s.largest_free = largest_free(&h).max(s.top_bytes);
+    }
+    {
+        let l = large();
+        s.mapped_bytes = l.bytes;
+        s.mapped_blocks = l.count();
+        s.peak_mapped_bytes = l.peak_bytes;
+        s.peak_mapped_blocks = l.peak_count;
+    }
+    s.threads = totals();
+    (s.quarantined_bytes, s.quarantined_blocks) = crate::harden::held();
+    s
+}
+
+/// The largest free block in the bins (or parked).
+fn largest_free<S: Source>(h: &Heap<S>) -> usize {
+    let mut best = units_to_bytes(h.bins.small.largest().unwrap_or(0));
+    best = best.max(units_to_bytes(h.parked().1));
+    for i in (0..crate::config::TREE_BINS).rev() {
+        if h.bins.tree_map_bit(i) {
+            let mut m = 0;
+            // SAFETY: tree nodes are free blocks of the heap.
+            let _ = unsafe { h.bins.tree(i).for_each(&REGIONS, |b| m = m.max(b.units())) };
+            best = best.max(units_to_bytes(m));
+            break;
+        }
+    }
+    best
+}
 
 /// Version of [`FitallocStats`]'s layout.
 pub const FITALLOC_STATS_VERSION: u64 = 1;
@@ -80,7 +134,8 @@ impl FitallocStats {
         let top = s.top_bytes as u64;
         // Blocks in thread caches and in quarantine are free to the program
         // but held as far as the heap is concerned.
-        let waiting = s.cached_bytes + s.quarantined_bytes as u64;
+        let t = &s.threads;
+        let waiting = t.cached_bytes + s.quarantined_bytes as u64;
         let in_use_heap = h.used_bytes as u64 - waiting.min(h.used_bytes as u64);
         FitallocStats {
             size: core::mem::size_of::<FitallocStats>() as u64,
@@ -94,28 +149,28 @@ impl FitallocStats {
             peak_system_bytes: (h.peak_heap_bytes + s.peak_mapped_bytes) as u64,
             in_use_bytes: in_use_heap + s.mapped_bytes as u64,
             peak_in_use_bytes: (h.peak_used_bytes + s.peak_mapped_bytes) as u64,
-            in_use_blocks: (h.used_blocks as u64).saturating_sub(s.cached_blocks + s.quarantined_blocks as u64)
+            in_use_blocks: (h.used_blocks as u64).saturating_sub(t.cached_blocks + s.quarantined_blocks as u64)
                 + s.mapped_blocks as u64,
-            cached_bytes: s.cached_bytes,
-            cached_blocks: s.cached_blocks,
+            cached_bytes: t.cached_bytes,
+            cached_blocks: t.cached_blocks,
             free_bytes: h.free_bytes as u64 + top,
             free_blocks: h.free_blocks as u64 + (top > 0) as u64,
             largest_free_block: s.largest_free as u64,
-            requested_bytes: s.requested,
-            malloc_calls: s.calls[0],
-            free_calls: s.calls[1],
-            calloc_calls: s.calls[2],
-            realloc_calls: s.calls[3],
-            memalign_calls: s.calls[4],
+            requested_bytes: t.requested,
+            malloc_calls: t.calls[0],
+            free_calls: t.calls[1],
+            calloc_calls: t.calls[2],
+            realloc_calls: t.calls[3],
+            memalign_calls: t.calls[4],
             sbrk_calls: SYSCALLS.sbrk.load(Relaxed),
             mmap_calls: SYSCALLS.mmap.load(Relaxed),
             munmap_calls: SYSCALLS.munmap.load(Relaxed),
             mremap_calls: SYSCALLS.mremap.load(Relaxed),
             madvise_calls: SYSCALLS.madvise.load(Relaxed),
             trimmed_bytes: h.released_bytes as u64,
-            threads: s.threads as u64,
-            cache_hits: s.cache_hits,
-            cache_misses: s.cache_misses,
+            threads: t.threads as u64,
+            cache_hits: t.cache_hits,
+            cache_misses: t.cache_misses,
             quarantined_bytes: s.quarantined_bytes as u64,
             quarantined_blocks: s.quarantined_blocks as u64,
         }
@@ -170,7 +225,7 @@ pub fn mallinfo2() -> Mallinfo2 {
         usmblks: 0,
         // Thread-cached blocks are free to the program: glibc reports its
         // fastbin chunks here.
-        fsmblks: s.cached_bytes as usize,
+        fsmblks: s.threads.cached_bytes as usize,
         uordblks: (st.in_use_bytes - st.mapped_bytes) as usize,
         // As in glibc, arena == uordblks + fordblks: the bytes that frame
         // each region (16) count as free.
@@ -197,7 +252,8 @@ pub fn mallinfo() -> Mallinfo {
 
 /// glibc's `malloc_stats()` layout, on stderr.
 pub fn malloc_stats() {
-    let st = FitallocStats::current();
+    let snap = snapshot();
+    let st = FitallocStats::from_snapshot(&snap);
     let mut b = Buf::<512>::new();
     let heap_in_use = st.in_use_bytes - st.mapped_bytes;
     let _ = writeln!(b, "Arena 0:");
@@ -206,7 +262,7 @@ pub fn malloc_stats() {
     let _ = writeln!(b, "Total (incl. mmap):");
     let _ = writeln!(b, "system bytes     = {:>10}", st.system_bytes);
     let _ = writeln!(b, "in use bytes     = {:>10}", st.in_use_bytes);
-    let _ = writeln!(b, "max mmap regions = {:>10}", crate::global::LARGE.lock().peak_count);
+    let _ = writeln!(b, "max mmap regions = {:>10}", snap.peak_mapped_blocks);
     let _ = writeln!(b, "max mmap bytes   = {:>10}", st.peak_mapped_bytes);
     b.write_to(2);
 }

@@ -1,4 +1,5 @@
-//! The lock around shared allocator state.
+//! The locks around shared allocator state, and the one table of their
+//! ranks.
 //!
 //! A spin lock (from the `spin` crate) with a bounded spin, then
 //! `sched_yield`, so a preempted holder does not cost a waiter a whole time
@@ -8,6 +9,7 @@
 //! handler that interrupted malloc cannot deadlock on our own lock.
 
 use core::cell::UnsafeCell;
+use core::sync::atomic::Ordering::Relaxed;
 use core::ops::{Deref, DerefMut};
 use spin::mutex::{SpinMutex, SpinMutexGuard};
 
@@ -26,9 +28,59 @@ pub fn single_threaded() -> bool {
     unsafe { core::ptr::read_volatile(&raw const __libc_single_threaded) != 0 }
 }
 
+/// Every lock of the allocator, by rank. A thread that holds a lock takes
+/// only locks of a higher rank, so no two threads can wait on each other;
+/// the fork handlers take them all in this order and release them in
+/// reverse. Builds with debug assertions (or the `lock-check` feature)
+/// check the rule on every acquisition.
+///
+/// | rank | lock | held while |
+/// |---|---|---|
+/// | 0 | `Trace` | one whole API call, while tracing ([`crate::trace`]) |
+/// | 1 | `Quarantine` | the hardened mode's FIFO moves blocks to the heap |
+/// | 2 | `Registry` | thread caches are created, retired or visited |
+/// | 3 | `Heap` | any heap operation |
+/// | 4 | `Large` | the large-block table is read or changed |
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Rank {
+    Trace = 0,
+    Quarantine = 1,
+    Registry = 2,
+    Heap = 3,
+    Large = 4,
+}
+
+const CHECK_ORDER: bool = cfg!(any(debug_assertions, feature = "lock-check"));
+
+/// Notes that this thread takes a lock of `rank`; aborts if it already
+/// holds one of the same or a higher rank.
+#[inline(always)]
+fn note_acquire(rank: Rank) {
+    if CHECK_ORDER {
+        let held = crate::tls::get::<{ crate::tls::LOCKS }>();
+        let bit = 1usize << rank as u8;
+        if held & !(bit - 1) != 0 {
+            crate::diag::fatal("lock order", "a lock was taken while holding one of equal or higher rank; rank", rank as usize);
+        }
+        crate::tls::set::<{ crate::tls::LOCKS }>(held | bit);
+    }
+}
+
+#[inline(always)]
+fn note_release(rank: Rank) {
+    if CHECK_ORDER {
+        let held = crate::tls::get::<{ crate::tls::LOCKS }>();
+        crate::tls::set::<{ crate::tls::LOCKS }>(held & !(1usize << rank as u8));
+    }
+}
+
 /// A value behind a lock that is elided while the process is single-threaded.
 pub struct Locked<T> {
     lock: SpinMutex<()>,
+    rank: Rank,
+    /// Whether [`Locked::hold`] took the lock (for the fork handlers).
+    held_for_fork: core::sync::atomic::AtomicBool,
     value: UnsafeCell<T>,
 }
 
@@ -39,7 +91,14 @@ unsafe impl<T: Send> Sync for Locked<T> {}
 /// Exclusive access to a [`Locked`] value.
 pub struct Guard<'a, T> {
     _held: Option<SpinMutexGuard<'a, ()>>,
+    rank: Rank,
     value: &'a mut T,
+}
+
+impl<T> Drop for Guard<'_, T> {
+    fn drop(&mut self) {
+        note_release(self.rank);
+    }
 }
 
 impl<T> Deref for Guard<'_, T> {
@@ -56,15 +115,21 @@ impl<T> DerefMut for Guard<'_, T> {
 }
 
 impl<T> Locked<T> {
-    pub const fn new(value: T) -> Self {
-        Locked { lock: SpinMutex::new(()), value: UnsafeCell::new(value) }
+    pub const fn new(rank: Rank, value: T) -> Self {
+        Locked {
+            lock: SpinMutex::new(()),
+            rank,
+            held_for_fork: core::sync::atomic::AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
     }
 
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
+        note_acquire(self.rank);
         let held = if single_threaded() { None } else { Some(self.acquire()) };
         // SAFETY: we hold the lock, or no other thread exists.
-        Guard { _held: held, value: unsafe { &mut *self.value.get() } }
+        Guard { _held: held, rank: self.rank, value: unsafe { &mut *self.value.get() } }
     }
 
     #[cold]
@@ -88,25 +153,34 @@ impl<T> Locked<T> {
         }
     }
 
-    /// Takes the lock and keeps it held until [`Locked::force_unlock`]
-    /// (fork: held across `fork()` so the child sees consistent state).
-    /// Returns false (taking nothing) while single-threaded.
-    pub fn hold(&self) -> bool {
-        if single_threaded() {
-            return false;
+    /// Fork, before: takes the lock and keeps it held until
+    /// [`Locked::release_held`], so the child sees consistent state. Takes
+    /// nothing while single-threaded.
+    ///
+    /// The fork handlers take every lock in rank order by construction;
+    /// the order is not checked here, because fork may run in a signal
+    /// handler that interrupted this thread while it held a lock (possible
+    /// only while single-threaded, when no lock is really taken).
+    pub fn hold(&self) {
+        if CHECK_ORDER {
+            let held = crate::tls::get::<{ crate::tls::LOCKS }>();
+            crate::tls::set::<{ crate::tls::LOCKS }>(held | 1 << self.rank as u8);
         }
-        core::mem::forget(self.acquire());
-        true
+        if !single_threaded() {
+            core::mem::forget(self.acquire());
+            self.held_for_fork.store(true, Relaxed);
+        }
     }
 
-    /// Releases a lock taken by [`Locked::hold`].
-    ///
-    /// # Safety
-    /// Only after `hold` returned true, once (in the parent and in the child
-    /// of a fork).
-    pub unsafe fn force_unlock(&self) {
-        // SAFETY: forwarded to the caller.
-        unsafe { self.lock.force_unlock() }
+    /// Fork, after (in the parent and in the child): releases what
+    /// [`Locked::hold`] took.
+    pub fn release_held(&self) {
+        if self.held_for_fork.swap(false, Relaxed) {
+            // SAFETY: `hold` took the lock in this process and forgot its
+            // guard; this releases it once.
+            unsafe { self.lock.force_unlock() };
+        }
+        note_release(self.rank);
     }
 
     /// Access without the lock.

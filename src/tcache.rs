@@ -18,10 +18,11 @@
 //! the heap when their thread exits (a pthread key destructor), and when a
 //! forked child finds caches of threads that do not exist in it.
 
-use crate::block::Block;
+use crate::block::{units_to_bytes, Block};
 use crate::config::TCACHE_MAX_UNITS;
 use crate::region::RegionTable;
-use core::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
 const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
@@ -60,8 +61,7 @@ unsafe fn is_cached(regions: &RegionTable, at: usize, units: u32) -> bool {
     // SAFETY: memory is read only once `at` is known to be a header position
     // inside a mapped heap region; the payload of a block whose header says
     // it is used and at least 2 units long holds the two words.
-    at % 16 == 12
-        && regions.contains(at)
+    regions.holds_header(at)
         && unsafe {
             let h = b.header();
             h & crate::block::USED != 0 && crate::block::used_units(h) == units && b.cache_key() == mark(b)
@@ -107,9 +107,14 @@ pub enum CacheFault {
     Corrupted(usize),
 }
 
+/// One thread's cache. Other threads see it only through `&Tcache` and
+/// read only its atomics (statistics, the registry links under the
+/// registry's lock); the list heads are the owner's alone, behind an
+/// `UnsafeCell` that only the owner's `unsafe` calls open.
 pub struct Tcache {
     /// Head of list `u`: the last block of `u` units cached (0: empty).
-    heads: [usize; CLASSES],
+    /// Owner only.
+    heads: UnsafeCell<[usize; CLASSES]>,
     /// How many more blocks list `u` may take. Only the owner writes; other
     /// threads read it for statistics.
     room: [AtomicU16; CLASSES],
@@ -118,10 +123,15 @@ pub struct Tcache {
     limits: [u16; CLASSES],
     max_bytes: u64,
     pub counters: ThreadCounters,
-    /// Registry links (see [`crate::global`]).
-    pub next: *mut Tcache,
-    pub prev: *mut Tcache,
+    /// Registry links (see [`crate::registry`]), changed under its lock.
+    pub next: AtomicPtr<Tcache>,
+    pub prev: AtomicPtr<Tcache>,
 }
+
+// SAFETY: the heads are touched only by the owning thread (every method
+// that does is `unsafe` with that contract); everything else is atomic or
+// immutable after creation.
+unsafe impl Sync for Tcache {}
 
 /// Moves an owner-written counter by `d` (wrapping).
 #[inline(always)]
@@ -138,27 +148,41 @@ impl Tcache {
     pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize) -> Self {
         let mut limits = [0u16; CLASSES];
         for (u, l) in limits.iter_mut().enumerate().skip(crate::config::MIN_UNITS as usize) {
-            *l = (per_class_bytes / (u << 4)).max(min_count).clamp(2, 64) as u16;
+            *l = (per_class_bytes / units_to_bytes(u as u32)).max(min_count).clamp(2, 64) as u16;
         }
         Tcache {
-            heads: [0; CLASSES],
+            heads: UnsafeCell::new([0; CLASSES]),
             room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
             room_bytes: AtomicU64::new(max_bytes),
             limits,
             max_bytes,
             counters: ThreadCounters::default(),
-            next: core::ptr::null_mut(),
-            prev: core::ptr::null_mut(),
+            next: AtomicPtr::new(core::ptr::null_mut()),
+            prev: AtomicPtr::new(core::ptr::null_mut()),
         }
+    }
+
+    /// The list heads.
+    ///
+    /// # Safety
+    /// Only the thread that owns the cache may call this, and must not hold
+    /// two of the returned borrows at once.
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn heads(&self) -> &mut [usize; CLASSES] {
+        // SAFETY: forwarded to the caller: one thread, one borrow at a time.
+        unsafe { &mut *self.heads.get() }
     }
 
     /// Unlinks the head of list `units` after checking it, clearing its mark.
     ///
     /// # Safety
-    /// `regions` must be the heap's region table.
+    /// Only the owner may call this; `regions` must be the heap's region table.
     #[inline(always)]
-    unsafe fn take_head(&mut self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
-        let head = self.heads[units as usize];
+    unsafe fn take_head(&self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
+        // SAFETY: the owner's call (caller).
+        let heads = unsafe { self.heads() };
+        let head = heads[units as usize];
         if head == 0 {
             return Ok(None);
         }
@@ -168,11 +192,11 @@ impl Tcache {
             if !is_cached(regions, head, units) {
                 return Err(CacheFault::Corrupted(head));
             }
-            self.heads[units as usize] = encode(b.cache_link(), b);
+            heads[units as usize] = encode(b.cache_link(), b);
             b.set_cache_key(0);
         }
         bump16(&self.room[units as usize], 1);
-        add(&self.room_bytes, (units as u64) << 4);
+        add(&self.room_bytes, units_to_bytes(units) as u64);
         Ok(Some(b))
     }
 
@@ -180,9 +204,9 @@ impl Tcache {
     /// when the list is empty.
     ///
     /// # Safety
-    /// `regions` must be the heap's region table.
+    /// As for [`Tcache::take_head`].
     #[inline(always)]
-    pub unsafe fn pop(&mut self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
+    pub unsafe fn pop(&self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
         // SAFETY: forwarded.
         let r = unsafe { self.take_head(regions, units) };
         match r {
@@ -196,32 +220,35 @@ impl Tcache {
     /// How many more blocks of `units` the cache may take.
     #[inline]
     pub fn room_for(&self, units: u32) -> usize {
-        let by_bytes = (self.room_bytes.load(Relaxed) >> 4) / units as u64;
+        let by_bytes = self.room_bytes.load(Relaxed) / units_to_bytes(units) as u64;
         (self.room[units as usize].load(Relaxed) as usize).min(by_bytes as usize)
     }
 
     /// Whether list `units` has room for one more block.
     #[inline(always)]
     pub fn has_room(&self, units: u32) -> bool {
-        self.room[units as usize].load(Relaxed) != 0 && self.room_bytes.load(Relaxed) >= (units as u64) << 4
+        self.room[units as usize].load(Relaxed) != 0 && self.room_bytes.load(Relaxed) >= units_to_bytes(units) as u64
     }
 
     /// Caches held block `b` of `units`.
     ///
     /// # Safety
-    /// `b` must be a block held by the program (header checked), with
-    /// `units <= TCACHE_MAX_UNITS`, and `has_room(units)`.
+    /// Only the owner may call this. `b` must be a block held by the program
+    /// (header checked), with `units <= TCACHE_MAX_UNITS`, and
+    /// `has_room(units)`.
     #[inline(always)]
-    pub unsafe fn push(&mut self, b: Block, units: u32) {
+    pub unsafe fn push(&self, b: Block, units: u32) {
         let secret = SECRET.load(Relaxed);
-        // SAFETY: `b` is a held block whose payload is at least 28 bytes.
+        // SAFETY: the owner's call; `b` is a held block whose payload is at
+        // least 28 bytes.
         unsafe {
-            b.set_cache_link(self.heads[units as usize] ^ (b.addr() >> 12) ^ secret);
+            let heads = self.heads();
+            b.set_cache_link(heads[units as usize] ^ (b.addr() >> 12) ^ secret);
             b.set_cache_key(b.addr().rotate_left(29) ^ secret);
+            heads[units as usize] = b.addr();
         }
-        self.heads[units as usize] = b.addr();
         bump16(&self.room[units as usize], u16::MAX);
-        add(&self.room_bytes, ((units as u64) << 4).wrapping_neg());
+        add(&self.room_bytes, (units_to_bytes(units) as u64).wrapping_neg());
     }
 
     /// Takes up to `max` blocks off list `units` (checked as [`Tcache::pop`]
@@ -230,7 +257,7 @@ impl Tcache {
     /// # Safety
     /// As for [`Tcache::pop`].
     pub unsafe fn drain(
-        &mut self,
+        &self,
         regions: &RegionTable,
         units: u32,
         max: usize,
@@ -260,7 +287,7 @@ impl Tcache {
     ///
     /// # Safety
     /// As for [`Tcache::pop`].
-    pub unsafe fn drain_all(&mut self, regions: &RegionTable, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
+    pub unsafe fn drain_all(&self, regions: &RegionTable, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
         for u in crate::config::MIN_UNITS..=TCACHE_MAX_UNITS {
             // SAFETY: forwarded.
             unsafe { self.drain(regions, u, usize::MAX, &mut f)? };
@@ -280,7 +307,8 @@ impl Tcache {
     /// As for [`Tcache::pop`]; the cache must not change meanwhile.
     pub unsafe fn for_each(&self, regions: &RegionTable, mut f: impl FnMut(Block, u32)) -> Result<(), CacheFault> {
         for u in crate::config::MIN_UNITS..=TCACHE_MAX_UNITS {
-            let mut at = self.heads[u as usize];
+            // SAFETY: the owner's call (caller).
+            let mut at = unsafe { self.heads()[u as usize] };
             let mut n = 0;
             while at != 0 {
                 let b = Block::at(at as *mut u8);

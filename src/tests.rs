@@ -3,9 +3,11 @@
 
 use crate::block::Block;
 use crate::check::{check_heap_structure, Count};
-use crate::config::{request_units, MIN_UNITS, UNIT_SHIFT};
+use crate::block::units_to_bytes;
+use crate::config::{request_units, MIN_UNITS};
 use crate::heap::{Heap, HeapParams};
 use crate::os::Source;
+use crate::pagemap::PageMap;
 use crate::region::RegionTable;
 use std::alloc::{alloc_zeroed, Layout};
 
@@ -54,6 +56,9 @@ impl Source for BufferSource {
         let p = unsafe { alloc_zeroed(Layout::from_size_align(len, 4096).unwrap()) } as usize;
         (p != 0).then_some(p)
     }
+    unsafe fn unmap(&mut self, _addr: usize, _len: usize) {
+        // Leaked, as every mapping of this source is.
+    }
     unsafe fn purge(&mut self, addr: usize, len: usize) -> bool {
         // SAFETY: the caller gives a range of its own region.
         unsafe { std::ptr::write_bytes(addr as *mut u8, 0, len) };
@@ -66,7 +71,9 @@ fn params() -> HeapParams {
 }
 
 fn new_heap(cap: usize) -> Heap<BufferSource> {
-    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new()));
+    // SAFETY: an all-zero page map is valid (no leaves yet).
+    let map: &'static PageMap = unsafe { &*(alloc_zeroed(Layout::new::<PageMap>()) as *const PageMap) };
+    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map)));
     Heap::new(BufferSource::new(cap), regions, params())
 }
 
@@ -124,7 +131,7 @@ fn split_parks_the_remainder() {
     assert_eq!(b, v[0], "best fit reuses the freed block");
     let rest = units(v[0].offset(units(b)));
     assert_eq!(h.counters.free_blocks, 1);
-    assert_eq!(h.counters.free_bytes, (rest as usize) << UNIT_SHIFT);
+    assert_eq!(h.counters.free_bytes, units_to_bytes(rest));
     assert!(h.counters.free_bytes < free_before);
 }
 
@@ -173,7 +180,7 @@ fn coalesce_with_next() {
     free(&mut h, b);
     free(&mut h, a);
     assert_eq!(h.counters.free_blocks, 1);
-    assert_eq!(h.counters.free_bytes, (both as usize) << UNIT_SHIFT);
+    assert_eq!(h.counters.free_bytes, units_to_bytes(both));
 }
 
 #[test]
@@ -282,7 +289,7 @@ fn trim_gives_back_the_top_beyond_the_threshold() {
     }
     assert!(h.counters.heap_bytes < grown, "the top was trimmed");
     let (_, top) = h.top();
-    assert!(((top as usize) << UNIT_SHIFT) <= params().trim_threshold);
+    assert!(units_to_bytes(top) <= params().trim_threshold);
     assert!(h.counters.released_bytes > 0);
     let _ = keep;
 }
@@ -420,7 +427,7 @@ fn heap_falls_back_to_mapped_regions_when_the_break_cannot_move() {
     let mut h = new_heap(1 << 20);
     h.source.no_brk = true;
     let a = alloc(&mut h, 1000);
-    assert_eq!(h.info[h.current_region()].kind, crate::heap::RegionKind::Mapped);
+    assert_eq!(h.regions.kind(h.current_region()), crate::region::RegionKind::Mapped);
     free(&mut h, a);
 }
 
@@ -587,4 +594,94 @@ fn random_stream_seed_2() {
 #[test]
 fn random_stream_long() {
     random_stream(42, 300_000, 97);
+}
+
+// ----- the layer rule ----------------------------------------------------------
+
+/// The modules a source file names through `crate::` paths (`use` lines,
+/// grouped imports and inline paths), outside comments and its test module.
+fn crate_paths(src: &str) -> std::collections::BTreeSet<String> {
+    let code: String = src
+        .split("#[cfg(test)]\nmod tests")
+        .next()
+        .unwrap()
+        .lines()
+        .map(|l| match l.find("//") {
+            Some(i) => &l[..i],
+            None => l,
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    let ident = |s: &str| s.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect::<String>();
+    let mut out = std::collections::BTreeSet::new();
+    let mut rest = code.as_str();
+    while let Some(i) = rest.find("crate::") {
+        rest = &rest[i + "crate::".len()..];
+        if let Some(group) = rest.strip_prefix('{') {
+            // `crate::{a, b::{c, d}, e}`: the names at depth one.
+            let (mut depth, mut item) = (1, String::new());
+            for c in group.chars() {
+                match c {
+                    '{' => depth += 1,
+                    '}' if depth == 1 => break,
+                    '}' => depth -= 1,
+                    ',' if depth == 1 => {
+                        out.insert(ident(item.trim()));
+                        item.clear();
+                        continue;
+                    }
+                    _ => {}
+                }
+                if depth == 1 {
+                    item.push(c);
+                }
+            }
+            if !item.trim().is_empty() {
+                out.insert(ident(item.trim()));
+            }
+        } else {
+            out.insert(ident(rest));
+        }
+    }
+    out.retain(|m| !m.is_empty());
+    out
+}
+
+/// Every edge between modules points down the table in `lib.rs`: a module
+/// names only modules listed before it.
+#[test]
+fn layers_only_point_down() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let layers = crate::LAYERS;
+    let rank = |m: &str| layers.iter().position(|l| *l == m);
+    let mut bad = Vec::new();
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_stem().unwrap().to_str().unwrap().to_string();
+        if ["lib", "tests", "fuzzcore"].contains(&name.as_str()) {
+            continue;
+        }
+        let Some(me) = rank(&name) else {
+            bad.push(format!("src/{name}.rs is not in lib.rs's LAYERS table"));
+            continue;
+        };
+        seen += 1;
+        for dep in crate_paths(&std::fs::read_to_string(&path).unwrap()) {
+            match rank(&dep) {
+                Some(d) if d < me => {}
+                Some(_) => bad.push(format!("{name} -> {dep}: {dep} is not below {name}")),
+                None => bad.push(format!("{name} -> {dep}: {dep} is not a module in LAYERS")),
+            }
+        }
+    }
+    assert_eq!(seen, layers.len(), "every module in LAYERS has its file");
+    assert!(bad.is_empty(), "edges against the layer rule:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn crate_paths_reads_uses_groups_and_inline_paths() {
+    let src = "use crate::a::X;\nuse crate::{b, c::{D, E}, f};\nfn g() { crate::h::i(); } // crate::j\n#[cfg(test)]\nmod tests { use crate::k; }";
+    let found: Vec<_> = crate_paths(src).into_iter().collect();
+    assert_eq!(found, ["a", "b", "c", "f", "h"]);
 }

@@ -1,11 +1,19 @@
-//! One word of thread-local storage that never allocates.
+//! Two words of thread-local storage that never allocate: the thread's
+//! cache ([`CACHE`]) and, for the lock-order check, the ranks of the locks
+//! it holds ([`LOCKS`]).
 //!
 //! Rust's `thread_local!` in a cdylib goes through `__tls_get_addr`, which
 //! may call malloc (for libraries loaded with dlopen): that would recurse
-//! into us. On x86_64 the word is a `.tbss` symbol reached with the
+//! into us. On x86_64 the words are a `.tbss` symbol reached with the
 //! initial-exec model (`fs:`-relative, one load through the GOT), defined in
-//! assembly because stable Rust cannot choose a TLS model. Elsewhere it is a
-//! pthread key's value (glibc's first 32 keys need no allocation).
+//! assembly because stable Rust cannot choose a TLS model. Elsewhere each is
+//! a pthread key's value (glibc's first 32 keys need no allocation).
+
+/// The word holding this thread's cache (see [`crate::registry`]).
+pub(crate) const CACHE: usize = 0;
+/// The word holding the ranks of the locks this thread holds (see
+/// [`crate::sync`]).
+pub(crate) const LOCKS: usize = 1;
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
@@ -13,26 +21,27 @@ mod imp {
 
     global_asm!(
         ".section .tbss,\"awT\",@nobits",
-        ".p2align 3",
-        ".type fitalloc_tls_word,@object",
-        ".size fitalloc_tls_word,8",
-        ".hidden fitalloc_tls_word",
-        ".globl fitalloc_tls_word",
-        "fitalloc_tls_word:",
-        ".zero 8",
+        ".p2align 4",
+        ".type fitalloc_tls_words,@object",
+        ".size fitalloc_tls_words,16",
+        ".hidden fitalloc_tls_words",
+        ".globl fitalloc_tls_words",
+        "fitalloc_tls_words:",
+        ".zero 16",
         ".text",
     );
 
     #[inline(always)]
-    pub fn get() -> usize {
+    pub fn get<const W: usize>() -> usize {
         let v: usize;
-        // SAFETY: reads this thread's copy of an 8-byte TLS variable that the
-        // dynamic linker placed in the static TLS block.
+        // SAFETY: reads this thread's copy of word W of a 16-byte TLS
+        // variable that the dynamic linker placed in the static TLS block.
         unsafe {
             asm!(
-                "mov {0}, qword ptr [rip + fitalloc_tls_word@GOTTPOFF]",
-                "mov {0}, qword ptr fs:[{0}]",
+                "mov {0}, qword ptr [rip + fitalloc_tls_words@GOTTPOFF]",
+                "mov {0}, qword ptr fs:[{0} + {off}]",
                 out(reg) v,
+                off = const W * 8,
                 options(nostack, readonly, preserves_flags)
             );
         }
@@ -40,14 +49,15 @@ mod imp {
     }
 
     #[inline(always)]
-    pub fn set(v: usize) {
-        // SAFETY: writes this thread's copy of the same variable.
+    pub fn set<const W: usize>(v: usize) {
+        // SAFETY: writes this thread's copy of the same word.
         unsafe {
             asm!(
-                "mov {t}, qword ptr [rip + fitalloc_tls_word@GOTTPOFF]",
-                "mov qword ptr fs:[{t}], {v}",
+                "mov {t}, qword ptr [rip + fitalloc_tls_words@GOTTPOFF]",
+                "mov qword ptr fs:[{t} + {off}], {v}",
                 t = out(reg) _,
                 v = in(reg) v,
+                off = const W * 8,
                 options(nostack, preserves_flags)
             );
         }
@@ -59,23 +69,23 @@ mod imp {
     use core::sync::atomic::{AtomicU32, Ordering};
 
     const NO_KEY: u32 = u32::MAX;
-    static KEY: AtomicU32 = AtomicU32::new(NO_KEY);
+    static KEYS: [AtomicU32; 2] = [AtomicU32::new(NO_KEY), AtomicU32::new(NO_KEY)];
 
-    fn key() -> Option<libc::pthread_key_t> {
-        let k = KEY.load(Ordering::Acquire);
+    fn key(w: usize) -> Option<libc::pthread_key_t> {
+        let k = KEYS[w].load(Ordering::Acquire);
         (k != NO_KEY).then_some(k as libc::pthread_key_t)
     }
 
-    pub fn get() -> usize {
-        match key() {
+    pub fn get<const W: usize>() -> usize {
+        match key(W) {
             // SAFETY: a valid key; getspecific never allocates.
             Some(k) => unsafe { libc::pthread_getspecific(k) as usize },
             None => 0,
         }
     }
 
-    pub fn set(v: usize) {
-        let k = match key() {
+    pub fn set<const W: usize>(v: usize) {
+        let k = match key(W) {
             Some(k) => k,
             None => {
                 let mut k: libc::pthread_key_t = 0;
@@ -83,11 +93,11 @@ mod imp {
                 if unsafe { libc::pthread_key_create(&mut k, None) } != 0 {
                     return;
                 }
-                if KEY.compare_exchange(NO_KEY, k as u32, Ordering::AcqRel, Ordering::Acquire).is_err() {
+                if KEYS[W].compare_exchange(NO_KEY, k as u32, Ordering::AcqRel, Ordering::Acquire).is_err() {
                     // SAFETY: our key lost the race and was never used.
                     unsafe { libc::pthread_key_delete(k) };
                 }
-                KEY.load(Ordering::Acquire) as libc::pthread_key_t
+                KEYS[W].load(Ordering::Acquire) as libc::pthread_key_t
             }
         };
         // SAFETY: a valid key.

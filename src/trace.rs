@@ -17,8 +17,8 @@
 //!   ([`crate::addrmap`]) and lines go through a fixed buffer to `write(2)`.
 
 use crate::addrmap::AddrMap;
-use crate::api::Event;
-use crate::sync::Locked;
+use crate::modes;
+use crate::sync::{Locked, Rank};
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 const BUF: usize = 64 * 1024;
@@ -36,8 +36,18 @@ struct Recorder {
     len: usize,
 }
 
+/// What a call did, for the trace recorder.
+#[derive(Clone, Copy, Debug)]
+pub enum Event {
+    Malloc { size: usize, ptr: *mut u8 },
+    Calloc { nmemb: usize, size: usize, ptr: *mut u8 },
+    Memalign { align: usize, size: usize, ptr: *mut u8 },
+    Realloc { old: *mut u8, size: usize, ptr: *mut u8 },
+    Free { ptr: *mut u8 },
+}
+
 static ON: AtomicBool = AtomicBool::new(false);
-static REC: Locked<Recorder> = Locked::new(Recorder {
+static REC: Locked<Recorder> = Locked::new(Rank::Trace, Recorder {
     fd: -1,
     path: [0; PATH_MAX],
     ids: AddrMap::new(),
@@ -53,16 +63,18 @@ pub fn on() -> bool {
 }
 
 /// Starts recording if `FITALLOC_TRACE` is set (once, at start-up).
-pub fn start() {
-    let Some(path) = crate::options::trace_path() else { return };
+/// True when recording.
+pub fn start() -> bool {
+    let Some(path) = crate::options::trace_path() else { return false };
     let mut r = REC.lock();
     if r.fd >= 0 {
-        return;
+        return true;
     }
     if r.open(path.to_bytes(), false) {
         ON.store(true, Relaxed);
-        crate::api::set_tracing(true);
+        return true;
     }
+    false
 }
 
 /// Holds the recorder's lock for the duration of one traced API call.
@@ -80,16 +92,16 @@ pub fn record(e: Event) {
     r.event(e);
 }
 
-pub fn fork_prepare() {
+/// Fork, before: holds the recorder's lock (the lowest rank).
+pub fn hold_for_fork() {
     if on() {
-        core::mem::forget(REC.lock());
+        REC.hold();
     }
 }
 
 pub fn fork_parent() {
     if on() {
-        // SAFETY: taken by `fork_prepare` in this process.
-        unsafe { REC.force_unlock() };
+        REC.release_held();
     }
 }
 
@@ -99,8 +111,7 @@ pub fn fork_child() {
     if !on() {
         return;
     }
-    // SAFETY: taken by `fork_prepare` before the fork; the child has one thread.
-    unsafe { REC.force_unlock() };
+    REC.release_held();
     let mut r = REC.lock();
     // SAFETY: the inherited descriptor is the parent's file; closing our copy
     // leaves the parent's descriptor (and its lock) alone.
@@ -115,7 +126,7 @@ pub fn fork_child() {
     base[..n].copy_from_slice(&r.path[..n]);
     if !r.open(&base[..n], true) {
         ON.store(false, Relaxed);
-        crate::api::set_tracing(false);
+        modes::set(modes::TRACE, false);
     }
 }
 
@@ -126,7 +137,7 @@ pub fn finish() {
     }
     let mut r = REC.lock();
     ON.store(false, Relaxed);
-    crate::api::set_tracing(false);
+    modes::set(modes::TRACE, false);
     let mut live = AddrMap::<u64>::new();
     core::mem::swap(&mut live, &mut r.ids);
     live.for_each(|_, id| {

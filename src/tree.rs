@@ -13,8 +13,7 @@
 //! child of `n`. Every link is checked (inside a heap region, a free header,
 //! pointing back at its parent) before it is followed.
 
-use crate::block::Block;
-use crate::freelist::BadLink;
+use crate::block::{BadLink, Block};
 use crate::region::RegionTable;
 
 const LEFT: usize = 0;
@@ -66,8 +65,7 @@ impl Treap {
         unsafe {
             let c = n.link(side);
             if c.is_null()
-                || (regions.contains(c.addr())
-                    && c.addr() % 16 == 12
+                || (regions.holds_header(c.addr())
                     && !c.is_used()
                     && c.link(PARENT) == n)
             {
@@ -167,8 +165,7 @@ impl Treap {
             let linked = if parent.is_null() {
                 self.root == b
             } else {
-                regions.contains(parent.addr())
-                    && parent.addr() % 16 == 12
+                regions.holds_header(parent.addr())
                     && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
             };
             if !linked {

@@ -1,0 +1,245 @@
+//! The allocation path: malloc and calloc (one fast path, zeroing as a
+//! parameter), the aligned calls, and the hardened mode's block source.
+//!
+//! - A small request on a thread with a cache pops the cache's list for its
+//!   size ([`alloc`], inline). An empty list refills from the heap
+//!   ([`refill`]): the best fit plus a few more blocks of the same size,
+//!   under one lock.
+//! - Everything else goes through [`alloc_slow`], which makes the thread's
+//!   cache on its first call, then serves the request from the cache, the
+//!   heap or a mapping of its own ([`alloc_block`]; the policy is
+//!   [`wants_mapping`]).
+
+use crate::block::{units_to_bytes, Block};
+use crate::config::{self, ALIGN, MAX_HEAP_REQUEST, TCACHE_MAX_UNITS};
+use crate::diag;
+use crate::heap::Grant;
+use crate::large;
+use crate::options::OPT;
+use crate::process::{heap, large, REGIONS};
+use crate::registry::{count, my_cache, my_cache_or_new, served};
+use crate::tcache::{self, Call, Tcache};
+use core::sync::atomic::Ordering::Relaxed;
+
+/// Largest request served from a thread cache.
+pub(crate) const TCACHE_MAX_REQUEST: usize = Block::payload_bytes(TCACHE_MAX_UNITS);
+
+/// Blocks a thread cache takes from the heap at once when it runs dry.
+const REFILL: usize = 8;
+
+pub fn call_name(call: Call) -> &'static str {
+    match call {
+        Call::Malloc => "malloc",
+        Call::Free => "free",
+        Call::Calloc => "calloc",
+        Call::Realloc => "realloc",
+        Call::Memalign => "memalign",
+    }
+}
+
+/// Allocates `n` bytes (zeroed if `zero`) for C function `call`; null when
+/// out of memory.
+#[inline(always)]
+pub fn alloc(n: usize, call: Call, zero: bool) -> *mut u8 {
+    if let Some(t) = my_cache()
+        && n <= TCACHE_MAX_REQUEST
+    {
+        count(Some(t), call, n);
+        let units = config::request_units(n);
+        // SAFETY: this thread's cache; it holds blocks of our heap.
+        match unsafe { t.pop(&REGIONS, units) } {
+            Ok(Some(b)) => {
+                if zero {
+                    clear(b.payload(), Block::payload_bytes(units));
+                }
+                return b.payload();
+            }
+            Ok(None) => return refill(t, n, call, zero),
+            Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(call_name(call), "corrupted thread cache at", a),
+        }
+    }
+    alloc_slow(n, call, zero)
+}
+
+#[cold]
+#[inline(never)]
+fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
+    let t = my_cache_or_new();
+    count(t, call, 0);
+    if let Some(t) = t
+        && n <= TCACHE_MAX_REQUEST
+    {
+        // SAFETY: as in `alloc`.
+        if let Ok(Some(b)) = unsafe { t.pop(&REGIONS, config::request_units(n)) } {
+            if zero {
+                clear(b.payload(), Block::payload_bytes(config::request_units(n)));
+            }
+            return served(n, b.payload());
+        }
+    }
+    served(n, alloc_block(n, ALIGN, zero, false, call))
+}
+
+/// A small request that found its cache list empty: the best fit from the
+/// heap, plus up to `REFILL - 1` more blocks of the same size for the cache
+/// (free blocks of exactly that size, or, in an allocation burst, pieces of
+/// the top), all under one lock.
+#[inline(never)]
+fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
+    let units = config::request_units(n);
+    if wants_mapping(n, ALIGN) {
+        return alloc_block(n, ALIGN, zero, false, call);
+    }
+    let mut extra = [Block::NULL; REFILL - 1];
+    let mut k = 0;
+    let grant = {
+        let mut h = heap(call_name(call));
+        // SAFETY: the heap is consistent between calls.
+        let g = unsafe { h.alloc(units) };
+        if let Some(g) = g {
+            let room = t.room_for(units).min(extra.len());
+            while k < room {
+                // SAFETY: as above.
+                match unsafe { h.take_exact(units, g.from_top) } {
+                    Some(b) => {
+                        extra[k] = b;
+                        k += 1;
+                    }
+                    None => break,
+                }
+            }
+        }
+        g
+    };
+    for &b in &extra[..k] {
+        // SAFETY: this thread's cache; `b` is a block of `units` the heap
+        // just handed out, and the cache had room for it.
+        unsafe { t.push(b, units) };
+    }
+    grant.map_or(core::ptr::null_mut(), |g| payload_of(g, zero))
+}
+
+/// Whether a request of `n` bytes aligned to `align` should get a mapping
+/// of its own rather than a heap block: when the heap cannot hold it, or
+/// it reaches the mmap threshold (glibc's `M_MMAP_THRESHOLD`). The one
+/// place this policy is written.
+pub fn wants_mapping(n: usize, align: usize) -> bool {
+    if !heap_can_hold(n, align) {
+        return true;
+    }
+    let extra = if align > ALIGN { align } else { 0 };
+    units_to_bytes(config::request_units(n)) + extra >= OPT.mmap_threshold.load(Relaxed)
+}
+
+/// Whether the heap can hold a block of `n` bytes aligned to `align`.
+fn heap_can_hold(n: usize, align: usize) -> bool {
+    n <= MAX_HEAP_REQUEST && align < OPT.page.load(Relaxed) * 16
+}
+
+/// A block of `n` bytes aligned to `align` (a power of two, at least 16),
+/// zeroed if `zero`, from the heap or a mapping of its own (ending with a
+/// guard page when `guarded`); null when out of memory.
+///
+/// A request that [`wants_mapping`] first takes free heap space if some
+/// fits (never growing the heap for it; not in guarded mode, whose large
+/// blocks always get their guard page), then a mapping, then, if no
+/// mapping can be made, a heap block after all.
+#[inline(never)]
+pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
+    let fits_heap = heap_can_hold(n, align);
+    if fits_heap && !wants_mapping(n, align) {
+        return heap_block(n, align, zero, true, call);
+    }
+    if fits_heap && !guarded && align <= ALIGN {
+        let p = heap_block(n, align, zero, false, call);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    if let Some(p) = map_block(n, align, guarded) {
+        return p;
+    }
+    if fits_heap { heap_block(n, align, zero, true, call) } else { core::ptr::null_mut() }
+}
+
+/// A heap block for `n` bytes aligned to `align`, growing the heap only if
+/// `may_grow`.
+fn heap_block(n: usize, align: usize, zero: bool, may_grow: bool, call: Call) -> *mut u8 {
+    let units = config::request_units(n);
+    let mut h = heap(call_name(call));
+    if align <= ALIGN {
+        // SAFETY: the heap is consistent between calls.
+        let g = unsafe { if may_grow { h.alloc(units) } else { h.alloc_no_grow(units) } };
+        drop(h);
+        return g.map_or(core::ptr::null_mut(), |g| payload_of(g, zero));
+    }
+    // SAFETY: as above.
+    let b = unsafe { h.alloc_aligned(align, units) };
+    drop(h);
+    match b {
+        Some(b) => {
+            if zero {
+                clear(b.payload(), n);
+            }
+            b.payload()
+        }
+        None => core::ptr::null_mut(),
+    }
+}
+
+/// The payload of a heap grant, its dirty part cleared if `zero`.
+#[inline]
+fn payload_of(g: Grant, zero: bool) -> *mut u8 {
+    if zero {
+        clear(g.block.payload(), g.dirty);
+    }
+    g.block.payload()
+}
+
+/// Zeroes the `n` bytes at `p`: the one place calloc's memory is cleared.
+#[inline]
+fn clear(p: *mut u8, n: usize) {
+    // SAFETY: callers pass a block they just took, at least `n` bytes long.
+    unsafe { core::ptr::write_bytes(p, 0, n) };
+}
+
+/// A large block in its own mapping (fresh memory reads as zero), recorded
+/// in the large-block table; `None` if no mapping can be made or recorded,
+/// or `M_MMAP_MAX` mappings exist.
+fn map_block(n: usize, align: usize, guarded: bool) -> Option<*mut u8> {
+    let page = OPT.page.load(Relaxed);
+    {
+        // Room in the table first: a mapping we could not record would be lost.
+        let mut l = large();
+        if l.count() >= OPT.mmap_max.load(Relaxed) || !l.reserve() {
+            return None;
+        }
+    }
+    let m = if guarded { large::map_guarded(n, align, page)? } else { large::map_block(n, align, page)? };
+    if !large().insert(m) {
+        // SAFETY: the mapping is ours and unused.
+        unsafe { crate::os::unmap(m.base, m.len) };
+        return None;
+    }
+    Some(m.payload as *mut u8)
+}
+
+/// Allocates `n` bytes aligned to `align` (a power of two above 16).
+pub fn memalign(align: usize, n: usize) -> *mut u8 {
+    count(my_cache(), Call::Memalign, 0);
+    served(n, alloc_block(n, align, false, false, Call::Memalign))
+}
+
+/// A block for the hardened mode: from the heap (never a thread cache) or,
+/// when large, a mapping of its own that ends with a guard page.
+pub fn guarded_block(n: usize, align: usize, zero: bool) -> *mut u8 {
+    let call = if align > ALIGN {
+        Call::Memalign
+    } else if zero {
+        Call::Calloc
+    } else {
+        Call::Malloc
+    };
+    count(None, call, 0);
+    served(n, alloc_block(n, align.max(ALIGN), zero, true, call))
+}

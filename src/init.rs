@@ -1,0 +1,92 @@
+//! Start-up: process secrets, the page size, the environment, the thread
+//! exit key and the fork handlers; and the one place modes (hardened,
+//! tracing, checking) are switched on.
+//!
+//! [`ensure_init`] runs from [`crate::api`] on a process's first calls (the
+//! `START` hook, [`crate::modes`]); nothing below the API starts anything.
+
+use crate::modes;
+use crate::options::OPT;
+use core::sync::atomic::{AtomicBool, AtomicU8, Ordering::*};
+
+const UNINIT: u8 = 0;
+const STARTING: u8 = 1;
+const READY: u8 = 2;
+static STATE: AtomicU8 = AtomicU8::new(UNINIT);
+static ENV_PENDING: AtomicBool = AtomicBool::new(true);
+
+/// Makes sure start-up has run and the environment was read (when it can
+/// be). Cheap after the first call. Returns true once both are done.
+pub fn ensure_init() -> bool {
+    if STATE.load(Acquire) != READY {
+        init_slow();
+    }
+    if ENV_PENDING.load(Relaxed) {
+        read_env_late();
+    }
+    !ENV_PENDING.load(Relaxed)
+}
+
+#[cold]
+fn read_env_late() {
+    if crate::options::read_environment() {
+        ENV_PENDING.store(false, Relaxed);
+        apply_env_effects(false);
+    }
+}
+
+/// Options that take effect once, when the environment has been read
+/// (`at_start`: before any block was handed out).
+fn apply_env_effects(at_start: bool) {
+    crate::os::FAIL_EVERY.store(OPT.fail_every.load(Relaxed), Relaxed);
+    crate::process::sync_params();
+    if OPT.harden.load(Relaxed) {
+        // Every block goes through the checks: no thread caches.
+        OPT.tcache.store(false, Relaxed);
+        crate::harden::enable(at_start);
+        modes::set(modes::HARDEN, true);
+    }
+    modes::set_check_every(OPT.check_every.load(Relaxed));
+    crate::stats::keep_stderr();
+    if crate::trace::start() {
+        modes::set(modes::TRACE, true);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn init_slow() {
+    if STATE.compare_exchange(UNINIT, STARTING, Acquire, Acquire).is_err() {
+        // Another thread is starting us; it allocates nothing meanwhile.
+        while STATE.load(Acquire) != READY {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    // Nothing here may allocate.
+    // SAFETY: AT_RANDOM points at 16 random bytes the kernel gave the process.
+    let (k, m) = unsafe {
+        let r = libc::getauxval(libc::AT_RANDOM) as *const u64;
+        if r.is_null() {
+            let t = &r as *const _ as u64;
+            (t.rotate_left(32) ^ 0x6a09_e667_f3bc_c908, t ^ 0xbb67_ae85_84ca_a73b)
+        } else {
+            (r.read_unaligned(), r.add(1).read_unaligned())
+        }
+    };
+    crate::block::set_tag_secret(k, m);
+    crate::tcache::set_secret((k ^ m.rotate_left(17)) as usize);
+    crate::harden::set_secret(k.rotate_left(29) ^ m);
+    OPT.page.store(crate::os::page_size(), Relaxed);
+    let env_read = crate::options::read_environment();
+    crate::os::FAIL_EVERY.store(OPT.fail_every.load(Relaxed), Relaxed);
+    crate::registry::create_exit_key();
+    crate::process::sync_params();
+    STATE.store(READY, Release);
+    // From here on allocation works; these may allocate.
+    crate::fork::install();
+    if env_read {
+        ENV_PENDING.store(false, Relaxed);
+        apply_env_effects(true);
+    }
+}

@@ -1,0 +1,145 @@
+//! What a pointer from the program is: a heap block it holds, a large
+//! block's payload, or misuse, named by its real cause.
+//!
+//! Every path that takes a pointer back (free, realloc, malloc_usable_size,
+//! the hardened mode) resolves it here, except the inline free fast path,
+//! which makes the same checks for the common case and comes here for the
+//! rest. Nothing is read from the program's memory before the page map says
+//! the address is ours; a heap block's header is trusted only once its
+//! keyed tag matches.
+
+use crate::block::Block;
+use crate::config::MIN_UNITS;
+use crate::diag;
+use crate::large::{Lookup, Mapping};
+use crate::process::{heap, large, PAGEMAP, REGIONS};
+use crate::pagemap::Owner;
+use crate::tcache;
+
+/// A heap block that passed the ownership and tag checks and is held by
+/// the program (not free, not waiting in a thread cache). Only [`resolve`]
+/// and [`held`] make one, so code that receives it need not check again.
+#[derive(Clone, Copy, Debug)]
+pub struct Held(Block);
+
+impl Held {
+    pub fn block(self) -> Block {
+        self.0
+    }
+}
+
+/// A pointer the program may give back.
+#[derive(Clone, Copy, Debug)]
+pub enum Ptr {
+    Heap(Held),
+    Large(Mapping),
+}
+
+/// Resolves `p` (non-null) for C function `func`, or reports the misuse
+/// and aborts.
+pub fn resolve(p: *mut u8, func: &'static str) -> Ptr {
+    let a = p as usize;
+    let b = Block::from_payload(p);
+    if REGIONS.holds_header(b.addr()) {
+        return Ptr::Heap(held(b, func));
+    }
+    match large().lookup(a) {
+        Lookup::Live(m) => Ptr::Large(m),
+        found => bad_pointer(a, found, func),
+    }
+}
+
+/// `b` as a held block, or the reason it is not (and abort).
+///
+/// # Panics
+/// If `b` is not a header position inside a heap region (callers check).
+#[inline]
+pub fn held(b: Block, func: &'static str) -> Held {
+    assert!(REGIONS.holds_header(b.addr()));
+    // SAFETY: `b` is a header position inside a heap region, before its
+    // epilogue; the payload word is read only for a valid used header of
+    // at least MIN_UNITS (whose payload holds it).
+    unsafe {
+        if crate::block::is_block_header(b.addr(), b.header()) && b.cache_key() != tcache::mark(b) {
+            return Held(b);
+        }
+    }
+    bad_heap_pointer(b, func)
+}
+
+/// Explains why `a`, which is not a heap block start, cannot be given back.
+#[cold]
+fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
+    match found {
+        Lookup::Interior(_) => diag::fatal(func, "invalid pointer (inside a large block, not its start)", a),
+        Lookup::Freed => diag::fatal(func, double_free_text(func), a),
+        _ => match PAGEMAP.owner(a) {
+            Owner::Region { .. } if REGIONS.find(a).is_some() => {
+                diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a)
+            }
+            _ => diag::fatal(func, "invalid pointer (not allocated by fitalloc)", a),
+        },
+    }
+}
+
+/// Explains why heap header position `b`'s payload cannot be given back,
+/// and aborts.
+#[cold]
+pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
+    let p = b.payload() as usize;
+    let h = heap(func);
+    // SAFETY: `b` is a header position inside a heap region (callers).
+    let what = unsafe {
+        let hd = b.header();
+        let (top, top_units) = h.top();
+        let in_top = top_units > 0 && b.addr() >= top.addr() && b.addr() < top.offset(top_units).addr();
+        let region = REGIONS.find(b.addr());
+        let never_used = region.is_some_and(|r| b.addr() >= REGIONS.fresh(r));
+        if crate::block::is_block_header(b.addr(), hd) && b.cache_key() == tcache::mark(b) {
+            double_free_text(func)
+        } else if never_used {
+            "invalid pointer (inside unused heap space)"
+        } else if hd == crate::block::MERGED || in_top {
+            // A block merged into a neighbour, or into the top.
+            double_free_text(func)
+        } else if hd & crate::block::USED == 0 && is_free_block(b, region) {
+            double_free_text(func)
+        } else {
+            "invalid pointer (not a block start, or its header was overwritten)"
+        }
+    };
+    drop(h);
+    diag::fatal(func, what, p)
+}
+
+/// Whether `b` carries a genuine free block's tags: a sane size that stays
+/// in its region, and a footer equal to its header.
+///
+/// # Safety
+/// `b` must be a header position inside heap region `region`.
+unsafe fn is_free_block(b: Block, region: Option<usize>) -> bool {
+    let Some(r) = region else { return false };
+    // SAFETY: the footer is read only once the size keeps it in the region.
+    unsafe {
+        let hd = b.header();
+        let units = crate::block::header_units(hd);
+        units >= MIN_UNITS && b.offset(units).addr() < REGIONS.block_span(r).1 && b.footer(units) == hd
+    }
+}
+
+pub fn double_free_text(func: &str) -> &'static str {
+    match func {
+        "free" => "double free of",
+        "realloc" => "realloc of a freed block",
+        _ => "pointer to a freed block",
+    }
+}
+
+/// The usable size of block `p` (non-null).
+pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
+    match resolve(p, func) {
+        // SAFETY: a held block's header is valid.
+        Ptr::Heap(b) => Block::payload_bytes(unsafe { b.block().units() }),
+        Ptr::Large(m) => m.usable(crate::options::OPT.page.load(core::sync::atomic::Ordering::Relaxed)),
+    }
+}

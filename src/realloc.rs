@@ -1,0 +1,154 @@
+//! realloc: in place when the heap block's neighbours allow (shrink, grow
+//! into a free neighbour or the top, slide into a free predecessor), with
+//! mremap for large blocks, and by moving otherwise.
+
+use crate::alloc::{alloc_block, wants_mapping};
+use crate::block::Block;
+use crate::config::{self, ALIGN, MIN_UNITS};
+use crate::diag;
+use crate::free::{free, free_large};
+use crate::large::Mapping;
+use crate::options::OPT;
+use crate::pointer::{self, Ptr};
+use crate::process::{heap, large};
+use crate::registry::{count, my_cache, served};
+use crate::tcache::Call;
+use core::sync::atomic::Ordering::Relaxed;
+
+/// Resizes `p` (non-null) to `n` (non-zero) bytes; null (with `p` intact)
+/// when out of memory.
+pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    count(my_cache(), Call::Realloc, 0);
+    let q = match pointer::resolve(p, "realloc") {
+        Ptr::Heap(b) => realloc_heap(b.block(), n),
+        Ptr::Large(m) => realloc_large(m, n),
+    };
+    served(n, q)
+}
+
+/// realloc of held heap block `b`.
+fn realloc_heap(b: Block, n: usize) -> *mut u8 {
+    let p = b.payload();
+    // SAFETY: a held block's header is valid.
+    let have = unsafe { b.units() };
+    let old_bytes = Block::payload_bytes(have);
+    if n <= config::MAX_HEAP_REQUEST {
+        let want = config::request_units(n);
+        if want <= have && have - want < MIN_UNITS {
+            return p;
+        }
+        // SAFETY: `b` is held by the program; the kept bytes fit in it.
+        if let Some(nb) = unsafe { heap("realloc").resize(b, want, old_bytes.min(n)) } {
+            return nb.payload();
+        }
+    }
+    move_block(p, old_bytes.min(n), n, || free(p, "realloc"))
+}
+
+/// realloc by moving: a new block of `n` bytes, the first `keep` bytes of
+/// the block at `p` copied, then `release` frees the old one. Null (the old
+/// block untouched) when no memory.
+fn move_block(p: *mut u8, keep: usize, n: usize, release: impl FnOnce()) -> *mut u8 {
+    let q = alloc_block(n, ALIGN, false, false, Call::Realloc);
+    if !q.is_null() {
+        // SAFETY: both blocks are live and ours; `keep` fits in each.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, keep) };
+        release();
+    }
+    q
+}
+
+/// realloc of large block `m`: to the heap when it becomes small, else
+/// mremap (in place or moving), else a fresh block and a copy.
+fn realloc_large(m: Mapping, n: usize) -> *mut u8 {
+    let a = m.payload;
+    let page = OPT.page.load(Relaxed);
+    let usable = m.usable(page);
+    let offset = a - m.base;
+    // Small enough for the heap: move there, so the mapping can go.
+    if !wants_mapping(n, ALIGN) && n < usable {
+        let q = move_block(a as *mut u8, n, n, || free_large(a, "realloc"));
+        if !q.is_null() {
+            return q;
+        }
+    }
+    let Some(new_len) = n.checked_add(offset).and_then(|v| config::checked_round_up(v, page)) else {
+        return core::ptr::null_mut();
+    };
+    if new_len > isize::MAX as usize {
+        return core::ptr::null_mut();
+    }
+    if new_len == m.len {
+        return a as *mut u8;
+    }
+    match remap(m, new_len) {
+        Some(nm) => nm.payload as *mut u8,
+        // mremap failed; a fresh block and a copy may still work.
+        None => move_block(a as *mut u8, usable.min(n), n, || free_large(a, "realloc")),
+    }
+}
+
+/// Resizes mapping `m` to `new_len` bytes, in place if possible, else by
+/// moving it; `None` (with `m` unchanged) when neither works.
+///
+/// The block leaves the table while its mapping changes: as soon as mremap
+/// returns, the old range may be another thread's new mapping, whose
+/// entries must not be taken for ours. The page map's room for the new
+/// range is made first (a moving remap goes to a place reserved for it),
+/// so that recording the result cannot fail.
+fn remap(m: Mapping, new_len: usize) -> Option<Mapping> {
+    let offset = m.payload - m.base;
+    let in_place_ok = large().reserve_range(m.base, m.base + new_len.max(m.len));
+    let target = if new_len > m.len {
+        // Somewhere to move to, should growing in place fail.
+        crate::os::map(new_len).filter(|&t| {
+            let ok = large().reserve_range(t, t + new_len);
+            if !ok {
+                // SAFETY: our fresh mapping, unused.
+                unsafe { crate::os::unmap(t, new_len) };
+            }
+            ok
+        })
+    } else {
+        None
+    };
+    {
+        let mut l = large();
+        if !l.reserve() || l.remove(m.payload).is_none() {
+            drop(l);
+            if let Some(t) = target {
+                // SAFETY: our fresh mapping, unused.
+                unsafe { crate::os::unmap(t, new_len) };
+            }
+            diag::fatal("realloc", pointer::double_free_text("realloc"), m.payload);
+        }
+    }
+    // SAFETY: `[base, base + len)` is the block's whole mapping, now ours
+    // alone; `target` is our own reserved mapping of `new_len`.
+    let moved = unsafe {
+        let grown = if in_place_ok { crate::os::remap(m.base, m.len, new_len, false) } else { None };
+        match (grown, target) {
+            (Some(b), t) => {
+                if let Some(t) = t {
+                    crate::os::unmap(t, new_len);
+                }
+                Some(b)
+            }
+            (None, Some(t)) => {
+                let r = crate::os::remap_to(m.base, m.len, new_len, t);
+                if r.is_none() {
+                    crate::os::unmap(t, new_len);
+                }
+                r
+            }
+            (None, None) => None,
+        }
+    };
+    let nm = match moved {
+        Some(b) => Mapping { payload: b + offset, base: b, len: new_len, guarded: m.guarded },
+        None => m,
+    };
+    let recorded = large().insert(nm);
+    assert!(recorded, "room was reserved");
+    moved.map(|_| nm)
+}
