@@ -1,7 +1,18 @@
 //! Generates `include/fitalloc.h` from the exported functions and types with
-//! cbindgen. The header is committed; `make test` fails when it is stale.
+//! cbindgen (feature `header`, on by default). The header is committed;
+//! `make test` fails when it is stale. Also gives the shared library its
+//! soname, `libfitalloc.so.0` (the name `make install` installs it under).
 
 fn main() {
+    // The soname: programs linked against the installed library record
+    // libfitalloc.so.0, so a 0.x update that keeps the ABI replaces it.
+    println!("cargo:rustc-cdylib-link-arg=-Wl,-soname,libfitalloc.so.0");
+    #[cfg(feature = "header")]
+    header();
+}
+
+#[cfg(feature = "header")]
+fn header() {
     // cbindgen reads every module (it decides what to declare), so any
     // source change may change the header.
     for f in ["src", "cbindgen.toml"] {

@@ -42,6 +42,9 @@ KNOWN_ALLOCATORS = {
     # not in the default set: ask for it with --allocators.
     "fitalloc-hardened": REPO / "target" / "release" / "libfitalloc.so",
 }
+# The Debian package that provides each peer (bench.mk's BENCH_DEB_PKGS).
+DEB_PACKAGES = {"jemalloc": "libjemalloc2", "mimalloc": "libmimalloc2.0",
+                "tcmalloc": "libtcmalloc-minimal4"}
 # Environment an allocator runs with, beyond LD_PRELOAD.
 ALLOCATOR_ENV = {"fitalloc-hardened": {"FITALLOC_HARDEN": "1"}}
 DEFAULT_ORDER = ["fitalloc", "glibc", "jemalloc", "mimalloc", "tcmalloc"]
@@ -63,6 +66,8 @@ def ensure_tools():
     header = BENCH_DIR / "benchutil.h"
     for tool in TOOLS:
         exe, src = BENCH_DIR / tool, BENCH_DIR / f"{tool}.c"
+        if not src.exists():
+            continue  # installed copy (fitalloc compare): the tools come built
         newest = max(src.stat().st_mtime, header.stat().st_mtime)
         if exe.exists() and exe.stat().st_mtime >= newest:
             continue
@@ -514,7 +519,17 @@ def main():
     ap.add_argument("--no-micro", action="store_true", help="skip micro")
     ap.add_argument("--no-check", action="store_true",
                     help="skip the full-pattern check runs of the baseline")
+    ap.add_argument("--which", action="store_true",
+                    help="list the known allocators, their libraries, whether "
+                    "they are installed and their Debian packages, then exit")
     args = ap.parse_args()
+    if args.which:
+        for name in DEFAULT_ORDER:
+            lib = KNOWN_ALLOCATORS[name]
+            present = lib is None or lib.exists()
+            print(f"{name}\t{lib or '-'}\t{'yes' if present else 'no'}\t"
+                  f"{DEB_PACKAGES.get(name, '-')}")
+        return 0
     if args.reps < 0:
         ap.error("--reps must be positive")
 
@@ -529,7 +544,9 @@ def main():
         else:
             ap.error(f"unknown allocator {name!r} (use NAME=PATH)")
         if lib is not None and not lib.exists():
-            note(f"skipping {name}: {lib} does not exist")
+            pkg = DEB_PACKAGES.get(name)
+            hint = f" (Debian package {pkg})" if pkg else ""
+            note(f"skipping {name}: {lib} does not exist{hint}")
             continue
         allocs.append(name)
         libs[name] = lib

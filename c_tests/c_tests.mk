@@ -3,7 +3,7 @@
 # The including Makefile provides CC, LIB (target/release/libfitalloc.so) and
 # a rule that builds $(LIB) (which also generates include/fitalloc.h).
 #
-#   make c-test          build c_tests/bin/* and run them with a summary
+#   make c-test          build c_tests/bin/* (C, and C++ from *.cc) and run them with a summary
 #   make c-tests-build   only build them
 #   make c-tests-clean   remove c_tests/bin
 #
@@ -15,8 +15,13 @@
 
 C_TESTS_DIR     := c_tests
 C_TESTS_BINDIR  := $(C_TESTS_DIR)/bin
-C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom test_regions test_hostile
+C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom test_regions test_hostile test_cxx_noruntime
 C_TESTS         := $(addprefix $(C_TESTS_BINDIR)/,$(C_TESTS_NAMES))
+# C++ tests (g++ links -lstdc++ after -lfitalloc, so fitalloc's operators win).
+CXX             ?= g++
+CXX_TESTS_NAMES := test_cxx
+CXX_TESTS       := $(addprefix $(C_TESTS_BINDIR)/,$(CXX_TESTS_NAMES))
+CXX_TESTS_FLAGS ?= -std=c++17 -Wall -Wextra -Werror -O1 -g -pthread
 FITALLOC_INCDIR ?= include
 C_TESTS_LIBDIR   = $(patsubst %/,%,$(dir $(LIB)))
 C_TESTS_CFLAGS  ?= -std=c11 -Wall -Wextra -Werror -O1 -g -fno-builtin -pthread
@@ -26,7 +31,7 @@ C_TESTS_TIMEOUT ?= 300
 
 .PHONY: c-test c-tests-build c-tests-clean
 
-c-tests-build: $(C_TESTS)
+c-tests-build: $(C_TESTS) $(CXX_TESTS)
 
 # The header is a prerequisite only once it exists: building $(LIB) generates it.
 $(C_TESTS): $(C_TESTS_BINDIR)/%: $(C_TESTS_DIR)/%.c $(C_TESTS_DIR)/common.h \
@@ -35,8 +40,13 @@ $(C_TESTS): $(C_TESTS_BINDIR)/%: $(C_TESTS_DIR)/%.c $(C_TESTS_DIR)/common.h \
 	$(CC) $(C_TESTS_CFLAGS) -I$(FITALLOC_INCDIR) -o $@ $< \
 		-L$(C_TESTS_LIBDIR) -lfitalloc -Wl,-rpath,$(abspath $(C_TESTS_LIBDIR)) $(C_TESTS_LDLIBS)
 
-c-test: $(C_TESTS)
-	@$(C_TESTS_ENV) C_TESTS_TIMEOUT=$(C_TESTS_TIMEOUT) bash $(C_TESTS_DIR)/run_tests.sh $(C_TESTS)
+$(CXX_TESTS): $(C_TESTS_BINDIR)/%: $(C_TESTS_DIR)/%.cc $(wildcard $(FITALLOC_INCDIR)/fitalloc.h) $(LIB)
+	@mkdir -p $(C_TESTS_BINDIR)
+	$(CXX) $(CXX_TESTS_FLAGS) -I$(FITALLOC_INCDIR) -o $@ $< \
+		-L$(C_TESTS_LIBDIR) -lfitalloc -Wl,-rpath,$(abspath $(C_TESTS_LIBDIR)) $(C_TESTS_LDLIBS)
+
+c-test: $(C_TESTS) $(CXX_TESTS)
+	@$(C_TESTS_ENV) C_TESTS_TIMEOUT=$(C_TESTS_TIMEOUT) bash $(C_TESTS_DIR)/run_tests.sh $(C_TESTS) $(CXX_TESTS)
 
 c-tests-clean:
 	rm -rf $(C_TESTS_BINDIR)

@@ -1,5 +1,5 @@
 # scripts/scripts.mk - real programs under LD_PRELOAD, included by the Makefile.
-.PHONY: real-programs timing trace-test
+.PHONY: real-programs timing trace-test command-test
 
 # Real programs with and without the library: same output, same status.
 real-programs: $(LIB)
@@ -12,3 +12,7 @@ timing: $(LIB)
 # The trace recorder end to end: record real programs, replay the traces.
 trace-test: $(LIB) bench/replay
 	@bash scripts/trace_roundtrip.sh $(abspath $(LIB))
+
+# The fitalloc command (scripts/fitalloc): every subcommand, errors, exit status.
+command-test: $(LIB) bench/replay
+	@bash scripts/command_test.sh

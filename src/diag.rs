@@ -77,7 +77,9 @@ pub fn abort() -> ! {
 }
 
 /// The panic handler's body: an allocator bug, reported in one line.
+/// (With `std` the program's handler is used instead.)
 #[cold]
+#[cfg_attr(feature = "std", allow(dead_code))]
 pub fn panic_abort(info: &core::panic::PanicInfo) -> ! {
     let mut b = Buf::<300>::new();
     let _ = write!(b, "fitalloc: internal error: {}", info.message());

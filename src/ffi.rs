@@ -9,16 +9,20 @@ use core::ffi::c_void;
 
 /// Defines one C function under several exported names (not for
 /// cbindgen: these names are declared by the C library's own headers).
+/// Not exported in unit tests, nor with `rust-global` (a Rust program's
+/// global allocator must not take over its C code's malloc).
 macro_rules! export {
     ($($name:ident),+ => fn $args:tt -> $ret:ty $body:block) => {
         $(
-            #[cfg_attr(not(test), unsafe(no_mangle))]
+            #[cfg_attr(not(any(test, feature = "rust-global")), unsafe(no_mangle))]
+            #[cfg_attr(feature = "rust-global", allow(dead_code))]
             pub unsafe extern "C" fn $name $args -> $ret $body
         )+
     };
     ($($name:ident),+ => fn $args:tt $body:block) => {
         $(
-            #[cfg_attr(not(test), unsafe(no_mangle))]
+            #[cfg_attr(not(any(test, feature = "rust-global")), unsafe(no_mangle))]
+            #[cfg_attr(feature = "rust-global", allow(dead_code))]
             pub unsafe extern "C" fn $name $args $body
         )+
     };

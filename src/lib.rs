@@ -12,13 +12,15 @@
 //! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `tcache`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; thread caches; large blocks' mappings; an address-keyed hash map for the recorder |
 //! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
 //! | call paths | `alloc`, `free`, `realloc`, `trim` | malloc/calloc/memalign; free; realloc; malloc_trim |
-//! | top | `harden`, `stats`, `check`, `trace`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; fork handlers; start-up and modes; C semantics; the only `#[no_mangle]` exports |
+//! | top | `harden`, `stats`, `check`, `trace`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
+//! | other ways in | `cxxapi`, `cxx`, `rustalloc` | C++ `new`/`delete` semantics over `api`; their mangled exports; [`FitAlloc`], a Rust `GlobalAlloc` over `api` (feature `std`; `rust-global` also drops the C names' exports) |
 //!
 //! Nothing in this crate allocates through a global allocator: under
 //! `LD_PRELOAD` that would recurse into ourselves.
 //!
 //! The modules are private: the library's interface is the C ABI in `ffi`
-//! (callable from Rust too). Keeping everything else private lets the
+//! (callable from Rust too), and with `std` the Rust [`FitAlloc`],
+//! [`stats`] and [`check_heap`] (none of them inline). Keeping everything else private lets the
 //! compiler treat the allocator's statics and functions as local to the
 //! library and address them directly; anything reachable from public inline
 //! code would be exported from the rlib and reached through the GOT, one
@@ -64,6 +66,14 @@ mod fork;
 mod init;
 mod api;
 mod ffi;
+// The C++ operators replace libstdc++'s only where the C names are
+// exported too (not in unit tests, not in a Rust program's global allocator).
+#[cfg(not(any(test, feature = "rust-global")))]
+mod cxxapi;
+#[cfg(not(any(test, feature = "rust-global")))]
+mod cxx;
+#[cfg(feature = "std")]
+mod rustalloc;
 
 /// The layer order: each module may use only those before it.
 ///
@@ -102,10 +112,25 @@ pub const LAYERS: &[&str] = &[
     "init",
     "api",
     "ffi",
+    "cxxapi",
+    "cxx",
+    "rustalloc",
 ];
 
 #[cfg(test)]
 mod tests;
+
+/// A Rust program's global allocator (features `std` or `rust-global`).
+#[cfg(feature = "std")]
+pub use rustalloc::{check_heap, stats, FitAlloc};
+/// `struct fitalloc_stats`, as [`stats`] returns it.
+#[cfg(feature = "std")]
+pub use stats::FitallocStats as Stats;
+
+// With std, the program's standard library supplies the panic handler (and
+// the cdylib that cargo builds beside the rlib links it too).
+#[cfg(feature = "std")]
+extern crate std;
 
 /// Random operation streams against a shadow model: run with fixed seeds by
 /// `cargo test`, and with fuzzer input by the target in `fuzz/`.

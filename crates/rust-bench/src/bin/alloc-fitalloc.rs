@@ -1,0 +1,6 @@
+#[global_allocator]
+static GLOBAL: fitalloc::FitAlloc = fitalloc::FitAlloc;
+
+fn main() {
+    rust_bench::child_main()
+}

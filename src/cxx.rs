@@ -1,0 +1,87 @@
+//! The C++ allocation operators under their Itanium-mangled names, as
+//! libstdc++ exports them: `new`, `new[]`, `delete`, `delete[]` with their
+//! `nothrow`, sized and `align_val_t` forms. Each forwards to
+//! [`crate::cxxapi`]; no logic here. (Defined through macros, so that
+//! cbindgen leaves them out of the C header.)
+//!
+//! | name | C++ |
+//! |---|---|
+//! | `_Znwm`, `_Znam` | `new(size_t)`, `new[](size_t)` |
+//! | `_ZnwmSt11align_val_t`, `_ZnamSt11align_val_t` | `new(size_t, align_val_t)`, and `[]` |
+//! | `_ZnwmRKSt9nothrow_t`, `_ZnamRKSt9nothrow_t` | `new(size_t, const nothrow_t&)`, and `[]` |
+//! | `_ZnwmSt11align_val_tRKSt9nothrow_t`, `_ZnamSt11…` | aligned `nothrow` `new`, and `[]` |
+//! | `_ZdlPv`, `_ZdaPv` | `delete(void*)`, `delete[](void*)` |
+//! | `_ZdlPvm`, `_ZdaPvm` | sized: `delete(void*, size_t)`, and `[]` |
+//! | `_ZdlPvSt11align_val_t`, `_ZdlPvmSt11align_val_t` (and `_Zda…`) | aligned, aligned sized |
+//! | `_ZdlPvRKSt9nothrow_t`, `_ZdlPvSt11align_val_tRKSt9nothrow_t` (and `_Zda…`) | `nothrow` deletes |
+//!
+//! The throwing `new`s are naked jumps into [`crate::cxxapi::new_loop`],
+//! so that no Rust frame stands between the program and a `bad_alloc`
+//! thrown for it (see `cxxapi`).
+
+use crate::cxxapi;
+use core::ffi::c_void;
+
+/// A throwing `new`: `plain` forms take (size), `aligned` forms (size, align).
+#[cfg(target_arch = "x86_64")]
+macro_rules! throwing_new {
+    ($($name:ident),+ => plain) => {$(
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(size: usize) -> *mut c_void {
+            core::arch::naked_asm!("xor esi, esi", "jmp {f}", f = sym cxxapi::new_loop)
+        }
+    )+};
+    ($($name:ident),+ => aligned) => {$(
+        #[unsafe(naked)]
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
+            core::arch::naked_asm!("jmp {f}", f = sym cxxapi::new_loop)
+        }
+    )+};
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+macro_rules! throwing_new {
+    ($($name:ident),+ => plain) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(size: usize) -> *mut c_void {
+            cxxapi::new_or_abort(size, 0) as *mut c_void
+        }
+    )+};
+    ($($name:ident),+ => aligned) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
+            cxxapi::new_or_abort(size, align) as *mut c_void
+        }
+    )+};
+}
+
+/// One function under several exported names.
+macro_rules! export {
+    ($($name:ident),+ => fn $args:tt -> $ret:ty $body:block) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name $args -> $ret $body
+    )+};
+    ($($name:ident),+ => fn $args:tt $body:block) => {$(
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name $args $body
+    )+};
+}
+
+throwing_new!(_Znwm, _Znam => plain);
+throwing_new!(_ZnwmSt11align_val_t, _ZnamSt11align_val_t => aligned);
+
+export!(_ZnwmRKSt9nothrow_t, _ZnamRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_void {
+    cxxapi::new_nothrow(size, 0) as *mut c_void
+});
+export!(_ZnwmSt11align_val_tRKSt9nothrow_t, _ZnamSt11align_val_tRKSt9nothrow_t
+    => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
+    cxxapi::new_nothrow(size, align) as *mut c_void
+});
+
+export!(_ZdlPv, _ZdaPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8) });
+export!(_ZdlPvm, _ZdaPvm, _ZdlPvSt11align_val_t, _ZdaPvSt11align_val_t, _ZdlPvRKSt9nothrow_t, _ZdaPvRKSt9nothrow_t
+    => fn(p: *mut c_void, _size_align_or_nothrow: usize) { cxxapi::delete(p as *mut u8) });
+export!(_ZdlPvmSt11align_val_t, _ZdaPvmSt11align_val_t, _ZdlPvSt11align_val_tRKSt9nothrow_t, _ZdaPvSt11align_val_tRKSt9nothrow_t
+    => fn(p: *mut c_void, _size_or_align: usize, _align_or_nothrow: usize) { cxxapi::delete(p as *mut u8) });

@@ -1,0 +1,150 @@
+//! C++'s `operator new` and `operator delete` semantics, one layer below
+//! their exports in [`crate::cxx`]; allocation itself is [`crate::api`]'s,
+//! so errno, hooks (trace, checks, hardened mode) and statistics are the
+//! C functions' own.
+//!
+//! - `new(n)` is `malloc(n)`: `malloc(0)` already returns a unique block.
+//!   The `align_val_t` forms are `memalign(align, n)`.
+//! - On failure the throwing forms loop: call the current new-handler
+//!   (`std::get_new_handler()`) and retry; with no handler they throw
+//!   `std::bad_alloc` (`std::__throw_bad_alloc()`).
+//! - The `nothrow` forms return NULL on failure *without* calling the
+//!   new-handler. The standard has them call it and catch what it throws;
+//!   catching needs the C++ runtime's personality routine at link time,
+//!   which this library does not depend on (nor does libstdc++'s own
+//!   nothrow form in a program that never sets a handler: then both just
+//!   return NULL).
+//! - Every `delete` is `free`: the size and alignment arguments are not
+//!   needed to find a block (hardened mode does not check them yet).
+//!
+//! # Why the loop is written in assembly
+//!
+//! The library does not link libstdc++: a C program preloading it must
+//! not pull in the C++ runtime. So the failure path looks up
+//! `std::get_new_handler` and `std::__throw_bad_alloc` with `dlsym` at run
+//! time (no lock of ours is held there, so dlsym may call malloc). But
+//! both the handler and the throw unwind, and an exception must not unwind
+//! through a Rust frame of this crate (panic = "abort": that is undefined
+//! behaviour, and in practice an abort). So the retry loop is one naked
+//! function with its own call-frame information: the unwinder walks
+//! through it as through a C frame, from the throw to the program's
+//! `catch`. The Rust functions it calls ([`try_new`], [`on_failure`])
+//! never unwind; the calls that may unwind are made from the assembly.
+//! Other architectures have no such loop (see [`new_or_abort`]).
+
+use crate::api;
+use core::ffi::c_void;
+
+/// The allocation every `new` makes: `align == 0` for the plain forms,
+/// else the `align_val_t` argument.
+#[inline(always)]
+pub extern "C" fn try_new(size: usize, align: usize) -> *mut u8 {
+    if align == 0 { api::malloc(size) } else { api::memalign(align, size) }
+}
+
+/// The `nothrow` forms: NULL on failure.
+#[inline(always)]
+pub fn new_nothrow(size: usize, align: usize) -> *mut u8 {
+    try_new(size, align)
+}
+
+/// Every `delete` form.
+#[inline(always)]
+pub fn delete(p: *mut u8) {
+    api::free(p)
+}
+
+#[cfg(target_arch = "x86_64")]
+type VoidFn = unsafe extern "C" fn();
+
+/// Looks up a function of the C++ runtime by its mangled name.
+#[cfg(target_arch = "x86_64")]
+fn cxx_runtime_fn(name: &core::ffi::CStr) -> Option<VoidFn> {
+    // SAFETY: dlsym with a NUL-terminated name; no lock of ours is held
+    // (it may call malloc).
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+    // SAFETY: both names looked up are `void f()`-shaped functions (the
+    // getter returns a pointer, converted below); a non-null result is
+    // that function's address.
+    (!f.is_null()).then(|| unsafe { core::mem::transmute::<*mut c_void, VoidFn>(f) })
+}
+
+/// Called by the retry loop after `size` bytes could not be had: returns
+/// the function the loop must call next: the current new-handler (which
+/// frees memory and returns, or throws), else `std::__throw_bad_alloc`
+/// (which throws). Without a C++ runtime in the process, prints one line
+/// and aborts. Never unwinds itself.
+#[cfg(target_arch = "x86_64")]
+pub extern "C" fn on_failure(size: usize) -> VoidFn {
+    if let Some(get) = cxx_runtime_fn(c"_ZSt15get_new_handlerv") {
+        // SAFETY: `std::get_new_handler()` takes nothing, returns the
+        // handler (or null) and is noexcept.
+        let get: unsafe extern "C" fn() -> Option<VoidFn> = unsafe { core::mem::transmute(get) };
+        // SAFETY: as above.
+        if let Some(handler) = unsafe { get() } {
+            return handler;
+        }
+    }
+    match cxx_runtime_fn(c"_ZSt17__throw_bad_allocv") {
+        Some(throw) => throw,
+        None => out_of_memory(size, "no C++ runtime is loaded to throw std::bad_alloc"),
+    }
+}
+
+/// One line on stderr, then abort.
+#[cold]
+fn out_of_memory(size: usize, why: &str) -> ! {
+    use core::fmt::Write;
+    let mut b = crate::diag::Buf::<200>::new();
+    let _ = writeln!(b, "fitalloc: operator new(): out of memory for {size} bytes, and {why}");
+    b.write_to(2);
+    crate::diag::abort()
+}
+
+// The retry loop (x86_64 System V). In: rdi = size, rsi = alignment (0:
+// plain). Two slots keep them across calls; the frame is 32 bytes with the
+// return address, so calls are made with a 16-byte aligned stack. The
+// call-frame information describes every instruction, so an exception
+// thrown by the handler or by __throw_bad_alloc unwinds through it.
+#[cfg(target_arch = "x86_64")]
+#[unsafe(naked)]
+pub extern "C" fn new_loop(size: usize, align: usize) -> *mut u8 {
+    core::arch::naked_asm!(
+        ".cfi_startproc",
+        "sub rsp, 24",
+        ".cfi_def_cfa_offset 32",
+        "mov [rsp], rdi",
+        "mov [rsp + 8], rsi",
+        "2:",
+        "call {try_new}",
+        "test rax, rax",
+        "jz 3f",
+        ".cfi_remember_state",
+        "add rsp, 24",
+        ".cfi_def_cfa_offset 8",
+        "ret",
+        ".cfi_restore_state",
+        "3:",
+        "mov rdi, [rsp]",
+        "call {on_failure}",
+        // The handler returns (retry) or throws; __throw_bad_alloc throws.
+        "call rax",
+        "mov rdi, [rsp]",
+        "mov rsi, [rsp + 8]",
+        "jmp 2b",
+        ".cfi_endproc",
+        try_new = sym try_new,
+        on_failure = sym on_failure,
+    )
+}
+
+/// Elsewhere than x86_64 there is no unwind-safe retry loop: a failed
+/// throwing `new` reports and aborts instead of throwing.
+#[cfg(not(target_arch = "x86_64"))]
+pub extern "C" fn new_or_abort(size: usize, align: usize) -> *mut u8 {
+    let p = try_new(size, align);
+    if p.is_null() {
+        out_of_memory(size, "std::bad_alloc is not thrown on this architecture");
+    }
+    p
+}
