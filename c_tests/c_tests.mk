@@ -15,7 +15,7 @@
 
 C_TESTS_DIR     := c_tests
 C_TESTS_BINDIR  := $(C_TESTS_DIR)/bin
-C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom
+C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom test_promises
 C_TESTS         := $(addprefix $(C_TESTS_BINDIR)/,$(C_TESTS_NAMES))
 FITALLOC_INCDIR ?= include
 C_TESTS_LIBDIR   = $(patsubst %/,%,$(dir $(LIB)))

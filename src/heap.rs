@@ -704,7 +704,13 @@ impl<S: Source> Heap<S> {
                 if hi <= lo || !self.source.purge(lo, hi - lo) {
                     return 0;
                 }
+                // `[hi, epilogue)` was not purged: clear what was written
+                // there (less than a page) before calling it fresh.
                 let info = &mut self.info[r];
+                let dirty_end = info.fresh.min(end - 4);
+                if dirty_end > hi {
+                    core::ptr::write_bytes(hi as *mut u8, 0, dirty_end - hi);
+                }
                 info.fresh = info.fresh.min(lo);
                 self.counters.released_bytes += hi - lo;
                 return hi - lo;

@@ -1,0 +1,304 @@
+/* test_promises.c - issue 10, "Keep every promise": each case pins down one
+ * promise the allocator broke before, in a fresh process.
+ *
+ * The program re-executes itself (/proc/self/exe CASE) with the environment
+ * the case needs, collects the child's stdout and stderr through pipes with
+ * a deadline, and turns what the child printed and how it ended into TAP
+ * checks. A child prints "R <0|1> <name>\t<detail>" lines for its own
+ * checks (through write(2): some children close their descriptors or run
+ * out of memory) and exits 0 when it got to its end.
+ *
+ * Cases:
+ *   calloc-after-purge   item 4: the top is given back with madvise (the
+ *                        break was moved by the program), then calloc must
+ *                        still return zeroed memory, up to the region end.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <malloc.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+
+#define KiB ((size_t)1024)
+#define MiB ((size_t)1024 * 1024)
+#define GiB ((size_t)1024 * 1024 * 1024)
+
+extern char **environ;
+
+/* ---- child side ------------------------------------------------------------ */
+
+static int res_fd = 1;
+
+/* "R <pass> <name>\t<detail>": one check for the parent (write(2) only). */
+__attribute__((format(printf, 3, 4)))
+static void res(int pass, const char *name, const char *fmt, ...)
+{
+    char line[700];
+    int n = snprintf(line, sizeof line, "R %d %s\t", pass ? 1 : 0, name);
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof line - 2)
+        n = (int)sizeof line - 2;
+    for (int i = 0; i < n; i++)
+        if (line[i] == '\n')
+            line[i] = ' ';
+    line[n++] = '\n';
+    write_all(res_fd, line, (size_t)n);
+}
+
+/* ---- parent side: run a case in a fresh process ---------------------------- */
+
+struct run {
+    int status;      /* waitpid status, -1 if unknown */
+    int hung;        /* killed at the deadline */
+    double secs;
+    char out[16384]; /* the child's stdout */
+    char err[16384]; /* the child's stderr */
+};
+
+/* Runs "/proc/self/exe mode" with the environment plus `extra` (NULL-ended;
+ * NULL for none), for at most timeout_s seconds. */
+static void run_case(const char *mode, const char *const *extra, double timeout_s, struct run *r)
+{
+    memset(r, 0, sizeof *r);
+    r->status = -1;
+    int out[2], err[2];
+    if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+        snprintf(r->err, sizeof r->err, "pipe: %s", strerror(errno));
+        return;
+    }
+    size_t n_env = 0, n_extra = 0;
+    while (environ[n_env])
+        n_env++;
+    while (extra && extra[n_extra])
+        n_extra++;
+    char **envp = calloc(n_env + n_extra + 1, sizeof *envp);
+    size_t k = 0;
+    for (size_t i = 0; i < n_extra; i++)
+        envp[k++] = (char *)extra[i];
+    for (size_t i = 0; i < n_env; i++)
+        envp[k++] = environ[i];
+    char *argv[] = {"test_promises", (char *)mode, NULL};
+    double start = now_s();
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(out[1], 1);
+        dup2(err[1], 2);
+        execve("/proc/self/exe", argv, envp);
+        _exit(127);
+    }
+    free(envp);
+    close(out[1]);
+    close(err[1]);
+    if (pid < 0) {
+        snprintf(r->err, sizeof r->err, "fork: %s", strerror(errno));
+        close(out[0]);
+        close(err[0]);
+        return;
+    }
+    size_t lens[2] = {0, 0};
+    char *bufs[2] = {r->out, r->err};
+    struct pollfd pf[2] = {{out[0], POLLIN, 0}, {err[0], POLLIN, 0}};
+    double deadline = start + timeout_s;
+    int open_fds = 2;
+    while (open_fds > 0) {
+        int left_ms = (int)((deadline - now_s()) * 1000);
+        if (left_ms <= 0)
+            break;
+        int p = poll(pf, 2, left_ms);
+        if (p < 0 && errno == EINTR)
+            continue;
+        if (p <= 0)
+            break;
+        for (int i = 0; i < 2; i++) {
+            if (pf[i].fd < 0 || pf[i].revents == 0)
+                continue;
+            char tmp[4096];
+            ssize_t n = read(pf[i].fd, tmp, sizeof tmp);
+            if (n <= 0) {
+                close(pf[i].fd);
+                pf[i].fd = -1;
+                open_fds--;
+                continue;
+            }
+            size_t room = sizeof r->out - 1 - lens[i];
+            size_t take = (size_t)n < room ? (size_t)n : room;
+            memcpy(bufs[i] + lens[i], tmp, take);
+            lens[i] += take;
+        }
+    }
+    for (int i = 0; i < 2; i++)
+        if (pf[i].fd >= 0)
+            close(pf[i].fd);
+    r->hung = !wait_child_until(pid, deadline, 5, &r->status);
+    r->secs = now_s() - start;
+}
+
+/* How the child ended, in words. */
+static const char *ending(const struct run *r, char *buf, size_t len)
+{
+    if (r->hung)
+        snprintf(buf, len, "hung (killed after %.1f s)", r->secs);
+    else if (r->status == -1)
+        snprintf(buf, len, "not run");
+    else if (WIFSIGNALED(r->status))
+        snprintf(buf, len, "killed by signal %d", WTERMSIG(r->status));
+    else
+        snprintf(buf, len, "exit status %d", WEXITSTATUS(r->status));
+    return buf;
+}
+
+static int exited_ok(const struct run *r)
+{
+    return !r->hung && r->status != -1 && WIFEXITED(r->status) && WEXITSTATUS(r->status) == 0;
+}
+
+/* Turns the child's "R" lines into checks, shows its other output as
+ * diagnostics, and checks that it exited with status 0. */
+static void report(const char *label, struct run *r)
+{
+    char *save = NULL;
+    for (char *line = strtok_r(r->out, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (line[0] == 'R' && line[1] == ' ' && (line[2] == '0' || line[2] == '1') && line[3] == ' ') {
+            char *name = line + 4, *tab = strchr(name, '\t');
+            const char *detail = "";
+            if (tab) {
+                *tab = 0;
+                detail = tab + 1;
+            }
+            char full[400];
+            snprintf(full, sizeof full, "%s: %s", label, name);
+            check(line[2] == '1', full, "%s", detail);
+        } else {
+            diag("%s: %s", label, line);
+        }
+    }
+    if (r->err[0])
+        diag("%s: stderr: %s", label, r->err);
+    char why[64], name[200];
+    snprintf(name, sizeof name, "%s: child ran to its end", label);
+    check(exited_ok(r), name, "%s", ending(r, why, sizeof why));
+}
+
+/* ---- item 4: calloc after the top was purged -------------------------------- */
+
+struct top_find {
+    uintptr_t region_lo, region_hi; /* the region holding `inside` */
+    uintptr_t inside;
+    uintptr_t top;                  /* the highest free block in it */
+    uint64_t top_size;
+};
+
+static void find_top_cb(void *ctx, size_t addr, uint64_t size, uint32_t kind)
+{
+    struct top_find *f = ctx;
+    if (kind == FITALLOC_WALK_REGION && f->inside >= addr && f->inside < addr + size) {
+        f->region_lo = addr;
+        f->region_hi = addr + size;
+    }
+    if (kind == FITALLOC_WALK_FREE && f->region_hi != 0 && addr >= f->region_lo && addr < f->region_hi &&
+        addr > f->top) {
+        f->top = addr;
+        f->top_size = size;
+    }
+}
+
+/* The heap grows from sbrk until the current region's last page is dirty;
+ * then the program moves the break itself, so trimming cannot shrink the
+ * break and gives the pages back with madvise instead. calloc must return
+ * zeroes everywhere, the region's last page included. */
+static int child_calloc_after_purge(void)
+{
+    enum { N = 200, SIZE = 2000 };
+    static void *blocks[N + 1];
+    mallopt(M_TOP_PAD, 0);
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024);
+    for (int i = 0; i < N; i++) {
+        blocks[i] = malloc(SIZE);
+        if (blocks[i] == NULL) {
+            res(0, "heap grows", "malloc(%d) returned NULL", SIZE);
+            return 0;
+        }
+        memset(blocks[i], 0xAA, SIZE);
+    }
+    /* Carve the rest of the top too, so the region is dirty to its end. */
+    struct top_find f = {0};
+    f.inside = (uintptr_t)blocks[N - 1];
+    fitalloc_heap_walk(find_top_cb, &f); /* the region */
+    fitalloc_heap_walk(find_top_cb, &f); /* its highest free block */
+    if (f.top != 0 && f.top_size >= 32 && f.top + f.top_size + 4 >= f.region_hi) {
+        size_t last = (size_t)f.top_size - 4;
+        blocks[N] = malloc(last);
+        if (blocks[N])
+            memset(blocks[N], 0xAA, last);
+    }
+    res(f.region_hi != 0, "the blocks lie in a heap region", "region [%#lx, %#lx), top %#lx (%lu bytes)",
+        (unsigned long)f.region_lo, (unsigned long)f.region_hi, (unsigned long)f.top, (unsigned long)f.top_size);
+    /* Someone else moves the break. */
+    void *old_brk = sbrk(4096);
+    res(old_brk != (void *)-1 && (uintptr_t)old_brk >= f.region_hi, "the program moves the break after the heap",
+        "sbrk(4096) returned %p", old_brk);
+    for (int i = N; i >= 0; i--)
+        free(blocks[i]);
+    malloc_trim(0);
+    struct fitalloc_stats st;
+    fitalloc_stats(&st);
+    res(st.madvise_calls > 0, "the top was given back with madvise", "%lu madvise calls, %lu bytes given back",
+        (unsigned long)st.madvise_calls, (unsigned long)st.trimmed_bytes);
+    /* calloc the whole region again, in the same pieces and a tail. */
+    int bad = 0;
+    char detail[300] = "";
+    size_t total = 0;
+    for (int i = 0; i <= N + 60; i++) {
+        size_t n = i < N ? SIZE : 1000;
+        unsigned char *p = calloc(1, n);
+        if (p == NULL) {
+            snprintf(detail, sizeof detail, "calloc(1, %zu) returned NULL", n);
+            bad++;
+            break;
+        }
+        size_t off = zero_check(p, n);
+        if (off != SIZE_MAX && bad++ == 0)
+            snprintf(detail, sizeof detail, "calloc(1, %zu) = %p: byte %zu (at %p, %#lx before the region end) is %#x",
+                     n, (void *)p, off, (void *)(p + off), (unsigned long)(f.region_hi - (uintptr_t)(p + off)),
+                     p[off]);
+        total += n;
+    }
+    res(bad == 0, "calloc returns zeroes up to the region's end", "%d non-zero blocks of %zu bytes; first: %s", bad,
+        total, detail);
+    return 0;
+}
+
+/* ---- main -------------------------------------------------------------------- */
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        if (strcmp(argv[1], "calloc-after-purge") == 0)
+            return child_calloc_after_purge();
+        fprintf(stderr, "unknown case %s\n", argv[1]);
+        return 2;
+    }
+    struct run *r = malloc(sizeof *r);
+
+    const char *no_cache[] = {"FITALLOC_TCACHE=0", NULL};
+    run_case("calloc-after-purge", no_cache, 30, r);
+    report("calloc after a purged top", r);
+
+    free(r);
+    return tap_done("test_promises");
+}
