@@ -12,6 +12,11 @@
  *   calloc-after-purge   item 4: the top is given back with madvise (the
  *                        break was moved by the program), then calloc must
  *                        still return zeroed memory, up to the region end.
+ *   huge-requests        item 5: malloc, calloc, memalign, realloc of
+ *                        94 GiB, 1 TiB and 16 TiB follow the system's
+ *                        overcommit policy as glibc does: under the default
+ *                        heuristic (vm.overcommit_memory = 0) a request
+ *                        beyond RAM + swap returns NULL with ENOMEM.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +31,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/sysinfo.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -283,6 +289,83 @@ static int child_calloc_after_purge(void)
     return 0;
 }
 
+/* ---- item 5: requests far beyond memory ------------------------------------- */
+
+/* A number from a /proc file ("0\n"), or -1. */
+static long long proc_number(const char *path)
+{
+    char buf[64] = "";
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t n = read(fd, buf, sizeof buf - 1);
+    close(fd);
+    return n > 0 ? atoll(buf) : -1;
+}
+
+/* A "Name:   123 kB" figure of /proc/meminfo, in bytes, or -1. */
+static long long meminfo_bytes(const char *name)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    long long v = -1;
+    size_t len = strlen(name);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, name, len) == 0 && line[len] == ':')
+            v = atoll(line + len + 1) * 1024;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* glibc's answer under the kernel's policy: 1 if a private writable
+ * mapping of `size` bytes is refused. */
+static int kernel_refuses(int policy, size_t size)
+{
+    if (policy == 1)
+        return 0;
+    if (policy == 2) {
+        long long limit = meminfo_bytes("CommitLimit"), committed = meminfo_bytes("Committed_AS");
+        return limit >= 0 && committed >= 0 && (long long)size > limit - committed;
+    }
+    struct sysinfo si;
+    sysinfo(&si);
+    unsigned long long ram_swap = ((unsigned long long)si.totalram + si.totalswap) * si.mem_unit;
+    return size > ram_swap;
+}
+
+static int child_huge_requests(void)
+{
+    int policy = (int)proc_number("/proc/sys/vm/overcommit_memory");
+    /* No policy to compare with: fail loudly rather than skip. */
+    res(policy >= 0 && policy <= 2, "vm.overcommit_memory is readable", "read %d", policy);
+    if (policy < 0 || policy > 2)
+        return 0;
+    const size_t sizes[] = {94 * GiB, 1024 * GiB, 16 * 1024 * GiB};
+    const char *names[] = {"94 GiB", "1 TiB", "16 TiB"};
+    for (int i = 0; i < 3; i++) {
+        size_t n = hide_size(sizes[i]);
+        int refused = kernel_refuses(policy, n);
+        for (int k = 0; k < 4; k++) {
+            const char *fn[] = {"malloc", "calloc", "memalign(4096)", "realloc"};
+            void *small = k == 3 ? malloc(16) : NULL;
+            errno = 0;
+            void *p = k == 0 ? malloc(n) : k == 1 ? calloc(1, n) : k == 2 ? memalign(4096, n) : realloc(small, n);
+            int err = errno;
+            char name[100];
+            snprintf(name, sizeof name, "%s of %s (policy %d: %s)", fn[k], names[i], policy,
+                     refused ? "refused" : "allowed");
+            if (refused)
+                res(p == NULL && err == ENOMEM, name, "returned %p, errno %d", p, err);
+            else
+                res(p != NULL, name, "returned %p, errno %d", p, err);
+            free(p != NULL ? p : small);
+        }
+    }
+    res(fitalloc_check_heap() == 0, "heap sound afterwards", " ");
+    return 0;
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -290,6 +373,8 @@ int main(int argc, char **argv)
     if (argc > 1) {
         if (strcmp(argv[1], "calloc-after-purge") == 0)
             return child_calloc_after_purge();
+        if (strcmp(argv[1], "huge-requests") == 0)
+            return child_huge_requests();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -298,6 +383,9 @@ int main(int argc, char **argv)
     const char *no_cache[] = {"FITALLOC_TCACHE=0", NULL};
     run_case("calloc-after-purge", no_cache, 30, r);
     report("calloc after a purged top", r);
+
+    run_case("huge-requests", NULL, 30, r);
+    report("requests beyond memory", r);
 
     free(r);
     return tap_done("test_promises");

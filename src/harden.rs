@@ -166,7 +166,7 @@ pub fn fork_release() {
 fn quarantine(b: Block) {
     let mut q = QUARANTINE.lock();
     if q.ring.is_null() {
-        match crate::os::map(RING * core::mem::size_of::<usize>()) {
+        match crate::os::map_metadata(RING * core::mem::size_of::<usize>()) {
             Some(m) => {
                 q.ring = m as *mut usize;
                 q.cap = RING;

@@ -103,7 +103,7 @@ pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usi
     if len > isize::MAX as usize {
         return None;
     }
-    let base = os::map(len)?;
+    let base = os::map_accounted(len)?;
     let guard = base + body;
     // SAFETY: the last page of our fresh mapping; nothing lives there.
     if unsafe { libc::mprotect(guard as *mut libc::c_void, page, libc::PROT_NONE) } != 0 {
@@ -125,7 +125,7 @@ pub fn map_block(size: usize, align: usize, page: usize) -> Option<(usize, usize
     if len > isize::MAX as usize {
         return None;
     }
-    let base = os::map(len)?;
+    let base = os::map_accounted(len)?;
     if align <= 16 {
         return Some((base + 16, base, len));
     }

@@ -14,7 +14,8 @@ pub trait Source {
     fn brk_grow(&mut self, len: usize) -> Option<usize>;
     /// Moves the program break down by `len` bytes.
     fn brk_shrink(&mut self, len: usize) -> bool;
-    /// A fresh zeroed mapping of `len` bytes (a multiple of the page size).
+    /// A fresh zeroed mapping of `len` bytes (a multiple of the page size),
+    /// counted against the overcommit limit ([`map_accounted`]).
     fn map(&mut self, len: usize) -> Option<usize>;
     /// Tells the system the pages of `[addr, addr + len)` are no longer
     /// needed; they read as zero afterwards.
@@ -97,7 +98,7 @@ impl Source for Os {
     }
 
     fn map(&mut self, len: usize) -> Option<usize> {
-        map(len)
+        map_accounted(len)
     }
 
     unsafe fn purge(&mut self, addr: usize, len: usize) -> bool {
@@ -109,8 +110,24 @@ impl Source for Os {
     }
 }
 
-/// A fresh private anonymous mapping of `len` bytes.
-pub fn map(len: usize) -> Option<usize> {
+/// A fresh private anonymous mapping of `len` bytes for memory the program
+/// uses (large blocks, mapped heap regions). It counts against the
+/// system's overcommit accounting, as glibc's mappings do: under the
+/// default heuristic a request far beyond RAM and swap fails here, rather
+/// than succeeding and faulting later.
+pub fn map_accounted(len: usize) -> Option<usize> {
+    map_with(len, 0)
+}
+
+/// A fresh private anonymous mapping of `len` bytes for the allocator's own
+/// metadata (address tables, the thread registry, the trace recorder, the
+/// quarantine ring): reserved with `MAP_NORESERVE`, since most of it is
+/// never touched and it must not count against the program's commit limit.
+pub fn map_metadata(len: usize) -> Option<usize> {
+    map_with(len, libc::MAP_NORESERVE)
+}
+
+fn map_with(len: usize, extra_flags: i32) -> Option<usize> {
     if injected_failure() {
         return None;
     }
@@ -122,7 +139,7 @@ pub fn map(len: usize) -> Option<usize> {
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
                 -1,
                 0,
             )
