@@ -17,6 +17,12 @@
  *                        overcommit policy as glibc does: under the default
  *                        heuristic (vm.overcommit_memory = 0) a request
  *                        beyond RAM + swap returns NULL with ENOMEM.
+ *   harden-big-align     item 7: with FITALLOC_HARDEN=1, memalign(1 GiB, 16)
+ *                        and memalign(256 MiB, 100) cost neither seconds nor
+ *                        memory in proportion to the alignment;
+ *   harden-big-align-overflow  and a one-byte overflow of such a block is
+ *                        still reported (SIGABRT, one "fitalloc:" line
+ *                        naming free and the block).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -366,6 +372,92 @@ static int child_huge_requests(void)
     return 0;
 }
 
+/* ---- item 7: hardened memalign with a big alignment ------------------------- */
+
+static long max_rss_kib(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_maxrss;
+}
+
+/* Three of each, all live at once so that each gets a mapping at another
+ * address (the slack an alignment leaves depends on where the mapping
+ * lands). */
+static int child_harden_big_align(void)
+{
+    enum { ROUNDS = 3 };
+    unsigned char *a[ROUNDS], *b[ROUNDS];
+    long rss0 = max_rss_kib();
+    double t0 = now_s();
+    int aligned = 1, sizes_ok = 1;
+    for (int i = 0; i < ROUNDS; i++) {
+        a[i] = memalign(hide_size(GiB), hide_size(16));
+        b[i] = memalign(hide_size(256 * MiB), hide_size(100));
+        aligned &= a[i] && b[i] && (uintptr_t)a[i] % GiB == 0 && (uintptr_t)b[i] % (256 * MiB) == 0;
+        if (a[i]) {
+            memset(a[i], 1, 16);
+            sizes_ok &= malloc_usable_size(a[i]) == 16;
+        }
+        if (b[i]) {
+            memset(b[i], 2, 100);
+            sizes_ok &= malloc_usable_size(b[i]) == 100;
+        }
+    }
+    for (int i = 0; i < ROUNDS; i++) {
+        free(a[i]);
+        free(b[i]);
+    }
+    double secs = now_s() - t0;
+    long grew = max_rss_kib() - rss0;
+    res(aligned, "every block returned, aligned", "first: %p, %p", (void *)a[0], (void *)b[0]);
+    res(sizes_ok, "usable sizes are the requested ones", " ");
+    res(secs < 1.0, "3 x memalign(1 GiB, 16) and 3 x memalign(256 MiB, 100) take under a second", "%.2f s", secs);
+    res(grew < 16 * 1024, "peak RSS grows by less than 16 MiB", "grew by %ld KiB", grew);
+    printf("3 x hardened memalign(1 GiB, 16) + 3 x memalign(256 MiB, 100): %.3f s, peak RSS +%ld KiB\n", secs,
+           grew);
+    fflush(stdout);
+    return 0;
+}
+
+static int child_harden_big_align_overflow(void)
+{
+    unsigned char *a = memalign(hide_size(GiB), hide_size(16));
+    if (a == NULL)
+        return 3;
+    char line[64];
+    int n = snprintf(line, sizeof line, "P %p\n", (void *)a);
+    write_all(1, line, (size_t)n);
+    a[hide_size(16)] = 0x5a; /* one byte past the block */
+    free(a);
+    return 0;                /* not reached when the overflow is caught */
+}
+
+/* The child must have died of SIGABRT with exactly one line on stderr,
+ * "fitalloc: free(): ... <the pointer the child printed>". */
+static void check_death(const char *label, struct run *r)
+{
+    char addr[40] = "?", why[64], name[200];
+    const char *p = strstr(r->out, "P 0x");
+    if (p)
+        sscanf(p + 2, "%39s", addr);
+    int lines = 0, named = 0;
+    for (const char *l = r->err; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l)) {
+        lines++;
+        const char *end = strchr(l, '\n');
+        size_t len = end ? (size_t)(end - l) : strlen(l);
+        char one[400];
+        snprintf(one, sizeof one, "%.*s", (int)(len < 399 ? len : 399), l);
+        if (strncmp(one, "fitalloc: free(): ", 18) == 0 && strstr(one, addr) != NULL)
+            named++;
+    }
+    snprintf(name, sizeof name, "%s: SIGABRT", label);
+    check(!r->hung && r->status != -1 && WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT, name, "%s",
+          ending(r, why, sizeof why));
+    snprintf(name, sizeof name, "%s: one \"fitalloc: free(): ...\" line naming %s", label, addr);
+    check(lines == 1 && named == 1, name, "stderr: %s", r->err);
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -375,6 +467,10 @@ int main(int argc, char **argv)
             return child_calloc_after_purge();
         if (strcmp(argv[1], "huge-requests") == 0)
             return child_huge_requests();
+        if (strcmp(argv[1], "harden-big-align") == 0)
+            return child_harden_big_align();
+        if (strcmp(argv[1], "harden-big-align-overflow") == 0)
+            return child_harden_big_align_overflow();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -386,6 +482,12 @@ int main(int argc, char **argv)
 
     run_case("huge-requests", NULL, 30, r);
     report("requests beyond memory", r);
+
+    const char *harden[] = {"FITALLOC_HARDEN=1", NULL};
+    run_case("harden-big-align", harden, 60, r);
+    report("hardened memalign with a big alignment", r);
+    run_case("harden-big-align-overflow", harden, 60, r);
+    check_death("hardened memalign(1 GiB, 16), one byte overflowed", r);
 
     free(r);
     return tap_done("test_promises");

@@ -12,7 +12,9 @@
 //!   second free while it waits is a double free; a byte changed while it
 //!   waits is a write after free, reported when the block leaves.
 //! - **Guard pages.** A large block ends right before an inaccessible page
-//!   of its own mapping: an overflow faults at once.
+//!   of its own mapping: an overflow faults at once. With an alignment
+//!   above a page it ends within a page of it, so the canary run stays
+//!   short whatever the alignment ([`crate::large::map_guarded`]).
 //! - Free-list links are masked in every mode ([`crate::block`]).
 //!
 //! Thread caches are off in this mode: every block goes through the checks.

@@ -94,6 +94,13 @@ impl MapTable {
 /// with an inaccessible guard page, the block placed as close to it as the
 /// alignment allows (so an overflow faults at once): `(payload, base, len)`,
 /// `len` including the guard page.
+///
+/// The slack between the block and the guard page is less than
+/// `max(align, page)`: it holds the hardened mode's canary, so its cost must
+/// not grow with the alignment. Up to a page of alignment the block ends at
+/// the guard page, rounded down to the alignment; above a page the block
+/// starts at an aligned address and the guard page follows the block's
+/// last page, the pages around them given back.
 pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usize, usize)> {
     // A block of 0 bytes still owns a byte, so its address is its own.
     let size = size.max(1);
@@ -104,14 +111,29 @@ pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<(usize, usi
         return None;
     }
     let base = os::map_accounted(len)?;
-    let guard = base + body;
-    // SAFETY: the last page of our fresh mapping; nothing lives there.
-    if unsafe { libc::mprotect(guard as *mut libc::c_void, page, libc::PROT_NONE) } != 0 {
-        // SAFETY: the mapping is ours and unused.
-        unsafe { os::unmap(base, len) };
-        return None;
+    let (payload, first, guard) = if align <= page {
+        let guard = base + body;
+        (((guard - size) & !(align - 1)), base, guard)
+    } else {
+        let payload = crate::config::round_up(base, align);
+        (payload, payload, crate::config::round_up(payload + size, page))
+    };
+    // SAFETY: the trimmed ranges are parts of our fresh mapping outside
+    // `[first, guard + page)`; the guard page lies inside the mapping
+    // (`guard + page <= base + len`) and nothing lives there.
+    unsafe {
+        if first > base {
+            os::unmap(base, first - base);
+        }
+        if base + len > guard + page {
+            os::unmap(guard + page, base + len - guard - page);
+        }
+        if libc::mprotect(guard as *mut libc::c_void, page, libc::PROT_NONE) != 0 {
+            os::unmap(first, guard + page - first);
+            return None;
+        }
     }
-    Some(((guard - size) & !(align - 1), base, len))
+    Some((payload, first, guard + page - first))
 }
 
 /// The mapping for a large block of `size` bytes aligned to `align` (a
