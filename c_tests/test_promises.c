@@ -23,8 +23,16 @@
  *   harden-big-align-overflow  and a one-byte overflow of such a block is
  *                        still reported (SIGABRT, one "fitalloc:" line
  *                        naming free and the block).
+ *   data-after-closing   item 6: a program closes every descriptor, opens a
+ *                        data file and duplicates it onto every number up
+ *                        to 1100, then exits: with FITALLOC_STATS=1, with
+ *                        FITALLOC_TRACE=path and with FITALLOC_STATS_FILE=
+ *                        path the data file must hold only what the
+ *                        program wrote (and the stats file the report).
+ *   stats-plain          FITALLOC_STATS=1 still reports on stderr.
  */
 #define _GNU_SOURCE
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <malloc.h>
@@ -458,6 +466,121 @@ static void check_death(const char *label, struct run *r)
     check(lines == 1 && named == 1, name, "stderr: %s", r->err);
 }
 
+/* ---- item 6: diagnostics stay out of the program's files ------------------- */
+
+static const char DATA[] = "the program's own data\n";
+
+static void churn(int n)
+{
+    void *keep[64];
+    for (int i = 0; i < n; i++) {
+        keep[i % 64] = malloc((size_t)(i % 700) + 1);
+        if (i % 64 == 63)
+            for (int k = 0; k < 64; k++)
+                free(keep[k]);
+    }
+}
+
+static int child_data_after_closing(void)
+{
+    const char *path = getenv("PROMISES_DATA");
+    if (path == NULL)
+        return 3;
+    churn(1000);
+    for (int fd = 0; fd < 2048; fd++)
+        close(fd);
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd != 0)
+        return 4;
+    write_all(fd, DATA, strlen(DATA));
+    for (int i = 1; i <= 1100; i++)
+        dup2(fd, i);
+    churn(1000);
+    return 0; /* exit: the stats report and the trace are written now */
+}
+
+static int child_stats_plain(void)
+{
+    churn(100);
+    return 0;
+}
+
+/* The whole of a (small) file, NUL-terminated, or "" when absent. */
+static void read_file(const char *path, char *buf, size_t len)
+{
+    buf[0] = 0;
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    size_t have = 0;
+    ssize_t n;
+    while (have < len - 1 && (n = read(fd, buf + have, len - 1 - have)) > 0)
+        have += (size_t)n;
+    buf[have] = 0;
+    close(fd);
+}
+
+static void diagnostics_cases(struct run *r)
+{
+    char dir[] = "/tmp/fitalloc-promises-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        check(0, "diagnostics: temporary directory", "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    char data[200], trace[200], stats[200], env_data[240], env_trace[240], env_stats[240];
+    snprintf(data, sizeof data, "%s/data", dir);
+    snprintf(trace, sizeof trace, "%s/trace.rep", dir);
+    snprintf(stats, sizeof stats, "%s/stats.txt", dir);
+    snprintf(env_data, sizeof env_data, "PROMISES_DATA=%s", data);
+    snprintf(env_trace, sizeof env_trace, "FITALLOC_TRACE=%s", trace);
+    snprintf(env_stats, sizeof env_stats, "FITALLOC_STATS_FILE=%s", stats);
+    static char got[1 << 16];
+
+    const char *with_stats[] = {env_data, "FITALLOC_STATS=1", NULL};
+    const char *with_trace[] = {env_data, env_trace, NULL};
+    const char *with_file[] = {env_data, env_stats, NULL};
+    const struct {
+        const char *label;
+        const char *const *env;
+    } cases[] = {
+        {"FITALLOC_STATS=1, descriptors closed", with_stats},
+        {"FITALLOC_TRACE, descriptors closed", with_trace},
+        {"FITALLOC_STATS_FILE, descriptors closed", with_file},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        unlink(data);
+        run_case("data-after-closing", cases[i].env, 30, r);
+        report(cases[i].label, r);
+        read_file(data, got, sizeof got);
+        char name[200];
+        snprintf(name, sizeof name, "%s: the data file holds only the program's data", cases[i].label);
+        check(strcmp(got, DATA) == 0, name, "it holds %zu bytes: %.200s", strlen(got), got);
+    }
+    read_file(stats, got, sizeof got);
+    check(strstr(got, "fitalloc: heap ") != NULL && strstr(got, "fitalloc: calls: malloc ") != NULL,
+          "FITALLOC_STATS_FILE: the report is in the stats file", "it holds: %.300s", got);
+
+    const char *plain[] = {"FITALLOC_STATS=1", NULL};
+    run_case("stats-plain", plain, 30, r);
+    int on_stderr = strstr(r->err, "fitalloc: heap ") != NULL;
+    r->err[0] = 0;
+    report("FITALLOC_STATS=1, descriptors left alone", r);
+    check(on_stderr, "FITALLOC_STATS=1, descriptors left alone: the report is on stderr", " ");
+
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d)) != NULL) {
+        char f[500];
+        snprintf(f, sizeof f, "%s/%s", dir, e->d_name);
+        if (e->d_name[0] != '.')
+            unlink(f);
+    }
+    if (d)
+        closedir(d);
+    if (rmdir(dir) != 0)
+        diag("left %s behind: %s", dir, strerror(errno));
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -471,6 +594,10 @@ int main(int argc, char **argv)
             return child_harden_big_align();
         if (strcmp(argv[1], "harden-big-align-overflow") == 0)
             return child_harden_big_align_overflow();
+        if (strcmp(argv[1], "data-after-closing") == 0)
+            return child_data_after_closing();
+        if (strcmp(argv[1], "stats-plain") == 0)
+            return child_stats_plain();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -488,6 +615,8 @@ int main(int argc, char **argv)
     report("hardened memalign with a big alignment", r);
     run_case("harden-big-align-overflow", harden, 60, r);
     check_death("hardened memalign(1 GiB, 16), one byte overflowed", r);
+
+    diagnostics_cases(r);
 
     free(r);
     return tap_done("test_promises");

@@ -6,7 +6,8 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `FITALLOC_STATS=1` | print statistics on stderr at exit |
+//! | `FITALLOC_STATS=1` | print statistics on stderr at exit (only if descriptor 2 is still the stderr the program started with) |
+//! | `FITALLOC_STATS_FILE=path` | print statistics at exit, appended to `path` instead of stderr |
 //! | `FITALLOC_CHECK=N` | run the heap checker every N calls (1: every call) |
 //! | `FITALLOC_HARDEN=1` | hardened mode (canaries, quarantine, guard pages) |
 //! | `FITALLOC_QUARANTINE=n` | bytes the hardened mode's quarantine holds (default 4m) |
@@ -59,7 +60,7 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
 };
 
-/// `FITALLOC_TRACE`'s value, NUL-terminated (empty: no trace). Written
+/// A path from the environment, NUL-terminated (empty: none). Written
 /// once while the environment is read, read-only afterwards.
 struct PathCell(core::cell::UnsafeCell<[u8; 512]>);
 
@@ -67,7 +68,28 @@ struct PathCell(core::cell::UnsafeCell<[u8; 512]>);
 // starts), read afterwards.
 unsafe impl Sync for PathCell {}
 
+/// `FITALLOC_TRACE`'s value.
 static TRACE_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
+/// `FITALLOC_STATS_FILE`'s value.
+static STATS_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
+
+impl PathCell {
+    /// Keeps `value` (dropped if it does not fit).
+    fn store(&self, value: &[u8]) {
+        // SAFETY: written once, at start-up, before any reader.
+        let path = unsafe { &mut *self.0.get() };
+        if value.len() < path.len() && !value.contains(&0) {
+            path[..value.len()].copy_from_slice(value);
+            path[value.len()] = 0;
+        }
+    }
+
+    fn get(&self) -> Option<&core::ffi::CStr> {
+        // SAFETY: written only at start-up; NUL-terminated by construction.
+        let p = unsafe { &*self.0.get() };
+        if p[0] == 0 { None } else { core::ffi::CStr::from_bytes_until_nul(p).ok() }
+    }
+}
 
 unsafe extern "C" {
     static environ: *const *const libc::c_char;
@@ -125,13 +147,10 @@ fn apply(name: &[u8], value: &[u8]) {
                 crate::os::FAIL_EVERY.store(n, Relaxed);
             }
         }
-        b"FITALLOC_TRACE" => {
-            // SAFETY: written once, at start-up, before any reader.
-            let path = unsafe { &mut *TRACE_PATH.0.get() };
-            if value.len() < path.len() {
-                path[..value.len()].copy_from_slice(value);
-                path[value.len()] = 0;
-            }
+        b"FITALLOC_TRACE" => TRACE_PATH.store(value),
+        b"FITALLOC_STATS_FILE" if !value.is_empty() => {
+            STATS_PATH.store(value);
+            OPT.stats_at_exit.store(true, Relaxed);
         }
         b"FITALLOC_MMAP_THRESHOLD" | b"MALLOC_MMAP_THRESHOLD_" => {
             if let Some(n) = parse_size(value) {
@@ -196,9 +215,12 @@ pub fn read_environment() -> bool {
 
 /// The trace path, if one was given.
 pub fn trace_path() -> Option<&'static core::ffi::CStr> {
-    // SAFETY: written only at start-up; NUL-terminated by construction.
-    let p = unsafe { &*TRACE_PATH.0.get() };
-    if p[0] == 0 { None } else { core::ffi::CStr::from_bytes_until_nul(p).ok() }
+    TRACE_PATH.get()
+}
+
+/// Where the exit report goes instead of stderr, if a path was given.
+pub fn stats_path() -> Option<&'static core::ffi::CStr> {
+    STATS_PATH.get()
 }
 
 #[cfg(test)]
