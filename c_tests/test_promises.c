@@ -30,6 +30,13 @@
  *                        path the data file must hold only what the
  *                        program wrote (and the stats file the report).
  *   stats-plain          FITALLOC_STATS=1 still reports on stderr.
+ *   options              item 8: every option value either works or is
+ *                        refused or clamped with exactly one "fitalloc:"
+ *                        line on stderr, and the program runs on: a top
+ *                        pad of 64g, FITALLOC_CHECK=abc (must not mean
+ *                        "check every call"), an unwritable trace path,
+ *                        a non-size, a non-flag, an oversized count; valid
+ *                        values print nothing.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -581,6 +588,80 @@ static void diagnostics_cases(struct run *r)
         diag("left %s behind: %s", dir, strerror(errno));
 }
 
+/* ---- item 8: option values --------------------------------------------------- */
+
+/* Grows the heap (the top pad is used), then makes 4000 calls with 4000
+ * blocks live: about 64 million block visits if the heap checker ran on
+ * every call, a millisecond otherwise. */
+static int child_options(void)
+{
+    enum { LIVE = 8000, CALLS = 8000 };
+    static void *live[LIVE];
+    for (int i = 0; i < LIVE; i++) {
+        live[i] = malloc(200 + (size_t)(i % 50) * 16);
+        if (live[i] == NULL)
+            return 3;
+        memset(live[i], 0x11, 200);
+    }
+    double t0 = now_s();
+    for (int i = 0; i < CALLS / 2; i++)
+        free(malloc(64 + (size_t)(i % 8) * 16));
+    double secs = now_s() - t0;
+    void *big = malloc(300 * KiB);
+    if (big == NULL)
+        return 4;
+    free(big);
+    for (int i = 0; i < LIVE; i++)
+        free(live[i]);
+    char line[80];
+    int n = snprintf(line, sizeof line, "T %.3f\n", secs);
+    write_all(1, line, (size_t)n);
+    return 0;
+}
+
+/* Runs the options child with `env`; it must exit 0 with exactly
+ * `lines` lines on stderr, the first starting with `expect` (if any), in
+ * little time (no checker on every call). */
+static void option_case(struct run *r, const char *env, int lines, const char *expect)
+{
+    const char *e[] = {env, NULL};
+    run_case("options", e, 60, r);
+    char why[64], name[300];
+    snprintf(name, sizeof name, "%s: the program runs to its end", env);
+    check(exited_ok(r), name, "%s; stderr: %.300s", ending(r, why, sizeof why), r->err);
+    int n = 0;
+    for (const char *l = r->err; *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : l + strlen(l))
+        n++;
+    if (lines == 0) {
+        snprintf(name, sizeof name, "%s: nothing on stderr", env);
+        check(n == 0, name, "stderr: %.300s", r->err);
+    } else {
+        snprintf(name, sizeof name, "%s: one line on stderr, \"%s...\"", env, expect);
+        check(n == 1 && strncmp(r->err, expect, strlen(expect)) == 0, name, "%d lines: %.300s", n, r->err);
+    }
+    const char *t = strstr(r->out, "T ");
+    double secs = t ? atof(t + 2) : -1;
+    snprintf(name, sizeof name, "%s: 8000 calls with 8000 blocks live take under 0.1 s (no checker on every call)",
+             env);
+    check(secs >= 0 && secs < 0.1, name, "%.3f s", secs);
+}
+
+static void options_cases(struct run *r)
+{
+    option_case(r, "FITALLOC_TOP_PAD=64g", 1, "fitalloc: FITALLOC_TOP_PAD=64g is too large; using ");
+    option_case(r, "MALLOC_TOP_PAD_=64g", 1, "fitalloc: MALLOC_TOP_PAD_=64g is too large; using ");
+    option_case(r, "FITALLOC_CHECK=abc", 1, "fitalloc: FITALLOC_CHECK=abc is not a number; ignored");
+    option_case(r, "FITALLOC_TRACE=/nonexistent-dir/trace.rep", 1,
+                "fitalloc: cannot open FITALLOC_TRACE=/nonexistent-dir/trace.rep");
+    option_case(r, "FITALLOC_TCACHE_COUNT=100000", 1, "fitalloc: FITALLOC_TCACHE_COUNT=100000 is too large; using 64");
+    option_case(r, "FITALLOC_HARDEN=maybe", 1, "fitalloc: FITALLOC_HARDEN=maybe is not 0 or 1; ignored");
+    option_case(r, "FITALLOC_MMAP_THRESHOLD=12x", 1, "fitalloc: FITALLOC_MMAP_THRESHOLD=12x is not a size");
+    option_case(r, "FITALLOC_TOP_PAD=1m", 0, NULL);
+    option_case(r, "FITALLOC_CHECK=0", 0, NULL);
+    option_case(r, "FITALLOC_TCACHE=1", 0, NULL);
+    option_case(r, "FITALLOC_TRIM_THRESHOLD=64k", 0, NULL);
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -598,6 +679,8 @@ int main(int argc, char **argv)
             return child_data_after_closing();
         if (strcmp(argv[1], "stats-plain") == 0)
             return child_stats_plain();
+        if (strcmp(argv[1], "options") == 0)
+            return child_options();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -617,6 +700,8 @@ int main(int argc, char **argv)
     check_death("hardened memalign(1 GiB, 16), one byte overflowed", r);
 
     diagnostics_cases(r);
+
+    options_cases(r);
 
     free(r);
     return tap_done("test_promises");

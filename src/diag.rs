@@ -24,6 +24,14 @@ impl<const N: usize> Buf<N> {
         &self.bytes[..self.len]
     }
 
+    /// Appends raw bytes (text that may not be UTF-8, e.g. from the
+    /// environment); what does not fit is dropped.
+    pub fn push_bytes(&mut self, b: &[u8]) {
+        let n = b.len().min(N - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
     /// Writes the buffer to file descriptor `fd`, retrying short writes.
     pub fn write_to(&self, fd: i32) {
         write_all(fd, self.as_bytes());
@@ -175,5 +183,22 @@ impl Errno {
     fn restore(self) {
         // SAFETY: as above.
         unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// A short description of the errno values opening a file may give, for
+/// messages (strerror may allocate for its translations); empty for others.
+pub fn errno_text(e: i32) -> &'static str {
+    match e {
+        libc::ENOENT => "no such file or directory",
+        libc::EACCES | libc::EPERM => "permission denied",
+        libc::ENOTDIR => "a path component is not a directory",
+        libc::EISDIR => "is a directory",
+        libc::EROFS => "read-only file system",
+        libc::ENOSPC => "no space left on device",
+        libc::EMFILE | libc::ENFILE => "too many open files",
+        libc::ENAMETOOLONG => "name too long",
+        libc::EWOULDBLOCK => "locked",
+        _ => "",
     }
 }

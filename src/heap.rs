@@ -446,6 +446,8 @@ impl<S: Source> Heap<S> {
     /// The heap must be consistent.
     unsafe fn grow(&mut self, units: u32) -> bool {
         let page = self.params.page;
+        // A region must stay below MAX_REGION_BYTES whatever pad was set.
+        let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4);
         let (_, top_units) = self.top();
         let want = (units as usize) << UNIT_SHIFT;
         // SAFETY: growth only adds memory at the end of a region or a new region.
@@ -453,7 +455,7 @@ impl<S: Source> Heap<S> {
             if !self.top.is_null() {
                 let r = self.cur;
                 let (start, end) = (self.regions.start(r), self.regions.end(r));
-                let more = crate::config::round_up(want - ((top_units as usize) << UNIT_SHIFT) + self.params.top_pad, page);
+                let more = crate::config::round_up(want - ((top_units as usize) << UNIT_SHIFT) + pad, page);
                 if self.info[r].kind == RegionKind::Brk && end - start + more <= MAX_REGION_BYTES {
                     match self.source.brk_grow(more) {
                         Some(old) if old == end => {
@@ -470,7 +472,7 @@ impl<S: Source> Heap<S> {
                 }
             } else if let Some(old) = self.source.brk_grow(0) {
                 // First growth: make the break page-aligned as we go.
-                let len = crate::config::round_up(old + want + 16 + self.params.top_pad, page) - old;
+                let len = crate::config::round_up(old + want + 16 + pad, page) - old;
                 if let Some(got) = self.source.brk_grow(len)
                     && self.add_region(got, got + len, RegionKind::Brk)
                     && self.top().1 >= units
@@ -479,7 +481,7 @@ impl<S: Source> Heap<S> {
                 }
             }
             // The break cannot serve: map a region.
-            let need = crate::config::round_up(want + 16 + self.params.top_pad, page);
+            let need = crate::config::round_up(want + 16 + pad, page);
             let len = need.max(crate::config::MMAP_REGION_BYTES);
             let got = match self.source.map(len) {
                 Some(a) => Some((a, len)),
@@ -847,7 +849,8 @@ impl<S: Source> Heap<S> {
         let (start, end) = (self.regions.start(r), self.regions.end(r));
         let (_, top_units) = self.top();
         let want = ((units - top_units) as usize) << UNIT_SHIFT;
-        let more = crate::config::round_up(want + self.params.top_pad, self.params.page);
+        let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4);
+        let more = crate::config::round_up(want + pad, self.params.page);
         if end - start + more > MAX_REGION_BYTES {
             return false;
         }

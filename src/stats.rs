@@ -298,7 +298,17 @@ static REPORT: crate::sync::Locked<crate::diag::OwnFd> = crate::sync::Locked::ne
 pub fn keep_stderr() {
     if crate::options::OPT.stats_at_exit.load(Relaxed) {
         let own = match crate::options::stats_path() {
-            Some(path) => crate::diag::OwnFd::adopt(open_report_file(path), false),
+            Some(path) => match open_report_file(path) {
+                fd if fd >= 0 => crate::diag::OwnFd::adopt(fd, false),
+                _ => {
+                    let mut b = crate::diag::Buf::<700>::new();
+                    b.push_bytes(b"fitalloc: cannot open FITALLOC_STATS_FILE=");
+                    b.push_bytes(path.to_bytes());
+                    b.push_bytes(b"; the report goes to stderr\n");
+                    b.write_to(2);
+                    crate::diag::OwnFd::adopt(2, true)
+                }
+            },
             None => crate::diag::OwnFd::adopt(2, true),
         };
         *REPORT.lock() = own;

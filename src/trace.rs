@@ -23,6 +23,7 @@
 use crate::addrmap::AddrMap;
 use crate::api::Event;
 use crate::sync::Locked;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 const BUF: usize = 64 * 1024;
@@ -69,6 +70,17 @@ pub fn start() {
     if r.open(path.to_bytes(), false) {
         ON.store(true, Relaxed);
         crate::api::set_tracing(true);
+    } else {
+        // SAFETY: this thread's errno, as the failed open left it.
+        let err = unsafe { *libc::__errno_location() };
+        let mut b = crate::diag::Buf::<700>::new();
+        b.push_bytes(b"fitalloc: cannot open FITALLOC_TRACE=");
+        b.push_bytes(path.to_bytes());
+        let _ = match crate::diag::errno_text(err) {
+            "" => writeln!(b, " for writing (errno {err}); tracing is off"),
+            text => writeln!(b, " for writing ({text}); tracing is off"),
+        };
+        b.write_to(2);
     }
 }
 
