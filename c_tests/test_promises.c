@@ -37,6 +37,10 @@
  *                        "check every call"), an unwritable trace path,
  *                        a non-size, a non-flag, an oversized count; valid
  *                        values print nothing.
+ *   malloc-stats-stream  item 13: malloc_stats() writes through the C
+ *                        `stderr` stream, as glibc's does: a program that
+ *                        freopen()s stderr to a file finds the whole
+ *                        report there, between its own lines.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -662,6 +666,69 @@ static void options_cases(struct run *r)
     option_case(r, "FITALLOC_TRIM_THRESHOLD=64k", 0, NULL);
 }
 
+/* ---- item 13: malloc_stats through the stderr stream ------------------------- */
+
+static int child_malloc_stats_stream(void)
+{
+    const char *path = getenv("PROMISES_DATA");
+    const char *how = getenv("PROMISES_HOW");
+    if (path == NULL || how == NULL)
+        return 3;
+    if (strcmp(how, "freopen") == 0) {
+        if (freopen(path, "w", stderr) == NULL)
+            return 3;
+    } else {
+        FILE *f = fopen(path, "w"); /* the stderr pointer itself is changed */
+        if (f == NULL)
+            return 3;
+        stderr = f;
+    }
+    void *p = malloc(1000), *q = malloc(300 * KiB);
+    fputs("before the report\n", stderr);
+    malloc_stats();
+    fputs("after the report\n", stderr);
+    free(p);
+    free(q);
+    return fclose(stderr) == 0 ? 0 : 4;
+}
+
+static void malloc_stats_case(struct run *r, const char *how)
+{
+    char dir[] = "/tmp/fitalloc-promises-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        check(0, "malloc_stats: temporary directory", "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    char data[200], env_data[240], env_how[100], label[100], name[300];
+    snprintf(data, sizeof data, "%s/stderr.txt", dir);
+    snprintf(env_data, sizeof env_data, "PROMISES_DATA=%s", data);
+    snprintf(env_how, sizeof env_how, "PROMISES_HOW=%s", how);
+    snprintf(label, sizeof label, "malloc_stats, stderr %s", strcmp(how, "freopen") == 0 ? "freopen()ed" : "= fopen()");
+    const char *env[] = {env_data, env_how, NULL};
+    run_case("malloc-stats-stream", env, 30, r);
+    static char got[8192];
+    read_file(data, got, sizeof got);
+    int on_fd2 = strstr(r->err, "Arena 0:") != NULL;
+    report(label, r);
+    const char *want[] = {"before the report\n", "Arena 0:\n", "system bytes     = ", "in use bytes     = ",
+                          "Total (incl. mmap):\n", "system bytes     = ", "in use bytes     = ",
+                          "max mmap regions = ", "max mmap bytes   = ", "after the report\n"};
+    const char *at = got;
+    int in_order = 1;
+    for (size_t i = 0; i < sizeof want / sizeof want[0] && in_order; i++) {
+        const char *f = strstr(at, want[i]);
+        in_order = f != NULL;
+        if (f)
+            at = f + strlen(want[i]);
+    }
+    snprintf(name, sizeof name, "%s: the stream has glibc's lines, between the program's", label);
+    check(in_order, name, "it holds: %.600s", got);
+    snprintf(name, sizeof name, "%s: nothing on descriptor 2", label);
+    check(!on_fd2, name, "the report went to descriptor 2");
+    unlink(data);
+    rmdir(dir);
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -681,6 +748,8 @@ int main(int argc, char **argv)
             return child_stats_plain();
         if (strcmp(argv[1], "options") == 0)
             return child_options();
+        if (strcmp(argv[1], "malloc-stats-stream") == 0)
+            return child_malloc_stats_stream();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -702,6 +771,9 @@ int main(int argc, char **argv)
     diagnostics_cases(r);
 
     options_cases(r);
+
+    malloc_stats_case(r, "freopen");
+    malloc_stats_case(r, "assign");
 
     free(r);
     return tap_done("test_promises");

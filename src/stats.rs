@@ -195,9 +195,19 @@ pub fn mallinfo() -> Mallinfo {
     }
 }
 
-/// glibc's `malloc_stats()` layout, on stderr.
+unsafe extern "C" {
+    /// The C library's `stderr` stream (a program may reopen it, or point
+    /// it at another stream).
+    static mut stderr: *mut libc::FILE;
+}
+
+/// glibc's `malloc_stats()` layout, through the program's `stderr` stream
+/// as glibc writes it. The figures are gathered first (each lock taken
+/// and released in turn); the stream is written with no lock of ours
+/// held, since stdio may allocate its buffer.
 pub fn malloc_stats() {
     let st = FitallocStats::current();
+    let peak_regions = crate::global::LARGE.lock().peak_count;
     let mut b = Buf::<512>::new();
     let heap_in_use = st.in_use_bytes - st.mapped_bytes;
     let _ = writeln!(b, "Arena 0:");
@@ -206,9 +216,18 @@ pub fn malloc_stats() {
     let _ = writeln!(b, "Total (incl. mmap):");
     let _ = writeln!(b, "system bytes     = {:>10}", st.system_bytes);
     let _ = writeln!(b, "in use bytes     = {:>10}", st.in_use_bytes);
-    let _ = writeln!(b, "max mmap regions = {:>10}", crate::global::LARGE.lock().peak_count);
+    let _ = writeln!(b, "max mmap regions = {:>10}", peak_regions);
     let _ = writeln!(b, "max mmap bytes   = {:>10}", st.peak_mapped_bytes);
-    b.write_to(2);
+    // SAFETY: `stderr` is the C library's, valid while the program runs
+    // (read once, as glibc does); the buffer is ours.
+    unsafe {
+        let fp = (&raw const stderr).read();
+        if fp.is_null() {
+            b.write_to(2);
+        } else {
+            libc::fwrite(b.as_bytes().as_ptr() as *const libc::c_void, 1, b.as_bytes().len(), fp);
+        }
+    }
 }
 
 /// Writes a human-readable report of every figure to `fd`.
