@@ -41,6 +41,10 @@
  *                        `stderr` stream, as glibc's does: a program that
  *                        freopen()s stderr to a file finds the whole
  *                        report there, between its own lines.
+ *   fork-stdio           item 12: 4 threads fork in a loop (the children
+ *                        _exit at once) while 8 threads read a file with
+ *                        getline and one calls fflush(NULL), for 5 s: the
+ *                        program must finish (a watchdog kills a hang).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -48,6 +52,7 @@
 #include <fcntl.h>
 #include <malloc.h>
 #include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdint.h>
@@ -732,6 +737,102 @@ static void malloc_stats_case(struct run *r, const char *how)
     rmdir(dir);
 }
 
+/* ---- item 12: fork among stdio threads --------------------------------------- */
+
+static atomic_int fork_stdio_stop;
+static atomic_long fork_stdio_forks, fork_stdio_lines, fork_stdio_flushes;
+static const char *fork_stdio_path;
+
+static void *forker(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fork_stdio_stop)) {
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(0);
+        if (pid > 0) {
+            int st;
+            waitpid(pid, &st, 0);
+            atomic_fetch_add(&fork_stdio_forks, 1);
+        }
+    }
+    return NULL;
+}
+
+static void *reader(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fork_stdio_stop)) {
+        FILE *f = fopen(fork_stdio_path, "r");
+        if (f == NULL)
+            continue;
+        char *line = NULL; /* getline allocates, and reallocates as lines grow */
+        size_t cap = 0;
+        while (!atomic_load(&fork_stdio_stop) && getline(&line, &cap, f) > 0)
+            atomic_fetch_add(&fork_stdio_lines, 1);
+        free(line);
+        fclose(f);
+    }
+    return NULL;
+}
+
+static void *flusher(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fork_stdio_stop)) {
+        fflush(NULL);
+        atomic_fetch_add(&fork_stdio_flushes, 1);
+    }
+    return NULL;
+}
+
+static int child_fork_stdio(void)
+{
+    fork_stdio_path = getenv("PROMISES_DATA");
+    if (fork_stdio_path == NULL)
+        return 3;
+    FILE *f = fopen(fork_stdio_path, "w");
+    if (f == NULL)
+        return 3;
+    for (int i = 0; i < 3000; i++) {
+        int len = (i * 37) % 1500 + 1;
+        for (int k = 0; k < len; k++)
+            fputc('a' + (i + k) % 26, f);
+        fputc('\n', f);
+    }
+    fclose(f);
+    pthread_t t[13];
+    for (int i = 0; i < 13; i++)
+        pthread_create(&t[i], NULL, i < 4 ? forker : i < 12 ? reader : flusher, NULL);
+    sleep_ms(5000);
+    atomic_store(&fork_stdio_stop, 1);
+    for (int i = 0; i < 13; i++)
+        pthread_join(t[i], NULL);
+    printf("%ld forks, %ld lines read, %ld fflush(NULL) calls in 5 s\n", atomic_load(&fork_stdio_forks),
+           atomic_load(&fork_stdio_lines), atomic_load(&fork_stdio_flushes));
+    fflush(stdout);
+    res(atomic_load(&fork_stdio_forks) > 0 && atomic_load(&fork_stdio_lines) > 0, "every kind of thread made progress",
+        " ");
+    return 0;
+}
+
+static void fork_stdio_case(struct run *r)
+{
+    char dir[] = "/tmp/fitalloc-promises-XXXXXX";
+    if (mkdtemp(dir) == NULL) {
+        check(0, "fork among stdio threads: temporary directory", "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    char data[200], env_data[240];
+    snprintf(data, sizeof data, "%s/lines.txt", dir);
+    snprintf(env_data, sizeof env_data, "PROMISES_DATA=%s", data);
+    const char *env[] = {env_data, NULL};
+    run_case("fork-stdio", env, 25, r);
+    report("fork among getline and fflush(NULL) threads (5 s, killed at 25 s)", r);
+    unlink(data);
+    rmdir(dir);
+}
+
 /* ---- main -------------------------------------------------------------------- */
 
 int main(int argc, char **argv)
@@ -753,6 +854,8 @@ int main(int argc, char **argv)
             return child_options();
         if (strcmp(argv[1], "malloc-stats-stream") == 0)
             return child_malloc_stats_stream();
+        if (strcmp(argv[1], "fork-stdio") == 0)
+            return child_fork_stdio();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -777,6 +880,8 @@ int main(int argc, char **argv)
 
     malloc_stats_case(r, "freopen");
     malloc_stats_case(r, "assign");
+
+    fork_stdio_case(r);
 
     free(r);
     return tap_done("test_promises");

@@ -372,6 +372,18 @@ fn served(n: usize, p: *mut u8) -> *mut u8 {
 static FORK_HELD: AtomicU8 = AtomicU8::new(0);
 
 extern "C" fn fork_prepare() {
+    // glibc's fork takes the stdio list lock only after the prepare
+    // handlers have run. A thread in fflush(NULL) holds that lock and waits
+    // for a stream whose owner (in getline) waits for our heap lock: if we
+    // held the heap lock then, fork would wait for fflush forever. Taking
+    // the list lock first (it is recursive; glibc takes it again) makes the
+    // order list -> ours for every thread.
+    unsafe extern "C" {
+        fn _IO_list_lock();
+    }
+    // SAFETY: glibc's exported stdio list lock; released in `fork_parent`,
+    // reset in `fork_child`.
+    unsafe { _IO_list_lock() };
     crate::trace::fork_prepare();
     crate::harden::fork_prepare();
     let mut held = 0;
@@ -407,9 +419,21 @@ extern "C" fn fork_parent() {
     release_fork_locks();
     crate::harden::fork_release();
     crate::trace::fork_parent();
+    unsafe extern "C" {
+        fn _IO_list_unlock();
+    }
+    // SAFETY: taken by `fork_prepare` in this thread (glibc has released
+    // its own hold before running the parent handlers).
+    unsafe { _IO_list_unlock() };
 }
 
 extern "C" fn fork_child() {
+    unsafe extern "C" {
+        fn _IO_list_resetlock();
+    }
+    // SAFETY: the child has one thread; the lock `fork_prepare` took is
+    // put back to its initial state (glibc may have done so already).
+    unsafe { _IO_list_resetlock() };
     release_fork_locks();
     crate::harden::fork_release();
     crate::trace::fork_child();
