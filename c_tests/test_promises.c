@@ -12,6 +12,8 @@
  *   calloc-after-purge   item 4: the top is given back with madvise (the
  *                        break was moved by the program), then calloc must
  *                        still return zeroed memory, up to the region end.
+ *   calloc-after-purge-mapped  the same in a mapped heap region (a mapping
+ *                        put above the break keeps sbrk from growing).
  *   huge-requests        item 5: malloc, calloc, memalign, realloc of
  *                        94 GiB, 1 TiB and 16 TiB follow the system's
  *                        overcommit policy as glibc does: under the default
@@ -59,6 +61,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
@@ -253,66 +256,96 @@ static void find_top_cb(void *ctx, size_t addr, uint64_t size, uint32_t kind)
     }
 }
 
-/* The heap grows from sbrk until the current region's last page is dirty;
- * then the program moves the break itself, so trimming cannot shrink the
- * break and gives the pages back with madvise instead. calloc must return
- * zeroes everywhere, the region's last page included. */
-static int child_calloc_after_purge(void)
+/* Finds the region holding `inside` and the highest free block in it. */
+static struct top_find find_top(const void *inside)
 {
-    enum { N = 200, SIZE = 2000 };
-    static void *blocks[N + 1];
-    mallopt(M_TOP_PAD, 0);
-    mallopt(M_TRIM_THRESHOLD, 64 * 1024);
-    for (int i = 0; i < N; i++) {
-        blocks[i] = malloc(SIZE);
-        if (blocks[i] == NULL) {
-            res(0, "heap grows", "malloc(%d) returned NULL", SIZE);
-            return 0;
-        }
-        memset(blocks[i], 0xAA, SIZE);
-    }
-    /* Carve the rest of the top too, so the region is dirty to its end. */
     struct top_find f = {0};
-    f.inside = (uintptr_t)blocks[N - 1];
+    f.inside = (uintptr_t)inside;
     fitalloc_heap_walk(find_top_cb, &f); /* the region */
     fitalloc_heap_walk(find_top_cb, &f); /* its highest free block */
-    if (f.top != 0 && f.top_size >= 32 && f.top + f.top_size + 4 >= f.region_hi) {
-        size_t last = (size_t)f.top_size - 4;
-        blocks[N] = malloc(last);
-        if (blocks[N])
-            memset(blocks[N], 0xAA, last);
+    return f;
+}
+
+/* Two ways the top is given back with madvise rather than by moving the
+ * break down. `mapped` = 0: the heap grows from sbrk until the current
+ * region's last page is dirty, then the program moves the break itself.
+ * `mapped` = 1: the program puts a mapping right above the break first, so
+ * the heap lives in a mapped region (64 MiB), filled with 1000 KiB blocks.
+ * Either way calloc must return zeroes everywhere afterwards, the region's
+ * last page included. */
+static int child_calloc_after_purge(int mapped)
+{
+    enum { MAX = 200 };
+    static void *blocks[MAX + 1];
+    size_t size = mapped ? 1000 * KiB : 2000;
+    int n = 0;
+    mallopt(M_TOP_PAD, 0);
+    mallopt(M_TRIM_THRESHOLD, 64 * 1024);
+    if (mapped) {
+        mallopt(M_MMAP_THRESHOLD, 1 << 30); /* 1000 KiB blocks stay in the heap */
+        uintptr_t brk_page = ((uintptr_t)sbrk(0) + 4095) & ~(uintptr_t)4095;
+        void *wall = mmap((void *)brk_page, 1 << 20, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_FIXED_NOREPLACE,
+                          -1, 0);
+        res(wall == (void *)brk_page, "a mapping blocks the break", "mmap at %#lx returned %p",
+            (unsigned long)brk_page, wall);
     }
-    res(f.region_hi != 0, "the blocks lie in a heap region", "region [%#lx, %#lx), top %#lx (%lu bytes)",
-        (unsigned long)f.region_lo, (unsigned long)f.region_hi, (unsigned long)f.top, (unsigned long)f.top_size);
-    /* Someone else moves the break. */
-    void *old_brk = sbrk(4096);
-    res(old_brk != (void *)-1 && (uintptr_t)old_brk >= f.region_hi, "the program moves the break after the heap",
-        "sbrk(4096) returned %p", old_brk);
-    for (int i = N; i >= 0; i--)
+    for (n = 0; n < MAX; n++) {
+        if (mapped && n > 0) {
+            struct top_find f = find_top(blocks[n - 1]);
+            if (f.top_size < size + 64)
+                break; /* the next block would start a new region */
+        }
+        blocks[n] = malloc(size);
+        if (blocks[n] == NULL) {
+            res(0, "heap grows", "malloc(%zu) returned NULL", size);
+            return 0;
+        }
+        memset(blocks[n], 0xAA, size);
+    }
+    /* Carve the rest of the top too, so the region is dirty to its end. */
+    struct top_find f = find_top(blocks[n - 1]);
+    size_t last = 0;
+    if (f.top != 0 && f.top_size >= 32 && f.top + f.top_size + 4 >= f.region_hi) {
+        last = (size_t)f.top_size - 4;
+        blocks[n] = malloc(last);
+        if (blocks[n])
+            memset(blocks[n], 0xAA, last);
+    }
+    res(f.region_hi != 0 && (!mapped || f.region_hi - f.region_lo >= 64 * MiB),
+        mapped ? "the blocks lie in a mapped region" : "the blocks lie in a heap region",
+        "%d blocks, region [%#lx, %#lx), top %#lx (%lu bytes)", n, (unsigned long)f.region_lo,
+        (unsigned long)f.region_hi, (unsigned long)f.top, (unsigned long)f.top_size);
+    if (!mapped) {
+        /* Someone else moves the break. */
+        void *old_brk = sbrk(4096);
+        res(old_brk != (void *)-1 && (uintptr_t)old_brk >= f.region_hi, "the program moves the break after the heap",
+            "sbrk(4096) returned %p", old_brk);
+    }
+    for (int i = n; i >= 0; i--)
         free(blocks[i]);
     malloc_trim(0);
     struct fitalloc_stats st;
     fitalloc_stats(&st);
     res(st.madvise_calls > 0, "the top was given back with madvise", "%lu madvise calls, %lu bytes given back",
         (unsigned long)st.madvise_calls, (unsigned long)st.trimmed_bytes);
-    /* calloc the whole region again, in the same pieces and a tail. */
+    /* calloc the whole region again, in the same pieces and more. */
     int bad = 0;
     char detail[300] = "";
     size_t total = 0;
-    for (int i = 0; i <= N + 60; i++) {
-        size_t n = i < N ? SIZE : 1000;
-        unsigned char *p = calloc(1, n);
+    for (int i = 0; i <= n + 60; i++) {
+        size_t len = i < n ? size : i == n && last > 0 ? last : 1000;
+        unsigned char *p = calloc(1, len);
         if (p == NULL) {
-            snprintf(detail, sizeof detail, "calloc(1, %zu) returned NULL", n);
+            snprintf(detail, sizeof detail, "calloc(1, %zu) returned NULL", len);
             bad++;
             break;
         }
-        size_t off = zero_check(p, n);
+        size_t off = zero_check(p, len);
         if (off != SIZE_MAX && bad++ == 0)
             snprintf(detail, sizeof detail, "calloc(1, %zu) = %p: byte %zu (at %p, %#lx before the region end) is %#x",
-                     n, (void *)p, off, (void *)(p + off), (unsigned long)(f.region_hi - (uintptr_t)(p + off)),
+                     len, (void *)p, off, (void *)(p + off), (unsigned long)(f.region_hi - (uintptr_t)(p + off)),
                      p[off]);
-        total += n;
+        total += len;
     }
     res(bad == 0, "calloc returns zeroes up to the region's end", "%d non-zero blocks of %zu bytes; first: %s", bad,
         total, detail);
@@ -839,7 +872,9 @@ int main(int argc, char **argv)
 {
     if (argc > 1) {
         if (strcmp(argv[1], "calloc-after-purge") == 0)
-            return child_calloc_after_purge();
+            return child_calloc_after_purge(0);
+        if (strcmp(argv[1], "calloc-after-purge-mapped") == 0)
+            return child_calloc_after_purge(1);
         if (strcmp(argv[1], "huge-requests") == 0)
             return child_huge_requests();
         if (strcmp(argv[1], "harden-big-align") == 0)
@@ -864,6 +899,8 @@ int main(int argc, char **argv)
     const char *no_cache[] = {"FITALLOC_TCACHE=0", NULL};
     run_case("calloc-after-purge", no_cache, 30, r);
     report("calloc after a purged top", r);
+    run_case("calloc-after-purge-mapped", no_cache, 30, r);
+    report("calloc after a purged top, mapped region", r);
 
     run_case("huge-requests", NULL, 30, r);
     report("requests beyond memory", r);
