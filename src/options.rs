@@ -197,7 +197,7 @@ fn apply(name: &[u8], value: &[u8]) {
                 OPT.stats_at_exit.store(on, Relaxed);
             }
         }
-        b"FITALLOC_CHECK" => match parse_size(value).filter(|_| value.iter().all(u8::is_ascii_digit)) {
+        b"FITALLOC_CHECK" => match parse_size(value) {
             Some(n) => OPT.check_every.store(n, Relaxed),
             None => warn(name, value, "is not a number; ignored"),
         },
