@@ -106,7 +106,7 @@ impl<V: Copy + Default> AddrMap<V> {
     /// tombstones. False if no memory could be mapped.
     fn rebuild(&mut self) -> bool {
         let cap = (self.live * 4).max(INITIAL_CAP).next_power_of_two();
-        let Some(mem) = os::map(cap * core::mem::size_of::<Slot<V>>()) else { return false };
+        let Some(mem) = os::map_metadata(cap * core::mem::size_of::<Slot<V>>()) else { return false };
         let (old, old_cap) = (self.slots, self.cap);
         // Fresh mappings are zero: every slot is empty (key 0).
         self.slots = mem as *mut Slot<V>;

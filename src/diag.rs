@@ -24,6 +24,14 @@ impl<const N: usize> Buf<N> {
         &self.bytes[..self.len]
     }
 
+    /// Appends raw bytes (text that may not be UTF-8, e.g. from the
+    /// environment); what does not fit is dropped.
+    pub fn push_bytes(&mut self, b: &[u8]) {
+        let n = b.len().min(N - self.len);
+        self.bytes[self.len..self.len + n].copy_from_slice(&b[..n]);
+        self.len += n;
+    }
+
     /// Writes the buffer to file descriptor `fd`, retrying short writes.
     pub fn write_to(&self, fd: i32) {
         write_all(fd, self.as_bytes());
@@ -89,4 +97,110 @@ pub fn panic_abort(info: &core::panic::PanicInfo) -> ! {
     let _ = b.write_str("\n");
     b.write_to(2);
     abort()
+}
+
+/// A descriptor the allocator opened or duplicated for itself, and the
+/// identity (device, inode) of the file it was for. A program may close
+/// our descriptor and reuse its number for one of its own files; writing
+/// only while [`OwnFd::still_ours`] holds keeps our text out of them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct OwnFd {
+    pub fd: i32,
+    dev: u64,
+    ino: u64,
+}
+
+impl OwnFd {
+    /// No descriptor. (A function, not an associated constant, which
+    /// cbindgen would export to the C header.)
+    pub const fn none() -> OwnFd {
+        OwnFd { fd: -1, dev: 0, ino: 0 }
+    }
+
+    /// Takes `fd` (opened by us) as ours, moved to a high descriptor
+    /// (close-on-exec) so that it stays clear of the numbers programs use.
+    /// `keep_original`: duplicate it and leave `fd` alone (stderr).
+    pub fn adopt(fd: i32, keep_original: bool) -> OwnFd {
+        if fd < 0 {
+            return OwnFd::none();
+        }
+        let errno_saved = Errno::save();
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        // SAFETY: getrlimit writes the struct we own.
+        let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 { lim.rlim_cur } else { 256 };
+        // Near the top of the usual 1024 (below the limit), so that the
+        // kernel's descriptor table stays small.
+        let top = soft.min(1024) as i32;
+        let low = if top > 164 { top - 64 } else { 3 };
+        // SAFETY: duplicating and closing a descriptor we own.
+        let own = unsafe {
+            let high = libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, low);
+            if high >= 0 {
+                if !keep_original {
+                    libc::close(fd);
+                }
+                high
+            } else if keep_original {
+                libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3)
+            } else {
+                fd
+            }
+        };
+        let r = match file_identity(own) {
+            Some((dev, ino)) => OwnFd { fd: own, dev, ino },
+            None => OwnFd::none(),
+        };
+        errno_saved.restore();
+        r
+    }
+
+    /// Whether the descriptor is open and still refers to the file we
+    /// opened (not to one the program opened after closing ours).
+    pub fn still_ours(&self) -> bool {
+        self.fd >= 0 && {
+            let e = Errno::save();
+            let same = file_identity(self.fd) == Some((self.dev, self.ino));
+            e.restore();
+            same
+        }
+    }
+}
+
+/// The device and inode `fd` refers to.
+fn file_identity(fd: i32) -> Option<(u64, u64)> {
+    let mut st = core::mem::MaybeUninit::<libc::stat>::uninit();
+    // SAFETY: fstat fills the struct on success.
+    unsafe { (libc::fstat(fd, st.as_mut_ptr()) == 0).then(|| (st.assume_init().st_dev, st.assume_init().st_ino)) }
+}
+
+/// errno, saved and put back: diagnostics must not change it.
+struct Errno(i32);
+
+impl Errno {
+    fn save() -> Errno {
+        // SAFETY: this thread's errno slot.
+        Errno(unsafe { *libc::__errno_location() })
+    }
+
+    fn restore(self) {
+        // SAFETY: as above.
+        unsafe { *libc::__errno_location() = self.0 };
+    }
+}
+
+/// A short description of the errno values opening a file may give, for
+/// messages (strerror may allocate for its translations); empty for others.
+pub fn errno_text(e: i32) -> &'static str {
+    match e {
+        libc::ENOENT => "no such file or directory",
+        libc::EACCES | libc::EPERM => "permission denied",
+        libc::ENOTDIR => "a path component is not a directory",
+        libc::EISDIR => "is a directory",
+        libc::EROFS => "read-only file system",
+        libc::ENOSPC => "no space left on device",
+        libc::EMFILE | libc::ENFILE => "too many open files",
+        libc::ENAMETOOLONG => "name too long",
+        libc::EWOULDBLOCK => "locked",
+        _ => "",
+    }
 }

@@ -12,7 +12,9 @@
 //!   second free while it waits is a double free; a byte changed while it
 //!   waits is a write after free, reported when the block leaves.
 //! - **Guard pages.** A large block ends right before an inaccessible page
-//!   of its own mapping: an overflow faults at once.
+//!   of its own mapping: an overflow faults at once. With an alignment
+//!   above a page it ends within a page of it, so the canary run stays
+//!   short whatever the alignment ([`crate::large::map_guarded`]).
 //! - Free-list links are masked in every mode ([`crate::block`]).
 //!
 //! Thread caches are off in this mode: every block goes through the checks.
@@ -165,7 +167,7 @@ pub fn release_after_fork() {
 fn quarantine(b: Block) {
     let mut q = QUARANTINE.lock();
     if q.ring.is_null() {
-        match crate::os::map(RING * core::mem::size_of::<usize>()) {
+        match crate::os::map_metadata(RING * core::mem::size_of::<usize>()) {
             Some(m) => {
                 q.ring = m as *mut usize;
                 q.cap = RING;

@@ -452,6 +452,8 @@ impl<S: Source> Heap<S> {
     unsafe fn grow(&mut self, units: u32) -> bool {
         let page = self.params.page;
         let want = units_to_bytes(units);
+        // A region must stay below MAX_REGION_BYTES whatever pad was set.
+        let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4);
         // SAFETY: growth only adds memory at the end of a region or a new region.
         unsafe {
             let try_brk = match self.grow_in_place(units) {
@@ -464,7 +466,7 @@ impl<S: Source> Heap<S> {
             };
             let (_, top_units) = self.top();
             // A new region from the break, page-aligned at both ends.
-            let body = crate::config::round_up(want + 16 + self.params.top_pad, page);
+            let body = crate::config::round_up(want + 16 + pad, page);
             if try_brk && let Some(brk) = self.source.brk_grow(0) {
                 let lead = crate::config::round_up(brk, page) - brk;
                 if let Some(got) = self.source.brk_grow(lead + body) {
@@ -752,6 +754,12 @@ impl<S: Source> Heap<S> {
                 if hi <= lo || !self.source.purge(lo, hi - lo) {
                     return 0;
                 }
+                // `[hi, epilogue)` was not purged: clear what was written
+                // there (less than a page) before calling it fresh.
+                let dirty_end = self.regions.fresh(r).min(Block::epilogue_of(end).addr());
+                if dirty_end > hi {
+                    core::ptr::write_bytes(hi as *mut u8, 0, dirty_end - hi);
+                }
                 self.regions.set_fresh(r, self.regions.fresh(r).min(lo));
                 self.counters.released_bytes += hi - lo;
                 return hi - lo;
@@ -903,7 +911,8 @@ impl<S: Source> Heap<S> {
         let (start, end) = (self.regions.start(r), self.regions.end(r));
         let (_, top_units) = self.top();
         let want = units_to_bytes(units.saturating_sub(top_units));
-        let more = crate::config::round_up(want + self.params.top_pad, self.params.page);
+        let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4);
+        let more = crate::config::round_up(want + pad, self.params.page);
         if self.source.brk_grow(0) != Some(end) {
             return BrkGrowth::Moved;
         }

@@ -149,7 +149,7 @@ impl MapTable {
             return false;
         }
         if self.chunks[c].is_null() {
-            let Some(m) = os::map_meta(CHUNK * core::mem::size_of::<Slot>()) else { return false };
+            let Some(m) = os::map_table(CHUNK * core::mem::size_of::<Slot>()) else { return false };
             self.chunks[c] = m as *mut Slot;
         }
         true
@@ -245,6 +245,13 @@ impl MapTable {
 /// with an inaccessible guard page, the block placed as close to it as the
 /// alignment allows (so an overflow faults at once): `(payload, base, len)`,
 /// `len` including the guard page.
+///
+/// The slack between the block and the guard page is less than
+/// `max(align, page)`: it holds the hardened mode's canary, so its cost must
+/// not grow with the alignment. Up to a page of alignment the block ends at
+/// the guard page, rounded down to the alignment; above a page the block
+/// starts at an aligned address and the guard page follows the block's
+/// last page, the pages around them given back.
 pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<Mapping> {
     // A block of 0 bytes still owns a byte, so its address is its own.
     let size = size.max(1);
@@ -254,15 +261,30 @@ pub fn map_guarded(size: usize, align: usize, page: usize) -> Option<Mapping> {
     if len > isize::MAX as usize {
         return None;
     }
-    let base = os::map(len)?;
-    let guard = base + body;
-    // SAFETY: the last page of our fresh mapping; nothing lives there.
-    if unsafe { libc::mprotect(guard as *mut libc::c_void, page, libc::PROT_NONE) } != 0 {
-        // SAFETY: the mapping is ours and unused.
-        unsafe { os::unmap(base, len) };
-        return None;
+    let base = os::map_accounted(len)?;
+    let (payload, first, guard) = if align <= page {
+        let guard = base + body;
+        (((guard - size) & !(align - 1)), base, guard)
+    } else {
+        let payload = crate::config::round_up(base, align);
+        (payload, payload, crate::config::round_up(payload + size, page))
+    };
+    // SAFETY: the trimmed ranges are parts of our fresh mapping outside
+    // `[first, guard + page)`; the guard page lies inside the mapping
+    // (`guard + page <= base + len`) and nothing lives there.
+    unsafe {
+        if first > base {
+            os::unmap(base, first - base);
+        }
+        if base + len > guard + page {
+            os::unmap(guard + page, base + len - guard - page);
+        }
+        if libc::mprotect(guard as *mut libc::c_void, page, libc::PROT_NONE) != 0 {
+            os::unmap(first, guard + page - first);
+            return None;
+        }
     }
-    Some(Mapping { payload: (guard - size) & !(align - 1), base, len, guarded: true })
+    Some(Mapping { payload, base: first, len: guard + page - first, guarded: true })
 }
 
 /// The mapping for a large block of `size` bytes aligned to `align` (a
@@ -276,7 +298,7 @@ pub fn map_block(size: usize, align: usize, page: usize) -> Option<Mapping> {
     if len > isize::MAX as usize {
         return None;
     }
-    let base = os::map(len)?;
+    let base = os::map_accounted(len)?;
     if align <= 16 {
         return Some(Mapping { payload: base + 16, base, len, guarded: false });
     }

@@ -6,7 +6,8 @@
 //!
 //! | variable | meaning |
 //! |---|---|
-//! | `FITALLOC_STATS=1` | print statistics on stderr at exit |
+//! | `FITALLOC_STATS=1` | print statistics on stderr at exit (only if descriptor 2 is still the stderr the program started with) |
+//! | `FITALLOC_STATS_FILE=path` | print statistics at exit, appended to `path` instead of stderr |
 //! | `FITALLOC_CHECK=N` | run the heap checker every N calls (1: every call) |
 //! | `FITALLOC_HARDEN=1` | hardened mode (canaries, quarantine, guard pages) |
 //! | `FITALLOC_QUARANTINE=n` | bytes the hardened mode's quarantine holds (default 4m) |
@@ -22,9 +23,16 @@
 //!
 //! glibc's `MALLOC_MMAP_THRESHOLD_`, `MALLOC_TRIM_THRESHOLD_`,
 //! `MALLOC_TOP_PAD_` and `MALLOC_MMAP_MAX_` are honoured too. Sizes take a
-//! `k`, `m` or `g` suffix.
+//! `k`, `m` or `g` suffix; flags are `0`/`1` (or `no`/`yes`, `off`/`on`,
+//! `false`/`true`).
+//!
+//! Every value is validated: one that is not a size (or number, or flag)
+//! is ignored, and a size above what works is clamped ([`MAX_TOP_PAD`],
+//! [`MAX_TCACHE_COUNT`]), each with one line on stderr:
+//! `fitalloc: FITALLOC_TOP_PAD=64g is too large; using 1g`.
 
 use crate::config;
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 pub struct Options {
@@ -65,7 +73,7 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
 };
 
-/// `FITALLOC_TRACE`'s value, NUL-terminated (empty: no trace). Written
+/// A path from the environment, NUL-terminated (empty: none). Written
 /// once while the environment is read, read-only afterwards.
 struct PathCell(core::cell::UnsafeCell<[u8; 512]>);
 
@@ -73,7 +81,31 @@ struct PathCell(core::cell::UnsafeCell<[u8; 512]>);
 // starts), read afterwards.
 unsafe impl Sync for PathCell {}
 
+/// `FITALLOC_TRACE`'s value.
 static TRACE_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
+/// `FITALLOC_STATS_FILE`'s value.
+static STATS_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
+
+impl PathCell {
+    /// Keeps `value`; false (keeping nothing) if it does not fit.
+    fn store(&self, value: &[u8]) -> bool {
+        // SAFETY: written once, at start-up, before any reader.
+        let path = unsafe { &mut *self.0.get() };
+        if value.len() >= path.len() || value.contains(&0) {
+            path[0] = 0;
+            return false;
+        }
+        path[..value.len()].copy_from_slice(value);
+        path[value.len()] = 0;
+        true
+    }
+
+    fn get(&self) -> Option<&core::ffi::CStr> {
+        // SAFETY: written only at start-up; NUL-terminated by construction.
+        let p = unsafe { &*self.0.get() };
+        if p[0] == 0 { None } else { core::ffi::CStr::from_bytes_until_nul(p).ok() }
+    }
+}
 
 unsafe extern "C" {
     static environ: *const *const libc::c_char;
@@ -100,62 +132,141 @@ pub fn parse_size(s: &[u8]) -> Option<usize> {
     v.checked_mul(1 << shift)
 }
 
-fn flag(v: &[u8]) -> bool {
-    !(v.is_empty() || v == b"0" || v == b"no" || v == b"false")
+/// Largest top pad: each heap growth asks for the request plus the pad,
+/// and a region must stay below [`config::MAX_REGION_BYTES`] (4 GiB).
+pub(crate) const MAX_TOP_PAD: usize = 1 << 30;
+/// Largest per-size minimum of a thread cache (a list holds at most 64).
+pub(crate) const MAX_TCACHE_COUNT: usize = 64;
+
+/// A flag's value, or `None` when it is not one.
+fn parse_flag(v: &[u8]) -> Option<bool> {
+    match v {
+        b"" | b"0" | b"no" | b"off" | b"false" => Some(false),
+        b"yes" | b"on" | b"true" => Some(true),
+        _ => parse_size(v).filter(|_| v.iter().all(u8::is_ascii_digit)).map(|n| n != 0),
+    }
 }
 
-/// Applies one `NAME=value` entry of the environment.
+/// Prints `fitalloc: NAME=value <what>` on stderr, in one write and
+/// without allocating.
+fn warn(name: &[u8], value: &[u8], what: &str) {
+    let mut b = crate::diag::Buf::<400>::new();
+    b.push_bytes(b"fitalloc: ");
+    b.push_bytes(name);
+    b.push_bytes(b"=");
+    b.push_bytes(&value[..value.len().min(200)]);
+    b.push_bytes(b" ");
+    b.push_bytes(what.as_bytes());
+    b.push_bytes(b"\n");
+    b.write_to(2);
+}
+
+/// A flag option, or `None` (with one line on stderr) when it is not one.
+fn flag(name: &[u8], value: &[u8]) -> Option<bool> {
+    let f = parse_flag(value);
+    if f.is_none() {
+        warn(name, value, "is not 0 or 1; ignored");
+    }
+    f
+}
+
+/// A size option, or `None` (with one line on stderr) when it is not one.
+fn size(name: &[u8], value: &[u8]) -> Option<usize> {
+    let n = parse_size(value);
+    if n.is_none() {
+        warn(name, value, "is not a size (a number with an optional k, m or g suffix); ignored");
+    }
+    n
+}
+
+/// A size option clamped to `max` (one line on stderr when it was above).
+fn size_at_most(name: &[u8], value: &[u8], max: usize) -> Option<usize> {
+    let n = size(name, value)?;
+    if n > max {
+        let mut what = crate::diag::Buf::<64>::new();
+        let _ = match max {
+            m if m >= 1 << 30 && m % (1 << 30) == 0 => write!(what, "is too large; using {}g", m >> 30),
+            m => write!(what, "is too large; using {m}"),
+        };
+        warn(name, value, core::str::from_utf8(what.as_bytes()).unwrap_or("is too large"));
+        return Some(max);
+    }
+    Some(n)
+}
+
+/// Applies one `NAME=value` entry of the environment. Names this library
+/// does not know are left alone (glibc reads its own `MALLOC_*`).
 fn apply(name: &[u8], value: &[u8]) {
     match name {
-        b"FITALLOC_STATS" => OPT.stats_at_exit.store(flag(value), Relaxed),
-        b"FITALLOC_CHECK" => OPT.check_every.store(parse_size(value).unwrap_or(flag(value) as usize), Relaxed),
-        b"FITALLOC_HARDEN" => OPT.harden.store(flag(value), Relaxed),
-        b"FITALLOC_TCACHE" => OPT.tcache.store(flag(value), Relaxed),
+        b"FITALLOC_STATS" => {
+            if let Some(on) = flag(name, value) {
+                OPT.stats_at_exit.store(on, Relaxed);
+            }
+        }
+        b"FITALLOC_CHECK" => match parse_size(value) {
+            Some(n) => OPT.check_every.store(n, Relaxed),
+            None => warn(name, value, "is not a number; ignored"),
+        },
+        b"FITALLOC_HARDEN" => {
+            if let Some(on) = flag(name, value) {
+                OPT.harden.store(on, Relaxed);
+            }
+        }
+        b"FITALLOC_TCACHE" => {
+            if let Some(on) = flag(name, value) {
+                OPT.tcache.store(on, Relaxed);
+            }
+        }
         b"FITALLOC_TCACHE_COUNT" => {
-            if let Some(n) = parse_size(value) {
-                OPT.tcache_count.store(n.min(4096), Relaxed);
+            if let Some(n) = size_at_most(name, value, MAX_TCACHE_COUNT) {
+                OPT.tcache_count.store(n, Relaxed);
             }
         }
         b"FITALLOC_TCACHE_BYTES" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size(name, value) {
                 OPT.tcache_bytes.store(n, Relaxed);
             }
         }
         b"FITALLOC_QUARANTINE" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size(name, value) {
                 OPT.quarantine_bytes.store(n, Relaxed);
             }
         }
         b"FITALLOC_FAIL_EVERY" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size(name, value) {
                 OPT.fail_every.store(n, Relaxed);
             }
         }
         b"FITALLOC_TRACE" => {
-            // SAFETY: written once, at start-up, before any reader.
-            let path = unsafe { &mut *TRACE_PATH.0.get() };
-            if value.len() < path.len() {
-                path[..value.len()].copy_from_slice(value);
-                path[value.len()] = 0;
+            let kept = TRACE_PATH.store(value);
+            if !kept {
+                warn(name, b"...", "is too long a path; tracing is off");
+            }
+        }
+        b"FITALLOC_STATS_FILE" if !value.is_empty() => {
+            if STATS_PATH.store(value) {
+                OPT.stats_at_exit.store(true, Relaxed);
+            } else {
+                warn(name, b"...", "is too long a path; ignored");
             }
         }
         b"FITALLOC_MMAP_THRESHOLD" | b"MALLOC_MMAP_THRESHOLD_" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size(name, value) {
                 set_mmap_threshold(n);
             }
         }
         b"FITALLOC_TRIM_THRESHOLD" | b"MALLOC_TRIM_THRESHOLD_" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size(name, value) {
                 set_fixed(&OPT.trim_threshold, n);
             }
         }
         b"FITALLOC_TOP_PAD" | b"MALLOC_TOP_PAD_" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size_at_most(name, value, MAX_TOP_PAD) {
                 set_fixed(&OPT.top_pad, n);
             }
         }
         b"FITALLOC_MMAP_MAX" | b"MALLOC_MMAP_MAX_" => {
-            if let Some(n) = parse_size(value) {
+            if let Some(n) = size(name, value) {
                 set_fixed(&OPT.mmap_max, n);
             }
         }
@@ -202,9 +313,12 @@ pub fn read_environment() -> bool {
 
 /// The trace path, if one was given.
 pub fn trace_path() -> Option<&'static core::ffi::CStr> {
-    // SAFETY: written only at start-up; NUL-terminated by construction.
-    let p = unsafe { &*TRACE_PATH.0.get() };
-    if p[0] == 0 { None } else { core::ffi::CStr::from_bytes_until_nul(p).ok() }
+    TRACE_PATH.get()
+}
+
+/// Where the exit report goes instead of stderr, if a path was given.
+pub fn stats_path() -> Option<&'static core::ffi::CStr> {
+    STATS_PATH.get()
 }
 
 #[cfg(test)]
@@ -221,5 +335,16 @@ mod tests {
         assert_eq!(parse_size(b"k"), None);
         assert_eq!(parse_size(b"12x"), None);
         assert_eq!(parse_size(b"99999999999999999999999"), None);
+    }
+
+    #[test]
+    fn parse_flag_knows_flags_and_refuses_the_rest() {
+        assert_eq!(parse_flag(b"1"), Some(true));
+        assert_eq!(parse_flag(b"yes"), Some(true));
+        assert_eq!(parse_flag(b"0"), Some(false));
+        assert_eq!(parse_flag(b""), Some(false));
+        assert_eq!(parse_flag(b"off"), Some(false));
+        assert_eq!(parse_flag(b"abc"), None);
+        assert_eq!(parse_flag(b"1k"), None);
     }
 }

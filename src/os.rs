@@ -14,7 +14,8 @@ pub trait Source {
     fn brk_grow(&mut self, len: usize) -> Option<usize>;
     /// Moves the program break down by `len` bytes.
     fn brk_shrink(&mut self, len: usize) -> bool;
-    /// A fresh zeroed mapping of `len` bytes (a multiple of the page size).
+    /// A fresh zeroed mapping of `len` bytes (a multiple of the page size),
+    /// counted against the overcommit limit ([`map_accounted`]).
     fn map(&mut self, len: usize) -> Option<usize>;
     /// Gives back a mapping made by [`Source::map`] that was never used.
     ///
@@ -107,7 +108,7 @@ impl Source for Os {
     }
 
     fn map(&mut self, len: usize) -> Option<usize> {
-        map(len)
+        map_accounted(len)
     }
 
     unsafe fn unmap(&mut self, addr: usize, len: usize) {
@@ -124,18 +125,38 @@ impl Source for Os {
     }
 }
 
-/// A fresh private anonymous mapping of `len` bytes.
-pub fn map(len: usize) -> Option<usize> {
+/// A fresh private anonymous mapping of `len` bytes for memory the program
+/// uses (large blocks, mapped heap regions). It counts against the
+/// system's overcommit accounting, as glibc's mappings do: under the
+/// default heuristic a request far beyond RAM and swap fails here, rather
+/// than succeeding and faulting later.
+pub fn map_accounted(len: usize) -> Option<usize> {
+    map_with(len, 0)
+}
+
+/// A fresh private anonymous mapping of `len` bytes for the allocator's own
+/// metadata (address tables, the thread registry, the trace recorder, the
+/// quarantine ring): reserved with `MAP_NORESERVE`, since most of it is
+/// never touched and it must not count against the program's commit limit.
+pub fn map_metadata(len: usize) -> Option<usize> {
+    map_with(len, libc::MAP_NORESERVE)
+}
+
+fn map_with(len: usize, extra_flags: i32) -> Option<usize> {
     if injected_failure() {
         return None;
     }
-    map_meta(len)
+    mmap_anon(len, extra_flags)
 }
 
 /// A fresh mapping for the allocator's own tables (the page map, region
-/// and large-block descriptors): like [`map`], but exempt from failure
-/// injection, which tests how the program's requests fail.
-pub fn map_meta(len: usize) -> Option<usize> {
+/// and large-block descriptors): as [`map_metadata`], but exempt from
+/// failure injection, which tests how the program's requests fail.
+pub fn map_table(len: usize) -> Option<usize> {
+    mmap_anon(len, libc::MAP_NORESERVE)
+}
+
+fn mmap_anon(len: usize, extra_flags: i32) -> Option<usize> {
     bump(&SYSCALLS.mmap);
     keep_errno(|| {
         // SAFETY: a new anonymous mapping aliases nothing.
@@ -144,7 +165,7 @@ pub fn map_meta(len: usize) -> Option<usize> {
                 core::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | extra_flags,
                 -1,
                 0,
             )

@@ -168,7 +168,7 @@ impl PageMap {
         if !cur.is_null() {
             return cur;
         }
-        let Some(m) = crate::os::map_meta(LEAF_BYTES) else { return core::ptr::null_mut() };
+        let Some(m) = crate::os::map_table(LEAF_BYTES) else { return core::ptr::null_mut() };
         let fresh = m as *mut Leaf;
         match self.top[t].compare_exchange(core::ptr::null_mut(), fresh, AcqRel, Acquire) {
             Ok(_) => fresh,

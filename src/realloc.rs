@@ -101,7 +101,7 @@ fn remap(m: Mapping, new_len: usize) -> Option<Mapping> {
     let in_place_ok = large().reserve_range(m.base, m.base + new_len.max(m.len));
     let target = if new_len > m.len {
         // Somewhere to move to, should growing in place fail.
-        crate::os::map(new_len).filter(|&t| {
+        crate::os::map_accounted(new_len).filter(|&t| {
             let ok = large().reserve_range(t, t + new_len);
             if !ok {
                 // SAFETY: our fresh mapping, unused.

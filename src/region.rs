@@ -123,7 +123,7 @@ impl RegionTable {
         }
         let slot = &self.chunks[i >> CHUNK_SHIFT];
         if slot.load(Acquire).is_null() {
-            let m = crate::os::map_meta(CHUNK * core::mem::size_of::<Desc>())?;
+            let m = crate::os::map_table(CHUNK * core::mem::size_of::<Desc>())?;
             slot.store(m as *mut Desc, Release);
         }
         let d = self.desc(i);

@@ -87,7 +87,7 @@ impl Registry {
         let size = config::round_up(core::mem::size_of::<Tcache>(), 64);
         if self.carve + size > self.carve_end {
             let chunk = 64 * 1024;
-            let Some(m) = crate::os::map(chunk) else { return core::ptr::null_mut() };
+            let Some(m) = crate::os::map_metadata(chunk) else { return core::ptr::null_mut() };
             self.carve = m;
             self.carve_end = m + chunk;
         }

@@ -250,7 +250,16 @@ pub fn mallinfo() -> Mallinfo {
     }
 }
 
-/// glibc's `malloc_stats()` layout, on stderr.
+unsafe extern "C" {
+    /// The C library's `stderr` stream (a program may reopen it, or point
+    /// it at another stream).
+    static mut stderr: *mut libc::FILE;
+}
+
+/// glibc's `malloc_stats()` layout, through the program's `stderr` stream
+/// as glibc writes it. The figures are gathered first (each lock taken
+/// and released in turn); the stream is written with no lock of ours
+/// held, since stdio may allocate its buffer.
 pub fn malloc_stats() {
     let snap = snapshot();
     let st = FitallocStats::from_snapshot(&snap);
@@ -264,7 +273,16 @@ pub fn malloc_stats() {
     let _ = writeln!(b, "in use bytes     = {:>10}", st.in_use_bytes);
     let _ = writeln!(b, "max mmap regions = {:>10}", snap.peak_mapped_blocks);
     let _ = writeln!(b, "max mmap bytes   = {:>10}", st.peak_mapped_bytes);
-    b.write_to(2);
+    // SAFETY: `stderr` is the C library's, valid while the program runs
+    // (read once, as glibc does); the buffer is ours.
+    unsafe {
+        let fp = (&raw const stderr).read();
+        if fp.is_null() {
+            b.write_to(2);
+        } else {
+            libc::fwrite(b.as_bytes().as_ptr() as *const libc::c_void, 1, b.as_bytes().len(), fp);
+        }
+    }
 }
 
 /// Writes a human-readable report of every figure to `fd`.
@@ -345,24 +363,56 @@ pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     if n == b.as_bytes().len() { 0 } else { -1 }
 }
 
-/// Where the exit report goes: a copy of stderr taken at start-up, because
-/// many programs close stderr before the library's destructors run.
-static REPORT_FD: core::sync::atomic::AtomicI32 = core::sync::atomic::AtomicI32::new(2);
+/// Where the exit report goes: the `FITALLOC_STATS_FILE` file, or a copy
+/// of stderr taken at start-up (many programs close stderr before the
+/// library's destructors run), each on a high descriptor of ours.
+static REPORT: crate::sync::Locked<crate::diag::OwnFd> = crate::sync::Locked::new(crate::sync::Rank::Report, crate::diag::OwnFd::none());
 
-/// Keeps a copy of stderr for the exit report (when it is asked for).
+/// Keeps a descriptor for the exit report (when it is asked for).
 pub fn keep_stderr() {
     if crate::options::OPT.stats_at_exit.load(Relaxed) {
-        // SAFETY: duplicating a descriptor has no memory effects.
-        let fd = unsafe { libc::fcntl(2, libc::F_DUPFD_CLOEXEC, 3) };
-        if fd >= 0 {
-            REPORT_FD.store(fd, Relaxed);
-        }
+        let own = match crate::options::stats_path() {
+            Some(path) => match open_report_file(path) {
+                fd if fd >= 0 => crate::diag::OwnFd::adopt(fd, false),
+                _ => {
+                    let mut b = crate::diag::Buf::<700>::new();
+                    b.push_bytes(b"fitalloc: cannot open FITALLOC_STATS_FILE=");
+                    b.push_bytes(path.to_bytes());
+                    b.push_bytes(b"; the report goes to stderr\n");
+                    b.write_to(2);
+                    crate::diag::OwnFd::adopt(2, true)
+                }
+            },
+            None => crate::diag::OwnFd::adopt(2, true),
+        };
+        *REPORT.lock() = own;
     }
 }
 
-/// Runs at exit (from `.fini_array`): the report, when asked for.
+/// Opens the `FITALLOC_STATS_FILE` file for appending; -1 on failure.
+fn open_report_file(path: &core::ffi::CStr) -> i32 {
+    let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND | libc::O_CLOEXEC;
+    // SAFETY: `path` is NUL-terminated; open does not allocate.
+    unsafe { libc::open(path.as_ptr(), flags, 0o644) }
+}
+
+/// Runs at exit (from `.fini_array`): the report, when asked for. It is
+/// written only to a descriptor that still refers to the file it was
+/// opened for: a program that closed it may have reused its number for a
+/// file of its own. The stats file is opened again if the program closed
+/// ours.
 pub fn at_exit() {
     if crate::options::OPT.stats_at_exit.load(Relaxed) {
-        print_report(REPORT_FD.load(Relaxed));
+        let own = *REPORT.lock();
+        if own.still_ours() {
+            print_report(own.fd);
+        } else if let Some(path) = crate::options::stats_path() {
+            let fd = open_report_file(path);
+            if fd >= 0 {
+                print_report(fd);
+                // SAFETY: the descriptor was opened just above.
+                unsafe { libc::close(fd) };
+            }
+        }
     }
 }

@@ -41,6 +41,7 @@ pub fn single_threaded() -> bool {
 /// | 2 | `Registry` | thread caches are created, retired or visited |
 /// | 3 | `Heap` | any heap operation |
 /// | 4 | `Large` | the large-block table is read or changed |
+/// | 5 | `Report` | the statistics report's descriptor is read or set |
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Rank {
@@ -49,6 +50,7 @@ pub enum Rank {
     Registry = 2,
     Heap = 3,
     Large = 4,
+    Report = 5,
 }
 
 const CHECK_ORDER: bool = cfg!(any(debug_assertions, feature = "lock-check"));

@@ -13,12 +13,17 @@
 //!   `flock` on it while it runs); a forked child, or an exec'd program that
 //!   finds `path` held by a live process, writes `path.<pid>`. A `%p` in the
 //!   path is replaced by the pid.
+//! - The file is held on a high close-on-exec descriptor, and written only
+//!   while that descriptor still refers to it: a program that closed it
+//!   and reused the number for a file of its own stops the trace there
+//!   rather than receiving trace lines.
 //! - Nothing here allocates: the pointer → id map lives in mapped memory
 //!   ([`crate::addrmap`]) and lines go through a fixed buffer to `write(2)`.
 
 use crate::addrmap::AddrMap;
 use crate::modes;
 use crate::sync::{Locked, Rank};
+use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering::Relaxed};
 
 const BUF: usize = 64 * 1024;
@@ -28,6 +33,8 @@ const COUNT_WIDTH: usize = 20;
 
 struct Recorder {
     fd: i32,
+    /// `fd` and the file it was opened for.
+    own: crate::diag::OwnFd,
     path: [u8; PATH_MAX],
     ids: AddrMap<u64>,
     next_id: u64,
@@ -49,6 +56,7 @@ pub enum Event {
 static ON: AtomicBool = AtomicBool::new(false);
 static REC: Locked<Recorder> = Locked::new(Rank::Trace, Recorder {
     fd: -1,
+    own: crate::diag::OwnFd::none(),
     path: [0; PATH_MAX],
     ids: AddrMap::new(),
     next_id: 0,
@@ -73,6 +81,17 @@ pub fn start() -> bool {
     if r.open(path.to_bytes(), false) {
         ON.store(true, Relaxed);
         return true;
+    } else {
+        // SAFETY: this thread's errno, as the failed open left it.
+        let err = unsafe { *libc::__errno_location() };
+        let mut b = crate::diag::Buf::<700>::new();
+        b.push_bytes(b"fitalloc: cannot open FITALLOC_TRACE=");
+        b.push_bytes(path.to_bytes());
+        let _ = match crate::diag::errno_text(err) {
+            "" => writeln!(b, " for writing (errno {err}); tracing is off"),
+            text => writeln!(b, " for writing ({text}); tracing is off"),
+        };
+        b.write_to(2);
     }
     false
 }
@@ -113,9 +132,11 @@ pub fn fork_child() {
     }
     REC.release_held();
     let mut r = REC.lock();
-    // SAFETY: the inherited descriptor is the parent's file; closing our copy
-    // leaves the parent's descriptor (and its lock) alone.
-    unsafe { libc::close(r.fd) };
+    if r.own.still_ours() {
+        // SAFETY: the inherited descriptor is the parent's file; closing our
+        // copy leaves the parent's descriptor (and its lock) alone.
+        unsafe { libc::close(r.fd) };
+    }
     r.fd = -1;
     r.len = 0;
     r.ops = 0;
@@ -145,8 +166,12 @@ pub fn finish() {
         r.line(b'f', &[id]);
     });
     r.flush();
+    if r.fd < 0 {
+        return;
+    }
     let head = count_lines(r.next_id, r.ops);
-    // SAFETY: our descriptor; the count fields start after "0\n".
+    // SAFETY: our descriptor (checked by `flush`); the count fields start
+    // after "0\n".
     unsafe { libc::pwrite(r.fd, head.as_ptr() as *const libc::c_void, head.len(), 2) };
 }
 
@@ -228,7 +253,12 @@ impl Recorder {
                 libc::close(fd);
                 return false;
             }
-            self.fd = fd;
+            // The lock belongs to the open file, so it survives the move.
+            self.own = crate::diag::OwnFd::adopt(fd, false);
+            self.fd = self.own.fd;
+            if self.fd < 0 {
+                return false;
+            }
         }
         self.put(b"0\n");
         self.put(&count_lines(0, 0));
@@ -316,6 +346,13 @@ impl Recorder {
     }
 
     fn flush(&mut self) {
+        if self.fd >= 0 && !self.own.still_ours() {
+            // The program closed our descriptor (and may have reused its
+            // number): the trace ends here.
+            self.fd = -1;
+            ON.store(false, Relaxed);
+            modes::set(modes::TRACE, false);
+        }
         if self.fd >= 0 {
             crate::diag::write_all(self.fd, &self.buf[..self.len]);
         }
