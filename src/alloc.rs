@@ -16,7 +16,7 @@ use crate::diag;
 use crate::heap::Grant;
 use crate::large;
 use crate::options::OPT;
-use crate::process::{heap, large, REGIONS};
+use crate::process::{heap, large};
 use crate::registry::{count, my_cache, my_cache_or_new, served};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
@@ -47,7 +47,7 @@ pub fn alloc(n: usize, call: Call, zero: bool) -> *mut u8 {
         count(Some(t), call, n);
         let units = config::request_units(n);
         // SAFETY: this thread's cache; it holds blocks of our heap.
-        match unsafe { t.pop(&REGIONS, units) } {
+        match unsafe { t.pop(units) } {
             Ok(Some(b)) => {
                 if zero {
                     clear(b.payload(), Block::payload_bytes(units));
@@ -70,7 +70,7 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
         && n <= TCACHE_MAX_REQUEST
     {
         // SAFETY: as in `alloc`.
-        if let Ok(Some(b)) = unsafe { t.pop(&REGIONS, config::request_units(n)) } {
+        if let Ok(Some(b)) = unsafe { t.pop(config::request_units(n)) } {
             if zero {
                 clear(b.payload(), Block::payload_bytes(config::request_units(n)));
             }

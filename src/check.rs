@@ -75,9 +75,13 @@ impl Report {
 /// # Safety
 /// `b` must be a used block of at least two units in a heap region.
 unsafe fn looks_cached(b: Block) -> bool {
-    // SAFETY: the payload's second word lies inside the block.
-    let w = unsafe { core::ptr::read_volatile((b.payload() as *const usize).add(1)) };
-    w == crate::tcache::mark(b)
+    // SAFETY: the payload's first two words lie inside the block; other
+    // threads may be writing them (hence volatile reads).
+    let (link, mark) = unsafe {
+        let p = b.payload() as *const usize;
+        (core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1)))
+    };
+    crate::tcache::seals(b.addr(), link, mark)
 }
 
 /// Totals found by walking the regions.
@@ -157,7 +161,7 @@ fn check_locked<S: Source>(h: &Heap<S>, large: &MapTable, _reg: &Registry, rep: 
     check_heap_structure(h, rep);
     check_region_pages(h.regions, rep);
     check_large(large, rep);
-    check_my_cache(h.regions, rep);
+    check_my_cache(rep);
 }
 
 /// The checks on one heap (also run by the Rust tests on test heaps).
@@ -320,11 +324,11 @@ fn check_region_pages(regions: &RegionTable, rep: &mut Report) {
     }
 }
 
-fn check_my_cache(regions: &RegionTable, rep: &mut Report) {
+fn check_my_cache(rep: &mut Report) {
     let Some(t) = crate::registry::my_cache() else { return };
     let mut n = 0u64;
     // SAFETY: `for_each` checks every link before following it.
-    let r = unsafe { t.for_each(regions, |_, _| n += 1) };
+    let r = unsafe { t.for_each(|_, _| n += 1) };
     if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
         rep.problem("corrupted thread cache", a);
     }

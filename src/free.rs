@@ -14,7 +14,7 @@ use crate::diag;
 use crate::options::OPT;
 use crate::pagemap::interior_region_entry;
 use crate::pointer::{self, Held, Ptr};
-use crate::process::{heap, large, PAGEMAP, REGIONS};
+use crate::process::{heap, large, PAGEMAP};
 use crate::registry::{count, my_cache};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
@@ -39,7 +39,7 @@ pub fn free(p: *mut u8, func: &'static str) {
             let checked = if cfg!(feature = "unchecked-fast-path") {
                 h & crate::block::USED != 0
             } else {
-                crate::block::is_used_header(b.addr(), h) && cacheable && b.cache_key() != tcache::mark(b)
+                crate::block::is_used_header(b.addr(), h) && cacheable && !tcache::is_marked(b)
             };
             if checked && cacheable && t.has_room(units) {
                 t.push(b, units);
@@ -78,7 +78,7 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
         // under this one lock, then cache the block.
         let half = t.count(units).div_ceil(2);
         // SAFETY: this thread's cache, whose blocks are held heap blocks.
-        let r = unsafe { t.drain(&REGIONS, units, half, |c| h.free(c)) };
+        let r = unsafe { t.drain(units, half, |c| h.free(c)) };
         if let Err(tcache::CacheFault::Corrupted(a)) = r {
             drop(h);
             diag::fatal(func, "corrupted thread cache at", a);

@@ -84,7 +84,7 @@ fn init_slow() {
         z ^ (z >> 31)
     };
     crate::block::set_secrets((next(), next()), (next(), next()));
-    crate::tcache::set_secrets((next(), next()), (next(), next()));
+    crate::tcache::set_secrets(next(), next());
     crate::harden::set_secret(next(), next());
     OPT.page.store(crate::os::page_size(), Relaxed);
     let env_read = crate::options::read_environment();

@@ -10,7 +10,7 @@
 use crate::config;
 use crate::diag;
 use crate::options::OPT;
-use crate::process::{heap, REGIONS};
+use crate::process::heap;
 use crate::sync::{Locked, Rank};
 use crate::tcache::{self, Call, Tcache, ThreadCounters, CALLS};
 use crate::tls;
@@ -223,7 +223,7 @@ unsafe extern "C" fn cache_exit(arg: *mut libc::c_void) {
 pub unsafe fn drain_cache(t: &Tcache, op: &'static str) {
     let mut h = heap(op);
     // SAFETY: the caller owns `t`; cached blocks are held blocks of the heap.
-    let r = unsafe { t.drain_all(&REGIONS, |b| h.free(b)) };
+    let r = unsafe { t.drain_all(|b| h.free(b)) };
     if let Err(tcache::CacheFault::Corrupted(a)) = r {
         drop(h);
         diag::fatal(op, "corrupted thread cache at", a);
@@ -252,7 +252,7 @@ pub fn adopt_orphans() {
         {
             let mut h = heap("fork");
             // SAFETY: the orphan's thread is gone; its blocks are held blocks.
-            let _ = unsafe { (*orphan).drain_all(&REGIONS, |b| h.free(b)) };
+            let _ = unsafe { (*orphan).drain_all(|b| h.free(b)) };
         }
         // SAFETY: the orphan is live, drained (or abandoned), and unused.
         unsafe { REGISTRY.lock().retire(orphan) };

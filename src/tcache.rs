@@ -22,62 +22,67 @@
 
 use crate::block::{keyed, units_to_bytes, Block};
 use crate::config::TCACHE_MAX_UNITS;
-use crate::region::RegionTable;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, Ordering::Relaxed};
 
 const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
-/// Keys of the cache marks and of the cache links.
+/// Keys of the cache marks.
 static MARK_KEY: AtomicU64 = AtomicU64::new(0x5bd1_e995_2f7a_3c61);
 static MARK_MUL: AtomicU64 = AtomicU64::new(0xc2b2_ae3d_27d4_eb4f);
-static LINK_KEY: AtomicU64 = AtomicU64::new(0x1656_67b1_9e37_79f9);
-static LINK_MUL: AtomicU64 = AtomicU64::new(0x85eb_ca77_c2b2_ae63);
 
-/// Keys the links and marks with process-specific randomness (once, at
-/// start-up, before any block is cached).
-pub fn set_secrets(mark: (u64, u64), link: (u64, u64)) {
-    MARK_KEY.store(mark.0, Relaxed);
-    MARK_MUL.store(mark.1 | 1, Relaxed);
-    LINK_KEY.store(link.0, Relaxed);
-    LINK_MUL.store(link.1 | 1, Relaxed);
+/// Keys the marks with process-specific randomness (once, at start-up,
+/// before any block is cached).
+pub fn set_secrets(key: u64, mul: u64) {
+    MARK_KEY.store(key, Relaxed);
+    MARK_MUL.store(mul | 1, Relaxed);
 }
 
-/// The mark a cached block carries in payload word 1: a keyed value of its
-/// address ([`crate::block::keyed`]), so reading it after a free does not
-/// reveal how other blocks are marked.
+/// The mark of a cached block at `at` whose link is `link`: a keyed value
+/// ([`crate::block::keyed`]) of both, so that it proves the link is the
+/// one the cache wrote, and one read of it reveals no key.
 #[inline(always)]
-pub fn mark(b: Block) -> usize {
-    keyed(b.addr(), MARK_KEY.load(Relaxed), MARK_MUL.load(Relaxed))
+fn seal(at: usize, link: usize) -> usize {
+    keyed(at ^ link, MARK_KEY.load(Relaxed), MARK_MUL.load(Relaxed))
 }
 
-/// The link to `next` as stored in cached block `at` (its own involution).
-#[inline(always)]
-fn encode(next: usize, at: Block) -> usize {
-    next ^ keyed(at.addr(), LINK_KEY.load(Relaxed), LINK_MUL.load(Relaxed))
+/// Whether `mark`, read from the block at `at` beside `link`, is the
+/// cache's mark of that block (for the heap walk, which reads the words
+/// itself).
+pub fn seals(at: usize, link: usize, mark: usize) -> bool {
+    mark == seal(at, link)
 }
 
-/// Whether `at` is a block of `units` that this or another cache put in a
-/// list: a header position in a region, with a used header of that size
-/// whose keyed tag is right, carrying the cache mark. Both are keyed: a
-/// block forged inside a live one needs the tag's keys and the mark's.
+/// Whether held block `b` carries the cache's mark: it waits in a thread
+/// cache (a 2^-64 chance of a false alarm for a live block).
 ///
 /// # Safety
-/// `regions` must be the heap's region table.
+/// `b` must be a used block of at least `MIN_UNITS` in a heap region.
 #[inline(always)]
-unsafe fn is_cached(regions: &RegionTable, at: usize, units: u32) -> bool {
+pub unsafe fn is_marked(b: Block) -> bool {
+    // SAFETY: forwarded; the payload holds both words.
+    unsafe { b.cache_key() == seal(b.addr(), b.cache_link()) }
+}
+
+/// Whether `at`, the head of list `units`, is a block this cache put there
+/// intact: a used header of that size with its keyed tag right, and a mark
+/// that seals its link. Only the cache writes heads, and it writes one only
+/// from a link whose seal held, so `at` itself needs no look-up; a link the
+/// program overwrote after a free fails the seal before it is followed.
+///
+/// # Safety
+/// `at` must be a head this cache wrote.
+#[inline(always)]
+unsafe fn is_cached(at: usize, units: u32) -> bool {
     if cfg!(feature = "unchecked-fast-path") {
         return true;
     }
     let b = Block::at(at as *mut u8);
-    // SAFETY: memory is read only once `at` is known to be a header position
-    // inside a mapped heap region; the payload of a block whose header says
-    // it is used and at least 2 units long holds the two words.
-    regions.holds_header(at)
-        && unsafe {
-            let h = b.header();
-            crate::block::is_used_header(at, h) && crate::block::used_units(h) == units && b.cache_key() == mark(b)
-        }
+    // SAFETY: a cached block is a held block of the heap (caller).
+    unsafe {
+        let h = b.header();
+        crate::block::is_used_header(at, h) && crate::block::used_units(h) == units && is_marked(b)
+    }
 }
 
 /// The C entry points counted in statistics.
@@ -189,9 +194,9 @@ impl Tcache {
     /// Unlinks the head of list `units` after checking it, clearing its mark.
     ///
     /// # Safety
-    /// Only the owner may call this; `regions` must be the heap's region table.
+    /// Only the owner may call this.
     #[inline(always)]
-    unsafe fn take_head(&self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
+    unsafe fn take_head(&self, units: u32) -> Result<Option<Block>, CacheFault> {
         // SAFETY: the owner's call (caller).
         let heads = unsafe { self.heads() };
         let head = heads[units as usize];
@@ -201,10 +206,10 @@ impl Tcache {
         let b = Block::at(head as *mut u8);
         // SAFETY: `b` is checked before its payload is read.
         unsafe {
-            if !is_cached(regions, head, units) {
+            if !is_cached(head, units) {
                 return Err(CacheFault::Corrupted(head));
             }
-            heads[units as usize] = encode(b.cache_link(), b);
+            heads[units as usize] = b.cache_link();
             b.set_cache_key(0);
         }
         bump16(&self.room[units as usize], 1);
@@ -218,9 +223,9 @@ impl Tcache {
     /// # Safety
     /// As for [`Tcache::take_head`].
     #[inline(always)]
-    pub unsafe fn pop(&self, regions: &RegionTable, units: u32) -> Result<Option<Block>, CacheFault> {
+    pub unsafe fn pop(&self, units: u32) -> Result<Option<Block>, CacheFault> {
         // SAFETY: forwarded.
-        let r = unsafe { self.take_head(regions, units) };
+        let r = unsafe { self.take_head(units) };
         match r {
             Ok(Some(_)) => add(&self.counters.hits, 1),
             Ok(None) => add(&self.counters.misses, 1),
@@ -254,8 +259,9 @@ impl Tcache {
         // least 28 bytes.
         unsafe {
             let heads = self.heads();
-            b.set_cache_link(encode(heads[units as usize], b));
-            b.set_cache_key(mark(b));
+            let next = heads[units as usize];
+            b.set_cache_link(next);
+            b.set_cache_key(seal(b.addr(), next));
             heads[units as usize] = b.addr();
         }
         bump16(&self.room[units as usize], u16::MAX);
@@ -269,14 +275,13 @@ impl Tcache {
     /// As for [`Tcache::pop`].
     pub unsafe fn drain(
         &self,
-        regions: &RegionTable,
         units: u32,
         max: usize,
         mut f: impl FnMut(Block),
     ) -> Result<(), CacheFault> {
         for _ in 0..max {
             // SAFETY: forwarded.
-            match unsafe { self.take_head(regions, units)? } {
+            match unsafe { self.take_head(units)? } {
                 Some(b) => f(b),
                 None => break,
             }
@@ -298,10 +303,10 @@ impl Tcache {
     ///
     /// # Safety
     /// As for [`Tcache::pop`].
-    pub unsafe fn drain_all(&self, regions: &RegionTable, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
+    pub unsafe fn drain_all(&self, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
         for u in crate::config::MIN_UNITS..=TCACHE_MAX_UNITS {
             // SAFETY: forwarded.
-            unsafe { self.drain(regions, u, usize::MAX, &mut f)? };
+            unsafe { self.drain(u, usize::MAX, &mut f)? };
         }
         Ok(())
     }
@@ -316,7 +321,7 @@ impl Tcache {
     ///
     /// # Safety
     /// As for [`Tcache::pop`]; the cache must not change meanwhile.
-    pub unsafe fn for_each(&self, regions: &RegionTable, mut f: impl FnMut(Block, u32)) -> Result<(), CacheFault> {
+    pub unsafe fn for_each(&self, mut f: impl FnMut(Block, u32)) -> Result<(), CacheFault> {
         for u in crate::config::MIN_UNITS..=TCACHE_MAX_UNITS {
             // SAFETY: the owner's call (caller).
             let mut at = unsafe { self.heads()[u as usize] };
@@ -325,11 +330,11 @@ impl Tcache {
                 let b = Block::at(at as *mut u8);
                 // SAFETY: as in `pop`.
                 unsafe {
-                    if !is_cached(regions, at, u) {
+                    if !is_cached(at, u) {
                         return Err(CacheFault::Corrupted(at));
                     }
                     f(b, u);
-                    at = encode(b.cache_link(), b);
+                    at = b.cache_link();
                 }
                 n += 1;
                 if n > self.count(u) {
