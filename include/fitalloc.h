@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 // Version of [`FitallocStats`]'s layout.
-#define FITALLOC_STATS_VERSION 1
+#define FITALLOC_STATS_VERSION 2
 
 // `fitalloc_heap_walk` kind: a heap region (`addr` = start, `size` = length).
 #define FITALLOC_WALK_REGION 0
@@ -91,6 +91,9 @@ struct fitalloc_stats {
   // Freed blocks waiting in the hardened mode's quarantine.
   uint64_t quarantined_bytes;
   uint64_t quarantined_blocks;
+  // Mappings of freed large blocks kept for reuse (version 2): part of
+  // `system_bytes`, given back after `FITALLOC_PURGE_MS` unused.
+  uint64_t kept_mapped_bytes;
 };
 
 // Called for each region, block and mapping by [`fitalloc_heap_walk`].

@@ -87,6 +87,7 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
 #[inline(never)]
 fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
+    crate::trim::maybe_decay();
     if wants_mapping(n, ALIGN) {
         return alloc_block(n, ALIGN, zero, false, call);
     }
@@ -116,7 +117,11 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
         // just handed out, and the cache had room for it.
         unsafe { t.push(b, units) };
     }
-    grant.map_or(core::ptr::null_mut(), |g| payload_of(g, zero))
+    match grant {
+        Some(g) => payload_of(g, zero),
+        // The heap could not grow: the general path may free memory first.
+        None => alloc_block(n, ALIGN, zero, false, call),
+    }
 }
 
 /// Whether a request of `n` bytes aligned to `align` should get a mapping
@@ -144,8 +149,29 @@ fn heap_can_hold(n: usize, align: usize) -> bool {
 /// fits (never growing the heap for it; not in guarded mode, whose large
 /// blocks always get their guard page), then a mapping, then, if no
 /// mapping can be made, a heap block after all.
+///
+/// When the system refuses memory, the mappings kept for reuse
+/// ([`crate::large`]) go back first and the request is tried once more.
 #[inline(never)]
 pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
+    crate::trim::maybe_decay();
+    let p = alloc_block_once(n, align, zero, guarded, call);
+    if p.is_null() && release_kept() {
+        return alloc_block_once(n, align, zero, guarded, call);
+    }
+    p
+}
+
+/// Gives back every kept mapping; true if there was one.
+#[cold]
+fn release_kept() -> bool {
+    let kept = large().expire(u64::MAX);
+    let any = !kept.is_empty();
+    kept.unmap();
+    any
+}
+
+fn alloc_block_once(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
     let fits_heap = heap_can_hold(n, align);
     if fits_heap && !wants_mapping(n, align) {
         return heap_block(n, align, zero, true, call);
@@ -156,7 +182,7 @@ pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call
             return p;
         }
     }
-    if let Some(p) = map_block(n, align, guarded) {
+    if let Some(p) = map_block(n, align, guarded, zero) {
         return p;
     }
     if fits_heap { heap_block(n, align, zero, true, call) } else { core::ptr::null_mut() }
@@ -203,17 +229,40 @@ fn clear(p: *mut u8, n: usize) {
     unsafe { core::ptr::write_bytes(p, 0, n) };
 }
 
-/// A large block in its own mapping (fresh memory reads as zero), recorded
-/// in the large-block table; `None` if no mapping can be made or recorded,
-/// or `M_MMAP_MAX` mappings exist.
-fn map_block(n: usize, align: usize, guarded: bool) -> Option<*mut u8> {
+/// A large block in its own mapping, recorded in the large-block table:
+/// a kept mapping of a freed block when one fits (cleared if `zero`), else
+/// a fresh one (which reads as zero). `None` if no mapping can be made or
+/// recorded, or `M_MMAP_MAX` mappings exist.
+fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u8> {
     let page = OPT.page.load(Relaxed);
-    {
+    let plain = !guarded && align <= ALIGN;
+    let reused = {
         // Room in the table first: a mapping we could not record would be lost.
         let mut l = large();
         if l.count() >= OPT.mmap_max.load(Relaxed) || !l.reserve() {
             return None;
         }
+        let want = config::checked_round_up(n.max(1).checked_add(ALIGN)?, page)?;
+        let kept = if plain { l.reuse(want) } else { None };
+        match kept {
+            Some(k) => {
+                let m = large::Mapping { payload: k.base + ALIGN, ..k };
+                if !l.insert(m) {
+                    drop(l);
+                    // SAFETY: the kept mapping is ours and unused.
+                    unsafe { crate::os::unmap(k.base, k.len) };
+                    return None;
+                }
+                Some(m)
+            }
+            None => None,
+        }
+    };
+    if let Some(m) = reused {
+        if zero {
+            clear(m.payload as *mut u8, n);
+        }
+        return Some(m.payload as *mut u8);
     }
     let m = if guarded { large::map_guarded(n, align, page)? } else { large::map_block(n, align, page)? };
     if !large().insert(m) {

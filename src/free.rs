@@ -92,16 +92,25 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     }
     // SAFETY: `b` is a held block of this heap.
     unsafe { h.free(b) };
+    drop(h);
+    crate::trim::maybe_decay();
 }
 
 /// Frees the large block whose payload is `a` (resolved by the caller; a
 /// racing second free is caught here, under the table's lock).
 pub fn free_large(a: usize, func: &'static str) {
-    let removed = large().remove(a);
-    let Some(m) = removed else { diag::fatal(func, pointer::double_free_text(func), a) };
-    // SAFETY: the mapping was the block's and is no longer recorded.
-    unsafe { crate::os::unmap(m.base, m.len) };
-    raise_mmap_threshold(m.base + m.len - a);
+    let now = crate::os::now_ms();
+    let (evicted, size) = {
+        let mut l = large();
+        let Some(m) = l.remove(a) else {
+            drop(l);
+            diag::fatal(func, pointer::double_free_text(func), a)
+        };
+        (l.retain(m, now), m.base + m.len - a)
+    };
+    evicted.unmap();
+    raise_mmap_threshold(size);
+    crate::trim::maybe_decay();
 }
 
 /// glibc's dynamic threshold: after a mapped block of `size` is freed,

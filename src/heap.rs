@@ -88,6 +88,8 @@ pub struct Heap<S: Source> {
     pub bins: Bins,
     pub counters: HeapCounters,
     pub params: HeapParams,
+    /// Bytes turned into free space since the last decay ([`crate::trim`]).
+    pub freed_since_purge: usize,
     /// The C function being served, for messages.
     pub op: &'static str,
 }
@@ -137,6 +139,7 @@ impl<S: Source> Heap<S> {
                 released_bytes: 0,
             },
             params,
+            freed_since_purge: 0,
             op: "malloc",
         }
     }
@@ -674,6 +677,7 @@ impl<S: Source> Heap<S> {
     /// `b .. b + units` must be a span of this heap that nothing holds, whose
     /// header `PREV_USED` bit is correct, inside region bounds.
     unsafe fn release_span(&mut self, b: Block, units: u32) {
+        self.freed_since_purge += units_to_bytes(units);
         // SAFETY: every neighbour is checked against the region bounds and
         // its own tags before it is used.
         unsafe {

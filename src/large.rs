@@ -75,6 +75,47 @@ pub struct MapTable {
     pub bytes: usize,
     pub peak_bytes: usize,
     pub peak_count: usize,
+    /// Mappings of freed large blocks kept for reuse, with when each was
+    /// freed (ms); `retained_bytes` is their total.
+    retained: [(Mapping, u64); RETAIN_COUNT],
+    retained_count: usize,
+    pub retained_bytes: usize,
+}
+
+/// How many freed mappings may be kept for reuse, and the bytes each and
+/// all of them may hold. A program that mallocs, touches and frees a large
+/// buffer in a loop gets the same resident pages back (no mmap, munmap or
+/// page faults); the memory returns to the system when it stays unused for
+/// the decay time ([`crate::trim`]), at `malloc_trim`, or when newer ones
+/// push it out.
+const RETAIN_COUNT: usize = 8;
+const RETAIN_ONE_MAX: usize = 32 << 20;
+const RETAIN_ALL_MAX: usize = 64 << 20;
+
+/// Mappings given back by the table, to unmap once its lock is released.
+#[derive(Default)]
+pub struct Evicted {
+    list: [Mapping; RETAIN_COUNT + 1],
+    n: usize,
+}
+
+impl Evicted {
+    fn push(&mut self, m: Mapping) {
+        self.list[self.n] = m;
+        self.n += 1;
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.n == 0
+    }
+
+    /// Unmaps every mapping given back.
+    pub fn unmap(self) {
+        for m in &self.list[..self.n] {
+            // SAFETY: a mapping that no block and no table entry uses.
+            unsafe { os::unmap(m.base, m.len) };
+        }
+    }
 }
 
 // SAFETY: the chunks are owned by the table; callers serialise access.
@@ -93,7 +134,61 @@ impl MapTable {
             bytes: 0,
             peak_bytes: 0,
             peak_count: 0,
+            retained: [(Mapping { payload: 0, base: 0, len: 0, guarded: false }, 0); RETAIN_COUNT],
+            retained_count: 0,
+            retained_bytes: 0,
         }
+    }
+
+    /// Keeps the mapping of a freed block (already removed) for reuse,
+    /// pushing out the oldest kept ones beyond the bounds; what no longer
+    /// fits comes back in the returned list, to unmap.
+    pub fn retain(&mut self, m: Mapping, now_ms: u64) -> Evicted {
+        let mut out = Evicted::default();
+        if m.guarded || m.len > RETAIN_ONE_MAX {
+            out.push(m);
+            return out;
+        }
+        while self.retained_count == RETAIN_COUNT || self.retained_bytes + m.len > RETAIN_ALL_MAX {
+            out.push(self.drop_retained(0));
+        }
+        self.retained[self.retained_count] = (m, now_ms);
+        self.retained_count += 1;
+        self.retained_bytes += m.len;
+        out
+    }
+
+    fn drop_retained(&mut self, i: usize) -> Mapping {
+        let (m, _) = self.retained[i];
+        self.retained.copy_within(i + 1..self.retained_count, i);
+        self.retained_count -= 1;
+        self.retained_bytes -= m.len;
+        m
+    }
+
+    /// A kept mapping of at least `len` bytes and not much more (a quarter,
+    /// or 64 KiB, of slack), the smallest such; it leaves the list.
+    pub fn reuse(&mut self, len: usize) -> Option<Mapping> {
+        let most = len + (len / 4).max(64 << 10);
+        let best = (0..self.retained_count)
+            .filter(|&i| (len..=most).contains(&self.retained[i].0.len))
+            .min_by_key(|&i| self.retained[i].0.len)?;
+        Some(self.drop_retained(best))
+    }
+
+    /// Gives back the kept mappings freed at or before `cutoff_ms` (all of
+    /// them for `u64::MAX`).
+    pub fn expire(&mut self, cutoff_ms: u64) -> Evicted {
+        let mut out = Evicted::default();
+        let mut i = 0;
+        while i < self.retained_count {
+            if self.retained[i].1 <= cutoff_ms {
+                out.push(self.drop_retained(i));
+            } else {
+                i += 1;
+            }
+        }
+        out
     }
 
     pub fn count(&self) -> usize {

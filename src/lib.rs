@@ -11,7 +11,7 @@
 //! | leaves | `config`, `diag`, `tls`, `sync`, `options`, `modes`, `os` | constants; messages; two TLS words; the locks and their rank table; run-time options; which per-call hooks are on; the only memory system calls |
 //! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `tcache`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; thread caches; large blocks' mappings; an address-keyed hash map for the recorder |
 //! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
-//! | call paths | `alloc`, `free`, `realloc`, `trim` | malloc/calloc/memalign; free; realloc; malloc_trim |
+//! | call paths | `trim`, `alloc`, `free`, `realloc` | memory given back (malloc_trim, and the decay); malloc/calloc/memalign; free; realloc |
 //! | top | `harden`, `stats`, `check`, `trace`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
 //! | other ways in | `cxxapi`, `cxx`, `rustalloc` | C++ `new`/`delete` semantics over `api`; their mangled exports; [`FitAlloc`], a Rust `GlobalAlloc` over `api` (feature `std`; `rust-global` also drops the C names' exports) |
 //!
@@ -54,10 +54,10 @@ mod addrmap;
 mod process;
 mod registry;
 mod pointer;
+mod trim;
 mod alloc;
 mod free;
 mod realloc;
-mod trim;
 mod harden;
 mod stats;
 mod check;
@@ -100,10 +100,10 @@ pub const LAYERS: &[&str] = &[
     "process",
     "registry",
     "pointer",
+    "trim",
     "alloc",
     "free",
     "realloc",
-    "trim",
     "harden",
     "stats",
     "check",

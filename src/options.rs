@@ -11,6 +11,7 @@
 //! | `FITALLOC_CHECK=N` | run the heap checker every N calls (1: every call) |
 //! | `FITALLOC_HARDEN=1` | hardened mode (canaries, quarantine, guard pages) |
 //! | `FITALLOC_QUARANTINE=n` | bytes the hardened mode's quarantine holds (default 4m) |
+//! | `FITALLOC_PURGE_MS=n` | free memory that stayed unused this many milliseconds goes back to the system (default 1000; 0: at once) |
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
@@ -48,6 +49,9 @@ pub struct Options {
     pub harden: AtomicBool,
     pub tcache: AtomicBool,
     pub tcache_bytes: AtomicUsize,
+    /// Milliseconds free memory may stay unused before it goes back to the
+    /// system ([`crate::trim`]).
+    pub purge_ms: AtomicUsize,
     pub tcache_count: AtomicUsize,
     /// Bytes the hardened mode's quarantine may hold.
     pub quarantine_bytes: AtomicUsize,
@@ -67,6 +71,7 @@ pub static OPT: Options = Options {
     harden: AtomicBool::new(false),
     tcache: AtomicBool::new(true),
     tcache_bytes: AtomicUsize::new(256 * 1024),
+    purge_ms: AtomicUsize::new(1000),
     tcache_count: AtomicUsize::new(16),
     quarantine_bytes: AtomicUsize::new(4 << 20),
     fail_every: AtomicUsize::new(0),
@@ -220,6 +225,11 @@ fn apply(name: &[u8], value: &[u8]) {
         b"FITALLOC_TCACHE_COUNT" => {
             if let Some(n) = size_at_most(name, value, MAX_TCACHE_COUNT) {
                 OPT.tcache_count.store(n, Relaxed);
+            }
+        }
+        b"FITALLOC_PURGE_MS" => {
+            if let Some(n) = size(name, value) {
+                OPT.purge_ms.store(n, Relaxed);
             }
         }
         b"FITALLOC_TCACHE_BYTES" => {

@@ -221,6 +221,15 @@ pub unsafe fn remap_to(addr: usize, old: usize, new: usize, to: usize) -> Option
     })
 }
 
+/// A monotonic clock in milliseconds (the coarse clock: a few ns through
+/// the vDSO, no system call).
+pub fn now_ms() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `ts` is a valid timespec to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
+}
+
 /// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: getauxval reads the auxiliary vector; it never allocates.

@@ -22,6 +22,7 @@ pub struct Snapshot {
     pub mapped_blocks: usize,
     pub peak_mapped_bytes: usize,
     pub peak_mapped_blocks: usize,
+    pub kept_mapped_bytes: usize,
     pub threads: Totals,
     pub quarantined_bytes: usize,
     pub quarantined_blocks: usize,
@@ -41,6 +42,7 @@ pub fn snapshot() -> Snapshot {
         s.mapped_blocks = l.count();
         s.peak_mapped_bytes = l.peak_bytes;
         s.peak_mapped_blocks = l.peak_count;
+        s.kept_mapped_bytes = l.retained_bytes;
     }
     s.threads = totals();
     (s.quarantined_bytes, s.quarantined_blocks) = crate::harden::held();
@@ -64,7 +66,7 @@ fn largest_free<S: Source>(h: &Heap<S>) -> usize {
 }
 
 /// Version of [`FitallocStats`]'s layout.
-pub const FITALLOC_STATS_VERSION: u64 = 1;
+pub const FITALLOC_STATS_VERSION: u64 = 2;
 
 /// `struct fitalloc_stats`: every figure the allocator keeps. Starts with its
 /// own size and version so that callers built against another layout can
@@ -126,6 +128,9 @@ pub struct FitallocStats {
     /// Freed blocks waiting in the hardened mode's quarantine.
     pub quarantined_bytes: u64,
     pub quarantined_blocks: u64,
+    /// Mappings of freed large blocks kept for reuse (version 2): part of
+    /// `system_bytes`, given back after `FITALLOC_PURGE_MS` unused.
+    pub kept_mapped_bytes: u64,
 }
 
 impl FitallocStats {
@@ -145,7 +150,7 @@ impl FitallocStats {
             mapped_bytes: s.mapped_bytes as u64,
             peak_mapped_bytes: s.peak_mapped_bytes as u64,
             mapped_blocks: s.mapped_blocks as u64,
-            system_bytes: (h.heap_bytes + s.mapped_bytes) as u64,
+            system_bytes: (h.heap_bytes + s.mapped_bytes + s.kept_mapped_bytes) as u64,
             peak_system_bytes: (h.peak_heap_bytes + s.peak_mapped_bytes) as u64,
             in_use_bytes: in_use_heap + s.mapped_bytes as u64,
             peak_in_use_bytes: (h.peak_used_bytes + s.peak_mapped_bytes) as u64,
@@ -173,6 +178,7 @@ impl FitallocStats {
             cache_misses: t.cache_misses,
             quarantined_bytes: s.quarantined_bytes as u64,
             quarantined_blocks: s.quarantined_blocks as u64,
+            kept_mapped_bytes: s.kept_mapped_bytes as u64,
         }
     }
 

@@ -1,17 +1,91 @@
-//! Giving memory back on request: `malloc_trim`.
+//! Giving memory back to the system: on request (`malloc_trim`) and on its
+//! own, after it stayed unused for a while (the decay).
+//!
+//! There is no background thread. The slow paths (a free that reaches the
+//! heap or unmaps a large block) call [`maybe_decay`], which looks at the
+//! clock every [`CHECK_EVERY`] calls (the coarse monotonic clock, a few
+//! nanoseconds); once `FITALLOC_PURGE_MS` (default 1000) have passed since
+//! the last decay it gives back:
+//!
+//! - the kept mappings of freed large blocks that were freed before the
+//!   last decay ([`crate::large`]);
+//! - when at least [`PURGE_MIN`] bytes reached the heap's free space since
+//!   the last decay: the whole pages inside its large free blocks (madvise,
+//!   as `malloc_trim` does), and the top beyond `M_TOP_PAD`.
+//!
+//! So memory freed and not reused comes back between one and two decay
+//! periods later, whatever the program does next, as long as it keeps
+//! calling the allocator. With `FITALLOC_PURGE_MS=0` every such call
+//! decays at once.
 
-use crate::process::heap;
+use crate::options::OPT;
+use crate::process::{heap, large};
 use crate::registry::{drain_cache, my_cache};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// malloc_trim: gives back the top beyond `pad` and the pages inside large
-/// free blocks. True if anything was released.
+/// Slow-path calls between two looks at the clock.
+const CHECK_EVERY: usize = 64;
+/// Bytes freed into the heap since the last decay below which the heap is
+/// not walked for pages to give back.
+const PURGE_MIN: usize = 1 << 20;
+
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+/// When the last decay ran (ms), 0 before the first.
+static LAST: AtomicU64 = AtomicU64::new(0);
+
+/// malloc_trim: gives back the top beyond `pad`, the pages inside large
+/// free blocks, and every kept mapping. True if anything was released.
 pub fn trim(pad: usize) -> bool {
     // Our own cache's blocks may sit between free blocks: return them first.
     if let Some(t) = my_cache() {
         // SAFETY: this thread's own cache.
         unsafe { drain_cache(t, "malloc_trim") };
     }
+    let kept = large().expire(u64::MAX);
+    let any_kept = !kept.is_empty();
+    kept.unmap();
     let mut h = heap("malloc_trim");
+    h.freed_since_purge = 0;
     // SAFETY: the heap is consistent between calls.
-    unsafe { h.trim_top(pad) + h.purge_free_blocks() > 0 }
+    unsafe { h.trim_top(pad) + h.purge_free_blocks() > 0 || any_kept }
+}
+
+/// Gives back memory that stayed unused for the decay time, if it is due.
+/// Called by slow paths, with no lock held.
+#[inline]
+pub fn maybe_decay() {
+    let purge_ms = OPT.purge_ms.load(Relaxed);
+    if purge_ms != 0 {
+        // A plain load and store: a lost count between threads only delays
+        // the next look at the clock.
+        let n = CALLS.load(Relaxed).wrapping_add(1);
+        CALLS.store(n, Relaxed);
+        if !n.is_multiple_of(CHECK_EVERY) {
+            return;
+        }
+    }
+    let now = crate::os::now_ms();
+    let last = LAST.load(Relaxed);
+    if now.saturating_sub(last) < purge_ms as u64 || LAST.compare_exchange(last, now, Relaxed, Relaxed).is_err() {
+        return;
+    }
+    decay(last, purge_ms == 0);
+}
+
+#[cold]
+#[inline(never)]
+fn decay(last: u64, at_once: bool) {
+    // Kept mappings freed before the previous decay have been unused for a
+    // whole period at least.
+    large().expire(if at_once { u64::MAX } else { last }).unmap();
+    let mut h = heap("free");
+    if h.freed_since_purge >= if at_once { 1 } else { PURGE_MIN } {
+        h.freed_since_purge = 0;
+        let pad = h.params.top_pad;
+        // SAFETY: the heap is consistent between calls.
+        unsafe {
+            h.trim_top(pad);
+            h.purge_free_blocks();
+        }
+    }
 }
