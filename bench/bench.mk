@@ -21,10 +21,10 @@ BENCH_CFLAGS ?= -O2 -g -std=c11 -Wall -Wextra
 BENCH_LDLIBS := -ldl -lpthread
 BENCH_ARGS ?=
 BENCH_TRACES ?= ../shared/traces
-BENCH_TOOLS := bench/replay bench/mt bench/micro
+BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
-.PHONY: bench bench-quick bench-deps bench-asan bench-clean
+.PHONY: bench bench-returns bench-quick bench-deps bench-asan bench-clean
 
 bench/replay: bench/replay.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
@@ -35,8 +35,16 @@ bench/mt: bench/mt.c bench/benchutil.h
 bench/micro: bench/micro.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/micro.c $(BENCH_LDLIBS)
 
+bench/large: bench/large.c
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/large.c $(BENCH_LDLIBS)
+
 bench: bench-deps $(BENCH_TOOLS) $(LIB)
 	$(PYTHON) bench/bench.py --traces $(BENCH_TRACES) $(BENCH_ARGS)
+	$(PYTHON) bench/returns.py
+
+# Memory that comes back: large buffers and a freed spike (bench/large.c).
+bench-returns: bench-deps bench/large $(LIB)
+	$(PYTHON) bench/returns.py
 
 bench-quick: bench-deps $(BENCH_TOOLS) $(LIB)
 	$(PYTHON) bench/bench.py --quick --traces $(BENCH_TRACES) $(BENCH_ARGS)
