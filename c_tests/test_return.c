@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <fcntl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -135,10 +136,11 @@ static void spike(void)
      * of the heap's address space (0.1%; the heap's regions stay, since
      * live blocks are spread over them); each free run between live blocks
      * keeps the page of its header and links and the page of its footer;
-     * the thread cache may hold 256 KiB. */
+     * the thread cache may hold 256 KiB, and the allocator's own tables a
+     * few hundred more. */
     size_t heap = (size_t)stats().heap_bytes;
     size_t runs = N / 1000 + 1;
-    size_t bound = live + live / 10 + heap / 1024 + runs * 2 * 4096 + 256 * KiB;
+    size_t bound = live + live / 10 + heap / 1024 + runs * 2 * 4096 + 512 * KiB;
     double t0 = now_s();
     size_t rss = 0;
     while (now_s() - t0 < 2.0) {
@@ -156,9 +158,68 @@ static void spike(void)
         free(blocks[i]);
 }
 
+/* Fills memory (under RLIMIT_AS) with blocks of `size` until malloc
+ * fails, then frees them all; returns how many there were. */
+static size_t fill_and_free(size_t size)
+{
+    void *list = NULL;
+    size_t n = 0;
+    for (void *p; (p = malloc(size)); n++) {
+        *(void **)p = list;
+        list = p;
+    }
+    while (list) {
+        void *next = *(void **)list;
+        free(list);
+        list = next;
+    }
+    return n;
+}
+
+static size_t vsz_bytes(void)
+{
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long size = 0;
+    if (f) {
+        if (fscanf(f, "%lu", &size) != 1)
+            size = 0;
+        fclose(f);
+    }
+    return size * (size_t)sysconf(_SC_PAGESIZE);
+}
+
+/* Freed memory is reusable for anything: rounds of 48-byte, 3,000-byte and
+ * 200,000-byte blocks fill the address space allowed and are freed, then
+ * 8 MiB and 100 MiB must be served (glibc serves both). In a child, which
+ * reports through its exit status. */
+static void reusable_for_anything(void)
+{
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t limit = vsz_bytes() + 384 * MiB;
+        struct rlimit r = {limit, limit};
+        if (setrlimit(RLIMIT_AS, &r) != 0)
+            _exit(10);
+        size_t a = fill_and_free(48), b = fill_and_free(3000), c = fill_and_free(200000);
+        void *p = malloc(8 * MiB);
+        free(p);
+        void *q = malloc(100 * MiB);
+        free(q);
+        if (a < 1000 || b < 1000 || c < 100)
+            _exit(11);
+        _exit(p ? q ? 0 : 2 : 1);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "under RLIMIT_AS, after rounds of 48 B, 3,000 B and 200,000 B blocks all freed, 8 MiB and 100 MiB are served",
+          "status %#x (exit 1: 8 MiB failed, 2: 100 MiB failed)", status);
+}
+
 int main(void)
 {
     kept_mappings();
     spike();
+    reusable_for_anything();
     return tap_done("test_return");
 }

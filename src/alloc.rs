@@ -150,25 +150,18 @@ fn heap_can_hold(n: usize, align: usize) -> bool {
 /// blocks always get their guard page), then a mapping, then, if no
 /// mapping can be made, a heap block after all.
 ///
-/// When the system refuses memory, the mappings kept for reuse
-/// ([`crate::large`]) go back first and the request is tried once more.
+/// When the system refuses memory and address space can be given back
+/// ([`crate::trim::give_back_space`]: this thread's cache, whose blocks may
+/// keep the heap's top from shrinking, the kept mappings, the top itself),
+/// the request is tried once more.
 #[inline(never)]
 pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
     crate::trim::maybe_decay();
     let p = alloc_block_once(n, align, zero, guarded, call);
-    if p.is_null() && release_kept() {
+    if p.is_null() && crate::trim::give_back_space(call_name(call), 0) {
         return alloc_block_once(n, align, zero, guarded, call);
     }
     p
-}
-
-/// Gives back every kept mapping; true if there was one.
-#[cold]
-fn release_kept() -> bool {
-    let kept = large().expire(u64::MAX);
-    let any = !kept.is_empty();
-    kept.unmap();
-    any
 }
 
 fn alloc_block_once(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {

@@ -36,18 +36,29 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 /// malloc_trim: gives back the top beyond `pad`, the pages inside large
 /// free blocks, and every kept mapping. True if anything was released.
 pub fn trim(pad: usize) -> bool {
-    // Our own cache's blocks may sit between free blocks: return them first.
+    let released = give_back_space("malloc_trim", pad);
+    let mut h = heap("malloc_trim");
+    h.freed_since_purge = 0;
+    // SAFETY: the heap is consistent between calls.
+    unsafe { h.purge_free_blocks() > 0 || released }
+}
+
+/// Gives back address space: this thread's cached blocks go to the heap
+/// (they may sit between free blocks, or keep the top from shrinking), the
+/// kept mappings are unmapped, and the top beyond `pad` is released. True
+/// if any address space went back, so that a mapping that failed may now
+/// succeed.
+pub fn give_back_space(op: &'static str, pad: usize) -> bool {
     if let Some(t) = my_cache() {
         // SAFETY: this thread's own cache.
-        unsafe { drain_cache(t, "malloc_trim") };
+        unsafe { drain_cache(t, op) };
     }
     let kept = large().expire(u64::MAX);
     let any_kept = !kept.is_empty();
     kept.unmap();
-    let mut h = heap("malloc_trim");
-    h.freed_since_purge = 0;
     // SAFETY: the heap is consistent between calls.
-    unsafe { h.trim_top(pad) + h.purge_free_blocks() > 0 || any_kept }
+    let top = unsafe { heap(op).trim_top(pad) };
+    any_kept || top > 0
 }
 
 /// Gives back memory that stayed unused for the decay time, if it is due.
