@@ -278,9 +278,11 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// `b` must be a free block of the heap, in no bin, with used neighbours.
     unsafe fn park(&mut self, b: Block, units: u32) {
-        let (old, u) = self.parked();
+        let (old, u) = self.parked_claim();
         if !old.is_null() {
-            // SAFETY: the parked block is a checked free block in no bin.
+            // SAFETY: the parked block is a free block in no bin; if an
+            // overflow rewrote its header, whoever takes it from the bin
+            // finds out (`check_taken`).
             let r = unsafe { self.bins.insert(self.regions, old, u) };
             self.ok(r);
         }
@@ -304,12 +306,29 @@ impl<S: Source> Heap<S> {
         }
     }
 
+    /// The parked block and the size its header claims (0 when none),
+    /// unchecked beyond its header being a free one: for weighing it and
+    /// filing it. Whoever takes it checks it ([`Heap::check_taken`]).
+    fn parked_claim(&self) -> (Block, u32) {
+        let p = self.parked;
+        if p.is_null() {
+            return (p, 0);
+        }
+        // SAFETY: the parked block lies in a heap region.
+        let h = unsafe { p.header() };
+        let units = crate::block::header_units(h);
+        if h & crate::block::USED != 0 || units < MIN_UNITS {
+            self.corrupt("corrupted free block at", p.payload() as usize);
+        }
+        (p, units)
+    }
+
     /// Removes the best fit for `units` from the bins or the parked block.
     ///
     /// # Safety
     /// The heap must be consistent.
     unsafe fn take_best(&mut self, units: u32) -> Option<(Block, u32)> {
-        let (p, pu) = self.parked();
+        let (p, pu) = self.parked_claim();
         let below = if pu >= units { pu } else { u32::MAX };
         // SAFETY: bins hold free blocks of this heap.
         let r = unsafe { self.bins.take_best(self.regions, units, below) };
@@ -320,6 +339,8 @@ impl<S: Source> Heap<S> {
                 Some((b, u))
             }
             None if pu >= units => {
+                // SAFETY: the parked block lies in a heap region.
+                unsafe { self.check_taken(p, pu) };
                 self.parked = Block::NULL;
                 Some((p, pu))
             }
