@@ -90,6 +90,9 @@ pub struct Heap<S: Source> {
     pub params: HeapParams,
     /// Bytes turned into free space since the last decay ([`crate::trim`]).
     pub freed_since_purge: usize,
+    /// How many times the heap grew (wrapping): callers compare it around
+    /// an allocation to learn that it took new memory from the system.
+    pub growths: u32,
     /// The C function being served, for messages.
     pub op: &'static str,
 }
@@ -140,6 +143,7 @@ impl<S: Source> Heap<S> {
             },
             params,
             freed_since_purge: 0,
+            growths: 0,
             op: "malloc",
         }
     }
@@ -539,6 +543,7 @@ impl<S: Source> Heap<S> {
         let top_was_empty = self.top().1 == 0;
         let new_end = self.regions.end(r) + more;
         self.regions.set_end(r, new_end);
+        self.growths = self.growths.wrapping_add(1);
         self.counters.heap_bytes += more;
         self.note_peak();
         // SAFETY: the region now extends to `new_end`.
@@ -568,6 +573,7 @@ impl<S: Source> Heap<S> {
             return false;
         }
         let Some(i) = self.regions.add(start, end, kind) else { return false };
+        self.growths = self.growths.wrapping_add(1);
         self.counters.heap_bytes += end - start;
         self.note_peak();
         // SAFETY: the old top (if any) is a free block of the old region;

@@ -2,7 +2,7 @@
 //! into a free neighbour or the top, slide into a free predecessor), with
 //! mremap for large blocks, and by moving otherwise.
 
-use crate::alloc::{alloc_block, wants_mapping};
+use crate::alloc::{after_growth, alloc_block, wants_mapping};
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS};
 use crate::diag;
@@ -37,8 +37,14 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
         if want <= have && have - want < MIN_UNITS {
             return p;
         }
+        let mut h = heap("realloc");
+        let growths = h.growths;
         // SAFETY: `b` is held by the program; the kept bytes fit in it.
-        if let Some(nb) = unsafe { heap("realloc").resize(b, want, old_bytes.min(n)) } {
+        let resized = unsafe { h.resize(b, want, old_bytes.min(n)) };
+        let grew = h.growths != growths;
+        drop(h);
+        after_growth(grew);
+        if let Some(nb) = resized {
             return nb.payload();
         }
     }
