@@ -208,6 +208,56 @@ static inline int wait_child(pid_t pid, double timeout_s, int *status)
     return wait_child_until(pid, now_s() + timeout_s, 1, status);
 }
 
+/* Runs fn(arg) in a forked child whose stderr goes to a pipe, then exits
+ * the child with status 0 if fn returns. Fills err (cap bytes, NUL-ended)
+ * with what the child wrote on stderr and returns its wait status, or -1
+ * if it could not be run or outlived timeout_s (then it is killed). */
+static inline int run_child_stderr(void (*fn)(void *), void *arg, char *err, size_t cap, double timeout_s)
+{
+    int fds[2];
+    err[0] = 0;
+    if (pipe(fds) != 0)
+        return -1;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        fn(arg);
+        _exit(0);
+    }
+    close(fds[1]);
+    size_t got = 0;
+    ssize_t r;
+    while (got < cap - 1 && (r = read(fds[0], err + got, cap - 1 - got)) > 0)
+        got += (size_t)r;
+    err[got] = 0;
+    close(fds[0]);
+    int status = 0;
+    if (!wait_child(pid, timeout_s, &status)) {
+        kill(pid, SIGKILL);
+        waitpid(pid, &status, 0);
+        return -1;
+    }
+    return status;
+}
+
+/* Whether a child's end is a clean misuse report: SIGABRT after exactly one
+ * line starting with "fitalloc: ", which starts with `prefix` and contains
+ * `needle` and `needle2` (each skipped when NULL). */
+static inline int aborted_with_one_line(int status, const char *err, const char *prefix, const char *needle,
+                                        const char *needle2)
+{
+    int lines = 0;
+    for (const char *s = err; (s = strstr(s, "fitalloc: ")); s++)
+        lines++;
+    return status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && lines == 1 &&
+           strncmp(err, prefix, strlen(prefix)) == 0 && (!needle || strstr(err, needle)) &&
+           (!needle2 || strstr(err, needle2));
+}
+
 /* Writes the n bytes at s to fd with write(2) alone (no stdio, no memory
  * allocated: for children that report while the heap may be unusable),
  * retrying after EINTR; gives up silently on any other error. */

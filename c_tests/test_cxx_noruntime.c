@@ -14,6 +14,12 @@ void *_ZnamSt11align_val_t(size_t n, size_t align);
 void _ZdlPv(void *p);
 void _ZdaPvSt11align_val_t(void *p, size_t align);
 
+static void failed_new(void *arg)
+{
+    (void)arg;
+    _Znwm(hide_size((size_t)1 << 62));
+}
+
 int main(void)
 {
     check(dlsym(RTLD_DEFAULT, "_ZSt17__throw_bad_allocv") == NULL, "no C++ runtime in this process", "libstdc++ is loaded");
@@ -34,35 +40,11 @@ int main(void)
 
     check(_ZnwmRKSt9nothrow_t(hide_size((size_t)1 << 62), NULL) == NULL, "nothrow new of 2^62 bytes: NULL", "not NULL");
 
-    int errp[2];
-    if (pipe(errp) != 0) {
-        check(0, "failed new aborts with one line", "pipe: %s", strerror(errno));
-        return tap_done("test_cxx_noruntime");
-    }
-    fflush(stdout);
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(errp[1], 2);
-        close(errp[0]);
-        _Znwm(hide_size((size_t)1 << 62));
-        _exit(0);
-    }
-    close(errp[1]);
-    char msg[512] = {0};
-    size_t got = 0;
-    ssize_t r;
-    while (got < sizeof msg - 1 && (r = read(errp[0], msg + got, sizeof msg - 1 - got)) > 0)
-        got += (size_t)r;
-    close(errp[0]);
-    int status = 0;
-    int done = wait_child(pid, 30, &status);
+    char err[512];
+    int status = run_child_stderr(failed_new, NULL, err, sizeof err, 30);
     const char *want = "fitalloc: operator new(): out of memory for 4611686018427387904 bytes, and no C++ runtime";
-    int lines = 0;
-    for (size_t i = 0; i < got; i++)
-        lines += msg[i] == '\n';
-    check(done && WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && strncmp(msg, want, strlen(want)) == 0 &&
-              lines == 1,
+    check(aborted_with_one_line(status, err, want, NULL, NULL),
           "failed throwing new without a C++ runtime: one fitalloc: line, then SIGABRT", "status %#x, stderr: %s",
-          status, msg);
+          status, err);
     return tap_done("test_cxx_noruntime");
 }

@@ -110,6 +110,17 @@ static void misuse(const char *func, void *p)
     (void)sink;
 }
 
+struct edge_misuse {
+    const char *func;
+    void *p;
+};
+
+static void misuse_child(void *arg)
+{
+    struct edge_misuse *m = arg;
+    misuse(m->func, m->p);
+}
+
 static void edge_case(const char *func, int edge, const char *cause)
 {
     /* The address is found in the parent (the child must not allocate
@@ -138,35 +149,13 @@ static void edge_case(const char *func, int edge, const char *cause)
     char name[160];
     const char *what[] = {"the region's first address", "the region's last byte", "the region's unused top"};
     snprintf(name, sizeof name, "%s(%s): SIGABRT, one line naming the cause", func, what[edge]);
-    int fds[2];
-    if (pipe(fds) != 0) {
-        check(0, name, "pipe failed");
-        return;
-    }
-    pid_t pid = fork();
-    if (pid == 0) {
-        dup2(fds[1], 2);
-        misuse(func, (void *)a);
-        _exit(0);
-    }
-    close(fds[1]);
-    char err[1024] = {0};
-    size_t got = 0;
-    ssize_t k;
-    while (got < sizeof err - 1 && (k = read(fds[0], err + got, sizeof err - 1 - got)) > 0)
-        got += (size_t)k;
-    close(fds[0]);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    char want[64], addr[32];
+    struct edge_misuse m = {func, (void *)a};
+    char err[1024], want[64], addr[32];
+    int status = run_child_stderr(misuse_child, &m, err, sizeof err, 60);
     snprintf(want, sizeof want, "fitalloc: %s(): ", func);
     snprintf(addr, sizeof addr, "%#lx", (unsigned long)a);
-    int lines = 0;
-    for (char *s = err; (s = strstr(s, "fitalloc: ")); s++)
-        lines++;
-    int ok = WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && lines == 1 && strncmp(err, want, strlen(want)) == 0 &&
-             strstr(err, cause) && strstr(err, addr);
-    check(ok, name, "status %#x, stderr: %s (expected \"%s\" with %s)", status, err, cause, addr);
+    check(aborted_with_one_line(status, err, want, cause, addr), name, "status %#x, stderr: %s (expected \"%s\" with %s)",
+          status, err, cause, addr);
     free(keep);
 }
 
