@@ -199,6 +199,48 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
     or_enomem(crate::alloc::memalign(align, n))
 }
 
+#[cfg(not(any(test, feature = "rust-global")))]
+/// C++ `new` (`align == 0`) and `new` with `align_val_t`: `malloc` and
+/// `memalign`, except that in the hardened mode the block records that it
+/// came from `new` or `new[]` (`kind`), for [`cxx_delete`] to check.
+pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
+    if !hardened() {
+        return if align == 0 { malloc(n) } else { memalign(align, n) };
+    }
+    let align = align.max(16);
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return core::ptr::null_mut();
+    }
+    let align = align.next_power_of_two();
+    if n > PTRDIFF_MAX - align - 32 {
+        return enomem();
+    }
+    with_hooks(|| {
+        let p = or_enomem(crate::harden::malloc_as(n, align, false, kind));
+        let e = if align > 16 { Event::Memalign { align, size: n, ptr: p } } else { Event::Malloc { size: n, ptr: p } };
+        (p, e)
+    })
+}
+
+#[cfg(not(any(test, feature = "rust-global")))]
+/// C++ `delete` of `kind` (`New` for `delete`, `NewArray` for `delete[]`),
+/// with the size the sized forms pass (0 otherwise): `free`, except that
+/// the hardened mode checks both against how the block was allocated.
+pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: usize) {
+    if p.is_null() {
+        return;
+    }
+    if !hardened() {
+        return free(p);
+    }
+    let func = if kind == crate::harden::Kind::NewArray { "operator delete[]" } else { "operator delete" };
+    with_hooks(|| {
+        crate::harden::delete(p, func, kind, size);
+        ((), Event::Free { ptr: p })
+    })
+}
+
 /// Returns `EINVAL` (leaving `*out` and errno alone) unless `align` is a
 /// power-of-two multiple of `sizeof(void *)`; `ENOMEM` (errno too, as in
 /// glibc) when out of memory, leaving `*out` alone.

@@ -22,66 +22,89 @@
 use crate::cxxapi;
 use core::ffi::c_void;
 
-/// A throwing `new`: `plain` forms take (size), `aligned` forms (size, align).
+/// A throwing `new`: `plain` forms take (size), `aligned` forms (size,
+/// align); `array` is 0 for `new`, 1 for `new[]`.
 #[cfg(target_arch = "x86_64")]
 macro_rules! throwing_new {
-    ($($name:ident),+ => plain) => {$(
+    ($name:ident, $array:literal => plain) => {
         #[unsafe(naked)]
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(size: usize) -> *mut c_void {
-            core::arch::naked_asm!("xor esi, esi", "jmp {f}", f = sym cxxapi::new_loop)
+            core::arch::naked_asm!("xor esi, esi", concat!("mov edx, ", $array), "jmp {f}", f = sym cxxapi::new_loop)
         }
-    )+};
-    ($($name:ident),+ => aligned) => {$(
+    };
+    ($name:ident, $array:literal => aligned) => {
         #[unsafe(naked)]
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
-            core::arch::naked_asm!("jmp {f}", f = sym cxxapi::new_loop)
+            core::arch::naked_asm!(concat!("mov edx, ", $array), "jmp {f}", f = sym cxxapi::new_loop)
         }
-    )+};
+    };
 }
 
 #[cfg(not(target_arch = "x86_64"))]
 macro_rules! throwing_new {
-    ($($name:ident),+ => plain) => {$(
+    ($name:ident, $array:literal => plain) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(size: usize) -> *mut c_void {
-            cxxapi::new_or_abort(size, 0) as *mut c_void
+            cxxapi::new_or_abort(size, 0, $array) as *mut c_void
         }
-    )+};
-    ($($name:ident),+ => aligned) => {$(
+    };
+    ($name:ident, $array:literal => aligned) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
-            cxxapi::new_or_abort(size, align) as *mut c_void
+            cxxapi::new_or_abort(size, align, $array) as *mut c_void
         }
-    )+};
+    };
 }
 
-/// One function under several exported names.
+/// One exported function.
 macro_rules! export {
-    ($($name:ident),+ => fn $args:tt -> $ret:ty $body:block) => {$(
+    ($name:ident => fn $args:tt -> $ret:ty $body:block) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn $name $args -> $ret $body
-    )+};
-    ($($name:ident),+ => fn $args:tt $body:block) => {$(
+    };
+    ($name:ident => fn $args:tt $body:block) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn $name $args $body
-    )+};
+    };
 }
 
-throwing_new!(_Znwm, _Znam => plain);
-throwing_new!(_ZnwmSt11align_val_t, _ZnamSt11align_val_t => aligned);
+throwing_new!(_Znwm, 0 => plain);
+throwing_new!(_Znam, 1 => plain);
+throwing_new!(_ZnwmSt11align_val_t, 0 => aligned);
+throwing_new!(_ZnamSt11align_val_t, 1 => aligned);
 
-export!(_ZnwmRKSt9nothrow_t, _ZnamRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, 0) as *mut c_void
+export!(_ZnwmRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_void {
+    cxxapi::new_nothrow(size, 0, 0) as *mut c_void
 });
-export!(_ZnwmSt11align_val_tRKSt9nothrow_t, _ZnamSt11align_val_tRKSt9nothrow_t
-    => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, align) as *mut c_void
+export!(_ZnamRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_void {
+    cxxapi::new_nothrow(size, 0, 1) as *mut c_void
+});
+export!(_ZnwmSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
+    cxxapi::new_nothrow(size, align, 0) as *mut c_void
+});
+export!(_ZnamSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
+    cxxapi::new_nothrow(size, align, 1) as *mut c_void
 });
 
-export!(_ZdlPv, _ZdaPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8) });
-export!(_ZdlPvm, _ZdaPvm, _ZdlPvSt11align_val_t, _ZdaPvSt11align_val_t, _ZdlPvRKSt9nothrow_t, _ZdaPvRKSt9nothrow_t
-    => fn(p: *mut c_void, _size_align_or_nothrow: usize) { cxxapi::delete(p as *mut u8) });
-export!(_ZdlPvmSt11align_val_t, _ZdaPvmSt11align_val_t, _ZdlPvSt11align_val_tRKSt9nothrow_t, _ZdaPvSt11align_val_tRKSt9nothrow_t
-    => fn(p: *mut c_void, _size_or_align: usize, _align_or_nothrow: usize) { cxxapi::delete(p as *mut u8) });
+export!(_ZdlPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 0, 0) });
+export!(_ZdaPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 1, 0) });
+export!(_ZdlPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 0, size) });
+export!(_ZdaPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 1, size) });
+export!(_ZdlPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 0, 0) });
+export!(_ZdaPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 1, 0) });
+export!(_ZdlPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 0, 0) });
+export!(_ZdaPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 1, 0) });
+export!(_ZdlPvmSt11align_val_t => fn(p: *mut c_void, size: usize, _align: usize) {
+    cxxapi::delete(p as *mut u8, 0, size)
+});
+export!(_ZdaPvmSt11align_val_t => fn(p: *mut c_void, size: usize, _align: usize) {
+    cxxapi::delete(p as *mut u8, 1, size)
+});
+export!(_ZdlPvSt11align_val_tRKSt9nothrow_t => fn(p: *mut c_void, _align: usize, _nt: *const c_void) {
+    cxxapi::delete(p as *mut u8, 0, 0)
+});
+export!(_ZdaPvSt11align_val_tRKSt9nothrow_t => fn(p: *mut c_void, _align: usize, _nt: *const c_void) {
+    cxxapi::delete(p as *mut u8, 1, 0)
+});

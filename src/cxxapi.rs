@@ -15,7 +15,10 @@
 //!   nothrow form in a program that never sets a handler: then both just
 //!   return NULL).
 //! - Every `delete` is `free`: the size and alignment arguments are not
-//!   needed to find a block (hardened mode does not check them yet).
+//!   needed to find a block. The hardened mode records in each block
+//!   whether it came from `malloc`, `new` or `new[]`, and stops a `delete`
+//!   of a `new[]` block (or the reverse) and a sized `delete` whose size is
+//!   not the one asked for.
 //!
 //! # Why the loop is written in assembly
 //!
@@ -33,25 +36,33 @@
 //! Other architectures have no such loop (see [`new_or_abort`]).
 
 use crate::api;
+use crate::harden::Kind;
 use core::ffi::c_void;
 
+/// `new` (`ARRAY == 0`) or `new[]` (1): the kind the hardened mode
+/// records in the block.
+pub const fn kind(array: usize) -> Kind {
+    if array == 0 { Kind::New } else { Kind::NewArray }
+}
+
 /// The allocation every `new` makes: `align == 0` for the plain forms,
-/// else the `align_val_t` argument.
+/// else the `align_val_t` argument; `array` 1 for `new[]`.
 #[inline(always)]
-pub extern "C" fn try_new(size: usize, align: usize) -> *mut u8 {
-    if align == 0 { api::malloc(size) } else { api::memalign(align, size) }
+pub extern "C" fn try_new(size: usize, align: usize, array: usize) -> *mut u8 {
+    api::cxx_new(size, align, kind(array))
 }
 
 /// The `nothrow` forms: NULL on failure.
 #[inline(always)]
-pub fn new_nothrow(size: usize, align: usize) -> *mut u8 {
-    try_new(size, align)
+pub fn new_nothrow(size: usize, align: usize, array: usize) -> *mut u8 {
+    try_new(size, align, array)
 }
 
-/// Every `delete` form.
+/// Every `delete` form: `array` 1 for `delete[]`, `size` the sized forms'
+/// argument (0 for the others).
 #[inline(always)]
-pub fn delete(p: *mut u8) {
-    api::free(p)
+pub fn delete(p: *mut u8, array: usize, size: usize) {
+    api::cxx_delete(p, kind(array), size)
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -102,19 +113,20 @@ fn out_of_memory(size: usize, why: &str) -> ! {
 }
 
 // The retry loop (x86_64 System V). In: rdi = size, rsi = alignment (0:
-// plain). Two slots keep them across calls; the frame is 32 bytes with the
+// plain), rdx = 1 for new[]. Three slots keep them across calls; the frame is 32 bytes with the
 // return address, so calls are made with a 16-byte aligned stack. The
 // call-frame information describes every instruction, so an exception
 // thrown by the handler or by __throw_bad_alloc unwinds through it.
 #[cfg(target_arch = "x86_64")]
 #[unsafe(naked)]
-pub extern "C" fn new_loop(size: usize, align: usize) -> *mut u8 {
+pub extern "C" fn new_loop(size: usize, align: usize, array: usize) -> *mut u8 {
     core::arch::naked_asm!(
         ".cfi_startproc",
         "sub rsp, 24",
         ".cfi_def_cfa_offset 32",
         "mov [rsp], rdi",
         "mov [rsp + 8], rsi",
+        "mov [rsp + 16], rdx",
         "2:",
         "call {try_new}",
         "test rax, rax",
@@ -131,6 +143,7 @@ pub extern "C" fn new_loop(size: usize, align: usize) -> *mut u8 {
         "call rax",
         "mov rdi, [rsp]",
         "mov rsi, [rsp + 8]",
+        "mov rdx, [rsp + 16]",
         "jmp 2b",
         ".cfi_endproc",
         try_new = sym try_new,
@@ -141,8 +154,8 @@ pub extern "C" fn new_loop(size: usize, align: usize) -> *mut u8 {
 /// Elsewhere than x86_64 there is no unwind-safe retry loop: a failed
 /// throwing `new` reports and aborts instead of throwing.
 #[cfg(not(target_arch = "x86_64"))]
-pub extern "C" fn new_or_abort(size: usize, align: usize) -> *mut u8 {
-    let p = try_new(size, align);
+pub extern "C" fn new_or_abort(size: usize, align: usize, array: usize) -> *mut u8 {
+    let p = try_new(size, align, array);
     if p.is_null() {
         out_of_memory(size, "std::bad_alloc is not thrown on this architecture");
     }

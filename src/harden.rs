@@ -57,8 +57,21 @@ pub fn set_secret(k: u64, mul: u64) {
     MUL.store(mul | 1, Relaxed);
 }
 
-fn check_word(p: usize, n: u32) -> u32 {
-    (crate::block::keyed(p ^ ((n as usize) << 32), KEY.load(Relaxed), MUL.load(Relaxed)) >> 32) as u32
+/// How a block was allocated, kept in its trailer's keyed check, so that
+/// C++'s `delete` and `delete[]` can be matched with `new` and `new[]`.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[repr(u8)]
+pub enum Kind {
+    Malloc = 0,
+    New = 1,
+    NewArray = 2,
+}
+
+const KINDS: [Kind; 3] = [Kind::Malloc, Kind::New, Kind::NewArray];
+
+fn check_word(p: usize, n: u32, kind: Kind) -> u32 {
+    let key = KEY.load(Relaxed) ^ (kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    (crate::block::keyed(p ^ ((n as usize) << 32), key, MUL.load(Relaxed)) >> 32) as u32
 }
 
 fn canary_byte(p: usize, i: usize) -> u8 {
@@ -71,11 +84,11 @@ fn quarantine_mark(p: usize) -> usize {
 }
 
 /// Writes the canary and trailer of a block of `usable` bytes at `p`
-/// holding `n` requested bytes.
+/// holding `n` requested bytes, allocated as `kind`.
 ///
 /// # Safety
 /// `p .. p + usable` must be ours, with `usable >= n + OVERHEAD`.
-unsafe fn seal(p: *mut u8, n: usize, usable: usize) {
+unsafe fn seal(p: *mut u8, n: usize, usable: usize, kind: Kind) {
     let a = p as usize;
     // SAFETY: the canary and trailer lie inside the block (caller).
     unsafe {
@@ -84,17 +97,17 @@ unsafe fn seal(p: *mut u8, n: usize, usable: usize) {
         }
         let t = p.add(usable - TRAILER) as *mut u32;
         t.write_unaligned(n as u32);
-        t.add(1).write_unaligned(check_word(a, n as u32));
+        t.add(1).write_unaligned(check_word(a, n as u32, kind));
     }
 }
 
-/// The requested size recorded in a sealed block's trailer, or `None` when
-/// the block has no trailer (allocated before hardening was on). Aborts if
-/// the canary was overwritten.
+/// The requested size and kind recorded in a sealed block's trailer, or
+/// `None` when the block has no trailer (allocated before hardening was
+/// on). Aborts if the canary was overwritten.
 ///
 /// # Safety
 /// `p .. p + usable` must be a live block of ours.
-unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<usize> {
+unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<(usize, Kind)> {
     let a = p as usize;
     if usable < OVERHEAD {
         return None;
@@ -111,13 +124,14 @@ unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<usize>
     if full > most {
         full = full.wrapping_sub(1 << 32);
     }
-    if check != check_word(a, n) || full > most {
+    let kind = KINDS.into_iter().find(|&k| check == check_word(a, n, k));
+    let Some(kind) = kind.filter(|_| full <= most) else {
         if ALL_SEALED.load(Relaxed) {
             diag::fatal(func, "heap overflow: the trailer after the block was overwritten at", a);
         }
         // A block from before hardening was on.
         return None;
-    }
+    };
     let n = full;
     for i in n..usable - TRAILER {
         // SAFETY: as above.
@@ -125,7 +139,22 @@ unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<usize>
             diag::fatal(func, "heap overflow: the canary after the block was overwritten at", a);
         }
     }
-    Some(n)
+    Some((n, kind))
+}
+
+/// Aborts if a C++ `delete` (of kind `want`, with `size` when sized, else
+/// 0) does not match how the block at `a` was allocated: `delete` of a
+/// `new[]` block or the reverse, or a size other than the one asked for.
+fn check_delete(a: usize, func: &'static str, want: Kind, size: usize, sealed: Option<(usize, Kind)>) {
+    let Some((n, kind)) = sealed else { return };
+    match (want, kind) {
+        (Kind::New, Kind::NewArray) => diag::fatal(func, "delete of a block from new[] (use delete[]) at", a),
+        (Kind::NewArray, Kind::New) => diag::fatal(func, "delete[] of a block from new (use delete) at", a),
+        _ => {}
+    }
+    if size != 0 && size != n {
+        diag::fatal(func, "sized delete with a size other than the block's at", a);
+    }
 }
 
 // ----- the quarantine ------------------------------------------------------------
@@ -234,11 +263,16 @@ fn release(b: Block) {
 
 /// A block of `n` bytes (aligned to `align`), sealed.
 pub fn malloc(n: usize, align: usize, zero: bool) -> *mut u8 {
+    malloc_as(n, align, zero, Kind::Malloc)
+}
+
+/// A block of `n` bytes (aligned to `align`), sealed as allocated by `kind`.
+pub fn malloc_as(n: usize, align: usize, zero: bool, kind: Kind) -> *mut u8 {
     let Some(want) = n.checked_add(OVERHEAD) else { return core::ptr::null_mut() };
     let p = crate::alloc::guarded_block(want, align, zero);
     if !p.is_null() {
         // SAFETY: a fresh block of at least `want` usable bytes.
-        unsafe { seal(p, n, pointer::usable_size(p, "malloc")) };
+        unsafe { seal(p, n, pointer::usable_size(p, "malloc"), kind) };
     }
     p
 }
@@ -246,6 +280,17 @@ pub fn malloc(n: usize, align: usize, zero: bool) -> *mut u8 {
 /// Frees `p` (non-null): checks, fills and quarantines heap blocks; unmaps
 /// large ones (their pages go away: a use after free faults).
 pub fn free(p: *mut u8, func: &'static str) {
+    free_as(p, func, None)
+}
+
+/// [`free`] for a C++ `delete` of kind `want` (with its size when sized, else
+/// 0), checked against how the block was allocated.
+#[cfg(not(any(test, feature = "rust-global")))]
+pub fn delete(p: *mut u8, func: &'static str, want: Kind, size: usize) {
+    free_as(p, func, Some((want, size)))
+}
+
+fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, usize)>) {
     let a = p as usize;
     let b = Block::from_payload(p);
     if REGIONS.holds_header(b.addr()) {
@@ -259,7 +304,10 @@ pub fn free(p: *mut u8, func: &'static str) {
             if b.payload_word(MARK_WORD) == quarantine_mark(a) {
                 diag::fatal(func, "double free (the block is in quarantine) of", a);
             }
-            unseal(p, usable, func);
+            let sealed = unseal(p, usable, func);
+            if let Some((want, size)) = delete {
+                check_delete(a, func, want, size, sealed);
+            }
             core::ptr::write_bytes(p, FREED, usable);
             b.set_payload_word(MARK_WORD, quarantine_mark(a));
         }
@@ -269,7 +317,10 @@ pub fn free(p: *mut u8, func: &'static str) {
     if let Ptr::Large(m) = pointer::resolve(p, func) {
         let usable = m.usable(OPT.page.load(Relaxed));
         // SAFETY: a live large block of `usable` bytes.
-        unsafe { unseal(p, usable, func) };
+        let sealed = unsafe { unseal(p, usable, func) };
+        if let Some((want, size)) = delete {
+            check_delete(a, func, want, size, sealed);
+        }
         crate::free::free_large(a, func);
     }
 }
@@ -288,7 +339,7 @@ fn checked_size(p: *mut u8, func: &'static str) -> usize {
     }
     let usable = pointer::usable_size(p, func);
     // SAFETY: `usable_size` checked that `p` is a live block of ours.
-    unsafe { unseal(p, usable, func) }.unwrap_or(usable)
+    unsafe { unseal(p, usable, func) }.map_or(usable, |(n, _)| n)
 }
 
 pub fn usable_size(p: *mut u8) -> usize {
