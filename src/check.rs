@@ -303,7 +303,7 @@ fn check_large(l: &MapTable, rep: &mut Report) {
         let (p, base, len) = (m.payload, m.base, m.len);
         rep.expect(base % crate::config::PAGE == 0 && len % crate::config::PAGE == 0, "misaligned mapping", base);
         rep.expect(p % 16 == 0 && p >= base && p < base + len, "payload outside its mapping", p);
-        rep.expect(l.map_agrees(id, m), "page map does not name the mapping on every page", p);
+        rep.expect(l.map_agrees(id, m), "page map does not name the mapping on its payload's page", p);
     });
 }
 

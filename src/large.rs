@@ -4,10 +4,12 @@
 //! heap has no free block for it) gets a private anonymous mapping with the
 //! payload 16 bytes in (or at the requested alignment). Nothing is stored in
 //! the mapping itself: each mapping has a slot in this table (payload, base,
-//! length), and every page of the mapping names its slot in the page map
-//! ([`crate::pagemap`]), so any address, the payload or one inside the
-//! block, is recognised in two loads, and a pointer that is not ours by a
-//! page with no owner, never by reading memory that might not be there.
+//! length), and the payload's page names its slot in the page map
+//! ([`crate::pagemap`]), so a large block's payload is recognised in two
+//! loads, and a pointer that is not ours by a page with no owner, never by
+//! reading memory that might not be there. An address inside a large
+//! block, not its payload, is recognised by visiting the table (misuse
+//! only).
 //!
 //! When a block is freed its payload page keeps a tombstone naming the slot,
 //! and freed slots are reused only once [`KEEP_FREED`] others wait, so a
@@ -224,12 +226,26 @@ impl MapTable {
                     Lookup::Interior(s.m)
                 }
             }
-            Owner::Freed { id } if id < self.used => {
-                let s = self.slot(id);
-                if !s.live && s.m.payload == a { Lookup::Freed } else { Lookup::Unknown }
+            Owner::Freed { id } if id < self.used && !self.slot(id).live && self.slot(id).m.payload == a => {
+                Lookup::Freed
             }
-            _ => Lookup::Unknown,
+            _ => self.containing(a).map_or(Lookup::Unknown, Lookup::Interior),
         }
+    }
+
+    /// The live mapping holding `a`, found by visiting every one: only the
+    /// payload's page is in the page map (recording every page would cost
+    /// each large malloc and free a write per 4 KiB), so this answers for
+    /// the other pages, on the misuse path only.
+    #[cold]
+    fn containing(&self, a: usize) -> Option<Mapping> {
+        let mut found = None;
+        self.for_each(|_, m| {
+            if a >= m.base && a < m.base + m.len {
+                found = Some(m);
+            }
+        });
+        found
     }
 
     /// Makes room for one more mapping before it is made, so that only the
@@ -253,7 +269,7 @@ impl MapTable {
     /// Records a live mapping (after [`MapTable::reserve`]); false if the
     /// page map cannot cover it.
     pub fn insert(&mut self, m: Mapping) -> bool {
-        if !self.reserve() || !self.map.reserve(m.base, m.base + m.len) {
+        if !self.reserve() || !self.map.reserve(m.payload, m.payload + 1) {
             return false;
         }
         let id = if self.freed > KEEP_FREED {
@@ -269,7 +285,7 @@ impl MapTable {
             self.used - 1
         };
         *self.slot_mut(id) = Slot { m, live: true, next: NONE };
-        self.map.fill(m.base, m.base + m.len, Owner::Large { id }.entry());
+        self.map.set(m.payload, Owner::Large { id }.entry());
         self.live += 1;
         self.bytes += m.len;
         self.peak_bytes = self.peak_bytes.max(self.bytes);
@@ -288,7 +304,6 @@ impl MapTable {
         let m = s.m;
         s.live = false;
         s.next = NONE;
-        self.map.fill(m.base, m.base + m.len, 0);
         self.map.set(m.payload, Owner::Freed { id }.entry());
         if self.freed_tail == NONE {
             self.freed_head = id;
@@ -319,10 +334,9 @@ impl MapTable {
         }
     }
 
-    /// Whether the page map names slot `id` on every page of `m`.
+    /// Whether the page map names slot `id` on the payload's page of `m`.
     pub fn map_agrees(&self, id: u32, m: Mapping) -> bool {
-        let page = 1usize << crate::pagemap::PAGE_SHIFT;
-        (m.base..m.base + m.len).step_by(page).all(|a| self.map.owner(a) == Owner::Large { id })
+        self.map.owner(m.payload) == Owner::Large { id }
     }
 
     /// Live entries and bytes counted by a walk (for the checker).

@@ -31,8 +31,8 @@
 //! - `REGION`: a page of heap region `id`. `EDGE` is set on a first or last
 //!   page that the region covers only in part; the region's own bounds
 //!   answer for those ([`crate::region`]). Other pages answer at once.
-//! - `LARGE`: a page of the mapping of large block slot `id`
-//!   ([`crate::large`]).
+//! - `LARGE`: the page of the payload of large block slot `id`
+//!   ([`crate::large`]; its other pages are not recorded).
 //! - `FREED`: the page where the payload of large block slot `id` started
 //!   before it was freed (a tombstone: a second free is a double free).
 //!
