@@ -222,17 +222,7 @@ fn heap_block(n: usize, align: usize, zero: bool, may_grow: bool, call: Call) ->
 #[inline]
 pub fn after_growth(grew: bool) {
     if grew {
-        release_kept();
-    }
-}
-
-#[cold]
-fn release_kept() {
-    let mut l = large();
-    if l.retained_bytes > 0 {
-        let kept = l.expire(u64::MAX);
-        drop(l);
-        kept.unmap();
+        crate::trim::release_kept();
     }
 }
 

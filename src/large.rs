@@ -107,10 +107,6 @@ impl Evicted {
         self.n += 1;
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.n == 0
-    }
-
     /// Unmaps every mapping given back.
     pub fn unmap(self) {
         for m in &self.list[..self.n] {

@@ -53,12 +53,22 @@ pub fn give_back_space(op: &'static str, pad: usize) -> bool {
         // SAFETY: this thread's own cache.
         unsafe { drain_cache(t, op) };
     }
-    let kept = large().expire(u64::MAX);
-    let any_kept = !kept.is_empty();
-    kept.unmap();
+    let any_kept = release_kept();
     // SAFETY: the heap is consistent between calls.
     let top = unsafe { heap(op).trim_top(pad) };
     any_kept || top > 0
+}
+
+/// Unmaps every mapping kept for reuse; true if there was one.
+pub fn release_kept() -> bool {
+    let mut l = large();
+    if l.retained_bytes == 0 {
+        return false;
+    }
+    let kept = l.expire(u64::MAX);
+    drop(l);
+    kept.unmap();
+    true
 }
 
 /// Gives back memory that stayed unused for the decay time, if it is due.
