@@ -1,17 +1,88 @@
 //! The locks around shared allocator state, and the one table of their
 //! ranks.
 //!
-//! A spin lock (from the `spin` crate) with a bounded spin, then
-//! `sched_yield`, so a preempted holder does not cost a waiter a whole time
-//! slice of spinning. While the process has a single thread (glibc's
-//! `__libc_single_threaded`) no lock is taken at all: there is no one to
-//! exclude, the atomic operations are saved, and a fork from a signal
-//! handler that interrupted malloc cannot deadlock on our own lock.
+//! A lock word with a brief spin, then a sleep on a futex: a holder is
+//! usually done within a few hundred nanoseconds, and a waiter whose holder
+//! was preempted sleeps instead of burning its time slice (spinning, or
+//! yielding in a loop, cost threads whole 10 ms slices). While the process
+//! has a single thread (glibc's `__libc_single_threaded`) no lock is taken
+//! at all: there is no one to exclude, the atomic operations are saved,
+//! and a fork from a signal handler that interrupted malloc cannot deadlock
+//! on our own lock.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::Ordering::Relaxed;
 use core::ops::{Deref, DerefMut};
-use spin::mutex::{SpinMutex, SpinMutexGuard};
+use core::sync::atomic::{AtomicU32, Ordering::*};
+
+/// A mutex word: 0 free, 1 held, 2 held with (possibly) sleeping waiters.
+pub struct RawLock {
+    state: AtomicU32,
+}
+
+const FREE: u32 = 0;
+const HELD: u32 = 1;
+const WAITED: u32 = 2;
+/// Spins before a waiter sleeps.
+const SPINS: u32 = 100;
+
+impl RawLock {
+    pub const fn new() -> Self {
+        RawLock { state: AtomicU32::new(FREE) }
+    }
+
+    #[inline]
+    fn try_lock(&self) -> bool {
+        self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok()
+    }
+
+    #[inline]
+    pub fn lock(&self) {
+        if !self.try_lock() {
+            self.lock_slow();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn lock_slow(&self) {
+        for _ in 0..SPINS {
+            if self.state.load(Relaxed) == FREE && self.try_lock() {
+                return;
+            }
+            core::hint::spin_loop();
+        }
+        // Say there is a waiter, and sleep until the word changes.
+        while self.state.swap(WAITED, Acquire) != FREE {
+            futex(&self.state, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, WAITED);
+        }
+    }
+
+    #[inline]
+    pub fn unlock(&self) {
+        if self.state.swap(FREE, Release) == WAITED {
+            futex(&self.state, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
+        }
+    }
+}
+
+impl Default for RawLock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// `futex(word, op, val)`, leaving errno as it was (`free` must not change
+/// it); a wait that returns early (EAGAIN, EINTR) is retried by the caller.
+fn futex(word: &AtomicU32, op: i32, val: u32) {
+    // SAFETY: errno is this thread's; the futex word is a live atomic that
+    // outlives the call; a null timeout waits without limit.
+    unsafe {
+        let e = libc::__errno_location();
+        let saved = *e;
+        libc::syscall(libc::SYS_futex, word.as_ptr(), op, val, core::ptr::null::<libc::timespec>(), 0usize, 0u32);
+        *e = saved;
+    }
+}
 
 unsafe extern "C" {
     /// glibc (2.32+): non-zero while the process has never had a second
@@ -79,7 +150,7 @@ fn note_release(rank: Rank) {
 
 /// A value behind a lock that is elided while the process is single-threaded.
 pub struct Locked<T> {
-    lock: SpinMutex<()>,
+    lock: RawLock,
     rank: Rank,
     /// Whether [`Locked::hold`] took the lock (for the fork handlers).
     held_for_fork: core::sync::atomic::AtomicBool,
@@ -92,13 +163,17 @@ unsafe impl<T: Send> Sync for Locked<T> {}
 
 /// Exclusive access to a [`Locked`] value.
 pub struct Guard<'a, T> {
-    _held: Option<SpinMutexGuard<'a, ()>>,
+    /// The lock this guard releases (none while single-threaded).
+    held: Option<&'a RawLock>,
     rank: Rank,
     value: &'a mut T,
 }
 
 impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
+        if let Some(l) = self.held {
+            l.unlock();
+        }
         note_release(self.rank);
     }
 }
@@ -119,7 +194,7 @@ impl<T> DerefMut for Guard<'_, T> {
 impl<T> Locked<T> {
     pub const fn new(rank: Rank, value: T) -> Self {
         Locked {
-            lock: SpinMutex::new(()),
+            lock: RawLock::new(),
             rank,
             held_for_fork: core::sync::atomic::AtomicBool::new(false),
             value: UnsafeCell::new(value),
@@ -129,30 +204,14 @@ impl<T> Locked<T> {
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
         note_acquire(self.rank);
-        let held = if single_threaded() { None } else { Some(self.acquire()) };
+        let held = if single_threaded() {
+            None
+        } else {
+            self.lock.lock();
+            Some(&self.lock)
+        };
         // SAFETY: we hold the lock, or no other thread exists.
-        Guard { _held: held, rank: self.rank, value: unsafe { &mut *self.value.get() } }
-    }
-
-    #[cold]
-    fn acquire(&self) -> SpinMutexGuard<'_, ()> {
-        let mut round = 0u32;
-        loop {
-            if let Some(g) = self.lock.try_lock() {
-                return g;
-            }
-            while self.lock.is_locked() {
-                if round < 6 {
-                    for _ in 0..(1 << round) * 8 {
-                        core::hint::spin_loop();
-                    }
-                    round += 1;
-                } else {
-                    // SAFETY: sched_yield has no preconditions.
-                    unsafe { libc::sched_yield() };
-                }
-            }
-        }
+        Guard { held, rank: self.rank, value: unsafe { &mut *self.value.get() } }
     }
 
     /// Fork, before: takes the lock and keeps it held until
@@ -169,7 +228,7 @@ impl<T> Locked<T> {
             crate::tls::set::<{ crate::tls::LOCKS }>(held | 1 << self.rank as u8);
         }
         if !single_threaded() {
-            core::mem::forget(self.acquire());
+            self.lock.lock();
             self.held_for_fork.store(true, Relaxed);
         }
     }
@@ -178,9 +237,10 @@ impl<T> Locked<T> {
     /// [`Locked::hold`] took.
     pub fn release_held(&self) {
         if self.held_for_fork.swap(false, Relaxed) {
-            // SAFETY: `hold` took the lock in this process and forgot its
-            // guard; this releases it once.
-            unsafe { self.lock.force_unlock() };
+            // `hold` took the lock in this process; this releases it once.
+            // In a forked child nobody waits on it (its word is the
+            // child's own copy).
+            self.lock.unlock();
         }
         note_release(self.rank);
     }
