@@ -2,9 +2,9 @@
 //! into a free neighbour or the top, slide into a free predecessor), with
 //! mremap for large blocks, and by moving otherwise.
 
-use crate::alloc::{after_growth, alloc_block, wants_mapping};
+use crate::alloc::{after_growth, alloc_block, wants_mapping, TCACHE_MAX_REQUEST};
 use crate::block::Block;
-use crate::config::{self, ALIGN, MIN_UNITS};
+use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::free::{free, free_large};
 use crate::large::Mapping;
@@ -36,6 +36,20 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
         let want = config::request_units(n);
         if want <= have && have - want < MIN_UNITS {
             return p;
+        }
+        // A small block the thread's cache has a block for moves there
+        // without the heap's lock; the old block goes to the cache.
+        if let Some(t) = my_cache()
+            && n <= TCACHE_MAX_REQUEST
+            && have <= TCACHE_MAX_UNITS
+            // SAFETY: this thread's cache.
+            && let Ok(Some(nb)) = unsafe { t.pop(want) }
+        {
+            let q = nb.payload();
+            // SAFETY: both blocks are held; `old_bytes.min(n)` fits in each.
+            unsafe { core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n)) };
+            free(p, "realloc");
+            return q;
         }
         let mut h = heap("realloc");
         let growths = h.growths;
