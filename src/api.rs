@@ -172,20 +172,32 @@ pub fn reallocarray(p: *mut u8, nmemb: usize, size: usize) -> *mut u8 {
     }
 }
 
+/// The alignment a request of `n` bytes aligned to `align` (above 16) is
+/// served with: rounded up to a power of two; `EINVAL` above
+/// `SIZE_MAX / 2 + 1`, `ENOMEM` when the size could not fit with it (the
+/// error is the null pointer to return, errno set).
+fn aligned_request(align: usize, n: usize) -> Result<usize, *mut u8> {
+    if align > usize::MAX / 2 + 1 {
+        set_errno(libc::EINVAL);
+        return Err(core::ptr::null_mut());
+    }
+    let align = align.next_power_of_two();
+    if n > PTRDIFF_MAX - align - 32 {
+        return Err(enomem());
+    }
+    Ok(align)
+}
+
 /// glibc's memalign: alignments up to 16 are malloc; others are rounded up
 /// to a power of two; above `SIZE_MAX / 2 + 1` is `EINVAL`.
 pub fn memalign(align: usize, n: usize) -> *mut u8 {
     if align <= 16 {
         return malloc(n);
     }
-    if align > usize::MAX / 2 + 1 {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    let align = align.next_power_of_two();
-    if n > PTRDIFF_MAX - align - 32 {
-        return enomem();
-    }
+    let align = match aligned_request(align, n) {
+        Ok(a) => a,
+        Err(null) => return null,
+    };
     if hooked() {
         return with_hooks(|| {
             let p = if hardened() {
@@ -207,15 +219,10 @@ pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
     if !hardened() {
         return if align == 0 { malloc(n) } else { memalign(align, n) };
     }
-    let align = align.max(16);
-    if align > usize::MAX / 2 + 1 {
-        set_errno(libc::EINVAL);
-        return core::ptr::null_mut();
-    }
-    let align = align.next_power_of_two();
-    if n > PTRDIFF_MAX - align - 32 {
-        return enomem();
-    }
+    let align = match aligned_request(align.max(16), n) {
+        Ok(a) => a,
+        Err(null) => return null,
+    };
     with_hooks(|| {
         let p = or_enomem(crate::harden::malloc_as(n, align, false, kind));
         let e = if align > 16 { Event::Memalign { align, size: n, ptr: p } } else { Event::Malloc { size: n, ptr: p } };
