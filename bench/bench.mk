@@ -4,6 +4,7 @@
 # Targets
 #   bench         build the tools, then the full side-by-side run (< 10 min)
 #   bench-quick   the same with fewer repetitions (about a minute)
+#   bench-hitpath instructions per cached malloc and free (callgrind)
 #   bench/replay bench/mt bench/micro   the tools themselves
 #   bench-deps    install the peer allocators' Debian packages if missing
 #   bench-asan    replay every trace under an ASan/UBSan build of replay
@@ -21,10 +22,10 @@ BENCH_CFLAGS ?= -O2 -g -std=c11 -Wall -Wextra
 BENCH_LDLIBS := -ldl -lpthread
 BENCH_ARGS ?=
 BENCH_TRACES ?= ../shared/traces
-BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large
+BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/hitpath
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
-.PHONY: bench bench-returns bench-quick bench-deps bench-asan bench-clean
+.PHONY: bench bench-hitpath bench-returns bench-quick bench-deps bench-asan bench-clean
 
 bench/replay: bench/replay.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
@@ -38,9 +39,17 @@ bench/micro: bench/micro.c bench/benchutil.h
 bench/large: bench/large.c
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/large.c $(BENCH_LDLIBS)
 
+# Instructions per cached malloc and free, counted by callgrind.
+bench/hitpath: bench/hitpath.c
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/hitpath.c
+
+bench-hitpath: bench-deps bench/hitpath $(LIB)
+	$(PYTHON) bench/hitpath.py
+
 bench: bench-deps $(BENCH_TOOLS) $(LIB)
 	$(PYTHON) bench/bench.py --traces $(BENCH_TRACES) $(BENCH_ARGS)
 	$(PYTHON) bench/returns.py
+	$(PYTHON) bench/hitpath.py
 
 # Memory that comes back: large buffers and a freed spike (bench/large.c).
 bench-returns: bench-deps bench/large $(LIB)

@@ -37,25 +37,30 @@ pub fn call_name(call: Call) -> &'static str {
     }
 }
 
-/// Allocates `n` bytes (zeroed if `zero`) for C function `call`; null when
-/// out of memory.
+/// Allocates `n` bytes (zeroed if `zero`) for C function `call`; null with
+/// errno `ENOMEM` when out of memory (`n` may be anything, even above
+/// `PTRDIFF_MAX`).
+///
+/// The hit path pops the thread cache's list for the size and returns;
+/// every other case leaves by a tail call, so the hit path needs no stack
+/// frame.
 #[inline(always)]
 pub fn alloc(n: usize, call: Call, zero: bool) -> *mut u8 {
-    if let Some(t) = my_cache()
-        && n <= TCACHE_MAX_REQUEST
+    if n <= TCACHE_MAX_REQUEST
+        && let Some(t) = my_cache()
     {
-        count(Some(t), call, n);
         let units = config::request_units(n);
         // SAFETY: this thread's cache; it holds blocks of our heap.
         match unsafe { t.pop(units) } {
             Ok(Some(b)) => {
+                count(Some(t), call, n);
                 if zero {
                     clear(b.payload(), Block::payload_bytes(units));
                 }
                 return b.payload();
             }
             Ok(None) => return refill(t, n, call, zero),
-            Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(call_name(call), "corrupted thread cache at", a),
+            Err(tcache::CacheFault::Corrupted(a)) => return cache_fault(call, a),
         }
     }
     alloc_slow(n, call, zero)
@@ -63,7 +68,26 @@ pub fn alloc(n: usize, call: Call, zero: bool) -> *mut u8 {
 
 #[cold]
 #[inline(never)]
+fn cache_fault(call: Call, a: usize) -> *mut u8 {
+    diag::fatal(call_name(call), "corrupted thread cache at", a)
+}
+
+/// `p`, or null with errno `ENOMEM` when `p` is null.
+#[inline(always)]
+fn or_enomem(p: *mut u8) -> *mut u8 {
+    if p.is_null() {
+        // SAFETY: this thread's errno slot.
+        unsafe { *libc::__errno_location() = libc::ENOMEM };
+    }
+    p
+}
+
+#[cold]
+#[inline(never)]
 fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
+    if n > isize::MAX as usize {
+        return or_enomem(core::ptr::null_mut());
+    }
     let t = my_cache_or_new();
     count(t, call, 0);
     if let Some(t) = t
@@ -77,15 +101,21 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
             return served(n, b.payload());
         }
     }
-    served(n, alloc_block(n, ALIGN, zero, false, call))
+    or_enomem(served(n, alloc_block(n, ALIGN, zero, false, call)))
 }
 
 /// A small request that found its cache list empty: the best fit from the
 /// heap, plus up to `REFILL - 1` more blocks of the same size for the cache
 /// (free blocks of exactly that size, or, in an allocation burst, pieces of
-/// the top), all under one lock.
+/// the top), all under one lock. Null with errno `ENOMEM` when out of
+/// memory.
 #[inline(never)]
 fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
+    count(Some(t), call, n);
+    or_enomem(refill_block(t, n, call, zero))
+}
+
+fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
     crate::trim::maybe_decay();
     if wants_mapping(n, ALIGN) {

@@ -65,7 +65,7 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
     if hooked() {
-        return with_hooks(|| {
+        return with_hooks(move || {
             let p = if hardened() { sized(n, |n| crate::harden::malloc(n, 16, false)) } else { malloc_plain(n) };
             (p, Event::Malloc { size: n, ptr: p })
         });
@@ -73,12 +73,10 @@ pub fn malloc(n: usize) -> *mut u8 {
     malloc_plain(n)
 }
 
+/// `alloc` fails sizes above `PTRDIFF_MAX` itself, on its slow path.
 #[inline(always)]
 fn malloc_plain(n: usize) -> *mut u8 {
-    if n > PTRDIFF_MAX {
-        return enomem();
-    }
-    or_enomem(crate::alloc::alloc(n, Call::Malloc, false))
+    crate::alloc::alloc(n, Call::Malloc, false)
 }
 
 #[inline(always)]
@@ -87,7 +85,7 @@ pub fn free(p: *mut u8) {
         return;
     }
     if hooked() {
-        return with_hooks(|| {
+        return with_hooks(move || {
             if hardened() {
                 crate::harden::free(p, "free");
             } else {
@@ -118,7 +116,7 @@ pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
 
 fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
     match nmemb.checked_mul(size).filter(|&n| n <= PTRDIFF_MAX) {
-        Some(n) => or_enomem(crate::alloc::alloc(n, Call::Calloc, true)),
+        Some(n) => crate::alloc::alloc(n, Call::Calloc, true),
         None => enomem(),
     }
 }
@@ -156,7 +154,7 @@ fn realloc_plain(p: *mut u8, n: usize) -> *mut u8 {
         return enomem();
     }
     if p.is_null() {
-        return or_enomem(crate::alloc::alloc(n, Call::Realloc, false));
+        return crate::alloc::alloc(n, Call::Realloc, false);
     }
     if n == 0 {
         crate::free::free(p, "realloc");

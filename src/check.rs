@@ -77,11 +77,11 @@ impl Report {
 unsafe fn looks_cached(b: Block) -> bool {
     // SAFETY: the payload's first two words lie inside the block; other
     // threads may be writing them (hence volatile reads).
-    let (link, mark) = unsafe {
+    let (header, link, mark) = unsafe {
         let p = b.payload() as *const usize;
-        (core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1)))
+        (b.header(), core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1)))
     };
-    crate::tcache::seals(b.addr(), link, mark)
+    crate::tcache::seals(b.addr(), link, header, mark)
 }
 
 /// Totals found by walking the regions.

@@ -20,6 +20,10 @@ use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Frees `p` (non-null) for C function `func`.
+///
+/// The hit path checks the block and pushes it on the thread cache; every
+/// other case leaves by a tail call to [`free_slow`], so the hit path
+/// needs no stack frame.
 #[inline(always)]
 pub fn free(p: *mut u8, func: &'static str) {
     let b = Block::from_payload(p);
@@ -27,11 +31,9 @@ pub fn free(p: *mut u8, func: &'static str) {
         && Block::is_header_position(b.addr())
         && interior_region_entry(PAGEMAP.entry(b.addr()))
     {
-        tcache::add(&t.counters.calls[Call::Free as usize], 1);
         // SAFETY: `b` is a header position on a page wholly inside a heap
-        // region; the payload words are read only for a block of a valid
-        // used header and a cacheable size (so not the epilogue, whose
-        // size is 0).
+        // region; the payload words are read only for a valid used header
+        // of a cacheable size (so not the epilogue, whose size is 0).
         unsafe {
             let h = b.header();
             let units = crate::block::used_units(h);
@@ -39,25 +41,24 @@ pub fn free(p: *mut u8, func: &'static str) {
             let checked = if cfg!(feature = "unchecked-fast-path") {
                 h & crate::block::USED != 0
             } else {
-                crate::block::is_used_header(b.addr(), h) && cacheable && !tcache::is_marked(b)
+                crate::block::is_used_header(b.addr(), h)
             };
-            if checked && cacheable && t.has_room(units) {
-                t.push(b, units);
+            if cacheable && checked && t.push_freed(b, units, h) {
+                tcache::add(&t.counters.calls[Call::Free as usize], 1);
                 return;
             }
         }
-        return free_heap_block(pointer::held(b, func), Some(t), func);
     }
     free_slow(p, func)
 }
 
+/// Every free the hit path did not finish: the pointer is resolved (and
+/// misuse reported) by [`crate::pointer`].
 #[cold]
 #[inline(never)]
 fn free_slow(p: *mut u8, func: &'static str) {
     let t = my_cache();
-    if t.is_none() {
-        count(None, Call::Free, 0);
-    }
+    count(t, Call::Free, 0);
     match pointer::resolve(p, func) {
         Ptr::Heap(b) => free_heap_block(b, t, func),
         Ptr::Large(_) => free_large(p as usize, func),

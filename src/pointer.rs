@@ -60,7 +60,8 @@ pub fn held(b: Block, func: &'static str) -> Held {
     // epilogue; the payload word is read only for a valid used header of
     // at least MIN_UNITS (whose payload holds it).
     unsafe {
-        if crate::block::is_block_header(b.addr(), b.header()) && !tcache::is_marked(b) {
+        let h = b.header();
+        if crate::block::is_block_header(b.addr(), h) && !tcache::is_marked(b, h) {
             return Held(b);
         }
     }
@@ -95,7 +96,7 @@ pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
         let in_top = top_units > 0 && b.addr() >= top.addr() && b.addr() < top.offset(top_units).addr();
         let region = REGIONS.find(b.addr());
         let never_used = region.is_some_and(|r| b.addr() >= REGIONS.fresh(r));
-        if crate::block::is_block_header(b.addr(), hd) && tcache::is_marked(b) {
+        if crate::block::is_block_header(b.addr(), hd) && tcache::is_marked(b, hd) {
             double_free_text(func)
         } else if never_used {
             "invalid pointer (inside unused heap space)"

@@ -38,51 +38,82 @@ pub fn set_secrets(key: u64, mul: u64) {
     MARK_MUL.store(mul | 1, Relaxed);
 }
 
-/// The mark of a cached block at `at` whose link is `link`: a keyed value
-/// ([`crate::block::keyed`]) of both, so that it proves the link is the
-/// one the cache wrote, and one read of it reveals no key.
+/// The mark of a cached block at `at` whose link is `link` and whose
+/// header is `header`: a keyed value ([`crate::block::keyed`]) of all
+/// three, so that it proves the link is the one the cache wrote and the
+/// header is the one the block had when it was cached (checked then by
+/// `free`, or written by the heap), and one read of it reveals no key.
+///
+/// The header enters through a multiplication by the secret multiplier,
+/// not a plain XOR: otherwise an overflow that changed the header could
+/// redirect the link by the same bits and keep the mark valid. The
+/// header's `PREV_USED` bit is left out: the heap changes it in a cached
+/// block when the block before it is freed or taken.
 #[inline(always)]
-fn seal(at: usize, link: usize) -> usize {
-    keyed(at ^ link, MARK_KEY.load(Relaxed), MARK_MUL.load(Relaxed))
+fn seal(at: usize, link: usize, header: u32) -> usize {
+    Sealer::new(header).seal(at, link)
+}
+
+/// The part of [`seal`] that does not depend on the link, computed once
+/// when a call seals two links of one block (the keys are loaded once).
+#[derive(Clone, Copy)]
+struct Sealer {
+    key: u64,
+    mul: u64,
+    header: usize,
+}
+
+impl Sealer {
+    #[inline(always)]
+    fn new(header: u32) -> Self {
+        let mul = MARK_MUL.load(Relaxed);
+        let header = ((header & !crate::block::PREV_USED) as u64).wrapping_mul(mul) as usize;
+        Sealer { key: MARK_KEY.load(Relaxed), mul, header }
+    }
+
+    #[inline(always)]
+    fn seal(self, at: usize, link: usize) -> usize {
+        keyed(at ^ link ^ self.header, self.key, self.mul)
+    }
 }
 
 /// Whether `mark`, read from the block at `at` beside `link`, is the
-/// cache's mark of that block (for the heap walk, which reads the words
-/// itself).
-pub fn seals(at: usize, link: usize, mark: usize) -> bool {
-    mark == seal(at, link)
+/// cache's mark of that block with header `header` (for the heap walk,
+/// which reads the words itself).
+pub fn seals(at: usize, link: usize, header: u32, mark: usize) -> bool {
+    mark == seal(at, link, header)
 }
 
-/// Whether held block `b` carries the cache's mark: it waits in a thread
-/// cache (a 2^-64 chance of a false alarm for a live block).
+/// Whether held block `b`, whose header is `header`, carries the cache's
+/// mark: it waits in a thread cache (a 2^-64 chance of a false alarm for a
+/// live block).
 ///
 /// # Safety
 /// `b` must be a used block of at least `MIN_UNITS` in a heap region.
 #[inline(always)]
-pub unsafe fn is_marked(b: Block) -> bool {
+pub unsafe fn is_marked(b: Block, header: u32) -> bool {
     // SAFETY: forwarded; the payload holds both words.
-    unsafe { b.cache_key() == seal(b.addr(), b.cache_link()) }
+    unsafe { b.cache_key() == seal(b.addr(), b.cache_link(), header) }
 }
 
 /// Whether `at`, the head of list `units`, is a block this cache put there
-/// intact: a used header of that size with its keyed tag right, and a mark
-/// that seals its link. Only the cache writes heads, and it writes one only
-/// from a link whose seal held, so `at` itself needs no look-up; a link the
-/// program overwrote after a free fails the seal before it is followed.
+/// intact: its mark seals its link and its header as they were when it
+/// was cached, so the header is still a used header of `units` units
+/// with its keyed tag right (checked when the block was cached). Only the
+/// cache writes heads, and it writes one only from a link whose seal
+/// held, so `at` itself needs no look-up; a link or a header the program
+/// overwrote after a free fails the seal before it is followed.
 ///
 /// # Safety
 /// `at` must be a head this cache wrote.
 #[inline(always)]
-unsafe fn is_cached(at: usize, units: u32) -> bool {
+unsafe fn is_cached(at: usize) -> bool {
     if cfg!(feature = "unchecked-fast-path") {
         return true;
     }
     let b = Block::at(at as *mut u8);
     // SAFETY: a cached block is a held block of the heap (caller).
-    unsafe {
-        let h = b.header();
-        crate::block::is_used_header(at, h) && crate::block::used_units(h) == units && is_marked(b)
-    }
+    unsafe { is_marked(b, b.header()) }
 }
 
 /// The C entry points counted in statistics.
@@ -206,7 +237,7 @@ impl Tcache {
         let b = Block::at(head as *mut u8);
         // SAFETY: `b` is checked before its payload is read.
         unsafe {
-            if !is_cached(head, units) {
+            if !is_cached(head) {
                 return Err(CacheFault::Corrupted(head));
             }
             heads[units as usize] = b.cache_link();
@@ -255,13 +286,51 @@ impl Tcache {
     /// `has_room(units)`.
     #[inline(always)]
     pub unsafe fn push(&self, b: Block, units: u32) {
+        // SAFETY: forwarded; a held block's header is readable.
+        unsafe { self.push_header(b, units, b.header()) }
+    }
+
+    /// [`Tcache::push`] for a caller that has read `b`'s header, `header`.
+    ///
+    /// # Safety
+    /// As for [`Tcache::push`], and `header` is `b`'s header.
+    #[inline(always)]
+    pub unsafe fn push_header(&self, b: Block, units: u32, header: u32) {
+        // SAFETY: forwarded.
+        unsafe { self.push_sealed(b, units, Sealer::new(header)) }
+    }
+
+    /// Caches block `b` that the program frees, whose header `header` the
+    /// caller found to be a correct used header of `units`: false, leaving
+    /// the cache as it was, if `b` already carries the cache's mark (a
+    /// double free, up to a 2^-64 chance) or list `units` is full.
+    ///
+    /// # Safety
+    /// Only the owner may call this; `b` is a used block of `units` (at
+    /// least `MIN_UNITS`, at most `TCACHE_MAX_UNITS`) in a heap region, and
+    /// `header` is its header.
+    #[inline(always)]
+    pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32) -> bool {
+        let sealer = Sealer::new(header);
+        // SAFETY: the payload holds both words (caller).
+        let marked = unsafe { b.cache_key() == sealer.seal(b.addr(), b.cache_link()) };
+        if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
+            return false;
+        }
+        // SAFETY: forwarded; the block is held and checked (caller).
+        unsafe { self.push_sealed(b, units, sealer) };
+        true
+    }
+
+    #[inline(always)]
+    unsafe fn push_sealed(&self, b: Block, units: u32, sealer: Sealer) {
         // SAFETY: the owner's call; `b` is a held block whose payload is at
         // least 28 bytes.
         unsafe {
             let heads = self.heads();
             let next = heads[units as usize];
             b.set_cache_link(next);
-            b.set_cache_key(seal(b.addr(), next));
+            b.set_cache_key(sealer.seal(b.addr(), next));
             heads[units as usize] = b.addr();
         }
         bump16(&self.room[units as usize], u16::MAX);
@@ -330,7 +399,9 @@ impl Tcache {
                 let b = Block::at(at as *mut u8);
                 // SAFETY: as in `pop`.
                 unsafe {
-                    if !is_cached(at, u) {
+                    let h = b.header();
+                    let intact = crate::block::is_used_header(at, h) && crate::block::used_units(h) == u;
+                    if !intact || !is_cached(at) {
                         return Err(CacheFault::Corrupted(at));
                     }
                     f(b, u);

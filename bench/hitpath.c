@@ -1,0 +1,70 @@
+/*
+ * hitpath.c - instructions executed by one cached malloc and one cached
+ * free, counted by callgrind (this machine, like many VMs, has no hardware
+ * instruction counter).
+ *
+ * Run under `valgrind --tool=callgrind --collect-atstart=no`; the program
+ * turns collection on only around the calls it measures, with callgrind's
+ * client requests, and reads nothing itself: bench/hitpath.py divides the
+ * collected instruction count by the number of calls.
+ *
+ * Mode "malloc": collection on around each malloc(SIZE) of a block that the
+ * allocator just got back from free(SIZE) (a cache hit in every allocator
+ * with a thread cache).  Mode "free": around each free of such a block.
+ * Mode "none": around an empty out-of-line call, the cost of the toggles
+ * themselves, which hitpath.py subtracts.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <valgrind/callgrind.h>
+
+#define CALLS 100000
+
+__attribute__((noinline)) static void *nothing(size_t n)
+{
+    __asm__ volatile("" ::"r"(n) : "memory");
+    return NULL;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: hitpath malloc|free|none SIZE\n");
+        return 2;
+    }
+    const char *mode = argv[1];
+    size_t size = strtoull(argv[2], NULL, 10);
+    /* Warm up: the thread's cache exists and holds blocks of this size. */
+    void *warm[64];
+    for (int i = 0; i < 64; i++)
+        warm[i] = malloc(size);
+    for (int i = 0; i < 64; i++)
+        free(warm[i]);
+    int m = strcmp(mode, "malloc") == 0, f = strcmp(mode, "free") == 0;
+    for (int i = 0; i < CALLS; i++) {
+        void *p;
+        if (m) {
+            CALLGRIND_TOGGLE_COLLECT;
+            p = malloc(size);
+            CALLGRIND_TOGGLE_COLLECT;
+        } else {
+            p = malloc(size);
+        }
+        __asm__ volatile("" ::"r"(p) : "memory");
+        if (f) {
+            CALLGRIND_TOGGLE_COLLECT;
+            free(p);
+            CALLGRIND_TOGGLE_COLLECT;
+        } else if (!m) {
+            CALLGRIND_TOGGLE_COLLECT;
+            nothing(size);
+            CALLGRIND_TOGGLE_COLLECT;
+            free(p);
+        } else {
+            free(p);
+        }
+    }
+    printf("calls %d\n", CALLS);
+    return 0;
+}

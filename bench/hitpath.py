@@ -1,0 +1,95 @@
+#!/usr/bin/env python3
+"""Instructions per cached malloc and per cached free, for fitalloc and its
+peers in the same run, counted by callgrind (bench/hitpath.c says how).
+
+Deterministic: instruction counts do not depend on the machine's load, so
+one run of each is enough.  Prints a table and writes it to
+bench/results/hitpath.txt.
+
+    python3 bench/hitpath.py [--sizes 32,256] [--allocators a,b,...]
+"""
+import argparse
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+BENCH_DIR = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH_DIR))
+from bench import KNOWN_ALLOCATORS, DEFAULT_ORDER, ALLOCATOR_ENV  # noqa: E402
+
+TOOL = BENCH_DIR / "hitpath"
+CALLS = 100000  # bench/hitpath.c's CALLS
+
+
+def collected(lib, env, mode, size):
+    """Instructions callgrind collected for one run of hitpath."""
+    with tempfile.TemporaryDirectory() as d:
+        cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
+               "--collect-atstart=no", f"--callgrind-out-file={d}/cg.%p",
+               "env"] + [f"{k}={v}" for k, v in env.items()]
+        if lib is not None:
+            cmd.append(f"LD_PRELOAD={lib}")
+        cmd += [str(TOOL), mode, str(size)]
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            raise RuntimeError(f"hitpath {mode} failed: {r.stderr[-400:]}")
+        counts = [int(m.replace(",", "")) for m in
+                  re.findall(r"Collected : ([\d,]+)", r.stderr)]
+        # The run of `env` itself collects nothing; the program's run does.
+        return max(counts)
+
+
+def per_call(lib, env, size):
+    base = collected(lib, env, "none", size)
+    return tuple((collected(lib, env, m, size) - base) / CALLS
+                 for m in ("malloc", "free"))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="32,256")
+    ap.add_argument("--allocators", default=",".join(DEFAULT_ORDER))
+    ap.add_argument("--out", default=str(BENCH_DIR / "results" / "hitpath.txt"))
+    a = ap.parse_args()
+    if shutil.which("valgrind") is None:
+        sys.exit("hitpath: valgrind is not installed (apt-get install valgrind)")
+    if not TOOL.exists():
+        sys.exit(f"hitpath: {TOOL} is not built (make bench/hitpath)")
+    names = [n for n in a.allocators.split(",") if n]
+    sizes = [int(s) for s in a.sizes.split(",")]
+    rows = {}
+    for name in names:
+        lib = KNOWN_ALLOCATORS.get(name)
+        if lib is not None and not Path(lib).exists():
+            print(f"hitpath: {name}: {lib} missing, skipped", file=sys.stderr)
+            continue
+        env = ALLOCATOR_ENV.get(name, {})
+        rows[name] = [per_call(lib, env, s) for s in sizes]
+        print(f"hitpath: {name} done", file=sys.stderr, flush=True)
+    lines = ["Instructions per cached call (callgrind; the toggles' own cost "
+             "subtracted), one warm block of the size freed and taken again:",
+             ""]
+    head = f"{'allocator':<12}" + "".join(
+        f"{f'malloc({s})':>13}{f'free({s})':>11}{'pair':>7}{'x fitalloc':>12}"
+        for s in sizes)
+    lines.append(head)
+    ref = rows.get("fitalloc")
+    for name, cols in rows.items():
+        line = f"{name:<12}"
+        for i, (m, f) in enumerate(cols):
+            ratio = ""
+            if ref is not None:
+                ratio = f"{(m + f) / sum(ref[i]):.2f}"
+            line += f"{m:>13.0f}{f:>11.0f}{m + f:>7.0f}{ratio:>12}"
+        lines.append(line)
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(text)
+
+
+if __name__ == "__main__":
+    main()
