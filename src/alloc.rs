@@ -16,7 +16,8 @@ use crate::diag;
 use crate::heap::Grant;
 use crate::large;
 use crate::options::OPT;
-use crate::process::{heap, large};
+use crate::process::{heap, large, slab_take};
+use crate::slab::SLAB_MAX_UNITS;
 use crate::registry::{count, my_cache, my_cache_or_new, served};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
@@ -118,6 +119,11 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
 fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
     crate::trim::maybe_decay();
+    if units <= SLAB_MAX_UNITS
+        && let Some(p) = refill_from_slabs(t, units, zero, call)
+    {
+        return p;
+    }
     if wants_mapping(n, ALIGN) {
         return alloc_block(n, ALIGN, zero, false, call);
     }
@@ -156,6 +162,30 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
         // The heap could not grow: the general path may free memory first.
         None => alloc_block(n, ALIGN, zero, false, call),
     }
+}
+
+/// A small request that found its cache list empty, served from slabs: a
+/// block for the program and up to `REFILL - 1` more for the cache, under
+/// the slab lock. `None` when no slab block could be had (the heap then
+/// serves the request).
+fn refill_from_slabs(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*mut u8> {
+    let mut got = [Block::NULL; REFILL];
+    let want = t.room_for(units).min(REFILL - 1) + 1;
+    let (k, grew) = slab_take(units, &mut got[..want], call_name(call));
+    after_growth(grew);
+    if k == 0 {
+        return None;
+    }
+    for &b in &got[1..k] {
+        // SAFETY: this thread's cache, with room for `want - 1` blocks;
+        // `b` is a block of `units` just taken from a slab.
+        unsafe { t.push(b, units) };
+    }
+    let b = got[0];
+    if zero {
+        clear(b.payload(), Block::payload_bytes(units));
+    }
+    Some(b.payload())
 }
 
 /// Whether a request of `n` bytes aligned to `align` should get a mapping

@@ -443,6 +443,61 @@ impl Block {
         unsafe { (self.payload() as *mut usize).add(1).write(v) }
     }
 
+    /// Marks a block that goes back to its slab ([`crate::slab`]): its
+    /// header becomes 0 (no used header: a stale pointer to it fails every
+    /// header check) and payload words 0 and 1 hold keyed values of their
+    /// addresses, which [`Block::take_from_slab`] checks, so a write after
+    /// free is found when the block is reused.
+    ///
+    /// # Safety
+    /// `self` must be a block of a slab, held by nobody.
+    #[inline]
+    pub unsafe fn put_in_slab(self) {
+        // SAFETY: a slab block's header and first two payload words lie in
+        // its slab's page (the smallest payload has 28 bytes).
+        unsafe {
+            self.set_header(0);
+            let w = self.payload() as *mut usize;
+            w.write(link_mask(self, 0));
+            w.add(1).write(link_mask(self, 1));
+        }
+    }
+
+    /// Takes a block marked by [`Block::put_in_slab`] out of its slab as a
+    /// used block of `units`: false, leaving it as it is, when its marks
+    /// were overwritten (a write after free). The marks are cleared, so the
+    /// program never reads a keyed value.
+    ///
+    /// # Safety
+    /// As for [`Block::put_in_slab`].
+    #[inline]
+    pub unsafe fn take_from_slab(self, units: u32) -> bool {
+        // SAFETY: as for `put_in_slab`.
+        unsafe {
+            let w = self.payload() as *mut usize;
+            if w.read() != link_mask(self, 0) || w.add(1).read() != link_mask(self, 1) {
+                return false;
+            }
+            w.write(0);
+            w.add(1).write(0);
+            self.set_header(used_header(self.addr(), units));
+        }
+        true
+    }
+
+    /// Whether a block free in its slab still carries the marks
+    /// [`Block::put_in_slab`] wrote (for the heap checker).
+    ///
+    /// # Safety
+    /// As for [`Block::put_in_slab`].
+    pub unsafe fn slab_marks_intact(self) -> bool {
+        // SAFETY: as for `put_in_slab`.
+        unsafe {
+            let w = self.payload() as *const usize;
+            self.header() == 0 && w.read() == link_mask(self, 0) && w.add(1).read() == link_mask(self, 1)
+        }
+    }
+
     /// Payload word `i` (8 bytes each) of a held block: the hardened mode's
     /// quarantine mark lives in word 1, as the cache mark does.
     ///

@@ -26,17 +26,19 @@ use crate::heap::Heap;
 use crate::large::MapTable;
 use crate::os::{Os, Source};
 use crate::pagemap::Owner;
-use crate::process::{heap, large};
+use crate::process::{heap, large, slabs};
 use crate::region::RegionTable;
+use crate::slab::Slabs;
 use crate::registry::{with_registry, Registry};
 
 /// Runs `f` with the registry, the heap and the large-block table locked
 /// (in rank order). `f` must not allocate.
-fn with_everything<R>(f: impl FnOnce(&Heap<Os>, &MapTable, &Registry) -> R) -> R {
+fn with_everything<R>(f: impl FnOnce(&Heap<Os>, &MapTable, &Registry, &mut Slabs) -> R) -> R {
     with_registry(|r| {
+        let mut s = slabs();
         let h = heap("check");
         let l = large();
-        f(&h, &l, r)
+        f(&h, &l, r, &mut s)
     })
 }
 use core::fmt::Write;
@@ -82,6 +84,19 @@ unsafe fn looks_cached(b: Block) -> bool {
         (b.header(), core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1)))
     };
     crate::tcache::seals(b.addr(), link, header, mark)
+}
+
+/// The block size of the slab whose container is used heap block `b`, if
+/// it is one.
+fn slab_of_container(b: Block) -> Option<u32> {
+    let page = b.payload() as usize;
+    if !page.is_multiple_of(crate::slab::SLAB_BYTES) {
+        return None;
+    }
+    match crate::process::PAGEMAP.owner(page) {
+        Owner::Slab { units, .. } => Some(units),
+        _ => None,
+    }
 }
 
 /// Totals found by walking the regions.
@@ -153,13 +168,16 @@ unsafe fn walk_region(
 /// returns their number.
 pub fn check_heap(print: bool) -> usize {
     let mut rep = Report { problems: 0, print };
-    with_everything(|h, l, r| check_locked(h, l, r, &mut rep));
+    with_everything(|h, l, r, s| check_locked(h, l, r, s, &mut rep));
     rep.problems
 }
 
-fn check_locked<S: Source>(h: &Heap<S>, large: &MapTable, _reg: &Registry, rep: &mut Report) {
+fn check_locked<S: Source>(h: &Heap<S>, large: &MapTable, _reg: &Registry, slabs: &mut Slabs, rep: &mut Report) {
     check_heap_structure(h, rep);
-    check_region_pages(h.regions, rep);
+    let slab_pages = check_region_pages(h.regions, rep);
+    rep.expect(slab_pages == slabs.counters.slabs, "a slab's page is outside the heap's regions", slab_pages);
+    // SAFETY: live slabs' pages are mapped.
+    unsafe { slabs.check(|what, a| rep.problem(what, a)) };
     check_large(large, rep);
     check_my_cache(rep);
 }
@@ -308,8 +326,11 @@ fn check_large(l: &MapTable, rep: &mut Report) {
 }
 
 /// Every page of every region names that region in the page map (edges
-/// exactly on a first or last page the region covers in part).
-fn check_region_pages(regions: &RegionTable, rep: &mut Report) {
+/// exactly on a first or last page the region covers in part), or is a
+/// slab's page (which the slab checker matches with its slab). Returns how
+/// many slab pages it met.
+fn check_region_pages(regions: &RegionTable, rep: &mut Report) -> usize {
+    let mut slab_pages = 0;
     let map = regions.map();
     let page = 1usize << crate::pagemap::PAGE_SHIFT;
     for i in 0..regions.len() {
@@ -318,10 +339,14 @@ fn check_region_pages(regions: &RegionTable, rep: &mut Report) {
         let mut a = first;
         while a <= last {
             let edge = (a == first && !start.is_multiple_of(page)) || (a == last && !end.is_multiple_of(page));
-            rep.expect(map.owner(a) == Owner::Region { id: i as u32, edge }, "page map disagrees with a region", a);
+            match map.owner(a) {
+                Owner::Slab { .. } if !edge => slab_pages += 1,
+                o => rep.expect(o == Owner::Region { id: i as u32, edge }, "page map disagrees with a region", a),
+            }
             a += page;
         }
     }
+    slab_pages
 }
 
 fn check_my_cache(rep: &mut Report) {
@@ -338,7 +363,7 @@ fn check_my_cache(rep: &mut Report) {
 /// Calls `f(addr, size, kind)` for every region, block and mapping; returns
 /// the number of calls. Runs with every lock held: `f` must not allocate.
 pub fn walk(mut f: impl FnMut(usize, u64, u32)) -> usize {
-    with_everything(|h, l, _| {
+    with_everything(|h, l, _, _| {
         let mut calls = 0;
         let mut rep = Report { problems: 0, print: false };
         let regions = h.regions;
@@ -351,6 +376,23 @@ pub fn walk(mut f: impl FnMut(usize, u64, u32)) -> usize {
             // SAFETY: the table describes mapped regions.
             unsafe {
                 walk_region(regions, i, t, &mut rep, |b, units, used| {
+                    if used && let Some(slab_units) = slab_of_container(b) {
+                        // A slab: its blocks, not its container.
+                        let page = b.payload() as usize;
+                        for j in 0..crate::slab::blocks_per_slab(slab_units) {
+                            let sb = crate::slab::block_at(page, slab_units, j);
+                            let kind = if sb.header() == 0 {
+                                WALK_FREE
+                            } else if looks_cached(sb) {
+                                WALK_CACHED
+                            } else {
+                                WALK_USED
+                            };
+                            f(sb.addr(), units_to_bytes(slab_units) as u64, kind);
+                            calls += 1;
+                        }
+                        return;
+                    }
                     let kind = if !used {
                         WALK_FREE
                     } else if looks_cached(b) {

@@ -1,20 +1,20 @@
 //! The free path.
 //!
-//! - A heap block of at most 1 KiB on a thread with a cache: checked (page
-//!   map, tag, cache mark), then pushed on the cache ([`free`], inline). A
-//!   full list first moves half of itself to the heap
-//!   ([`free_heap_block`]).
+//! - A block of at most 1 KiB (of a slab or the heap) on a thread with a
+//!   cache: checked (page map, tag, cache mark), then pushed on the cache
+//!   ([`free`], inline). A full list first moves half of itself home
+//!   ([`free_heap_block`]: slab blocks to their slabs, others to the heap).
 //! - Everything else: [`free_slow`] resolves the pointer
-//!   ([`crate::pointer`]), then gives a heap block to the heap under its
-//!   lock, or unmaps a large block.
+//!   ([`crate::pointer`]), then gives a block back home, or unmaps a large
+//!   block.
 
 use crate::block::Block;
 use crate::config::{MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::options::OPT;
-use crate::pagemap::interior_region_entry;
+use crate::pagemap::{interior_region_entry, slab_units};
 use crate::pointer::{self, Held, Ptr};
-use crate::process::{heap, large, PAGEMAP};
+use crate::process::{large, release_blocks, PAGEMAP};
 use crate::registry::{count, my_cache};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
@@ -23,29 +23,43 @@ use core::sync::atomic::Ordering::Relaxed;
 ///
 /// The hit path checks the block and pushes it on the thread cache; every
 /// other case leaves by a tail call to [`free_slow`], so the hit path
-/// needs no stack frame.
+/// needs no stack frame. A slab block's size comes from its page's entry
+/// in the page map, so its header, usually in a cold cache line, is only
+/// compared, not waited for.
 #[inline(always)]
 pub fn free(p: *mut u8, func: &'static str) {
     let b = Block::from_payload(p);
     if let Some(t) = my_cache()
         && Block::is_header_position(b.addr())
-        && interior_region_entry(PAGEMAP.entry(b.addr()))
     {
-        // SAFETY: `b` is a header position on a page wholly inside a heap
-        // region; the payload words are read only for a valid used header
-        // of a cacheable size (so not the epilogue, whose size is 0).
+        let e = PAGEMAP.entry(b.addr());
+        let slab = slab_units(e);
+        // SAFETY: `b` is a header position on a page of ours that a slab
+        // or a heap region covers wholly (the next page is ours too: a
+        // slab's container or the region's epilogue follows), so its
+        // header and payload words are mapped; they are read only once the
+        // header is a valid used header of a cacheable size (so not the
+        // epilogue, whose size is 0).
         unsafe {
-            let h = b.header();
-            let units = crate::block::used_units(h);
-            let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
-            let checked = if cfg!(feature = "unchecked-fast-path") {
-                h & crate::block::USED != 0
-            } else {
-                crate::block::is_used_header(b.addr(), h)
-            };
-            if cacheable && checked && t.push_freed(b, units, h) {
-                tcache::add(&t.counters.calls[Call::Free as usize], 1);
-                return;
+            if slab != 0 {
+                let expect = crate::block::used_header(b.addr(), slab);
+                if b.header() == expect && t.push_freed(b, slab, expect) {
+                    tcache::add(&t.counters.calls[Call::Free as usize], 1);
+                    return;
+                }
+            } else if interior_region_entry(e) {
+                let h = b.header();
+                let units = crate::block::used_units(h);
+                let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
+                let checked = if cfg!(feature = "unchecked-fast-path") {
+                    h & crate::block::USED != 0
+                } else {
+                    crate::block::is_used_header(b.addr(), h)
+                };
+                if cacheable && checked && t.push_freed(b, units, h) {
+                    tcache::add(&t.counters.calls[Call::Free as usize], 1);
+                    return;
+                }
             }
         }
     }
@@ -65,35 +79,40 @@ fn free_slow(p: *mut u8, func: &'static str) {
     }
 }
 
-/// Frees held heap block `b` that did not fit in the cache.
+/// Frees held block `b` (of a slab or the heap) that did not fit in the
+/// cache: when its cache list is full, half of the list goes home first
+/// ([`release_blocks`]) and `b` is cached.
 #[inline(never)]
 fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     let b = b.block();
     // SAFETY: a held block's header is valid.
     let units = unsafe { b.units() };
-    let mut h = heap(func);
     if let Some(t) = t
         && units <= TCACHE_MAX_UNITS
     {
-        // The list for this size is full: move half of it to the heap
-        // under this one lock, then cache the block.
-        let half = t.count(units).div_ceil(2);
-        // SAFETY: this thread's cache, whose blocks are held heap blocks.
-        let r = unsafe { t.drain(units, half, |c| h.free(c)) };
+        let half = t.count(units).div_ceil(2).min(64);
+        let mut out = [Block::NULL; 64];
+        let mut k = 0;
+        // SAFETY: this thread's cache, whose blocks are held blocks.
+        let r = unsafe {
+            t.drain(units, half, |c| {
+                out[k] = c;
+                k += 1;
+            })
+        };
         if let Err(tcache::CacheFault::Corrupted(a)) = r {
-            drop(h);
             diag::fatal(func, "corrupted thread cache at", a);
         }
+        // SAFETY: the drained blocks left the cache, checked.
+        unsafe { release_blocks(func, &out[..k]) };
         if t.has_room(units) {
-            drop(h);
             // SAFETY: this thread's cache, with room; `b` is held.
             unsafe { t.push(b, units) };
             return;
         }
     }
-    // SAFETY: `b` is a held block of this heap.
-    unsafe { h.free(b) };
-    drop(h);
+    // SAFETY: `b` is held, and the program gives it up.
+    unsafe { release_blocks(func, &[b]) };
     crate::trim::maybe_decay();
 }
 

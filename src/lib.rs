@@ -9,7 +9,7 @@
 //! | level | modules | what they are |
 //! |---|---|---|
 //! | leaves | `config`, `diag`, `tls`, `sync`, `options`, `modes`, `os` | constants; messages; two TLS words; the locks and their rank table; run-time options; which per-call hooks are on; the only memory system calls |
-//! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `tcache`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; thread caches; large blocks' mappings; an address-keyed hash map for the recorder |
+//! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `slab`, `tcache`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; pages of small blocks of one size; thread caches; large blocks' mappings; an address-keyed hash map for the recorder |
 //! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
 //! | call paths | `trim`, `alloc`, `free`, `realloc` | memory given back (malloc_trim, and the decay); malloc/calloc/memalign; free; realloc |
 //! | top | `harden`, `stats`, `check`, `trace`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
@@ -48,6 +48,7 @@ mod freelist;
 mod tree;
 mod bins;
 mod heap;
+mod slab;
 mod tcache;
 mod large;
 mod addrmap;
@@ -94,6 +95,7 @@ pub const LAYERS: &[&str] = &[
     "tree",
     "bins",
     "heap",
+    "slab",
     "tcache",
     "large",
     "addrmap",

@@ -24,7 +24,8 @@
 //! # Entries
 //!
 //! ```text
-//!   | kind (2) | EDGE (1) | id (29) |
+//!   | kind (3) | EDGE (1) | id (28) |
+//!   | SLAB (3) | 0 | units (5) | slab id (23) |
 //! ```
 //!
 //! - `NONE` (0): nothing of ours.
@@ -35,6 +36,9 @@
 //!   ([`crate::large`]; its other pages are not recorded).
 //! - `FREED`: the page where the payload of large block slot `id` started
 //!   before it was freed (a tombstone: a second free is a double free).
+//! - `SLAB`: a page of blocks of one size, `units`, inside a heap region
+//!   ([`crate::slab`]): the entry itself gives `free` the size, so it need
+//!   not wait for the block's header to know where the block goes.
 //!
 //! Entries are written by the owner of the range under that owner's lock
 //! and read without a lock (relaxed atomics): an entry for a block the
@@ -52,15 +56,20 @@ const LEAF_ENTRIES: usize = 1 << LEAF_BITS;
 const TOP_ENTRIES: usize = 1 << TOP_BITS;
 const LEAF_BYTES: usize = LEAF_ENTRIES * 4;
 
-const KIND_SHIFT: u32 = 30;
-const EDGE: u32 = 1 << 29;
+const KIND_SHIFT: u32 = 29;
+const EDGE: u32 = 1 << 28;
 const ID_MASK: u32 = EDGE - 1;
 /// Largest id an entry can name.
 pub(crate) const MAX_ID: u32 = ID_MASK;
+const SLAB_UNITS_SHIFT: u32 = 23;
+const SLAB_ID_MASK: u32 = (1 << SLAB_UNITS_SHIFT) - 1;
+/// Largest slab id an entry can name.
+pub(crate) const MAX_SLAB_ID: u32 = SLAB_ID_MASK;
 
 const K_REGION: u32 = 1;
 const K_LARGE: u32 = 2;
 const K_FREED: u32 = 3;
+const K_SLAB: u32 = 4;
 
 /// What the map says about a page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -72,6 +81,8 @@ pub enum Owner {
     Large { id: u32 },
     /// The payload page of large block slot `id`, since freed.
     Freed { id: u32 },
+    /// Slab `id`, whose blocks have `units` units.
+    Slab { id: u32, units: u32 },
 }
 
 impl Owner {
@@ -82,6 +93,7 @@ impl Owner {
             Owner::Region { id, edge } => (K_REGION << KIND_SHIFT) | if edge { EDGE } else { 0 } | id,
             Owner::Large { id } => (K_LARGE << KIND_SHIFT) | id,
             Owner::Freed { id } => (K_FREED << KIND_SHIFT) | id,
+            Owner::Slab { id, units } => (K_SLAB << KIND_SHIFT) | (units << SLAB_UNITS_SHIFT) | id,
         }
     }
 
@@ -92,6 +104,7 @@ impl Owner {
             K_REGION => Owner::Region { id, edge: e & EDGE != 0 },
             K_LARGE => Owner::Large { id },
             K_FREED => Owner::Freed { id },
+            K_SLAB => Owner::Slab { id: e & SLAB_ID_MASK, units: (e & ID_MASK) >> SLAB_UNITS_SHIFT },
             _ => Owner::None,
         }
     }
@@ -101,6 +114,13 @@ impl Owner {
 #[inline(always)]
 pub const fn interior_region_entry(e: u32) -> bool {
     e >> KIND_SHIFT == K_REGION && e & EDGE == 0
+}
+
+/// The block size in units of a slab page's entry, 0 for any other entry:
+/// the fast path's test.
+#[inline(always)]
+pub const fn slab_units(e: u32) -> u32 {
+    if e >> KIND_SHIFT == K_SLAB { (e & ID_MASK) >> SLAB_UNITS_SHIFT } else { 0 }
 }
 
 type Leaf = [AtomicU32; LEAF_ENTRIES];
@@ -228,12 +248,17 @@ mod tests {
             Owner::Region { id: MAX_ID, edge: true },
             Owner::Large { id: 7 },
             Owner::Freed { id: 12345 },
+            Owner::Slab { id: 0, units: 2 },
+            Owner::Slab { id: MAX_SLAB_ID, units: 31 },
         ] {
             assert_eq!(Owner::decode(o.entry()), o);
         }
         assert!(interior_region_entry(Owner::Region { id: 3, edge: false }.entry()));
         assert!(!interior_region_entry(Owner::Region { id: 3, edge: true }.entry()));
         assert!(!interior_region_entry(Owner::Large { id: 3 }.entry()));
+        assert!(!interior_region_entry(Owner::Slab { id: 3, units: 2 }.entry()));
+        assert_eq!(slab_units(Owner::Slab { id: 77, units: 17 }.entry()), 17);
+        assert_eq!(slab_units(Owner::Region { id: MAX_ID, edge: true }.entry()), 0);
     }
 
     #[test]

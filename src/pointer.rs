@@ -13,7 +13,8 @@ use crate::config::MIN_UNITS;
 use crate::diag;
 use crate::large::{Lookup, Mapping};
 use crate::process::{heap, large, PAGEMAP, REGIONS};
-use crate::pagemap::Owner;
+use crate::pagemap::{slab_units, Owner};
+use crate::slab::SLAB_BYTES;
 use crate::tcache;
 
 /// A heap block that passed the ownership and tag checks and is held by
@@ -40,6 +41,12 @@ pub enum Ptr {
 pub fn resolve(p: *mut u8, func: &'static str) -> Ptr {
     let a = p as usize;
     let b = Block::from_payload(p);
+    if Block::is_header_position(b.addr()) {
+        let units = slab_units(PAGEMAP.entry(b.addr()));
+        if units != 0 {
+            return Ptr::Heap(held_in_slab(b, units, func));
+        }
+    }
     if REGIONS.holds_header(b.addr()) {
         return Ptr::Heap(held(b, func));
     }
@@ -56,6 +63,12 @@ pub fn resolve(p: *mut u8, func: &'static str) -> Ptr {
 #[inline]
 pub fn held(b: Block, func: &'static str) -> Held {
     assert!(REGIONS.holds_header(b.addr()));
+    // A slab's container is a used heap block, but the program never got
+    // it: its payload is the slab's page.
+    let payload = b.payload() as usize;
+    if payload.is_multiple_of(SLAB_BYTES) && slab_units(PAGEMAP.entry(payload)) != 0 {
+        diag::fatal(func, "invalid pointer (inside the heap, not a block start)", payload);
+    }
     // SAFETY: `b` is a header position inside a heap region, before its
     // epilogue; the payload word is read only for a valid used header of
     // at least MIN_UNITS (whose payload holds it).
@@ -68,6 +81,32 @@ pub fn held(b: Block, func: &'static str) -> Held {
     bad_heap_pointer(b, func)
 }
 
+/// `b`, a header position on a slab page of blocks of `units`, as a held
+/// block, or the reason it is not (and abort).
+fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
+    let p = b.payload() as usize;
+    if crate::slab::index_of(b, b.addr() & !(SLAB_BYTES - 1), units).is_none() {
+        diag::fatal(func, "invalid pointer (inside the heap, not a block start)", p);
+    }
+    // SAFETY: `b` is the header position of a block of a live slab, whose
+    // page is mapped; its payload holds the cache's two words.
+    let (h, marked) = unsafe {
+        let h = b.header();
+        (h, tcache::is_marked(b, h))
+    };
+    if h == crate::block::used_header(b.addr(), units) {
+        if !marked {
+            return Held(b);
+        }
+        diag::fatal(func, double_free_text(func), p);
+    }
+    if h == 0 {
+        // Header 0: the block is free in its slab.
+        diag::fatal(func, double_free_text(func), p);
+    }
+    diag::fatal(func, "invalid pointer (not a block start, or its header was overwritten)", p)
+}
+
 /// Explains why `a`, which is not a heap block start, cannot be given back.
 #[cold]
 fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
@@ -75,6 +114,7 @@ fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
         Lookup::Interior(_) => diag::fatal(func, "invalid pointer (inside a large block, not its start)", a),
         Lookup::Freed => diag::fatal(func, double_free_text(func), a),
         _ => match PAGEMAP.owner(a) {
+            Owner::Slab { .. } => diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a),
             Owner::Region { .. } if REGIONS.find(a).is_some() => {
                 diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a)
             }

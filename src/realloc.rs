@@ -10,7 +10,7 @@ use crate::free::{free, free_large};
 use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, Ptr};
-use crate::process::{heap, large};
+use crate::process::{heap, in_slab, large};
 use crate::registry::{count, my_cache, served};
 use crate::tcache::Call;
 use core::sync::atomic::Ordering::Relaxed;
@@ -32,9 +32,11 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
     // SAFETY: a held block's header is valid.
     let have = unsafe { b.units() };
     let old_bytes = Block::payload_bytes(have);
+    let slab = in_slab(b);
     if n <= config::MAX_HEAP_REQUEST {
         let want = config::request_units(n);
-        if want <= have && have - want < MIN_UNITS {
+        // A slab block cannot be split: it keeps its size when it shrinks.
+        if want <= have && (have - want < MIN_UNITS || slab) {
             return p;
         }
         // A small block the thread's cache has a block for moves there
@@ -51,9 +53,12 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
             free(p, "realloc");
             return q;
         }
+        if slab {
+            return move_block(p, old_bytes.min(n), n, || free(p, "realloc"));
+        }
         let mut h = heap("realloc");
         let growths = h.growths;
-        // SAFETY: `b` is held by the program; the kept bytes fit in it.
+        // SAFETY: `b` is a held heap block; the kept bytes fit in it.
         let resized = unsafe { h.resize(b, want, old_bytes.min(n)) };
         let grew = h.growths != growths;
         drop(h);

@@ -10,7 +10,8 @@
 use crate::config;
 use crate::diag;
 use crate::options::OPT;
-use crate::process::heap;
+use crate::block::Block;
+use crate::process::release_blocks;
 use crate::sync::{Locked, Rank};
 use crate::tcache::{self, Call, Tcache, ThreadCounters, CALLS};
 use crate::tls;
@@ -221,13 +222,36 @@ unsafe extern "C" fn cache_exit(arg: *mut libc::c_void) {
 /// # Safety
 /// `t` must be the calling thread's cache, or one no thread uses.
 pub unsafe fn drain_cache(t: &Tcache, op: &'static str) {
-    let mut h = heap(op);
-    // SAFETY: the caller owns `t`; cached blocks are held blocks of the heap.
-    let r = unsafe { t.drain_all(|b| h.free(b)) };
+    // SAFETY: the caller owns `t`.
+    let r = unsafe { release_all(t, op) };
     if let Err(tcache::CacheFault::Corrupted(a)) = r {
-        drop(h);
         diag::fatal(op, "corrupted thread cache at", a);
     }
+}
+
+/// Takes every block out of cache `t` and gives it back home (a slab or
+/// the heap), 64 at a time.
+///
+/// # Safety
+/// `t` must be the calling thread's cache, or one no thread uses.
+unsafe fn release_all(t: &Tcache, op: &'static str) -> Result<(), tcache::CacheFault> {
+    let mut out = [Block::NULL; 64];
+    let mut k = 0;
+    // SAFETY: the caller owns `t`; cached blocks are held blocks, checked
+    // as they leave the cache.
+    let r = unsafe {
+        t.drain_all(|b| {
+            if k == out.len() {
+                release_blocks(op, &out);
+                k = 0;
+            }
+            out[k] = b;
+            k += 1;
+        })
+    };
+    // SAFETY: as above.
+    unsafe { release_blocks(op, &out[..k]) };
+    r
 }
 
 /// Fork, in the child: the other threads' caches belong to threads that do
@@ -249,11 +273,8 @@ pub fn adopt_orphans() {
         if orphan.is_null() {
             break;
         }
-        {
-            let mut h = heap("fork");
-            // SAFETY: the orphan's thread is gone; its blocks are held blocks.
-            let _ = unsafe { (*orphan).drain_all(|b| h.free(b)) };
-        }
+        // SAFETY: the orphan's thread is gone; its blocks are held blocks.
+        let _ = unsafe { release_all(&*orphan, "fork") };
         // SAFETY: the orphan is live, drained (or abandoned), and unused.
         unsafe { REGISTRY.lock().retire(orphan) };
     }

@@ -43,9 +43,10 @@ pub fn trim(pad: usize) -> bool {
     unsafe { h.purge_free_blocks() > 0 || released }
 }
 
-/// Gives back address space: this thread's cached blocks go to the heap
-/// (they may sit between free blocks, or keep the top from shrinking), the
-/// kept mappings are unmapped, and the top beyond `pad` is released. True
+/// Gives back address space: this thread's cached blocks go home (they
+/// may sit between free blocks, or keep the top from shrinking), empty
+/// slabs go back to the heap, the kept mappings are unmapped, and the top
+/// beyond `pad` is released. True
 /// if any address space went back, so that a mapping that failed may now
 /// succeed.
 pub fn give_back_space(op: &'static str, pad: usize) -> bool {
@@ -53,10 +54,11 @@ pub fn give_back_space(op: &'static str, pad: usize) -> bool {
         // SAFETY: this thread's own cache.
         unsafe { drain_cache(t, op) };
     }
+    let slabs = crate::process::release_empty_slabs(op);
     let any_kept = release_kept();
     // SAFETY: the heap is consistent between calls.
     let top = unsafe { heap(op).trim_top(pad) };
-    any_kept || top > 0
+    any_kept || top > 0 || slabs > 0
 }
 
 /// Unmaps every mapping kept for reuse; true if there was one.

@@ -1,0 +1,445 @@
+//! Slabs: pages of small blocks of one size, carved from the heap.
+//!
+//! A request of up to [`SLAB_MAX_UNITS`] units (268 bytes) that the thread
+//! cache cannot serve is served from a slab: one 4 KiB page, aligned to a
+//! page, that holds blocks of a single size in the same format as every
+//! other block (a keyed used header before each payload, see
+//! [`crate::block`]). The page is the payload of one used heap block (the
+//! slab's *container*), taken from the best-fit heap when a size has no slab
+//! with a free block and given back to it as soon as the slab is empty
+//! (unless it is the only slab of its size with room, so that one block
+//! going back and forth does not make and unmake a page).
+//!
+//! ```text
+//!   container header      page (4096-aligned)
+//!   v                     v
+//!   [hdr][ .. 12 .. ][h|payload ][h|payload ] ... [h|payload ][ waste ][12]
+//!                     ^ first block header at page + 12, stride units * 16
+//! ```
+//!
+//! Why: the page map entry of a slab page names the block size
+//! ([`crate::pagemap::Owner::Slab`]), so `free` knows where a block goes from
+//! hot metadata, without waiting for the block's header, which is usually
+//! in a cold cache line; the header is still checked, but off the critical
+//! path. Taking blocks for a thread cache and giving them back is a bit
+//! operation on the slab's descriptor instead of a best-fit search and a
+//! coalescing, and no boundary tag of the heap is touched.
+//!
+//! # Invariants (under the slab lock)
+//!
+//! - Bit `i` of `free_bits` is set iff block `i` of the slab is free in the
+//!   slab (not held by the program, not in a thread cache); `free` counts
+//!   the set bits; only bits below `total` are ever set.
+//! - A block free in its slab has header 0 (never a used header), so a
+//!   stale pointer to it fails `free`'s header check, and keyed marks in
+//!   its first two payload words, checked when it is taken again, so a
+//!   write after free is found ([`Block::put_in_slab`]); a block out of
+//!   the slab has a correct used header of `units`.
+//! - A slab with `0 < free` is on the list `partial[units]`, and no other.
+//! - The page map entry of a live slab's page is `Slab { id, units }`; it
+//!   was `saved` before, and is restored when the slab goes back.
+
+use crate::block::{self, Block};
+use crate::config::HEADER;
+use crate::pagemap::{Owner, PageMap, MAX_SLAB_ID};
+
+/// Bytes of a slab: one page of the page map.
+pub(crate) const SLAB_BYTES: usize = 1 << crate::pagemap::PAGE_SHIFT;
+/// Largest block, in units, served from slabs: requests up to 268 bytes.
+pub(crate) const SLAB_MAX_UNITS: u32 = 17;
+const _: () = assert!(SLAB_MAX_UNITS < 32, "a page map entry holds 5 bits of units");
+/// Offset of the first block's header in the page: the first payload is
+/// 16-aligned.
+const FIRST: usize = 16 - HEADER;
+/// Units of a slab's container: a payload of at least a page.
+pub(crate) const CONTAINER_UNITS: u32 = (SLAB_BYTES + HEADER).div_ceil(16) as u32;
+/// Most blocks one slab holds (of `MIN_UNITS`).
+const MAX_BLOCKS: usize = (SLAB_BYTES - FIRST) / (crate::config::MIN_UNITS as usize * 16);
+const WORDS: usize = MAX_BLOCKS.div_ceil(64);
+const NIL: u32 = u32::MAX;
+
+/// How many blocks of `units` one slab holds.
+#[inline]
+pub const fn blocks_per_slab(units: u32) -> usize {
+    (SLAB_BYTES - FIRST) / (units as usize * 16)
+}
+
+/// Block `i` of a slab of `units` on page `page`.
+#[inline]
+pub fn block_at(page: usize, units: u32, i: usize) -> Block {
+    Block::at((page + FIRST + i * units as usize * 16) as *mut u8)
+}
+
+/// Where block `b`, on slab page `page` of `units`, sits: its index, or
+/// `None` when `b` is not the header position of one of the slab's blocks.
+#[inline]
+pub fn index_of(b: Block, page: usize, units: u32) -> Option<usize> {
+    let off = b.addr().wrapping_sub(page + FIRST);
+    let stride = units as usize * 16;
+    let i = off / stride;
+    (off.is_multiple_of(stride) && i < blocks_per_slab(units)).then_some(i)
+}
+
+/// One slab's descriptor.
+#[derive(Clone, Copy)]
+struct Desc {
+    /// The page (0: the descriptor is unused).
+    page: usize,
+    free_bits: [u64; WORDS],
+    free: u16,
+    total: u16,
+    units: u32,
+    /// The page map entry the page had before it became a slab.
+    saved: u32,
+    /// Links of `partial[units]`, or of the unused descriptors (`next`).
+    next: u32,
+    prev: u32,
+}
+
+const CHUNK_SHIFT: u32 = 11;
+const CHUNK: usize = 1 << CHUNK_SHIFT;
+const CHUNKS: usize = (MAX_SLAB_ID as usize + 1) / CHUNK;
+
+/// Why a block could not go back to its slab.
+#[derive(Debug, PartialEq, Eq)]
+pub enum GiveFault {
+    /// The address is not a block of a live slab.
+    NotABlock,
+    /// The block is already free in its slab.
+    AlreadyFree,
+}
+
+/// Figures for the statistics.
+#[derive(Default, Clone, Copy, Debug)]
+pub struct SlabCounters {
+    pub slabs: usize,
+    /// Bytes of blocks free in their slabs (payloads and headers).
+    pub free_bytes: usize,
+}
+
+/// Every slab, behind the slab lock ([`crate::process::slabs`]).
+pub struct Slabs {
+    map: &'static PageMap,
+    chunks: [*mut Desc; CHUNKS],
+    /// Descriptors ever made (ids below this are initialised).
+    made: u32,
+    /// Unused descriptors, linked by `next`.
+    unused: u32,
+    /// Slabs with a free block, per size.
+    partial: [u32; SLAB_MAX_UNITS as usize + 1],
+    pub counters: SlabCounters,
+}
+
+// SAFETY: the descriptor chunks are private memory reached only through
+// `&mut Slabs`, which the slab lock serialises.
+unsafe impl Send for Slabs {}
+
+impl Slabs {
+    pub const fn new(map: &'static PageMap) -> Self {
+        Slabs {
+            map,
+            chunks: [core::ptr::null_mut(); CHUNKS],
+            made: 0,
+            unused: NIL,
+            partial: [NIL; SLAB_MAX_UNITS as usize + 1],
+            counters: SlabCounters { slabs: 0, free_bytes: 0 },
+        }
+    }
+
+    fn desc(&mut self, id: u32) -> &mut Desc {
+        let c = self.chunks[id as usize >> CHUNK_SHIFT];
+        debug_assert!(!c.is_null());
+        // SAFETY: ids below `made` lie in mapped chunks; `&mut self`
+        // makes this the only reference.
+        unsafe { &mut *c.add(id as usize & (CHUNK - 1)) }
+    }
+
+    /// A descriptor to use, or `None` when the table is full or no chunk
+    /// can be mapped.
+    fn new_desc(&mut self) -> Option<u32> {
+        if self.unused != NIL {
+            let id = self.unused;
+            self.unused = self.desc(id).next;
+            return Some(id);
+        }
+        let id = self.made;
+        if id > MAX_SLAB_ID {
+            return None;
+        }
+        let c = id as usize >> CHUNK_SHIFT;
+        if self.chunks[c].is_null() {
+            let m = crate::os::map_table(CHUNK * core::mem::size_of::<Desc>())?;
+            self.chunks[c] = m as *mut Desc;
+        }
+        self.made += 1;
+        Some(id)
+    }
+
+    fn link(&mut self, id: u32) {
+        let units = self.desc(id).units as usize;
+        let head = self.partial[units];
+        {
+            let d = self.desc(id);
+            d.next = head;
+            d.prev = NIL;
+        }
+        if head != NIL {
+            self.desc(head).prev = id;
+        }
+        self.partial[units] = id;
+    }
+
+    fn unlink(&mut self, id: u32) {
+        let (units, next, prev) = {
+            let d = self.desc(id);
+            (d.units as usize, d.next, d.prev)
+        };
+        if prev != NIL {
+            self.desc(prev).next = next;
+        } else {
+            self.partial[units] = next;
+        }
+        if next != NIL {
+            self.desc(next).prev = prev;
+        }
+    }
+
+    /// Takes up to `out.len()` blocks of `units` (at most
+    /// [`SLAB_MAX_UNITS`]) out of slabs, making slabs from containers that
+    /// `container` takes from the heap when none has room; their headers
+    /// are written. Returns how many, or a block whose marks were
+    /// overwritten after it was freed (the blocks taken before it are in
+    /// `out`, taken).
+    ///
+    /// # Safety
+    /// `container` returns `None` or a used heap block of at least
+    /// [`CONTAINER_UNITS`] whose payload is page-aligned, given to the slab
+    /// for good, with its page reserved in the page map.
+    pub unsafe fn take(
+        &mut self,
+        units: u32,
+        out: &mut [Block],
+        mut container: impl FnMut() -> Option<Block>,
+    ) -> Result<usize, Block> {
+        debug_assert!((crate::config::MIN_UNITS..=SLAB_MAX_UNITS).contains(&units));
+        let mut k = 0;
+        while k < out.len() {
+            let mut id = self.partial[units as usize];
+            if id == NIL {
+                match container() {
+                    // SAFETY: forwarded (caller).
+                    Some(c) => match unsafe { self.make(c, units) } {
+                        Some(made) => id = made,
+                        None => break,
+                    },
+                    None => break,
+                }
+            }
+            let d = self.desc(id);
+            let stride = units as usize * 16;
+            for w in 0..WORDS {
+                while d.free_bits[w] != 0 && k < out.len() {
+                    let bit = d.free_bits[w].trailing_zeros() as usize;
+                    d.free_bits[w] &= d.free_bits[w] - 1;
+                    d.free -= 1;
+                    let b = block_at(d.page, units, w * 64 + bit);
+                    // SAFETY: block `w * 64 + bit` of the slab lies in its
+                    // page, which the slab owns, and is free in it.
+                    if !unsafe { b.take_from_slab(units) } {
+                        d.free_bits[w] |= 1 << bit;
+                        d.free += 1;
+                        self.counters.free_bytes -= k * stride;
+                        return Err(b);
+                    }
+                    out[k] = b;
+                    k += 1;
+                }
+            }
+            let full = d.free == 0;
+            if full {
+                self.unlink(id);
+            }
+        }
+        self.counters.free_bytes -= k * units as usize * 16;
+        Ok(k)
+    }
+
+    /// Makes a slab of `units` in container `c`; `None` (the container
+    /// given back to nobody: the caller's) when no descriptor is left.
+    ///
+    /// # Safety
+    /// As for [`Slabs::take`]'s containers.
+    unsafe fn make(&mut self, c: Block, units: u32) -> Option<u32> {
+        let id = self.new_desc()?;
+        let page = c.payload() as usize;
+        let total = blocks_per_slab(units);
+        let stride = units as usize * 16;
+        for i in 0..total {
+            // SAFETY: every block lies in the page, ours now.
+            unsafe { block_at(page, units, i).put_in_slab() };
+        }
+        let saved = self.map.entry(page);
+        let mut free_bits = [0u64; WORDS];
+        for (w, word) in free_bits.iter_mut().enumerate() {
+            let left = total.saturating_sub(w * 64);
+            *word = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
+        }
+        *self.desc(id) =
+            Desc { page, free_bits, free: total as u16, total: total as u16, units, saved, next: NIL, prev: NIL };
+        self.map.set(page, Owner::Slab { id, units }.entry());
+        self.link(id);
+        self.counters.slabs += 1;
+        self.counters.free_bytes += total * stride;
+        Some(id)
+    }
+
+    /// Gives block `b` back to its slab. When that empties a slab and
+    /// another slab of the size has room, the empty one goes: its page map
+    /// entry is restored and `release` gets its container back.
+    ///
+    /// # Safety
+    /// `b` must not be used by the program or a cache any more (a double
+    /// give is reported, not trusted).
+    pub unsafe fn give(&mut self, b: Block, mut release: impl FnMut(Block)) -> Result<(), GiveFault> {
+        let Owner::Slab { id, units } = self.map.owner(b.addr()) else {
+            return Err(GiveFault::NotABlock);
+        };
+        let d = self.desc(id);
+        let Some(i) = index_of(b, d.page, units) else {
+            return Err(GiveFault::NotABlock);
+        };
+        let bit = 1u64 << (i % 64);
+        if d.free_bits[i / 64] & bit != 0 {
+            return Err(GiveFault::AlreadyFree);
+        }
+        d.free_bits[i / 64] |= bit;
+        d.free += 1;
+        let (free, total) = (d.free, d.total);
+        // SAFETY: `b` is a block of this slab, out of the program's hands.
+        unsafe { b.put_in_slab() };
+        self.counters.free_bytes += units as usize * 16;
+        if free == 1 {
+            self.link(id);
+        }
+        let another_with_room = self.partial[units as usize] != id || self.desc(id).next != NIL;
+        if free == total && another_with_room {
+            self.unmake(id, &mut release);
+        }
+        Ok(())
+    }
+
+    /// Gives every empty slab back to the heap (malloc_trim). Returns how
+    /// many.
+    pub fn release_empty(&mut self, mut release: impl FnMut(Block)) -> usize {
+        let mut n = 0;
+        for units in 0..=SLAB_MAX_UNITS as usize {
+            let mut id = self.partial[units];
+            while id != NIL {
+                let d = *self.desc(id);
+                if d.free == d.total {
+                    self.unmake(id, &mut release);
+                    n += 1;
+                }
+                id = d.next;
+            }
+        }
+        n
+    }
+
+    /// Unmakes empty slab `id`: off its list, its page's entry restored,
+    /// its container to `release`, its descriptor unused.
+    fn unmake(&mut self, id: u32, release: &mut impl FnMut(Block)) {
+        self.unlink(id);
+        let d = *self.desc(id);
+        debug_assert_eq!(d.free, d.total);
+        self.map.set(d.page, d.saved);
+        self.counters.slabs -= 1;
+        self.counters.free_bytes -= d.total as usize * d.units as usize * 16;
+        let unused = self.unused;
+        let e = self.desc(id);
+        e.page = 0;
+        e.next = unused;
+        self.unused = id;
+        release(Block::from_payload(d.page as *mut u8));
+    }
+
+    /// Checks every slab: its page map entry, its counts and bits, the
+    /// headers of its free blocks, its list. Calls `problem` for each fault.
+    ///
+    /// # Safety
+    /// The slabs' pages must be mapped (they are, while the slabs live).
+    pub unsafe fn check(&mut self, mut problem: impl FnMut(&'static str, usize)) {
+        let mut on_lists = 0usize;
+        for units in 0..=SLAB_MAX_UNITS as usize {
+            let mut id = self.partial[units];
+            let mut prev = NIL;
+            let mut n = 0;
+            while id != NIL {
+                let d = *self.desc(id);
+                if d.prev != prev || d.units as usize != units || d.free == 0 || d.page == 0 {
+                    problem("slab list broken at", d.page);
+                    break;
+                }
+                prev = id;
+                id = d.next;
+                n += 1;
+                if n > self.made as usize {
+                    problem("slab list loops", units);
+                    break;
+                }
+            }
+            on_lists += n;
+        }
+        let (mut live, mut with_room, mut free_bytes) = (0, 0, 0);
+        for id in 0..self.made {
+            let d = *self.desc(id);
+            if d.page == 0 {
+                continue;
+            }
+            live += 1;
+            let stride = d.units as usize * 16;
+            if self.map.owner(d.page) != (Owner::Slab { id, units: d.units }) {
+                problem("page map disagrees with a slab", d.page);
+            }
+            if d.total as usize != blocks_per_slab(d.units) {
+                problem("slab has a wrong block count", d.page);
+            }
+            let ones: u32 = d.free_bits.iter().map(|w| w.count_ones()).sum();
+            if ones != d.free as u32 {
+                problem("slab free count disagrees with its bits", d.page);
+            }
+            for i in 0..MAX_BLOCKS {
+                let set = d.free_bits[i / 64] & (1 << (i % 64)) != 0;
+                if i >= d.total as usize {
+                    if set {
+                        problem("slab has a free bit past its blocks", d.page);
+                    }
+                    continue;
+                }
+                let b = block_at(d.page, d.units, i);
+                // SAFETY: header positions of a live slab's blocks.
+                let h = unsafe { b.header() };
+                // SAFETY: as above; the marks lie in the block.
+                if set && !unsafe { b.slab_marks_intact() } {
+                    problem("block free in its slab was written after free", b.addr());
+                }
+                if !set && h != block::used_header(b.addr(), d.units) {
+                    problem("slab block has a bad header", b.addr());
+                }
+            }
+            if d.free > 0 {
+                with_room += 1;
+            }
+            free_bytes += d.free as usize * stride;
+        }
+        if live != self.counters.slabs {
+            problem("slab count wrong", live);
+        }
+        if with_room != on_lists {
+            problem("a slab with room is not on its list", with_room);
+        }
+        if free_bytes != self.counters.free_bytes {
+            problem("slab free bytes wrong", free_bytes);
+        }
+    }
+}
