@@ -119,10 +119,13 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
 fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
     crate::trim::maybe_decay();
-    if units <= SLAB_MAX_UNITS
-        && let Some(p) = refill_from_slabs(t, units, zero, call)
-    {
-        return p;
+    if units <= SLAB_MAX_UNITS {
+        if let Some(p) = refill_from_fragments(t, units, zero, call) {
+            return p;
+        }
+        if let Some(p) = refill_from_slabs(t, units, zero, call) {
+            return p;
+        }
     }
     if wants_mapping(n, ALIGN) {
         return alloc_block(n, ALIGN, zero, false, call);
@@ -162,6 +165,40 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
         // The heap could not grow: the general path may free memory first.
         None => alloc_block(n, ALIGN, zero, false, call),
     }
+}
+
+/// A small request that found its cache list empty, served from the
+/// heap's fragments (free blocks too small to hold a slab's page, which
+/// nothing but small requests can use) when there is one: the best fit,
+/// and free blocks of exactly the size for the cache. Measured on the
+/// shared traces: without this, slabs left those fragments unused and cost
+/// py-json 12% of its utilization.
+fn refill_from_fragments(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*mut u8> {
+    let mut extra = [Block::NULL; REFILL - 1];
+    let mut k = 0;
+    let g = {
+        let mut h = heap(call_name(call));
+        // SAFETY: the heap is consistent between calls.
+        let g = unsafe { h.alloc_fragment(units, crate::slab::CONTAINER_UNITS + 1) }?;
+        let room = t.room_for(units).min(extra.len());
+        while k < room {
+            // SAFETY: as above.
+            match unsafe { h.take_exact(units, false) } {
+                Some(b) => {
+                    extra[k] = b;
+                    k += 1;
+                }
+                None => break,
+            }
+        }
+        g
+    };
+    for &b in &extra[..k] {
+        // SAFETY: this thread's cache, with room; `b` is a heap block of
+        // `units` just handed out.
+        unsafe { t.push(b, units) };
+    }
+    Some(payload_of(g, zero))
 }
 
 /// A small request that found its cache list empty, served from slabs: a

@@ -32,14 +32,17 @@ pub fn free(p: *mut u8, func: &'static str) {
     if let Some(t) = my_cache()
         && Block::is_header_position(b.addr())
     {
-        let e = PAGEMAP.entry(b.addr());
+        // By the payload's page (see `crate::slab`).
+        let e = PAGEMAP.entry(p as usize);
         let slab = slab_units(e);
-        // SAFETY: `b` is a header position on a page of ours that a slab
-        // or a heap region covers wholly (the next page is ours too: a
-        // slab's container or the region's epilogue follows), so its
-        // header and payload words are mapped; they are read only once the
-        // header is a valid used header of a cacheable size (so not the
-        // epilogue, whose size is 0).
+        // SAFETY: `p` is 16-aligned on a page of ours that a slab or a heap
+        // region covers wholly, so its first 16 bytes are mapped, and so is
+        // the header before it: on the same page, or, for a page's first
+        // address, on the page before, which is ours (a slab's page
+        // follows its container's header; a heap page is used only when
+        // `p` is not the page's first address). The payload words are read
+        // only once the header is a valid used header of a cacheable size
+        // (so not the epilogue, whose size is 0).
         unsafe {
             if slab != 0 {
                 let expect = crate::block::used_header(b.addr(), slab);
@@ -47,7 +50,7 @@ pub fn free(p: *mut u8, func: &'static str) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;
                 }
-            } else if interior_region_entry(e) {
+            } else if interior_region_entry(e) && !(p as usize).is_multiple_of(crate::slab::SLAB_BYTES) {
                 let h = b.header();
                 let units = crate::block::used_units(h);
                 let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;

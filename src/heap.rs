@@ -332,8 +332,18 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// The heap must be consistent.
     unsafe fn take_best(&mut self, units: u32) -> Option<(Block, u32)> {
+        // SAFETY: forwarded.
+        unsafe { self.take_best_below(units, u32::MAX) }
+    }
+
+    /// [`Heap::take_best`] among the free blocks smaller than `below` units.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    unsafe fn take_best_below(&mut self, units: u32, below: u32) -> Option<(Block, u32)> {
         let (p, pu) = self.parked_claim();
-        let below = if pu >= units { pu } else { u32::MAX };
+        let parked = pu >= units && pu < below;
+        let below = if parked { pu } else { below };
         // SAFETY: bins hold free blocks of this heap.
         let r = unsafe { self.bins.take_best(self.regions, units, below) };
         let found = match self.ok(r) {
@@ -342,7 +352,7 @@ impl<S: Source> Heap<S> {
                 unsafe { self.check_taken(b, u) };
                 Some((b, u))
             }
-            None if pu >= units => {
+            None if parked => {
                 // SAFETY: the parked block lies in a heap region.
                 unsafe { self.check_taken(p, pu) };
                 self.parked = Block::NULL;
@@ -367,6 +377,21 @@ impl<S: Source> Heap<S> {
     pub unsafe fn alloc(&mut self, units: u32) -> Option<Grant> {
         // SAFETY: forwarded.
         unsafe { self.alloc_in(units, true) }
+    }
+
+    /// A block of `units` from the best-fitting free block smaller than
+    /// `below` units, never from the top: the heap's fragments, which only
+    /// small requests can use, serve them before slabs take new pages.
+    ///
+    /// # Safety
+    /// The heap must be consistent.
+    pub unsafe fn alloc_fragment(&mut self, units: u32, below: u32) -> Option<Grant> {
+        // SAFETY: the heap is consistent (caller).
+        unsafe {
+            let (b, have) = self.take_best_below(units, below)?;
+            self.use_free(b, have, units);
+            Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false })
+        }
     }
 
     /// Like [`Heap::alloc`] but never grows the heap: for large requests

@@ -42,7 +42,9 @@ pub fn resolve(p: *mut u8, func: &'static str) -> Ptr {
     let a = p as usize;
     let b = Block::from_payload(p);
     if Block::is_header_position(b.addr()) {
-        let units = slab_units(PAGEMAP.entry(b.addr()));
+        // By the payload's page: see `crate::slab` on the block after a
+        // slab's container.
+        let units = slab_units(PAGEMAP.entry(a));
         if units != 0 {
             return Ptr::Heap(held_in_slab(b, units, func));
         }
@@ -85,7 +87,7 @@ pub fn held(b: Block, func: &'static str) -> Held {
 /// block, or the reason it is not (and abort).
 fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
     let p = b.payload() as usize;
-    if crate::slab::index_of(b, b.addr() & !(SLAB_BYTES - 1), units).is_none() {
+    if crate::slab::index_of(b, p & !(SLAB_BYTES - 1), units).is_none() {
         diag::fatal(func, "invalid pointer (inside the heap, not a block start)", p);
     }
     // SAFETY: `b` is the header position of a block of a live slab, whose

@@ -75,10 +75,11 @@ pub fn slab_take(units: u32, out: &mut [Block], op: &'static str) -> (usize, boo
     }
 }
 
-/// Whether held block `b` lies in a slab.
+/// Whether held block `b` lies in a slab (looked up by its payload: the
+/// header of the block after a slab's container is on the slab's page).
 #[inline]
 pub fn in_slab(b: Block) -> bool {
-    slab_units(PAGEMAP.entry(b.addr())) != 0
+    slab_units(PAGEMAP.entry(b.payload() as usize)) != 0
 }
 
 /// Gives blocks the program and the caches no longer hold back to where

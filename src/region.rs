@@ -48,6 +48,14 @@ const CHUNKS: usize = 1024;
 pub(crate) const MAX_REGIONS: usize = CHUNK * CHUNKS;
 const _: () = assert!(MAX_REGIONS as u64 <= MAX_ID as u64 + 1);
 
+/// Whether header position `h`, on a slab's page, is the page's last
+/// header position: the header of the heap block after the slab's
+/// container, never one of the slab's blocks.
+#[inline(always)]
+pub const fn is_after_slab(h: usize) -> bool {
+    h & ((1 << crate::pagemap::PAGE_SHIFT) - 1) == (1 << crate::pagemap::PAGE_SHIFT) - crate::config::HEADER
+}
+
 pub struct RegionTable {
     map: &'static PageMap,
     chunks: [AtomicPtr<Desc>; CHUNKS],
@@ -92,6 +100,9 @@ impl RegionTable {
                 let (lo, hi) = self.block_span(id as usize);
                 h >= lo && h <= hi
             }
+            // A slab's page lies wholly inside a region; its last header
+            // position is the heap's (the block after the slab's container).
+            Owner::Slab { .. } => is_after_slab(h),
             _ => false,
         }
     }
@@ -103,6 +114,9 @@ impl RegionTable {
                 let i = id as usize;
                 (addr >= self.start(i) && addr < self.end(i)).then_some(i)
             }
+            // A slab's page: its entry names the slab, not the region
+            // (rarely asked: for the block after a slab's container).
+            Owner::Slab { .. } => (0..self.len()).find(|&i| addr >= self.start(i) && addr < self.end(i)),
             _ => None,
         }
     }
@@ -159,18 +173,25 @@ impl RegionTable {
 
     /// Moves the end of region `i` (up: after [`RegionTable::reserve_end`];
     /// down: the pages above the new end leave the map).
+    ///
+    /// Only pages the move changes are written: a page the region covered
+    /// wholly before and after keeps its entry, which may be a slab's
+    /// ([`crate::slab`]).
     pub fn set_end(&self, i: usize, end: usize) {
         let old = self.end(i);
         let d = self.desc(i);
+        let page = 1usize << crate::pagemap::PAGE_SHIFT;
         if end >= old {
             d.end.store(end, Relaxed);
-            self.record(i, old - 1, end);
+            // From the old last page if the region covered it in part.
+            self.record(i, old & !(page - 1), end);
         } else {
             // Clear the pages wholly above the new end first, then shrink.
-            let page = 1usize << crate::pagemap::PAGE_SHIFT;
             self.map.fill(crate::config::round_up(end, page), old, 0);
             d.end.store(end, Relaxed);
-            self.record(i, end - 1, end);
+            if !end.is_multiple_of(page) {
+                self.map.set(end - 1, Owner::Region { id: i as u32, edge: true }.entry());
+            }
         }
     }
 

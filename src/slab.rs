@@ -11,11 +11,20 @@
 //! going back and forth does not make and unmake a page).
 //!
 //! ```text
-//!   container header      page (4096-aligned)
-//!   v                     v
-//!   [hdr][ .. 12 .. ][h|payload ][h|payload ] ... [h|payload ][ waste ][12]
-//!                     ^ first block header at page + 12, stride units * 16
+//!   container header  page (4096-aligned)                       next page
+//!   v                 v                                           v
+//!   [hdr][ .. 12 .. ][h|payload ][h|payload ] ... [h|payload ][..][hdr]
+//!                     ^ first block header at page + 12           ^ page + 4092:
+//!                       stride units * 16                  the next heap block's header
 //! ```
+//!
+//! The container's payload is the page less its last 4 bytes, where the
+//! header of the heap block after the container sits: so containers made
+//! one after another tile the heap with no gap, and that header position,
+//! on a slab's page, belongs to the heap
+//! ([`crate::region::is_after_slab`]). Everything that looks a block up in
+//! the page map goes by its payload's page, which for the block after a
+//! container is the next page.
 //!
 //! Why: the page map entry of a slab page names the block size
 //! ([`crate::pagemap::Owner::Slab`]), so `free` knows where a block goes from
@@ -51,17 +60,21 @@ const _: () = assert!(SLAB_MAX_UNITS < 32, "a page map entry holds 5 bits of uni
 /// Offset of the first block's header in the page: the first payload is
 /// 16-aligned.
 const FIRST: usize = 16 - HEADER;
-/// Units of a slab's container: a payload of at least a page.
-pub(crate) const CONTAINER_UNITS: u32 = (SLAB_BYTES + HEADER).div_ceil(16) as u32;
+/// Units of a slab's container: from its header just before the page to
+/// the page's last header position.
+pub(crate) const CONTAINER_UNITS: u32 = (SLAB_BYTES / 16) as u32;
+/// Bytes of a slab's page that blocks may use, from the first block's
+/// header.
+const ROOM: usize = SLAB_BYTES - HEADER - FIRST;
 /// Most blocks one slab holds (of `MIN_UNITS`).
-const MAX_BLOCKS: usize = (SLAB_BYTES - FIRST) / (crate::config::MIN_UNITS as usize * 16);
+const MAX_BLOCKS: usize = ROOM / (crate::config::MIN_UNITS as usize * 16);
 const WORDS: usize = MAX_BLOCKS.div_ceil(64);
 const NIL: u32 = u32::MAX;
 
 /// How many blocks of `units` one slab holds.
 #[inline]
 pub const fn blocks_per_slab(units: u32) -> usize {
-    (SLAB_BYTES - FIRST) / (units as usize * 16)
+    ROOM / (units as usize * 16)
 }
 
 /// Block `i` of a slab of `units` on page `page`.
@@ -113,8 +126,19 @@ pub enum GiveFault {
 #[derive(Default, Clone, Copy, Debug)]
 pub struct SlabCounters {
     pub slabs: usize,
-    /// Bytes of blocks free in their slabs (payloads and headers).
+    /// Bytes of every block of every slab (payloads and headers).
+    pub block_bytes: usize,
+    pub blocks: usize,
+    /// Blocks free in their slabs, and their bytes (payloads and headers).
+    pub free_blocks: usize,
     pub free_bytes: usize,
+}
+
+impl SlabCounters {
+    /// Bytes of the slabs' containers that no block can use.
+    pub fn slack_bytes(&self) -> usize {
+        self.slabs * CONTAINER_UNITS as usize * 16 - self.block_bytes
+    }
 }
 
 /// Every slab, behind the slab lock ([`crate::process::slabs`]).
@@ -142,7 +166,7 @@ impl Slabs {
             made: 0,
             unused: NIL,
             partial: [NIL; SLAB_MAX_UNITS as usize + 1],
-            counters: SlabCounters { slabs: 0, free_bytes: 0 },
+            counters: SlabCounters { slabs: 0, block_bytes: 0, blocks: 0, free_blocks: 0, free_bytes: 0 },
         }
     }
 
@@ -214,7 +238,8 @@ impl Slabs {
     /// # Safety
     /// `container` returns `None` or a used heap block of at least
     /// [`CONTAINER_UNITS`] whose payload is page-aligned, given to the slab
-    /// for good, with its page reserved in the page map.
+    /// for good, with its page in a heap region (so reserved in the page
+    /// map).
     pub unsafe fn take(
         &mut self,
         units: u32,
@@ -249,6 +274,7 @@ impl Slabs {
                         d.free_bits[w] |= 1 << bit;
                         d.free += 1;
                         self.counters.free_bytes -= k * stride;
+                        self.counters.free_blocks -= k;
                         return Err(b);
                     }
                     out[k] = b;
@@ -261,6 +287,7 @@ impl Slabs {
             }
         }
         self.counters.free_bytes -= k * units as usize * 16;
+        self.counters.free_blocks -= k;
         Ok(k)
     }
 
@@ -289,6 +316,9 @@ impl Slabs {
         self.map.set(page, Owner::Slab { id, units }.entry());
         self.link(id);
         self.counters.slabs += 1;
+        self.counters.blocks += total;
+        self.counters.block_bytes += total * stride;
+        self.counters.free_blocks += total;
         self.counters.free_bytes += total * stride;
         Some(id)
     }
@@ -318,6 +348,7 @@ impl Slabs {
         // SAFETY: `b` is a block of this slab, out of the program's hands.
         unsafe { b.put_in_slab() };
         self.counters.free_bytes += units as usize * 16;
+        self.counters.free_blocks += 1;
         if free == 1 {
             self.link(id);
         }
@@ -354,6 +385,9 @@ impl Slabs {
         debug_assert_eq!(d.free, d.total);
         self.map.set(d.page, d.saved);
         self.counters.slabs -= 1;
+        self.counters.blocks -= d.total as usize;
+        self.counters.block_bytes -= d.total as usize * d.units as usize * 16;
+        self.counters.free_blocks -= d.total as usize;
         self.counters.free_bytes -= d.total as usize * d.units as usize * 16;
         let unused = self.unused;
         let e = self.desc(id);

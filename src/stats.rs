@@ -26,10 +26,11 @@ pub struct Snapshot {
     pub threads: Totals,
     pub quarantined_bytes: usize,
     pub quarantined_blocks: usize,
+    pub slabs: crate::slab::SlabCounters,
 }
 
 pub fn snapshot() -> Snapshot {
-    let mut s = Snapshot::default();
+    let mut s = Snapshot { slabs: crate::process::slabs().counters, ..Default::default() };
     {
         let h = heap("malloc_stats");
         s.heap = h.counters;
@@ -140,8 +141,13 @@ impl FitallocStats {
         // Blocks in thread caches and in quarantine are free to the program
         // but held as far as the heap is concerned.
         let t = &s.threads;
-        let waiting = t.cached_bytes + s.quarantined_bytes as u64;
+        // So are the blocks free in slabs, and the slabs' containers are
+        // not the program's: their blocks in use are.
+        let sl = &s.slabs;
+        let waiting =
+            t.cached_bytes + s.quarantined_bytes as u64 + (sl.free_bytes + sl.slack_bytes()) as u64;
         let in_use_heap = h.used_bytes as u64 - waiting.min(h.used_bytes as u64);
+        let used_blocks = (h.used_blocks + sl.blocks - sl.slabs - sl.free_blocks) as u64;
         FitallocStats {
             size: core::mem::size_of::<FitallocStats>() as u64,
             version: FITALLOC_STATS_VERSION,
@@ -154,7 +160,7 @@ impl FitallocStats {
             peak_system_bytes: (h.peak_heap_bytes + s.peak_mapped_bytes) as u64,
             in_use_bytes: in_use_heap + s.mapped_bytes as u64,
             peak_in_use_bytes: (h.peak_used_bytes + s.peak_mapped_bytes) as u64,
-            in_use_blocks: (h.used_blocks as u64).saturating_sub(t.cached_blocks + s.quarantined_blocks as u64)
+            in_use_blocks: used_blocks.saturating_sub(t.cached_blocks + s.quarantined_blocks as u64)
                 + s.mapped_blocks as u64,
             cached_bytes: t.cached_bytes,
             cached_blocks: t.cached_blocks,
@@ -319,6 +325,16 @@ pub fn print_report(fd: i32) {
         s.cached_blocks,
         s.threads,
         pct(s.cache_hits, s.cache_hits + s.cache_misses)
+    );
+    let sl = crate::process::slabs().counters;
+    let _ = writeln!(
+        b,
+        "fitalloc: slabs {} ({} B), {} B free in them in {} blocks, {} B of them unusable",
+        sl.slabs,
+        sl.slabs * crate::slab::SLAB_BYTES,
+        sl.free_bytes,
+        sl.free_blocks,
+        sl.slack_bytes()
     );
     let _ = writeln!(
         b,
