@@ -1031,9 +1031,9 @@ impl<S: Source> Heap<S> {
             if nu > 0 {
                 self.unfile(next, nu);
             }
-            // The payload moves by the predecessor's size, in either form.
-            let from = if big { s.body() } else { s };
-            core::ptr::copy(from.payload(), from.payload().wrapping_sub(units_to_bytes(pu)), keep);
+            // The payload moves down by the predecessor's size, in its form.
+            let (from, to) = if big { (s.body(), p.body()) } else { (s, p) };
+            core::ptr::copy(from.payload(), to.payload(), keep);
             self.counters.used_bytes += units_to_bytes(pu + nu);
             let units = if total - want < MIN_UNITS { total } else { want };
             let held = p.set_used_as(units, big);
