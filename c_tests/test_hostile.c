@@ -12,7 +12,10 @@
  * used header = units << 16 | tag << 2 | PREV_USED | USED; free blocks of
  * 1-4 KiB sit in exact-size lists, larger ones in trees; the block freed
  * last is "parked" outside the bins; freed blocks up to 1 KiB wait in the
- * thread's cache, payload word 0 the link and word 1 the mark.
+ * thread's cache, payload word 0 the link and word 1 the mark. A heap
+ * block above 1 MiB has the big form: its size and a keyed check of it in
+ * the 16 bytes before its header; a forged or enlarged record, or the
+ * whole prefix copied elsewhere, must be refused (item 10's big blocks).
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -179,6 +182,72 @@ static void forge_cached_block(void)
     sink_ptr(x);
 }
 
+/* ---- big heap blocks: the size kept beside the header ---------------------- */
+
+/* A heap block above 1 MiB (M_MMAP_MAX=0 keeps it in the heap) keeps its
+ * size in a record just before its header: at p - 16 the size in units,
+ * at p - 12 a keyed check of it (src/block.rs, "big form"). g is a guard
+ * after it. Exits with 4 when no such block can be had. */
+struct big_setup { char *p, *g; };
+static void big_setup(struct big_setup *s)
+{
+    mallopt(M_MMAP_MAX, 0);
+    s->p = malloc(4 << 20);
+    s->g = malloc(64);
+    if (!s->p || !s->g) {
+        say("no heap block of 4 MiB\n");
+        _exit(4);
+    }
+    memset(s->p, 0x11, 4 << 20);
+    memset(s->g, 0x22, 64);
+}
+
+static void big_record_enlarged_then_free(void)
+{
+    struct big_setup s;
+    big_setup(&s);
+    *(uint32_t *)(s.p - 16) += 65536; /* 1 MiB more: over the guard */
+    free(s.p);
+    void *q = malloc(4 << 20);
+    no_overlap(q, 4 << 20, s.g, 64);
+}
+
+static void big_record_enlarged_then_realloc(void)
+{
+    struct big_setup s;
+    big_setup(&s);
+    *(uint32_t *)(s.p - 16) += 65536;
+    void *q = realloc(s.p, (4 << 20) + 100000); /* "room in place" if the record were believed */
+    no_overlap(q, (4 << 20) + 100000, s.g, 64);
+}
+
+static void big_prefix_copied_into_a_live_block(void)
+{
+    struct big_setup s;
+    big_setup(&s);
+    char *live = malloc(500000);
+    memset(live, 0x33, 500000);
+    /* The 20 bytes before p (record and header), copied 4 KiB into a live
+     * block, claim a big block there. */
+    memcpy(live + 4096 - 20, s.p - 20, 20);
+    free(live + 4096);
+    void *q = malloc(500000);
+    no_overlap(q, 500000, live, 500000);
+}
+
+static void big_form_header_forged_on_a_small_block(void)
+{
+    struct big_setup s;
+    big_setup(&s);
+    char *a = malloc(3000);
+    /* The big form's header value, copied from a real big block onto a
+     * small one: the tag is keyed with the address, so it cannot match. */
+    *header(a) = *header(s.p);
+    free(a);
+    void *q = malloc(3000);
+    no_overlap(q, 3000, s.g, 64);
+}
+
 /* ---- the runner ---------------------------------------------------------- */
 
 struct hcase {
@@ -199,6 +268,14 @@ static const struct hcase cases[] = {
      "corrupted free"},
     {"a freed cached block's words forge a cached block inside a live one", forge_cached_block, "malloc",
      "corrupted thread cache"},
+    {"an underflow enlarges a big heap block's size record, then free", big_record_enlarged_then_free, "free",
+     "header was overwritten"},
+    {"an underflow enlarges a big heap block's size record, then realloc grows it", big_record_enlarged_then_realloc,
+     "realloc", "header was overwritten"},
+    {"a big block's record and header copied into a live block, then free there", big_prefix_copied_into_a_live_block,
+     "free", "header was overwritten"},
+    {"a big block's header value forged onto a small block, then free", big_form_header_forged_on_a_small_block, "free",
+     "header was overwritten"},
 };
 
 static void run_attack(void *arg)

@@ -5,6 +5,12 @@
  * FITALLOC_PURGE_MS unused; after a spike of 1 GiB freed except one block
  * in a thousand, RSS falls back near the live bytes within two seconds of
  * further ordinary calls, without a call to malloc_trim.
+ *
+ * Item 10 under RLIMIT_AS: after rounds of 48 B, 3,000 B and 200,000 B
+ * blocks filling the address space allowed, each freed, 8 MiB and 100 MiB
+ * are served; and when the program keeps the last 48 B block (so the
+ * heap's free space cannot go back), they come from that free space in
+ * heap blocks above 1 MiB.
  */
 #define _GNU_SOURCE
 #include <malloc.h>
@@ -188,6 +194,16 @@ static size_t vsz_bytes(void)
     return size * (size_t)sysconf(_SC_PAGESIZE);
 }
 
+/* Writes `c` over the n bytes at p and reads them back. */
+static int writable(char *p, size_t n, int c)
+{
+    memset(p, c, n);
+    for (size_t i = 0; i < n; i += 4093)
+        if (p[i] != (char)c)
+            return 0;
+    return p[n - 1] == (char)c;
+}
+
 /* Freed memory is reusable for anything: rounds of 48-byte, 3,000-byte and
  * 200,000-byte blocks fill the address space allowed and are freed, then
  * 8 MiB and 100 MiB must be served (glibc serves both). In a child, which
@@ -201,9 +217,13 @@ static void reusable_for_anything(void)
         if (setrlimit(RLIMIT_AS, &r) != 0)
             _exit(10);
         size_t a = fill_and_free(48), b = fill_and_free(3000), c = fill_and_free(200000);
-        void *p = malloc(8 * MiB);
+        char *p = malloc(8 * MiB);
+        if (p && !writable(p, 8 * MiB, 0x5a))
+            _exit(3);
         free(p);
-        void *q = malloc(100 * MiB);
+        char *q = malloc(100 * MiB);
+        if (q && !writable(q, 100 * MiB, 0xa5))
+            _exit(4);
         free(q);
         if (a < 1000 || b < 1000 || c < 100)
             _exit(11);
@@ -213,7 +233,95 @@ static void reusable_for_anything(void)
     waitpid(pid, &status, 0);
     check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "under RLIMIT_AS, after rounds of 48 B, 3,000 B and 200,000 B blocks all freed, 8 MiB and 100 MiB are served",
-          "status %#x (exit 1: 8 MiB failed, 2: 100 MiB failed)", status);
+          "status %#x (exit 1: 8 MiB failed, 2: 100 MiB failed, 3/4: not writable)", status);
+}
+
+/* Fills memory with blocks of `size` until malloc fails, then frees all
+ * of them but the last one, which it returns (its address is the highest
+ * the round reached: the end of the heap for small blocks). */
+static void *fill_and_free_but_last(size_t size, size_t *count)
+{
+    void *list = NULL, *last = NULL;
+    size_t n = 0;
+    for (void *p; (p = malloc(size)); n++) {
+        *(void **)p = list;
+        list = p;
+    }
+    last = list;
+    if (list)
+        list = *(void **)list;
+    while (list) {
+        void *next = *(void **)list;
+        free(list);
+        list = next;
+    }
+    *count = n;
+    return last;
+}
+
+/* The same rounds, but the program keeps one 48-byte block, the last one
+ * it got: it sits at the end of the heap, so the heap's free space (a few
+ * hundred MB below it, in one piece) cannot go back to the system, and no
+ * mapping of 8 MiB can be made. The heap must serve both requests from
+ * that space (as glibc does); before its blocks could exceed 1 MiB, both
+ * returned NULL. The child exits 0 when both were served, writable and
+ * freed, and the heap checks clean. */
+static void reusable_below_a_live_block(void)
+{
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        size_t limit = vsz_bytes() + 384 * MiB;
+        struct rlimit r = {limit, limit};
+        if (setrlimit(RLIMIT_AS, &r) != 0)
+            _exit(10);
+        size_t a, b, c;
+        void *pin = fill_and_free_but_last(48, &a);
+        b = fill_and_free(3000);
+        c = fill_and_free(200000);
+        if (!pin || a < 1000 || b < 1000 || c < 100)
+            _exit(11);
+        char *p = malloc(8 * MiB);
+        if (!p)
+            _exit(1);
+        if (!writable(p, 8 * MiB, 0x5a))
+            _exit(3);
+        char *q = malloc(100 * MiB);
+        if (!q)
+            _exit(2);
+        if (!writable(q, 100 * MiB, 0xa5) || p[8 * MiB - 1] != 0x5a)
+            _exit(4);
+        if (heap_problems() != 0)
+            _exit(5);
+        /* The big heap block grows and shrinks in place (the space after
+         * it is free), keeping its contents. */
+        char *g = realloc(q, 150 * MiB);
+        if (g != q || g[100 * MiB - 1] != (char)0xa5 || !writable(g, 150 * MiB, 0x3c))
+            _exit(12);
+        g = realloc(q, 20 * MiB);
+        if (g != q || g[20 * MiB - 1] != 0x3c)
+            _exit(13);
+        free(p);
+        free(q);
+        if (heap_problems() != 0)
+            _exit(6);
+        /* Served again from the same space once freed. */
+        p = malloc(100 * MiB);
+        if (!p || !writable(p, 100 * MiB, 1))
+            _exit(7);
+        free(p);
+        free(pin);
+        _exit(heap_problems() == 0 ? 0 : 8);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    check(WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "under RLIMIT_AS, the same rounds with the last 48 B block kept at the heap's end: 8 MiB and 100 MiB "
+          "come from the free heap space below it, writable, realloc'd in place to 150 MiB and 20 MiB, freed, "
+          "served again",
+          "status %#x (exit 1: 8 MiB failed, 2: 100 MiB failed, 3/4: not writable, 5/6/8: heap check, 7: "
+          "100 MiB again, 12/13: realloc not in place or contents lost)",
+          status);
 }
 
 int main(void)
@@ -221,5 +329,6 @@ int main(void)
     kept_mappings();
     spike();
     reusable_for_anything();
+    reusable_below_a_live_block();
     return tap_done("test_return");
 }

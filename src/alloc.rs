@@ -11,7 +11,7 @@
 //!   [`wants_mapping`]).
 
 use crate::block::{units_to_bytes, Block};
-use crate::config::{self, ALIGN, MAX_HEAP_REQUEST, TCACHE_MAX_UNITS};
+use crate::config::{self, ALIGN, MAX_BIG_REQUEST, MAX_HEAP_REQUEST, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::heap::Grant;
 use crate::large;
@@ -230,16 +230,19 @@ fn refill_from_slabs(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*
 /// it reaches the mmap threshold (glibc's `M_MMAP_THRESHOLD`). The one
 /// place this policy is written.
 pub fn wants_mapping(n: usize, align: usize) -> bool {
-    if !heap_can_hold(n, align) {
+    // An alignment of 16 pages or more costs a mapping only address space.
+    if !heap_can_hold(n, align) || align >= OPT.page.load(Relaxed) * 16 {
         return true;
     }
     let extra = if align > ALIGN { align } else { 0 };
     units_to_bytes(config::request_units(n)) + extra >= OPT.mmap_threshold.load(Relaxed)
 }
 
-/// Whether the heap can hold a block of `n` bytes aligned to `align`.
+/// Whether the heap can hold a block of `n` bytes aligned to `align`: any
+/// size and alignment a region can hold (above [`MAX_HEAP_REQUEST`] in the
+/// big form).
 fn heap_can_hold(n: usize, align: usize) -> bool {
-    n <= MAX_HEAP_REQUEST && align < OPT.page.load(Relaxed) * 16
+    n <= MAX_BIG_REQUEST && align <= MAX_BIG_REQUEST - n
 }
 
 /// A block of `n` bytes aligned to `align` (a power of two, at least 16),
@@ -247,9 +250,12 @@ fn heap_can_hold(n: usize, align: usize) -> bool {
 /// guard page when `guarded`); null when out of memory.
 ///
 /// A request that [`wants_mapping`] first takes free heap space if some
-/// fits (never growing the heap for it; not in guarded mode, whose large
-/// blocks always get their guard page), then a mapping, then, if no
-/// mapping can be made, a heap block after all.
+/// fits and it is at most [`MAX_HEAP_REQUEST`] (never growing the heap for
+/// it; not in guarded mode, whose large blocks always get their guard
+/// page), then a mapping, then, if no mapping can be made, a heap block
+/// after all, whatever its size (free heap space, or a growth of the heap
+/// when the break can move): under an address-space limit, memory the
+/// program freed into the heap serves any request.
 ///
 /// When the system refuses memory and address space can be given back
 /// ([`crate::trim::give_back_space`]: this thread's cache, whose blocks may
@@ -266,11 +272,19 @@ pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call
 }
 
 fn alloc_block_once(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
-    let fits_heap = heap_can_hold(n, align);
-    if fits_heap && !wants_mapping(n, align) {
+    // A request that wants no mapping is one the heap can hold.
+    if !wants_mapping(n, align) {
         return heap_block(n, align, zero, true, call);
     }
-    if fits_heap && !guarded && align <= ALIGN {
+    alloc_wanting_mapping(n, align, zero, guarded, call)
+}
+
+/// [`alloc_block_once`] for a request that wants a mapping: kept out of
+/// line, so that the heap requests' path does not pay for its frame.
+#[inline(never)]
+fn alloc_wanting_mapping(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
+    let fits_heap = heap_can_hold(n, align);
+    if fits_heap && !guarded && align <= ALIGN && n <= MAX_HEAP_REQUEST {
         let p = heap_block(n, align, zero, false, call);
         if !p.is_null() {
             return p;

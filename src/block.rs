@@ -37,9 +37,41 @@
 //!
 //! The 14-bit tag of a used header is a keyed hash of the block's address
 //! and size: a pointer that is not at a block start, or a header overwritten
-//! by an overflow, fails the tag check before the allocator acts on it. A
-//! used block is at most `0xFFFF` units (1 MiB); larger requests get their
-//! own mapping ([`crate::large`]).
+//! by an overflow, fails the tag check before the allocator acts on it.
+//!
+//! # The big form
+//!
+//! A used header's 16 bits hold sizes up to [`MAX_USED_UNITS`] (`0xFFFD`,
+//! about 1 MiB: the small form). A larger used block has the big form: its
+//! first unit is a prefix that keeps the size, and the block handed out
+//! (its *body*) starts one unit later, so its payload is still 16-aligned
+//! with a header just before it:
+//!
+//! ```text
+//!  big used block of U units at s
+//!  ┌──────────────────────────────────────┐
+//!  │ head u32: used, units = BIG_HEAD     │ s       what walks and
+//!  ├──────────────────────────────────────┤         neighbours see
+//!  │ record: U (u32), check (u32), 0 (u32)│ s+4
+//!  ├──────────────────────────────────────┤
+//!  │ body u32: used, units = BIG_BODY     │ s+16    what the pointer's
+//!  ├──────────────────────────────────────┤         header read sees
+//!  │ payload, 16-aligned                  │ s+20
+//!  │   ... (U * 16 - 20 bytes)            │
+//!  └──────────────────────────────────────┘
+//!  next block's header at s + U * 16
+//! ```
+//!
+//! Both headers are ordinary used headers (keyed tags of their own
+//! addresses with the marker values as sizes), so the fast paths, which
+//! read one header and see a size above the thread caches' limit, need no
+//! change; the record's check is a 32-bit keyed hash of `s` and `U`. A big
+//! block is trusted only when the head, record and body all agree
+//! ([`Block::big_units`]), so a forged or enlarged size, or a prefix copied
+//! elsewhere, is refused before anything is read or written through it.
+//! Which form a block has is chosen when it is allocated and kept while it
+//! lives (a big block may shrink below 1 MiB in place); the heap's units
+//! are still `u32`, so a block spans at most a region (4 GiB).
 //!
 //! Only the heap writes headers, and only under its lock; `free` reads them
 //! without it. Headers are therefore accessed as relaxed atomics (plain
@@ -52,7 +84,7 @@
 //! the first block's `PREV_USED` is set, and the region ends with a used
 //! header of size 0, the epilogue.
 
-use crate::config::{HEADER, UNIT_SHIFT};
+use crate::config::{HEADER, MAX_USED_UNITS, UNIT_SHIFT};
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Header bit: this block is held (by the program or a thread cache).
@@ -62,6 +94,15 @@ pub(crate) const USED: u32 = 1;
 pub(crate) const PREV_USED: u32 = 2;
 const USED_UNITS_SHIFT: u32 = 16;
 const FREE_UNITS_SHIFT: u32 = 2;
+
+/// Used-header size values that mark the big form (see the module notes):
+/// the head at the block's start, and the body's header one unit later.
+pub(crate) const BIG_HEAD: u32 = 0xFFFF;
+pub(crate) const BIG_BODY: u32 = 0xFFFE;
+/// Units of a big block's prefix (head and record) before its body.
+pub(crate) const BIG_PREFIX_UNITS: u32 = 1;
+/// The smallest big block: the prefix and a body of [`MIN_UNITS`].
+pub(crate) const MIN_BIG_UNITS: u32 = BIG_PREFIX_UNITS + crate::config::MIN_UNITS;
 
 /// Written over the header of a block that was merged into its neighbour,
 /// so that a second free of it is recognised. As a free header it would
@@ -113,11 +154,20 @@ fn tag(addr: usize, units: u32) -> u32 {
     ((x >> 50) as u32) << 2
 }
 
-/// A used header for a block at `addr` (flags other than `PREV_USED` clear).
+/// A used header for a block at `addr` (flags other than `PREV_USED` clear);
+/// `units` is a small-form size, 0 (the epilogue) or a big-form marker.
 #[inline(always)]
 pub fn used_header(addr: usize, units: u32) -> u32 {
-    debug_assert!(units <= crate::config::MAX_USED_UNITS);
     (units << USED_UNITS_SHIFT) | tag(addr, units) | USED
+}
+
+/// The keyed check of a big block's record: 32 bits of a keyed hash of
+/// the block's address and size (the tags' key, turned, so that the two
+/// keyed values are not the same function).
+#[inline]
+fn big_check(addr: usize, units: u32) -> u32 {
+    let key = TAG_KEY.load(Ordering::Relaxed).rotate_left(23);
+    (keyed(addr ^ ((units as usize) << 34), key, TAG_MUL.load(Ordering::Relaxed)) >> 32) as u32
 }
 
 /// Whether `h`, read at block address `addr`, is a correct used header.
@@ -126,12 +176,26 @@ pub fn is_used_header(addr: usize, h: u32) -> bool {
     h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
 }
 
-/// Whether `h`, read at `addr`, is the used header of a block (not an
-/// epilogue, whose used header has size 0): only then may its payload be
-/// read.
+/// Whether `h`, read at `addr`, is the used header of a block as handed
+/// out: a small-form block or a big block's body (not an epilogue, whose
+/// used header has size 0, nor a big block's head, whose payload would be
+/// its record): only then may its payload be read. A big body must still
+/// pass [`Block::big_units`] on its head before its size is trusted.
 #[inline(always)]
 pub fn is_block_header(addr: usize, h: u32) -> bool {
-    is_used_header(addr, h) && used_units(h) >= crate::config::MIN_UNITS
+    is_used_header(addr, h) && used_units(h).wrapping_sub(crate::config::MIN_UNITS) < BIG_HEAD - crate::config::MIN_UNITS
+}
+
+/// Whether used header `h` is a big block's body header (its tag unchecked).
+#[inline(always)]
+pub const fn is_big_body(h: u32) -> bool {
+    h & USED != 0 && used_units(h) == BIG_BODY
+}
+
+/// Whether used header `h` is a big block's head (its tag unchecked).
+#[inline(always)]
+pub const fn is_big_head(h: u32) -> bool {
+    h & USED != 0 && used_units(h) == BIG_HEAD
 }
 
 /// The size in units of a used header.
@@ -147,7 +211,8 @@ pub(crate) const fn free_header(units: u32) -> u32 {
     (units << FREE_UNITS_SHIFT) | PREV_USED
 }
 
-/// The size in units recorded in a header of either kind.
+/// The size in units recorded in a header of either kind (for a used
+/// header, the small-form size or a big-form marker).
 #[inline(always)]
 pub(crate) const fn header_units(h: u32) -> u32 {
     if h & USED != 0 { h >> USED_UNITS_SHIFT } else { h >> FREE_UNITS_SHIFT }
@@ -262,12 +327,100 @@ impl Block {
         unsafe { AtomicU32::from_ptr(self.0 as *mut u32).store(h, Ordering::Relaxed) }
     }
 
+    /// The units from this header to the next block's: a free block's or a
+    /// small-form block's size; for a big block's head its whole size, for
+    /// its body the size less the prefix (both read from the record,
+    /// unchecked: see [`Block::big_units`]).
+    ///
     /// # Safety
-    /// `self` must be a block in a heap region.
+    /// `self` must be a block in a heap region (a big body's head too).
     #[inline(always)]
     pub unsafe fn units(self) -> u32 {
+        // SAFETY: forwarded to the caller; a big block's record lies in its
+        // prefix, inside the region.
+        unsafe {
+            let h = self.header();
+            if h & USED == 0 {
+                return h >> FREE_UNITS_SHIFT;
+            }
+            match used_units(h) {
+                BIG_HEAD => self.record_units(),
+                BIG_BODY => self.head_of_body().record_units() - BIG_PREFIX_UNITS,
+                u => u,
+            }
+        }
+    }
+
+    /// A big block's head's record: the size it claims, unchecked.
+    ///
+    /// # Safety
+    /// `self` must be a header position at least 16 bytes before the end of
+    /// a heap region.
+    #[inline(always)]
+    unsafe fn record_units(self) -> u32 {
+        // SAFETY: the record is the 4 bytes after the header (16-aligned).
+        unsafe { (self.payload() as *const u32).read() }
+    }
+
+    /// The body of the big block whose head is `self`.
+    #[inline(always)]
+    pub fn body(self) -> Block {
+        self.offset(BIG_PREFIX_UNITS)
+    }
+
+    /// The head of the big block whose body is `self`.
+    #[inline(always)]
+    pub fn head_of_body(self) -> Block {
+        Block(self.0.wrapping_sub((BIG_PREFIX_UNITS as usize) << UNIT_SHIFT))
+    }
+
+    /// For `self`, a block as handed out (a small-form block or a big
+    /// block's body): where the block starts in its region's tiling, its
+    /// whole size in units, and whether it has the big form.
+    ///
+    /// # Safety
+    /// `self` must be a held block whose header was checked (a big body's
+    /// head and record with [`Block::big_units`]).
+    #[inline(always)]
+    pub unsafe fn held_span(self) -> (Block, u32, bool) {
         // SAFETY: forwarded to the caller.
-        header_units(unsafe { self.header() })
+        unsafe {
+            let h = self.header();
+            if is_big_body(h) {
+                let s = self.head_of_body();
+                (s, s.record_units(), true)
+            } else {
+                (self, used_units(h), false)
+            }
+        }
+    }
+
+    /// The size of the big block whose head is `self` if the head, its
+    /// record (size and keyed check) and the body's header are all intact
+    /// and the size is at least [`MIN_BIG_UNITS`]; `None` otherwise. The
+    /// caller still checks that the size keeps the block in its region.
+    ///
+    /// # Safety
+    /// `self` must be a header position inside a heap region, before its
+    /// epilogue.
+    pub unsafe fn big_units(self) -> Option<u32> {
+        // SAFETY: the record and the body's header are read only once the
+        // head is a valid big head: its block, at least two units long,
+        // holds them.
+        unsafe {
+            let h = self.header();
+            if !is_big_head(h) || !is_used_header(self.addr(), h) {
+                return None;
+            }
+            let rec = self.payload() as *const u32;
+            let units = rec.read();
+            if units < MIN_BIG_UNITS || rec.add(1).read() != big_check(self.addr(), units) {
+                return None;
+            }
+            let body = self.body();
+            let bh = body.header();
+            (is_big_body(bh) && is_used_header(body.addr(), bh)).then_some(units)
+        }
     }
 
     /// # Safety
@@ -310,16 +463,59 @@ impl Block {
         is_used_header(self.addr(), unsafe { self.header() })
     }
 
-    /// Marks the block used with `units`, keeping `PREV_USED`.
+    /// Marks the block used with `units` (the small form, at most
+    /// [`MAX_USED_UNITS`]), keeping `PREV_USED`.
     ///
     /// # Safety
     /// `self` must be a block in a heap region.
     #[inline(always)]
     pub unsafe fn set_used(self, units: u32) {
+        debug_assert!(units <= MAX_USED_UNITS);
         // SAFETY: forwarded to the caller.
         unsafe {
             let prev = self.header() & PREV_USED;
             self.set_header(used_header(self.addr(), units) | prev);
+        }
+    }
+
+    /// Marks the block used with `units` in the big form (head, record and
+    /// body header; see the module notes), keeping `PREV_USED`. The block
+    /// to hand out is [`Block::body`].
+    ///
+    /// # Safety
+    /// `self .. self + units` must lie in a heap region, `units` at least
+    /// [`MIN_BIG_UNITS`].
+    pub unsafe fn set_used_big(self, units: u32) {
+        debug_assert!(units >= MIN_BIG_UNITS);
+        // SAFETY: the prefix is the block's first unit, inside it.
+        unsafe {
+            let prev = self.header() & PREV_USED;
+            self.set_header(used_header(self.addr(), BIG_HEAD) | prev);
+            let rec = self.payload() as *mut u32;
+            rec.write(units);
+            rec.add(1).write(big_check(self.addr(), units));
+            rec.add(2).write(0);
+            let body = self.body();
+            body.set_header(used_header(body.addr(), BIG_BODY) | PREV_USED);
+        }
+    }
+
+    /// Marks the block used with `units` in the small form or, when `big`,
+    /// the big form; returns the block to hand out (the body when big).
+    ///
+    /// # Safety
+    /// As for [`Block::set_used`] or [`Block::set_used_big`].
+    #[inline]
+    pub unsafe fn set_used_as(self, units: u32, big: bool) -> Block {
+        // SAFETY: forwarded to the caller.
+        unsafe {
+            if big {
+                self.set_used_big(units);
+                self.body()
+            } else {
+                self.set_used(units);
+                self
+            }
         }
     }
 
@@ -532,7 +728,7 @@ mod tests {
     #[test]
     fn used_and_free_headers_round_trip_units() {
         let addr = 0x1000_000c;
-        for units in [2u32, 3, 64, 0xFFFF] {
+        for units in [2u32, 3, 64, MAX_USED_UNITS] {
             let h = used_header(addr, units);
             assert_eq!(header_units(h), units);
             assert_eq!(h & USED, USED);
@@ -543,6 +739,60 @@ mod tests {
             assert_eq!(h & USED, 0);
         }
         assert!(header_units(MERGED) > (crate::config::MAX_REGION_BYTES >> UNIT_SHIFT) as u32);
+    }
+
+    /// A buffer of `units` units whose first header position is returned.
+    fn buffer(units: usize) -> (std::vec::Vec<u128>, Block) {
+        let v = std::vec![0u128; units + 2];
+        let b = Block::at((v.as_ptr() as usize + 16 - HEADER) as *mut u8);
+        (v, b)
+    }
+
+    #[test]
+    fn big_form_keeps_its_size_in_the_record() {
+        let units = 0x12_3456;
+        let (_v, s) = buffer(units as usize);
+        // SAFETY: the buffer holds the whole block.
+        unsafe {
+            s.set_header(PREV_USED);
+            let body = s.set_used_as(units, true);
+            assert_eq!(body, s.body());
+            assert_eq!(body.head_of_body(), s);
+            assert_eq!(s.big_units(), Some(units));
+            assert_eq!(s.units(), units);
+            assert_eq!(body.units(), units - BIG_PREFIX_UNITS);
+            assert_eq!(body.held_span(), (s, units, true));
+            assert!(s.prev_used() && s.is_valid_used() && body.is_valid_used());
+            assert!(is_block_header(body.addr(), body.header()), "the body is handed out");
+            assert!(!is_block_header(s.addr(), s.header()), "the head is not a block start");
+            assert_eq!(body.payload() as usize % 16, 0);
+            assert_eq!(body.offset(body.units()), s.offset(units));
+        }
+    }
+
+    #[test]
+    fn big_form_refuses_a_forged_record() {
+        let (_v, s) = buffer(100);
+        // SAFETY: the buffer holds the block.
+        unsafe {
+            s.set_header(0);
+            s.set_used_big(100);
+            let rec = s.payload() as *mut u32;
+            rec.write(101);
+            assert_eq!(s.big_units(), None, "an enlarged size fails the check");
+            rec.write(100);
+            assert_eq!(s.big_units(), Some(100));
+            s.body().set_header(0);
+            assert_eq!(s.big_units(), None, "a head without its body");
+            s.set_used_big(100);
+            s.set_header(used_header(s.addr(), BIG_HEAD) ^ (1 << 5));
+            assert_eq!(s.big_units(), None, "a head with a bad tag");
+            // The whole prefix, copied one unit further, is refused there.
+            s.set_used_big(100);
+            let t = s.offset(1);
+            core::ptr::copy(s.0, t.0, 20);
+            assert_eq!(t.big_units(), None);
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! large-block table, and checks every invariant the heap states:
 //!
 //! - blocks tile each region from its first header to its epilogue;
-//! - used headers carry a valid tag; free blocks' footers equal headers;
+//! - used headers carry a valid tag; a big block's head, size record (and
+//!   its keyed check) and body header agree, and only a head starts one;
+//!   free blocks' footers equal headers;
 //! - `PREV_USED` of every block (and the epilogue) tells the truth, and no
 //!   two free blocks are adjacent;
 //! - the top is the last block of the current region (or the epilogue);
@@ -19,8 +21,8 @@
 //! caches; with other threads running that classification is approximate.
 
 use crate::bins::tree_index;
-use crate::block::{self, header_units, units_to_bytes, Block, PREV_USED, USED};
-use crate::config::{MIN_UNITS, SMALL_LIMIT_UNITS, TREE_BINS};
+use crate::block::{self, bytes_to_units, header_units, units_to_bytes, Block, PREV_USED, USED};
+use crate::config::{MAX_USED_UNITS, MIN_UNITS, SMALL_LIMIT_UNITS, TREE_BINS};
 use crate::diag::Buf;
 use crate::heap::Heap;
 use crate::large::MapTable;
@@ -140,8 +142,23 @@ unsafe fn walk_region(
                 break;
             }
             let h = b.header();
-            let units = header_units(h);
-            if units < MIN_UNITS || b.offset(units).addr() > epi {
+            let units = if block::is_big_head(h) {
+                // The big form: head, record and body must agree.
+                match b.big_units() {
+                    Some(u) => u,
+                    None => {
+                        rep.problem("big block with a bad head, record or body", b.addr());
+                        break;
+                    }
+                }
+            } else {
+                header_units(h)
+            };
+            if h & USED != 0 && units > MAX_USED_UNITS && !block::is_big_head(h) {
+                rep.problem("used header with a big-form marker where a block starts", b.addr());
+                break;
+            }
+            if units < MIN_UNITS || units > bytes_to_units(epi - b.addr()) as u32 {
                 rep.problem("block size out of range", b.addr());
                 break;
             }

@@ -13,15 +13,26 @@ pub(crate) const HEADER: usize = 4;
 /// and a footer (4 + 8 + 8 + 4 = 24 bytes, rounded up to 32).
 pub(crate) const MIN_UNITS: u32 = 2;
 
-/// Largest block the heap hands out, in units. An allocated block's header
-/// keeps its size in 16 bits (see [`crate::block`]), so heap blocks stay
-/// below 1 MiB; anything larger gets its own mapping.
-pub(crate) const MAX_USED_UNITS: u32 = 0xFFFF;
+/// Largest block with the small form of used header, in units. That header
+/// keeps the size in 16 bits (see [`crate::block`]), two of whose values
+/// mark the big form instead; a larger block has the big form, which keeps
+/// its size in a record beside the header.
+pub(crate) const MAX_USED_UNITS: u32 = 0xFFFD;
 
-/// Largest request served from the heap: the best fit may be one unit
-/// larger than asked when the remainder is too small to split off, and the
-/// result must still fit [`MAX_USED_UNITS`].
+/// Largest request the heap serves by choice, in a small-form block (the
+/// best fit may be one unit larger than asked when the remainder is too
+/// small to split off, and the result must still fit [`MAX_USED_UNITS`]):
+/// about 1 MiB. The dynamic mmap threshold stops here, as does an
+/// unprompted move of a large block into the heap; a larger request gets
+/// a heap block (big form) only when no mapping can be made, or when the
+/// program set `M_MMAP_THRESHOLD` above it or `M_MMAP_MAX` to 0.
 pub(crate) const MAX_HEAP_REQUEST: usize = ((MAX_USED_UNITS as usize - 1) << UNIT_SHIFT) - HEADER;
+
+/// Largest request the heap can hold at all (a big-form block): a block
+/// never crosses a region, and a region stays below [`MAX_REGION_BYTES`];
+/// a MiB is left for the region's frame, the big form's prefix and the
+/// rounding of a growth to pages.
+pub(crate) const MAX_BIG_REQUEST: usize = MAX_REGION_BYTES - (1 << 20);
 
 /// Largest region of the heap. Free blocks never cross a region, and a free
 /// header keeps its size in 30 bits of units; 4 GiB keeps every size in a
@@ -80,7 +91,9 @@ pub(crate) const fn round_up(n: usize, to: usize) -> usize {
     (n + to - 1) & !(to - 1)
 }
 
-/// Block units needed to hold a request of `n` bytes (`n <= MAX_HEAP_REQUEST`).
+/// Block units needed to hold a request of `n` bytes in the small form
+/// (`n <= MAX_BIG_REQUEST`; a big-form block adds its prefix,
+/// [`crate::block::BIG_PREFIX_UNITS`]).
 #[inline]
 pub(crate) const fn request_units(n: usize) -> u32 {
     let units = ((n + HEADER + ALIGN - 1) >> UNIT_SHIFT) as u32;

@@ -88,8 +88,10 @@ fn free_slow(p: *mut u8, func: &'static str) {
 #[inline(never)]
 fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     let b = b.block();
-    // SAFETY: a held block's header is valid.
-    let units = unsafe { b.units() };
+    // SAFETY: a held block's header is valid. Its size field, not its size:
+    // a big block (crate::block's big form) shrunk below the caches' limit
+    // keeps a marker above it there, and must go back to the heap.
+    let units = crate::block::used_units(unsafe { b.header() });
     if let Some(t) = t
         && units <= TCACHE_MAX_UNITS
     {

@@ -19,6 +19,8 @@
 //! - requests that cannot succeed (sizes above `PTRDIFF_MAX`, overflowing
 //!   `nmemb * size`, invalid alignments) fail with the right errno and
 //!   leave the block they were given untouched;
+//! - with mappings turned off for a while (as `M_MMAP_MAX=0`), requests
+//!   above 1 MiB come from the heap in big blocks, under the same checks;
 //! - `check_heap` finds no problem every [`CHECK_EVERY`] operations and at
 //!   the end of the input, after everything was freed (so inputs are
 //!   independent of each other).
@@ -299,6 +301,9 @@ struct Model {
     trace: bool,
     /// Where the input buffer starts (a range in `ranges`, not a block).
     input: usize,
+    /// New mappings are refused (`M_MMAP_MAX` is 0): large requests are
+    /// served by the heap, in big blocks above 1 MiB.
+    no_mappings: bool,
 }
 
 impl Model {
@@ -394,8 +399,10 @@ impl Model {
     }
 
     fn check_zero(&self, p: *mut u8, n: usize, what: &str) {
-        // Heap blocks entirely; mapped ones (fresh from the kernel) sampled.
-        let ranges = if n <= crate::config::MAX_HEAP_REQUEST { std::vec![(0, n)] } else { marked(n, 0) };
+        // Heap blocks entirely (big ones too); mapped ones (fresh from the
+        // kernel) sampled.
+        let full = n <= crate::config::MAX_HEAP_REQUEST || (self.no_mappings && n <= 16 << 20);
+        let ranges = if full { std::vec![(0, n)] } else { marked(n, 0) };
         for (from, to) in ranges {
             // SAFETY: the block holds at least `n` bytes.
             if let Some(i) = unsafe { first_nonzero(p, from, to) } {
@@ -698,7 +705,9 @@ pub fn run(data: &[u8]) {
         may_fail: crate::os::FAIL_EVERY.load(core::sync::atomic::Ordering::Relaxed) != 0,
         trace: tracing(),
         input: if data.is_empty() { 0 } else { data.as_ptr() as usize },
+        no_mappings: false,
     };
+    let saved_mmap_max = crate::options::OPT.mmap_max.load(core::sync::atomic::Ordering::Relaxed);
     while !input.done() && m.ops < MAX_OPS {
         m.ops += 1;
         let op = input.u8();
@@ -758,7 +767,17 @@ pub fn run(data: &[u8]) {
                 let i = (!m.live.is_empty()).then(|| input.index(m.live.len()));
                 m.op_impossible(sel, i, huge);
             }
-            245..=247 => {
+            247 => {
+                // Mappings off (as M_MMAP_MAX=0) or back on: while off,
+                // requests above 1 MiB get big heap blocks (the fallback
+                // when no mapping can be made), split, merged and resized
+                // in the heap beside the others.
+                m.no_mappings = !m.no_mappings;
+                m.note(|| format!("mappings {}", if m.no_mappings { "off" } else { "on" }));
+                let max = if m.no_mappings { 0 } else { saved_mmap_max };
+                crate::options::OPT.mmap_max.store(max, core::sync::atomic::Ordering::Relaxed);
+            }
+            245..=246 => {
                 // Free a run of the most recent blocks (neighbours merge).
                 let k = 1 + input.u8() as usize % 16;
                 for _ in 0..k.min(m.live.len()) {
@@ -804,6 +823,7 @@ pub fn run(data: &[u8]) {
         }
     }
     m.free_all();
+    crate::options::OPT.mmap_max.store(saved_mmap_max, core::sync::atomic::Ordering::Relaxed);
     m.check_heap("at the end (everything freed)");
     let after = data.iter().fold(0x243F_6A88_85A3_08D3u64, |h, &b| (h ^ b as u64).wrapping_mul(0x100_0000_01B3));
     if after != seed {
@@ -876,6 +896,47 @@ mod tests {
                     *b = lo.wrapping_add(*b % 24);
                 }
             }
+            run(&v);
+        }
+    }
+
+    /// Mappings off, then requests of 1 to 8 MiB, a calloc, a realloc
+    /// growing one and a memalign: with no mapping allowed, only big heap
+    /// blocks can serve them (a null result fails the run), and the model
+    /// checks their contents, ranges and the heap throughout.
+    #[test]
+    fn big_heap_blocks_when_mappings_are_off() {
+        let _g = SERIAL.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = std::vec![247u8];
+        for k in 0..6u32 {
+            v.extend([0u8, 27]);
+            v.extend((k * 1_100_003).to_le_bytes());
+            v.extend([158, 128]); // free one from the middle
+        }
+        for k in 0..4u32 {
+            v.extend([0u8, 27]);
+            v.extend((k * 1_700_001).to_le_bytes());
+        }
+        v.extend([60u8, 0, 27]); // calloc(1, 1 MiB + ...)
+        v.extend(3_000_000u32.to_le_bytes());
+        v.extend([75u8, 27]); // realloc of the first live block to 6 MiB
+        v.extend(5_000_000u32.to_le_bytes());
+        v.push(0);
+        v.extend([128u8, 0, 14, 27]); // memalign(16 KiB, ...)
+        v.extend(2_000_000u32.to_le_bytes());
+        // A big block shrunk below the thread caches' limit, then freed:
+        // it must go back to the heap, never to a cache.
+        v.extend([0u8, 27, 0, 0, 0, 0, 75, 1, 40, 255, 158, 255]);
+        v.extend([0u8, 27, 0, 0, 0, 0, 75, 1, 40, 255, 225, 255]);
+        let before = crate::options::OPT.mmap_max.load(core::sync::atomic::Ordering::Relaxed);
+        let mapped = in_use().1;
+        run(&v);
+        assert_eq!(crate::options::OPT.mmap_max.load(core::sync::atomic::Ordering::Relaxed), before, "restored");
+        assert_eq!(in_use().1, mapped);
+        // And mixed with everything else.
+        for seed in 0..40u64 {
+            let mut v = bytes(9000 + seed, 3000);
+            v[0] = 247;
             run(&v);
         }
     }

@@ -294,12 +294,11 @@ fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, usize)>) {
     let a = p as usize;
     let b = Block::from_payload(p);
     if REGIONS.holds_header(b.addr()) {
-        // SAFETY: `b` is a header position in a heap region; nothing is
-        // read beyond a valid used header's block.
+        // Aborts unless `b` is a held block (a big one checked whole).
+        let b = pointer::held(b, func).block();
+        // SAFETY: `b` is a held block of a heap region; nothing is read
+        // beyond it.
         unsafe {
-            if !crate::block::is_block_header(b.addr(), b.header()) {
-                pointer::bad_heap_pointer(b, func);
-            }
             let usable = Block::payload_bytes(b.units());
             if b.payload_word(MARK_WORD) == quarantine_mark(a) {
                 diag::fatal(func, "double free (the block is in quarantine) of", a);

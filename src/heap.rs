@@ -38,10 +38,21 @@
 //! parked block otherwise.
 //! - `free_bytes`/`free_blocks` count the blocks in bins; `used_*` the held
 //!   blocks (including thread-cached ones); sizes add up to the region sizes.
+//!
+//! # Big blocks
+//!
+//! A request of more than [`MAX_USED_UNITS`] - 1 units gets a block in the
+//! big form ([`crate::block`]): one more unit, whose prefix keeps the size.
+//! The heap's interface speaks of blocks as handed out (for a big block,
+//! its body) and of request units (the body's); inside, splitting,
+//! coalescing and the walks see the whole block from its head. A block
+//! keeps its form while it lives: it shrinks and grows in place in that
+//! form, and a small-form block never grows in place beyond its form's
+//! limit (the caller moves it).
 
 use crate::bins::Bins;
-use crate::block::{bytes_to_units, free_header, units_to_bytes, BadLink, Block, MERGED, PREV_USED};
-use crate::config::{MAX_REGION_BYTES, MIN_UNITS};
+use crate::block::{bytes_to_units, free_header, units_to_bytes, BadLink, Block, BIG_PREFIX_UNITS, MERGED, PREV_USED};
+use crate::config::{MAX_REGION_BYTES, MAX_USED_UNITS, MIN_UNITS};
 use crate::diag;
 use crate::os::Source;
 use crate::region::{RegionKind, RegionTable};
@@ -389,8 +400,8 @@ impl<S: Source> Heap<S> {
         // SAFETY: the heap is consistent (caller).
         unsafe {
             let (b, have) = self.take_best_below(units, below)?;
-            self.use_free(b, have, units);
-            Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false })
+            let held = self.use_free(b, have, units, false);
+            Some(Grant { block: held, dirty: Block::payload_bytes(held.units()), from_top: false })
         }
     }
 
@@ -410,66 +421,79 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// As for [`Heap::alloc`].
     unsafe fn alloc_in(&mut self, units: u32, may_grow: bool) -> Option<Grant> {
-        debug_assert!((MIN_UNITS..crate::config::MAX_USED_UNITS).contains(&units));
+        debug_assert!(units >= MIN_UNITS && units_to_bytes(units) <= crate::config::MAX_BIG_REQUEST + 32);
+        let (span, big) = Self::span_for(units);
         // SAFETY: bins hold free blocks of this heap; `carve` and `grow` keep
         // the top consistent.
         unsafe {
-            if let Some((b, have)) = self.take_best(units) {
-                self.use_free(b, have, units);
-                return Some(Grant { block: b, dirty: Block::payload_bytes(b.units()), from_top: false });
+            if let Some((b, have)) = self.take_best(span) {
+                let held = self.use_free(b, have, span, big);
+                return Some(Grant { block: held, dirty: Block::payload_bytes(held.units()), from_top: false });
             }
-            if self.top().1 < units && !(may_grow && self.grow(units)) {
+            if self.top().1 < span && !(may_grow && self.grow(span)) {
                 return None;
             }
-            Some(self.carve(units))
+            Some(self.carve(span, big))
         }
     }
 
+    /// The whole size in units of a block for a request of `units`, and
+    /// whether it has the big form: a request the small form cannot hold
+    /// (with the one unit a best fit may add) gets the big form's prefix.
+    #[inline]
+    fn span_for(units: u32) -> (u32, bool) {
+        if units < MAX_USED_UNITS { (units, false) } else { (units + BIG_PREFIX_UNITS, true) }
+    }
+
     /// Marks free block `b` of `have` units (already out of its bin) used
-    /// for `want`, splitting off the remainder (which is parked) when it can
-    /// be a block.
+    /// for `want` (in the big form if `big`), splitting off the remainder
+    /// (which is parked) when it can be a block. Returns the block to hand
+    /// out.
     ///
     /// # Safety
     /// `b` must be a free block of `have >= want` units, in no bin.
-    unsafe fn use_free(&mut self, b: Block, have: u32, want: u32) {
+    unsafe fn use_free(&mut self, b: Block, have: u32, want: u32, big: bool) -> Block {
         // SAFETY: `b .. b + have` is a free block of this heap.
         unsafe {
             let rest = have - want;
             if rest >= MIN_UNITS {
-                b.set_used(want);
+                let held = b.set_used_as(want, big);
                 let r = b.offset(want);
                 r.set_free(rest);
                 self.park(r, rest);
                 self.account_used(want);
+                held
             } else {
-                b.set_used(have);
+                let held = b.set_used_as(have, big);
                 b.offset(have).set_prev_used(true);
                 self.account_used(have);
+                held
             }
         }
     }
 
-    /// Carves `units` from the front of the top.
+    /// Carves `units` (in the big form if `big`) from the front of the top.
     ///
     /// # Safety
     /// The top must hold at least `units`.
-    unsafe fn carve(&mut self, units: u32) -> Grant {
+    unsafe fn carve(&mut self, units: u32, big: bool) -> Grant {
         let (b, have) = self.top();
         debug_assert!(have >= units);
         let units = if have - units == 1 { have } else { units };
         // SAFETY: `b` is the top, a free block of `have` units.
-        unsafe {
-            b.set_used(units);
+        let held = unsafe {
+            let held = b.set_used_as(units, big);
             self.set_top(b.offset(units));
-        }
+            held
+        };
         self.account_used(units);
-        let payload = b.payload() as usize;
+        let payload = held.payload() as usize;
         let next = b.offset(units);
         let fresh = self.regions.fresh(self.cur);
         let dirty = fresh.saturating_sub(payload).min(next.addr() - payload);
         // The next header is written at `next`; everything after it is fresh.
         self.regions.set_fresh(self.cur, fresh.max(next.payload() as usize));
-        Grant { block: b, dirty, from_top: true }
+        Grant { block: held, dirty, from_top: true }
     }
 
     /// One more block of exactly `units` for a thread-cache refill: a free
@@ -488,11 +512,10 @@ impl<S: Source> Heap<S> {
                 self.check_taken(b, units);
                 self.counters.free_bytes -= units_to_bytes(units);
                 self.counters.free_blocks -= 1;
-                self.use_free(b, units, units);
-                return Some(b);
+                return Some(self.use_free(b, units, units, false));
             }
             // Keep the top from shrinking to a sliver the carve would absorb.
-            (from_top && self.top().1 >= units + MIN_UNITS).then(|| self.carve(units).block)
+            (from_top && self.top().1 >= units + MIN_UNITS).then(|| self.carve(units, false).block)
         }
     }
 
@@ -505,8 +528,9 @@ impl<S: Source> Heap<S> {
     unsafe fn grow(&mut self, units: u32) -> bool {
         let page = self.params.page;
         let want = units_to_bytes(units);
-        // A region must stay below MAX_REGION_BYTES whatever pad was set.
-        let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4);
+        // A region must stay below MAX_REGION_BYTES whatever pad was set,
+        // and whatever the request (a big block may take most of one).
+        let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4).min(MAX_REGION_BYTES.saturating_sub(want + 2 * page));
         // SAFETY: growth only adds memory at the end of a region or a new region.
         unsafe {
             let try_brk = match self.grow_in_place(units) {
@@ -716,9 +740,13 @@ impl<S: Source> Heap<S> {
     pub unsafe fn free(&mut self, b: Block) {
         // SAFETY: `b` is a held block; neighbours are checked before use.
         unsafe {
-            let units = b.units();
+            let (s, units, big) = b.held_span();
+            if big {
+                // A second free of the body is recognised as one.
+                b.set_header(MERGED);
+            }
             self.account_released(units);
-            self.release_span(b, units);
+            self.release_span(s, units);
         }
     }
 
@@ -878,25 +906,28 @@ impl<S: Source> Heap<S> {
 
     // ----- resizing ------------------------------------------------------------
 
-    /// Splits the tail of held block `b` (of `have` units) down to `want`
-    /// units and frees the tail.
+    /// Splits the tail of held block `b` (whole block at `s` of `have`
+    /// units, in the big form if `big`) down to `want` units and frees the
+    /// tail.
     ///
     /// # Safety
-    /// `b` must be a held block of `have >= want + MIN_UNITS` units.
-    unsafe fn shrink_held(&mut self, b: Block, have: u32, want: u32) {
-        // SAFETY: the tail `b + want .. b + have` belongs to `b`.
+    /// `s` must be a held block of `have >= want + MIN_UNITS` units.
+    unsafe fn shrink_held(&mut self, s: Block, have: u32, want: u32, big: bool) {
+        // SAFETY: the tail `s + want .. s + have` belongs to `s`.
         unsafe {
-            b.set_used(want);
-            let tail = b.offset(want);
+            s.set_used_as(want, big);
+            let tail = s.offset(want);
             tail.set_header(PREV_USED);
             self.counters.used_bytes -= units_to_bytes(have - want);
             self.release_span(tail, have - want);
         }
     }
 
-    /// Resizes held block `b` in place to `want` units if its neighbours
-    /// allow; may also slide it down into a free predecessor, moving the
-    /// first `keep` payload bytes. Returns the (possibly moved) block.
+    /// Resizes held block `b` in place so that it holds a request of `want`
+    /// units, if its neighbours allow; may also slide it down into a free
+    /// predecessor, moving the first `keep` payload bytes. Returns the
+    /// (possibly moved) block. The block keeps its form: a small-form block
+    /// is not grown beyond that form's limit (`None`: the caller moves it).
     ///
     /// # Safety
     /// `b` must be a block held by the program; `keep` at most its payload.
@@ -904,32 +935,36 @@ impl<S: Source> Heap<S> {
         // SAFETY: neighbours are checked as in `release_span`; data moves
         // stay inside the merged span.
         unsafe {
-            let have = b.units();
+            let (s, have, big) = b.held_span();
+            if !big && want >= MAX_USED_UNITS {
+                return None;
+            }
+            let want = if big { want + BIG_PREFIX_UNITS } else { want };
             if want <= have {
                 if have - want >= MIN_UNITS {
-                    self.shrink_held(b, have, want);
+                    self.shrink_held(s, have, want, big);
                 }
                 return Some(b);
             }
-            let next = b.offset(have);
+            let next = s.offset(have);
             // Grow into the top, extending the heap if the top is short.
             if next == self.top {
                 let need = want - have;
                 if self.top().1 < need && !matches!(self.grow_in_place(need), BrkGrowth::Grown) {
-                    return self.slide_down(b, have, want, keep);
+                    return self.slide_down(s, have, want, keep, big);
                 }
                 let (_, top_units) = self.top();
                 let total = have + top_units;
                 let units = if total - want < MIN_UNITS { total } else { want };
-                b.set_used(units);
+                s.set_used_as(units, big);
                 self.counters.used_bytes += units_to_bytes(units - have);
                 self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
-                self.set_top(b.offset(units));
-                let fresh = self.regions.fresh(self.cur).max(b.offset(units).payload() as usize);
+                self.set_top(s.offset(units));
+                let fresh = self.regions.fresh(self.cur).max(s.offset(units).payload() as usize);
                 self.regions.set_fresh(self.cur, fresh);
                 return Some(b);
             }
-            let (_, hi) = self.bounds(b);
+            let (_, hi) = self.bounds(s);
             if let Some(nu) = self.free_size(next, hi, b, "corrupted block after")
                 && have + nu >= want
             {
@@ -937,19 +972,19 @@ impl<S: Source> Heap<S> {
                 next.set_header(MERGED);
                 let total = have + nu;
                 let units = if total - want < MIN_UNITS { total } else { want };
-                b.set_used(units);
+                s.set_used_as(units, big);
                 self.counters.used_bytes += units_to_bytes(units - have);
                 if units < total {
-                    let tail = b.offset(units);
+                    let tail = s.offset(units);
                     tail.set_header(PREV_USED);
                     self.release_span(tail, total - units);
                 } else {
-                    b.offset(total).set_prev_used(true);
+                    s.offset(total).set_prev_used(true);
                 }
                 self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
                 return Some(b);
             }
-            self.slide_down(b, have, want, keep)
+            self.slide_down(s, have, want, keep, big)
         }
     }
 
@@ -995,34 +1030,38 @@ impl<S: Source> Heap<S> {
         }
     }
 
-    /// Grows held block `b` by merging it with a free predecessor (and a free
-    /// successor), moving its first `keep` bytes down.
+    /// Grows held block `s` (its whole block, of `have` units, in the big
+    /// form if `big`) to `want` units by merging it with a free predecessor
+    /// (and a free successor), moving its first `keep` payload bytes down.
+    /// Returns the block to hand out.
     ///
     /// # Safety
     /// As for [`Heap::resize`].
-    unsafe fn slide_down(&mut self, b: Block, have: u32, want: u32, keep: usize) -> Option<Block> {
+    unsafe fn slide_down(&mut self, s: Block, have: u32, want: u32, keep: usize, big: bool) -> Option<Block> {
         // SAFETY: the predecessor and successor are checked before use; the
         // move stays inside the merged span.
         unsafe {
-            if b.prev_used() {
+            if s.prev_used() {
                 return None;
             }
-            let (lo, hi) = self.bounds(b);
-            let (p, pu) = self.free_before(b, lo);
-            let next = b.offset(have);
-            let nu = if next == self.top { 0 } else { self.free_size(next, hi, b, "corrupted block after").unwrap_or(0) };
+            let (lo, hi) = self.bounds(s);
+            let (p, pu) = self.free_before(s, lo);
+            let next = s.offset(have);
+            let nu = if next == self.top { 0 } else { self.free_size(next, hi, s, "corrupted block after").unwrap_or(0) };
             let total = pu + have + nu;
-            if total < want || want > crate::config::MAX_USED_UNITS - 1 {
+            if total < want || (!big && want > MAX_USED_UNITS - 1) {
                 return None;
             }
             self.unfile(p, pu);
             if nu > 0 {
                 self.unfile(next, nu);
             }
-            core::ptr::copy(b.payload(), p.payload(), keep);
+            // The payload moves down by the predecessor's size, in its form.
+            let (from, to) = if big { (s.body(), p.body()) } else { (s, p) };
+            core::ptr::copy(from.payload(), to.payload(), keep);
             self.counters.used_bytes += units_to_bytes(pu + nu);
             let units = if total - want < MIN_UNITS { total } else { want };
-            p.set_used(units);
+            let held = p.set_used_as(units, big);
             if units < total {
                 let tail = p.offset(units);
                 tail.set_header(PREV_USED);
@@ -1032,47 +1071,56 @@ impl<S: Source> Heap<S> {
                 p.offset(units).set_prev_used(true);
             }
             self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
-            Some(p)
+            Some(held)
         }
     }
 
-    /// Allocates `units` whose payload is aligned to `align` (> 16, a power
-    /// of two).
+    /// Allocates a block for a request of `units` whose payload is aligned
+    /// to `align` (> 16, a power of two). Returns the block to hand out.
     ///
     /// # Safety
     /// As for [`Heap::alloc`].
     pub unsafe fn alloc_aligned(&mut self, align: usize, units: u32) -> Option<Block> {
         let align_units = bytes_to_units(align) as u32;
-        let need = units.checked_add(align_units)?.checked_add(MIN_UNITS)?;
-        if need >= crate::config::MAX_USED_UNITS {
+        let (want, big) = Self::span_for(units);
+        let need = want.checked_add(align_units)?.checked_add(MIN_UNITS)?;
+        if units_to_bytes(need) > crate::config::MAX_BIG_REQUEST {
             return None;
         }
         // SAFETY: the block is ours; the lead and tail are carved from it.
         unsafe {
             let g = self.alloc(need)?;
-            let b = g.block;
-            let total = b.units();
-            let p = b.payload() as usize;
+            let (s, total, _) = g.block.held_span();
+            // Where the payload would be without a lead, in the form wanted.
+            let p = if big { s.body() } else { s }.payload() as usize;
             let mut at = crate::config::round_up(p, align);
             if at != p && bytes_to_units(at - p) < MIN_UNITS as usize {
                 at += align;
             }
-            let a = Block::from_payload(at as *mut u8);
             let lead = bytes_to_units(at - p) as u32;
+            let a = s.offset(lead);
+            let have = total - lead;
+            let units = if have - want >= MIN_UNITS { want } else { have };
+            if lead > 0 {
+                // The lead becomes free before `a`.
+                a.set_header(0);
+            }
+            let held = a.set_used_as(units, big);
+            if units < have {
+                let tail = a.offset(units);
+                tail.set_header(PREV_USED);
+                self.counters.used_bytes -= units_to_bytes(have - units);
+                self.release_span(tail, have - units);
+            }
             if lead > 0 {
                 // Free the lead; its predecessor is held (best fit never
                 // leaves a free block before a free one).
-                a.set_header(0);
-                a.set_used(total - lead);
-                b.set_header(PREV_USED);
+                s.set_header(PREV_USED);
                 self.counters.used_bytes -= units_to_bytes(lead);
-                self.release_span(b, lead);
+                self.release_span(s, lead);
             }
-            let have = total - lead;
-            if have - units >= MIN_UNITS {
-                self.shrink_held(a, have, units);
-            }
-            Some(a)
+            debug_assert_eq!(held.payload() as usize, at);
+            Some(held)
         }
     }
 }

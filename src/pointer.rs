@@ -8,7 +8,7 @@
 //! the address is ours; a heap block's header is trusted only once its
 //! keyed tag matches.
 
-use crate::block::Block;
+use crate::block::{units_to_bytes, Block};
 use crate::config::MIN_UNITS;
 use crate::diag;
 use crate::large::{Lookup, Mapping};
@@ -76,7 +76,10 @@ pub fn held(b: Block, func: &'static str) -> Held {
     // at least MIN_UNITS (whose payload holds it).
     unsafe {
         let h = b.header();
-        if crate::block::is_block_header(b.addr(), h) && !tcache::is_marked(b, h) {
+        if crate::block::is_block_header(b.addr(), h)
+            && (!crate::block::is_big_body(h) || is_whole_big_block(b))
+            && !tcache::is_marked(b, h)
+        {
             return Held(b);
         }
     }
@@ -109,6 +112,29 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
     diag::fatal(func, "invalid pointer (not a block start, or its header was overwritten)", p)
 }
 
+/// Whether `b`, whose header is a valid big body header, is the body of a
+/// genuine big block: its head (one unit before) lies in the same region,
+/// head, record and body agree ([`Block::big_units`]), and the size keeps
+/// the block inside the region. A forged or enlarged record fails here,
+/// before any size is used.
+///
+/// # Safety
+/// `b` must be a header position inside a heap region.
+#[cold]
+unsafe fn is_whole_big_block(b: Block) -> bool {
+    let s = b.head_of_body();
+    let Some(r) = REGIONS.find(b.addr()) else { return false };
+    let (lo, hi) = REGIONS.block_span(r);
+    if s.addr() < lo {
+        return false;
+    }
+    // SAFETY: `s` is a header position of region `r`, before `b`.
+    match unsafe { s.big_units() } {
+        Some(units) => units_to_bytes(units) <= hi - s.addr(),
+        None => false,
+    }
+}
+
 /// Explains why `a`, which is not a heap block start, cannot be given back.
 #[cold]
 fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
@@ -138,14 +164,16 @@ pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
         let in_top = top_units > 0 && b.addr() >= top.addr() && b.addr() < top.offset(top_units).addr();
         let region = REGIONS.find(b.addr());
         let never_used = region.is_some_and(|r| b.addr() >= REGIONS.fresh(r));
-        if crate::block::is_block_header(b.addr(), hd) && tcache::is_marked(b, hd) {
+        if crate::block::is_block_header(b.addr(), hd) && !crate::block::is_big_body(hd) && tcache::is_marked(b, hd) {
             double_free_text(func)
         } else if never_used {
             "invalid pointer (inside unused heap space)"
         } else if hd == crate::block::MERGED || in_top {
-            // A block merged into a neighbour, or into the top.
+            // A block merged into a neighbour, or into the top (a freed big
+            // block's body is marked so).
             double_free_text(func)
-        } else if hd & crate::block::USED == 0 && is_free_block(b, region) {
+        } else if (hd & crate::block::USED == 0 && is_free_block(b, region)) || freed_big_body(b, region) {
+            // A free block, or a big block's body whose block is one now.
             double_free_text(func)
         } else {
             "invalid pointer (not a block start, or its header was overwritten)"
@@ -167,6 +195,24 @@ unsafe fn is_free_block(b: Block, region: Option<usize>) -> bool {
         let hd = b.header();
         let units = crate::block::header_units(hd);
         units >= MIN_UNITS && b.offset(units).addr() < REGIONS.block_span(r).1 && b.footer(units) == hd
+    }
+}
+
+/// Whether `b` was the body of a big block since freed and filed in a bin
+/// (the free block's links wrote over the body's mark): the unit before
+/// it starts a genuine free block that covers it.
+///
+/// # Safety
+/// `b` must be a header position inside heap region `region`.
+unsafe fn freed_big_body(b: Block, region: Option<usize>) -> bool {
+    let Some(r) = region else { return false };
+    let s = b.head_of_body();
+    // SAFETY: the head is read only once it is known to lie in the region.
+    unsafe {
+        s.addr() >= REGIONS.block_span(r).0
+            && s.header() & crate::block::USED == 0
+            && is_free_block(s, region)
+            && s.units() > crate::block::BIG_PREFIX_UNITS
     }
 }
 

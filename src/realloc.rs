@@ -26,14 +26,17 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     served(n, q)
 }
 
-/// realloc of held heap block `b`.
+/// realloc of held heap block `b`: in place when its neighbours allow. A
+/// small-form block does so up to [`config::MAX_HEAP_REQUEST`] (beyond, the
+/// request wants a mapping: it moves); a big block, in the heap because no
+/// mapping could be made, to any size the heap holds.
 fn realloc_heap(b: Block, n: usize) -> *mut u8 {
     let p = b.payload();
-    // SAFETY: a held block's header is valid.
-    let have = unsafe { b.units() };
+    // SAFETY: a held block's header is valid (a big block's checked whole).
+    let (have, big) = unsafe { (b.units(), b.held_span().2) };
     let old_bytes = Block::payload_bytes(have);
     let slab = in_slab(b);
-    if n <= config::MAX_HEAP_REQUEST {
+    if n <= config::MAX_HEAP_REQUEST || (big && n <= config::MAX_BIG_REQUEST) {
         let want = config::request_units(n);
         // A slab block cannot be split: it keeps its size when it shrinks
         // to at least half of it, and moves otherwise (a string built in

@@ -323,9 +323,9 @@ impl Slabs {
         Some(id)
     }
 
-    /// Gives block `b` back to its slab. When that empties a slab and
-    /// another slab of the size has room, the empty one goes: its page map
-    /// entry is restored and `release` gets its container back.
+    /// Gives block `b` back to its slab. When that empties the slab, it
+    /// goes: its page map entry is restored and `release` gets its
+    /// container back.
     ///
     /// # Safety
     /// `b` must not be used by the program or a cache any more (a double
@@ -352,8 +352,7 @@ impl Slabs {
         if free == 1 {
             self.link(id);
         }
-        let another_with_room = self.partial[units as usize] != id || self.desc(id).next != NIL;
-        if free == total && another_with_room {
+        if free == total {
             self.unmake(id, &mut release);
         }
         Ok(())

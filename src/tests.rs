@@ -457,6 +457,240 @@ fn purge_keeps_free_block_tags_intact() {
     assert_eq!(b, a);
 }
 
+// ----- big blocks (above the small form's 1 MiB) --------------------------------
+
+const MIB: usize = 1 << 20;
+
+/// Where held block `b` starts in the tiling, its whole size, its form.
+fn span(b: Block) -> (Block, u32, bool) {
+    // SAFETY: test blocks are live heap blocks.
+    unsafe { b.held_span() }
+}
+
+/// Fills `n` bytes of `b`'s payload with a pattern of `seed`.
+fn pattern(b: Block, n: usize, seed: u8) {
+    // SAFETY: the payload holds at least `n` bytes.
+    unsafe {
+        for i in (0..n).step_by(4093).chain([n - 1]) {
+            *b.payload().add(i) = seed.wrapping_add(i as u8);
+        }
+    }
+}
+
+fn has_pattern(b: Block, n: usize, seed: u8) -> bool {
+    // SAFETY: as in `pattern`.
+    unsafe { (0..n).step_by(4093).chain([n - 1]).all(|i| *b.payload().add(i) == seed.wrapping_add(i as u8)) }
+}
+
+#[test]
+fn big_request_gets_a_big_form_block() {
+    let mut h = new_heap(1 << 26);
+    let small = alloc(&mut h, crate::config::MAX_HEAP_REQUEST);
+    assert!(!span(small).2, "the largest small-form request keeps the small form");
+    let b = alloc(&mut h, 3 * MIB);
+    let (s, total, big) = span(b);
+    assert!(big);
+    assert_eq!(b.payload() as usize % 16, 0);
+    assert_eq!(s.body(), b);
+    assert_eq!(total, request_units(3 * MIB) + crate::block::BIG_PREFIX_UNITS);
+    assert_eq!(Block::payload_bytes(units(b)), units_to_bytes(total) - 20);
+    assert!(Block::payload_bytes(units(b)) >= 3 * MIB);
+    assert_eq!(h.counters.used_bytes, units_to_bytes(total + units(small)));
+    pattern(b, 3 * MIB, 7);
+    free(&mut h, b);
+    free(&mut h, small);
+    assert_eq!(h.counters.used_blocks, 0);
+}
+
+#[test]
+fn big_block_split_parks_the_remainder() {
+    let mut h = new_heap(1 << 26);
+    let v = separated(&mut h, &[8 * MIB]);
+    let (s, whole, _) = span(v[0]);
+    free(&mut h, v[0]);
+    assert_eq!(h.parked(), (s, whole), "the freed big block is one free block");
+    let b = alloc(&mut h, 3 * MIB);
+    let (s2, part, big) = span(b);
+    assert!(big);
+    assert_eq!(s2, s, "best fit reuses the freed block from its start");
+    assert_eq!(h.parked(), (s.offset(part), whole - part), "the rest is parked");
+    assert_eq!(h.counters.free_bytes, units_to_bytes(whole - part));
+}
+
+#[test]
+fn big_block_split_off_small_blocks_from_its_space() {
+    let mut h = new_heap(1 << 26);
+    let v = separated(&mut h, &[2 * MIB]);
+    let (s, _, _) = span(v[0]);
+    free(&mut h, v[0]);
+    let a = alloc(&mut h, 100);
+    assert_eq!(a, s, "a small block takes the front of a big block's space");
+    let b = alloc(&mut h, MIB + MIB / 2);
+    assert!(span(b).2);
+    assert_eq!(span(b).0, s.offset(units(a)));
+    free(&mut h, a);
+    free(&mut h, b);
+}
+
+#[test]
+fn coalesce_big_blocks_with_both_sides() {
+    let mut h = new_heap(1 << 26);
+    let a = alloc(&mut h, 2 * MIB);
+    let b = alloc(&mut h, 3 * MIB);
+    let c = alloc(&mut h, 200);
+    alloc(&mut h, 16);
+    let (sa, ua, _) = span(a);
+    let (_, ub, _) = span(b);
+    let uc = units(c);
+    free(&mut h, a);
+    free(&mut h, c);
+    assert_eq!(h.counters.free_blocks, 2);
+    free(&mut h, b);
+    assert_eq!(h.counters.free_blocks, 1);
+    // SAFETY: `sa` starts the merged free block.
+    assert_eq!(unsafe { sa.units() }, ua + ub + uc);
+    let d = alloc(&mut h, 5 * MIB);
+    assert_eq!(span(d).0, sa, "the merged space serves a larger big block");
+}
+
+#[test]
+fn freeing_a_big_block_before_the_top_grows_the_top() {
+    let mut h = new_heap(1 << 26);
+    alloc(&mut h, 16);
+    let b = alloc(&mut h, 2 * MIB);
+    let (s, _, _) = span(b);
+    free(&mut h, b);
+    assert_eq!(h.top().0, s);
+}
+
+#[test]
+fn realloc_grows_a_big_block_into_the_next_free_block() {
+    let mut h = new_heap(1 << 26);
+    let a = alloc(&mut h, 2 * MIB);
+    let b = alloc(&mut h, 4 * MIB);
+    alloc(&mut h, 16);
+    pattern(a, 2 * MIB, 3);
+    free(&mut h, b);
+    // SAFETY: `a` is held.
+    let r = unsafe { h.resize(a, request_units(5 * MIB), 2 * MIB) };
+    check(&h);
+    assert_eq!(r, Some(a), "in place");
+    assert!(Block::payload_bytes(units(a)) >= 5 * MIB);
+    assert!(has_pattern(a, 2 * MIB, 3));
+    assert_eq!(h.counters.free_blocks, 1, "the rest of the neighbour stays free");
+}
+
+#[test]
+fn realloc_grows_a_small_block_past_the_small_form_only_by_moving() {
+    let mut h = new_heap(1 << 26);
+    let a = alloc(&mut h, 500_000);
+    // Into the top, or a free neighbour: the small form cannot say 2 MiB.
+    // SAFETY: `a` is held.
+    assert_eq!(unsafe { h.resize(a, request_units(2 * MIB), 100) }, None);
+    check(&h);
+    let b = alloc(&mut h, 16);
+    free(&mut h, b);
+    // SAFETY: as above.
+    assert_eq!(unsafe { h.resize(a, request_units(2 * MIB), 100) }, None);
+    check(&h);
+}
+
+#[test]
+fn realloc_grows_a_big_block_into_the_top() {
+    let mut h = new_heap(1 << 27);
+    let a = alloc(&mut h, 2 * MIB);
+    pattern(a, 2 * MIB, 9);
+    // SAFETY: `a` is held.
+    let r = unsafe { h.resize(a, request_units(40 * MIB), 2 * MIB) };
+    check(&h);
+    assert_eq!(r, Some(a));
+    assert!(Block::payload_bytes(units(a)) >= 40 * MIB);
+    assert!(has_pattern(a, 2 * MIB, 9));
+    assert_eq!(h.regions.len(), 1, "the region grew in place");
+}
+
+#[test]
+fn realloc_shrinks_a_big_block_in_place_keeping_its_form() {
+    let mut h = new_heap(1 << 26);
+    let a = alloc(&mut h, 6 * MIB);
+    alloc(&mut h, 16);
+    pattern(a, 1000, 5);
+    for n in [3 * MIB, MIB / 2, 1000] {
+        // SAFETY: `a` is held.
+        let r = unsafe { h.resize(a, request_units(n), n.min(1000)) };
+        check(&h);
+        assert_eq!(r, Some(a), "shrunk to {n} in place");
+        assert!(span(a).2, "still the big form");
+        assert_eq!(units(a), request_units(n));
+        assert!(has_pattern(a, 1000, 5));
+    }
+    assert_eq!(h.counters.free_blocks, 1, "the freed tails merged");
+    // And it grows back in place into what it gave up.
+    // SAFETY: as above.
+    assert_eq!(unsafe { h.resize(a, request_units(4 * MIB), 1000) }, Some(a));
+    check(&h);
+}
+
+#[test]
+fn realloc_slides_a_big_block_down_into_a_free_predecessor() {
+    let mut h = new_heap(1 << 26);
+    let p = alloc(&mut h, 3 * MIB);
+    let a = alloc(&mut h, 2 * MIB);
+    alloc(&mut h, 16);
+    pattern(a, 2 * MIB, 11);
+    let (sp, _, _) = span(p);
+    free(&mut h, p);
+    // SAFETY: `a` is held.
+    let r = unsafe { h.resize(a, request_units(4 * MIB), 2 * MIB) }.expect("slide");
+    check(&h);
+    assert_eq!(span(r).0, sp);
+    assert!(span(r).2);
+    assert!(Block::payload_bytes(units(r)) >= 4 * MIB);
+    assert!(has_pattern(r, 2 * MIB, 11));
+}
+
+#[test]
+fn aligned_big_allocation_frees_the_lead_and_tail() {
+    let mut h = new_heap(1 << 27);
+    alloc(&mut h, 16);
+    for align in [32usize, 4096, 65536] {
+        for n in [100, 2 * MIB] {
+            // SAFETY: the heap is consistent between calls.
+            let b = unsafe { h.alloc_aligned(align, request_units(n)) }.expect("aligned");
+            check(&h);
+            assert_eq!(b.payload() as usize % align, 0, "align {align}");
+            assert!(Block::payload_bytes(units(b)) >= n);
+            assert_eq!(span(b).2, n > MIB);
+        }
+    }
+}
+
+#[test]
+fn big_blocks_in_mapped_regions() {
+    let mut h = new_heap(1 << 20);
+    h.source.no_brk = true;
+    let a = alloc(&mut h, 10 * MIB);
+    let b = alloc(&mut h, 100 * MIB);
+    assert!(span(a).2 && span(b).2);
+    assert!(h.regions.len() >= 2, "the 100 MiB block has a region of its own size");
+    free(&mut h, a);
+    free(&mut h, b);
+}
+
+#[test]
+fn a_freed_big_block_is_no_longer_a_block() {
+    let mut h = new_heap(1 << 26);
+    let a = alloc(&mut h, 2 * MIB);
+    alloc(&mut h, 16);
+    let (s, _, _) = span(a);
+    free(&mut h, a);
+    // SAFETY: `a` and `s` lie in the region.
+    unsafe {
+        assert!(!crate::block::is_block_header(a.addr(), a.header()), "the body was marked");
+        assert_eq!(s.big_units(), None, "the head is a free header");
+    }
+}
+
 /// A small deterministic generator (xorshift64*).
 struct Rng(u64);
 
@@ -470,11 +704,13 @@ impl Rng {
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
-    /// Mostly small sizes, sometimes large ones.
-    fn size(&mut self) -> usize {
-        match self.below(10) {
-            0..=5 => self.below(256) as usize,
-            6..=8 => self.below(4096) as usize,
+    /// Mostly small sizes, sometimes large ones; with `big`, one in 40
+    /// above the small form's 1 MiB.
+    fn size(&mut self, big: bool) -> usize {
+        match self.below(40) {
+            0..=23 => self.below(256) as usize,
+            24..=35 => self.below(4096) as usize,
+            39 if big => (1 << 20) + self.below(5 << 20) as usize,
             _ => self.below(200_000) as usize,
         }
     }
@@ -506,29 +742,39 @@ fn verify(l: &Live, upto: usize) {
 
 /// Random malloc/free/realloc/memalign against a shadow list of live blocks
 /// with content patterns; the checker runs after every step.
-fn random_stream(seed: u64, steps: usize, check_every: usize) {
+fn random_stream(seed: u64, steps: usize, check_every: usize, big: bool) {
     let mut h = new_heap(1 << 28);
     let mut rng = Rng(seed);
     let mut live: Vec<Live> = Vec::new();
+    // Big-form blocks made, and big sizes resized into.
+    let mut bigs = 0;
     for step in 0..steps {
-        match rng.below(10) {
+        // With big blocks, the live set stays near 200 blocks (a few hundred
+        // MiB at most): frees then outnumber allocations.
+        let op = match rng.below(10) {
+            0..=4 if big && live.len() > 200 => 5,
+            op => op,
+        };
+        match op {
             0..=3 => {
-                let len = rng.size();
+                let len = rng.size(big);
                 // SAFETY: the heap is consistent between calls.
                 if let Some(g) = unsafe { h.alloc(request_units(len)) } {
                     let l = Live { b: g.block, len, seed: rng.next() as u8 };
                     assert_eq!(l.b.payload() as usize % 16, 0);
+                    bigs += span(l.b).2 as usize;
                     fill(&l);
                     live.push(l);
                 }
             }
             4 => {
                 let align = 32usize << rng.below(8);
-                let len = rng.size();
+                let len = rng.size(big);
                 // SAFETY: as above.
                 if let Some(b) = unsafe { h.alloc_aligned(align, request_units(len)) } {
                     assert_eq!(b.payload() as usize % align, 0);
                     let l = Live { b, len, seed: rng.next() as u8 };
+                    bigs += span(l.b).2 as usize;
                     fill(&l);
                     live.push(l);
                 }
@@ -542,11 +788,12 @@ fn random_stream(seed: u64, steps: usize, check_every: usize) {
             }
             8..=9 if !live.is_empty() => {
                 let i = rng.below(live.len() as u64) as usize;
-                let new_len = rng.size();
+                let new_len = rng.size(big);
                 let l = &mut live[i];
                 // SAFETY: `l.b` is held.
                 if let Some(nb) = unsafe { h.resize(l.b, request_units(new_len), l.len.min(new_len)) } {
                     let kept = l.len.min(new_len);
+                    bigs += (new_len > crate::config::MAX_HEAP_REQUEST) as usize;
                     l.b = nb;
                     verify(l, kept);
                     l.len = new_len;
@@ -579,21 +826,30 @@ fn random_stream(seed: u64, steps: usize, check_every: usize) {
     }
     check(&h);
     assert_eq!(h.counters.used_blocks, 0);
+    assert!(!big || bigs >= steps / 200, "only {bigs} big blocks in {steps} steps");
 }
 
 #[test]
 fn random_stream_seed_1() {
-    random_stream(1, 20_000, 1);
+    random_stream(1, 20_000, 1, false);
 }
 
 #[test]
 fn random_stream_seed_2() {
-    random_stream(0xdead_beef, 20_000, 1);
+    random_stream(0xdead_beef, 20_000, 1, false);
 }
 
 #[test]
 fn random_stream_long() {
-    random_stream(42, 300_000, 97);
+    random_stream(42, 300_000, 97, false);
+}
+
+/// With big blocks (1 to 6 MiB) among the others: split, merged, resized
+/// and aligned beside small ones.
+#[test]
+fn random_stream_with_big_blocks() {
+    random_stream(7, 20_000, 1, true);
+    random_stream(0xb16, 60_000, 31, true);
 }
 
 // ----- the layer rule ----------------------------------------------------------
