@@ -108,6 +108,10 @@ extern "C" {
 // (`panic = "abort"`); without std, nothing else defines it.
 void rust_eh_personality(void);
 
+extern int32_t _Unwind_Backtrace(int32_t (*trace)(void*, void*), void *arg);
+
+extern size_t _Unwind_GetIP(void *ctx);
+
 // `malloc` without preloading.
 void *fitalloc_malloc(size_t size);
 
@@ -164,6 +168,14 @@ void fitalloc_print_stats(void);
 // # Safety
 // `f` must be safe to call with `ctx`.
 size_t fitalloc_heap_walk(fitalloc_walk_fn f, void *ctx);
+
+// Writes the heap profile now (`FITALLOC_PROFILE`): to `path`, or to the
+// profile's own file when `path` is NULL. Returns 0, or -1 when the
+// process is not profiling or the file cannot be written.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string.
+int32_t fitalloc_profile_dump(const char *path);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -15,8 +15,10 @@ const PTRDIFF_MAX: usize = isize::MAX as usize;
 
 /// Runs one API call with the hooks on: start-up on the process's first
 /// calls; under the trace recorder's lock for the whole call (so the trace
-/// is a valid serial order), recording what `f` reports; then the heap
-/// checker when it is due.
+/// is a valid serial order), recording what `f` reports; the heap
+/// profiler's count of the bytes allocated; then the heap checker when it
+/// is due. (A call that frees tells the profiler itself, before the block
+/// can be reused: [`crate::profile::forget`].)
 #[cold]
 #[inline(never)]
 fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
@@ -24,14 +26,17 @@ fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
         modes::set(modes::START, false);
     }
     let on = modes::hooks();
-    let result = if on & modes::TRACE != 0 {
+    let (result, e) = if on & modes::TRACE != 0 {
         let _serial = crate::trace::lock();
         let (r, e) = f();
         crate::trace::record(e);
-        r
+        (r, e)
     } else {
-        f().0
+        f()
     };
+    if on & modes::PROFILE != 0 {
+        crate::profile::record(e);
+    }
     if on & modes::CHECK != 0 {
         static COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
         if COUNT.fetch_add(1, core::sync::atomic::Ordering::Relaxed).is_multiple_of(modes::check_every()) {
@@ -88,6 +93,7 @@ pub fn free(p: *mut u8) {
     }
     if hooked() {
         return with_hooks(|| {
+            crate::profile::forget(p);
             if hardened() {
                 crate::harden::free(p, "free");
             } else {
@@ -128,6 +134,7 @@ fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if hooked() {
         return with_hooks(|| {
+            crate::profile::forget(p);
             let q = if hardened() { realloc_hardened(p, n) } else { realloc_plain(p, n) };
             (q, Event::Realloc { old: p, size: n, ptr: q })
         });
@@ -243,6 +250,7 @@ pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: usize) {
     }
     let func = if kind == crate::harden::Kind::NewArray { "operator delete[]" } else { "operator delete" };
     with_hooks(|| {
+        crate::profile::forget(p);
         crate::harden::delete(p, func, kind, size);
         ((), Event::Free { ptr: p })
     })
