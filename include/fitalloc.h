@@ -108,10 +108,6 @@ extern "C" {
 // (`panic = "abort"`); without std, nothing else defines it.
 void rust_eh_personality(void);
 
-extern int32_t _Unwind_Backtrace(int32_t (*trace)(void*, void*), void *arg);
-
-extern size_t _Unwind_GetIP(void *ctx);
-
 // `malloc` without preloading.
 void *fitalloc_malloc(size_t size);
 
