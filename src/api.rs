@@ -70,12 +70,48 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return malloc_profiled(n);
+        }
         return with_hooks(|| {
             let p = if hardened() { sized(n, |n| crate::harden::malloc(n, 16, false)) } else { malloc_plain(n) };
             (p, Event::Malloc { size: n, ptr: p })
         });
     }
     malloc_plain(n)
+}
+
+/// The heap profiler alone takes a route of its own rather than the
+/// general (cold, serialising) [`with_hooks`]: the plain call, inlined
+/// here, then the profiler's countdown. The profiled frees and reallocs
+/// tell the profiler first (`forget`: one filter load when the block was
+/// not sampled).
+#[inline(never)]
+fn malloc_profiled(n: usize) -> *mut u8 {
+    let p = malloc_plain(n);
+    crate::profile::allocated(p, n);
+    p
+}
+
+#[inline(never)]
+fn free_profiled(p: *mut u8) {
+    crate::profile::forget(p);
+    crate::free::free(p, "free");
+}
+
+#[inline(never)]
+fn calloc_profiled(nmemb: usize, size: usize) -> *mut u8 {
+    let p = calloc_plain(nmemb, size);
+    crate::profile::allocated(p, nmemb.wrapping_mul(size));
+    p
+}
+
+#[inline(never)]
+fn realloc_profiled(p: *mut u8, n: usize) -> *mut u8 {
+    crate::profile::forget(p);
+    let q = realloc_plain(p, n);
+    crate::profile::allocated(q, n);
+    q
 }
 
 #[inline(always)]
@@ -92,6 +128,9 @@ pub fn free(p: *mut u8) {
         return;
     }
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return free_profiled(p);
+        }
         return with_hooks(|| {
             crate::profile::forget(p);
             if hardened() {
@@ -107,6 +146,9 @@ pub fn free(p: *mut u8) {
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return calloc_profiled(nmemb, size);
+        }
         return with_hooks(|| {
             let p = if hardened() {
                 match nmemb.checked_mul(size) {
@@ -133,6 +175,9 @@ fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
 /// returns NULL; on failure `p` is untouched.
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return realloc_profiled(p, n);
+        }
         return with_hooks(|| {
             crate::profile::forget(p);
             let q = if hardened() { realloc_hardened(p, n) } else { realloc_plain(p, n) };

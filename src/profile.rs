@@ -237,16 +237,22 @@ impl Profiler {
 
 // ---- sampling ----------------------------------------------------------
 
-/// After an allocation call ([`crate::api`]'s hook): counts its bytes down
-/// and samples the call that crosses zero.
+/// After an allocation call through [`crate::api`]'s general hooked
+/// route: see [`allocated`].
 #[inline]
 pub fn record(e: Event) {
-    let (ptr, n) = match e {
-        Event::Malloc { size, ptr } | Event::Memalign { size, ptr, .. } | Event::Realloc { size, ptr, .. } => (ptr, size),
+    match e {
+        Event::Malloc { size, ptr } | Event::Memalign { size, ptr, .. } | Event::Realloc { size, ptr, .. } => allocated(ptr, size),
         // A non-null result means the product did not overflow.
-        Event::Calloc { nmemb, size, ptr } => (ptr, nmemb.wrapping_mul(size)),
-        Event::Free { .. } => return,
-    };
+        Event::Calloc { nmemb, size, ptr } => allocated(ptr, nmemb.wrapping_mul(size)),
+        Event::Free { .. } => {}
+    }
+}
+
+/// After a call that returned `ptr` for `n` bytes: counts the bytes down
+/// and samples the call that crosses zero.
+#[inline(always)]
+pub fn allocated(ptr: *mut u8, n: usize) {
     if ptr.is_null() {
         return;
     }
@@ -292,7 +298,7 @@ fn sample(ptr: usize, n: usize, fresh: bool) {
 
 /// Before a block is freed or reallocated: its sample, if any, is no
 /// longer live.
-#[inline]
+#[inline(always)]
 pub fn forget(ptr: *mut u8) {
     if !on() || ptr.is_null() || filter_slot(ptr as usize).load(Relaxed) == 0 {
         return;
