@@ -82,36 +82,49 @@ pub fn malloc(n: usize) -> *mut u8 {
 }
 
 /// The heap profiler alone takes a route of its own rather than the
-/// general (cold, serialising) [`with_hooks`]: the plain call, inlined
-/// here, then the profiler's countdown. The profiled frees and reallocs
-/// tell the profiler first (`forget`: one filter load when the block was
-/// not sampled).
+/// general (cold, serialising) [`with_hooks`]: the countdown before the
+/// call, then the plain call, inlined here; the one call in many that is
+/// sampled, and the free of a block that may have been, leave through
+/// cold functions. So these bodies are the plain ones plus a few
+/// instructions.
 #[inline(never)]
 fn malloc_profiled(n: usize) -> *mut u8 {
-    let p = malloc_plain(n);
-    crate::profile::allocated(p, n);
-    p
+    if crate::profile::due(n) {
+        return crate::profile::sampled(n, || malloc_plain(n));
+    }
+    malloc_plain(n)
 }
 
 #[inline(never)]
 fn free_profiled(p: *mut u8) {
-    crate::profile::forget(p);
+    if crate::profile::maybe_sampled(p) {
+        return free_sampled(p);
+    }
+    crate::free::free(p, "free");
+}
+
+#[cold]
+#[inline(never)]
+fn free_sampled(p: *mut u8) {
+    crate::profile::forget_sampled(p);
     crate::free::free(p, "free");
 }
 
 #[inline(never)]
 fn calloc_profiled(nmemb: usize, size: usize) -> *mut u8 {
-    let p = calloc_plain(nmemb, size);
-    crate::profile::allocated(p, nmemb.wrapping_mul(size));
-    p
+    if crate::profile::due(nmemb.saturating_mul(size)) {
+        return crate::profile::sampled(nmemb.saturating_mul(size), || calloc_plain(nmemb, size));
+    }
+    calloc_plain(nmemb, size)
 }
 
 #[inline(never)]
 fn realloc_profiled(p: *mut u8, n: usize) -> *mut u8 {
     crate::profile::forget(p);
-    let q = realloc_plain(p, n);
-    crate::profile::allocated(q, n);
-    q
+    if crate::profile::due(n) {
+        return crate::profile::sampled(n, || realloc_plain(p, n));
+    }
+    realloc_plain(p, n)
 }
 
 #[inline(always)]

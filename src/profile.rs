@@ -135,9 +135,11 @@ fn home(p: usize) -> usize {
     (hash(p) >> (64 - SLOTS.trailing_zeros())) as usize
 }
 
-#[inline]
+/// The filter is indexed by address bits 4 to 18 (blocks are 16-aligned):
+/// no multiply on the path every free takes.
+#[inline(always)]
 fn filter_slot(p: usize) -> &'static AtomicU8 {
-    &FILTER_COUNTS[(hash(p) >> 17) as usize & (FILTER - 1)]
+    &FILTER_COUNTS[(p >> 4) & (FILTER - 1)]
 }
 
 /// Starts profiling if `FITALLOC_PROFILE` is set (once, at start-up; may
@@ -249,21 +251,46 @@ pub fn record(e: Event) {
     }
 }
 
-/// After a call that returned `ptr` for `n` bytes: counts the bytes down
-/// and samples the call that crosses zero.
-#[inline(always)]
+/// After a call that returned `ptr` for `n` bytes (the general hooked
+/// route): counts the bytes down and samples the call that crosses zero.
+#[inline]
 pub fn allocated(ptr: *mut u8, n: usize) {
     if ptr.is_null() {
         return;
     }
+    let left = crate::tls::get::<{ crate::tls::PROFILE }>();
+    if due(n) {
+        sample(ptr as usize, n, left == 0);
+    }
+}
+
+/// Counts `n` bytes down before an allocation call (the profiler's own
+/// route, [`crate::api`]): false, and nothing else to do, for all but
+/// the call that crosses zero (or a thread's first call), which the caller
+/// then makes through [`sampled`]. This is the whole cost of deciding.
+#[inline(always)]
+pub fn due(n: usize) -> bool {
     let left = crate::tls::get::<{ crate::tls::PROFILE }>() as isize;
-    // `n` is at most PTRDIFF_MAX (the API refuses more).
-    let after = left.wrapping_sub(n as isize);
+    // A request above PTRDIFF_MAX fails; it is due (and not sampled).
+    let after = left.wrapping_sub(n.min(isize::MAX as usize) as isize);
     if after > 0 && left > 0 {
         crate::tls::set::<{ crate::tls::PROFILE }>(after as usize);
-        return;
+        return false;
     }
-    sample(ptr as usize, n, left == 0);
+    true
+}
+
+/// An allocation call that [`due`] picked: makes it (`alloc`), then
+/// samples the block it returned.
+#[cold]
+#[inline(never)]
+pub fn sampled(n: usize, alloc: impl FnOnce() -> *mut u8) -> *mut u8 {
+    let fresh = crate::tls::get::<{ crate::tls::PROFILE }>() == 0;
+    let p = alloc();
+    if !p.is_null() {
+        sample(p as usize, n, fresh);
+    }
+    p
 }
 
 /// The sampled call (or a thread's first call: `fresh`).
@@ -300,10 +327,25 @@ fn sample(ptr: usize, n: usize, fresh: bool) {
 /// longer live.
 #[inline(always)]
 pub fn forget(ptr: *mut u8) {
-    if !on() || ptr.is_null() || filter_slot(ptr as usize).load(Relaxed) == 0 {
-        return;
+    if maybe_sampled(ptr) {
+        forget_sampled(ptr);
     }
-    PROF.lock().remove(ptr as usize);
+}
+
+/// Whether `ptr` may have been sampled: false (one load of the filter)
+/// for nearly every block.
+#[inline(always)]
+pub fn maybe_sampled(ptr: *mut u8) -> bool {
+    !ptr.is_null() && filter_slot(ptr as usize).load(Relaxed) != 0
+}
+
+/// Removes `ptr`'s sample if it has one.
+#[cold]
+#[inline(never)]
+pub fn forget_sampled(ptr: *mut u8) {
+    if on() {
+        PROF.lock().remove(ptr as usize);
+    }
 }
 
 impl Profiler {
