@@ -162,7 +162,7 @@ def addr2line(path, vaddrs):
     return out
 
 
-def folded(samples, sym, rate):
+def folded(samples, sym, rate, max_frames=0):
     live, pinned, sites = defaultdict(float), defaultdict(float), defaultdict(lambda: [0.0, 0.0, 0])
     for size, pin, ips in samples:
         p = -math.expm1(-size / rate) if rate > 0 else 1.0
@@ -172,6 +172,8 @@ def folded(samples, sym, rate):
             frames.extend(sym.cache.get(ip, [f"0x{ip:x}"]))
         if not frames:
             frames = ["[unknown]"]
+        elif max_frames and len(ips) >= max_frames:
+            frames.append("[deeper]")  # the stack went on: keep it out of the real roots
         key = ";".join(reversed(frames))
         live[key] += size * w
         pinned[key] += pin * w
@@ -228,10 +230,13 @@ def flame_svg(panels, width=1200):
         root = tree_of(table)
         depth = [0]
 
+        total = root["n"] or 1.0
+
         def measure(node, d):
             depth[0] = max(depth[0], d)
             for c in node["c"].values():
-                measure(c, d + 1)
+                if c["n"] / total * (width - 2 * pad) >= 0.3:  # drawn
+                    measure(c, d + 1)
         measure(root, 0)
         h = title_h + depth[0] * fh + pad
         parts.append(f'<text x="{width / 2}" y="{y0 + 16}" text-anchor="middle" font-size="15">'
@@ -244,7 +249,7 @@ def flame_svg(panels, width=1200):
             for name, c in sorted(node["c"].items()):
                 w = c["n"] / total * (width - 2 * pad)
                 if w >= 0.3:
-                    y = base_y - d * fh
+                    y = base_y - (d - 1) * fh
                     label = html.escape(name)
                     tip = f'{label} ({html.escape(human(c["n"]))}, {100 * c["n"] / total:.1f}%)'
                     parts.append(f'<g><title>{tip}</title><rect x="{cx:.1f}" y="{y - fh + 1}" width="{w:.1f}" '
@@ -284,7 +289,7 @@ def main():
     rate = int(header.get("rate", 524288))
     sym = Symbolizer(maps)
     sym.resolve({ip for _, _, ips in samples for ip in ips})
-    live, pinned, sites = folded(samples, sym, rate)
+    live, pinned, sites = folded(samples, sym, rate, int(header.get("max_frames", 0)))
     pinned_path = a.pinned
     if not pinned_path:
         root, ext = os.path.splitext(a.output)

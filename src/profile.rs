@@ -693,6 +693,7 @@ impl Profiler {
         self.put_kv(fd, b"pid", pid);
         self.put_kv(fd, b"rate", RATE.load(Relaxed) as u64);
         self.put_kv(fd, b"page", page as u64);
+        self.put_kv(fd, b"max_frames", MAX_FRAMES as u64);
         self.put_kv(fd, b"live_samples", self.live as u64);
         self.put_kv(fd, b"samples_taken", self.taken);
         self.put_kv(fd, b"samples_dropped", self.dropped);
