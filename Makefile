@@ -76,7 +76,7 @@ header-check: $(LIB)
 # lib/libfitalloc.so.0.1.0 (soname libfitalloc.so.0, set by build.rs) with
 # its .so.0 and .so links, lib/libfitalloc.a, include/fitalloc.h,
 # lib/pkgconfig/fitalloc.pc, bin/fitalloc and its man page, and the tools `fitalloc replay`
-# and `fitalloc compare` run in libexec/fitalloc/. With DESTDIR empty and
+# and `fitalloc compare` run and the profile symboliser in libexec/fitalloc/. With DESTDIR empty and
 # as root, ldconfig refreshes the loader's cache (LDCONFIG=true skips it).
 PREFIX  ?= /usr/local
 DESTDIR ?=
@@ -107,12 +107,13 @@ install: bench/replay
 	install -m 644 docs/fitalloc.1 $(I_MAN)/fitalloc.1
 	install -m 755 bench/replay $(I_EXEC)/replay
 	install -m 644 bench/bench.py $(I_EXEC)/bench.py
+	install -m 644 scripts/profile_report.py $(I_EXEC)/profile_report.py
 	@if [ -z "$(DESTDIR)" ] && [ "$$(id -u)" = 0 ] && command -v $(LDCONFIG) >/dev/null 2>&1; then $(LDCONFIG); fi
 
 uninstall:
 	rm -f $(I_LIB)/libfitalloc.so.$(VERSION) $(I_LIB)/$(SONAME) $(I_LIB)/libfitalloc.so \
 	  $(I_LIB)/libfitalloc.a $(I_INC)/fitalloc.h $(I_PC)/fitalloc.pc $(I_BIN)/fitalloc \
-	  $(I_EXEC)/replay $(I_EXEC)/bench.py $(I_MAN)/fitalloc.1
+	  $(I_EXEC)/replay $(I_EXEC)/bench.py $(I_EXEC)/profile_report.py $(I_MAN)/fitalloc.1
 	rmdir $(I_EXEC) 2>/dev/null || true
 
 # Installs into temporary prefixes, builds C and C++ programs with
@@ -120,7 +121,7 @@ uninstall:
 install-test: build bench/replay
 	@bash scripts/install_test.sh
 
-test: build header-check lint rust-test rust-global-test c-test lock-check-test stress-ci real-programs trace-test install-test command-test
+test: build header-check lint rust-test rust-global-test c-test lock-check-test stress-ci real-programs trace-test install-test command-test profile-test
 	@echo "make test: all tests passed"
 
 demo: $(LIB)

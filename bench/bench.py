@@ -46,7 +46,14 @@ KNOWN_ALLOCATORS = {
 DEB_PACKAGES = {"jemalloc": "libjemalloc2", "mimalloc": "libmimalloc2.0",
                 "tcmalloc": "libtcmalloc-minimal4"}
 # Environment an allocator runs with, beyond LD_PRELOAD.
-ALLOCATOR_ENV = {"fitalloc-hardened": {"FITALLOC_HARDEN": "1"}}
+# fitalloc-profile: the heap profiler on at its default rate (the profile
+# itself is written to /dev/null at exit, outside the timed replays);
+# fitalloc-profile-hook: on, but with a rate that never samples, to
+# separate the cost of the hooked route from that of the samples.
+ALLOCATOR_ENV = {"fitalloc-hardened": {"FITALLOC_HARDEN": "1"},
+                 "fitalloc-profile": {"FITALLOC_PROFILE": "/dev/null"},
+                 "fitalloc-profile-hook": {"FITALLOC_PROFILE": "/dev/null",
+                                           "FITALLOC_PROFILE_RATE": "1000g"}}
 DEFAULT_ORDER = ["fitalloc", "glibc", "jemalloc", "mimalloc", "tcmalloc"]
 
 TOOLS = ["replay", "mt", "micro"]

@@ -165,6 +165,14 @@ void fitalloc_print_stats(void);
 // `f` must be safe to call with `ctx`.
 size_t fitalloc_heap_walk(fitalloc_walk_fn f, void *ctx);
 
+// Writes the heap profile now (`FITALLOC_PROFILE`): to `path`, or to the
+// profile's own file when `path` is NULL. Returns 0, or -1 when the
+// process is not profiling or the file cannot be written.
+//
+// # Safety
+// `path` is NULL or a NUL-terminated string.
+int32_t fitalloc_profile_dump(const char *path);
+
 #ifdef __cplusplus
 }  // extern "C"
 #endif  // __cplusplus

@@ -111,7 +111,17 @@ expect "heapmap: missing trace: 2" 2 "fitalloc: no such trace: nope.rep" -- "$FA
 expect "compare --reps 1: a table with fitalloc and glibc, progress lines" 0 \
     "*replaying*fitalloc, glibc*[1/*py*fitalloc*glibc*util*ns/op*" -- "$FA" compare --reps 1 -o "$work/cmp" "$work/py.rep"
 expect "compare: missing trace: 2" 2 "fitalloc: no such trace: nope.rep" -- "$FA" compare nope.rep
-expect "profile: not implemented yet, exit 2" 2 "fitalloc: profile: not implemented yet: see issue 11 part 5" -- "$FA" profile
+# profile (its results are checked by scripts/profile_test.sh).
+expect "profile: no -o: 2" 2 "fitalloc: profile: no output file*" -- "$FA" profile -- true
+expect "profile: no program: 2" 2 "fitalloc: profile: no program given*" -- "$FA" profile -o "$work/p.txt"
+expect "profile: missing program: 127" 127 "fitalloc: program not found: no-such-program-here" -- \
+    "$FA" profile -o "$work/p.txt" -- no-such-program-here
+expect "profile: bad --rate: 2" 2 "fitalloc: --rate needs a positive size*" -- "$FA" profile -o "$work/p.txt" --rate 0 -- true
+expect "profile: unknown option: 2" 2 "fitalloc: profile: unknown option --frob*" -- "$FA" profile --frob -- true
+expect "profile --from: missing profile: 2" 2 "fitalloc: no such profile: nope.raw" -- "$FA" profile --from nope.raw -o "$work/p.txt"
+expect "profile: the program's exit status (5), a profile" 5 "*top allocation sites by live bytes*$work/p.txt*" -- \
+    "$FA" profile -o "$work/p.txt" --rate 4k -- env PYTHONMALLOC=malloc "$PY" -c 'import sys; x = [str(i) * 10 for i in range(50000)]; sys.exit(5)'
+if grep -q ' [0-9]*$' "$work/p.txt" 2>/dev/null; then ok "profile: folded stacks of python3"; else bad "profile: no folded stacks in $work/p.txt"; fi
 
 echo "fitalloc command: $passed passed, $failed failed"
 ((failed == 0))

@@ -29,7 +29,7 @@ version=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 prefix=$work/prefix
 expected=(
     "lib/libfitalloc.so.$version" lib/libfitalloc.so.0 lib/libfitalloc.so lib/libfitalloc.a
-    include/fitalloc.h lib/pkgconfig/fitalloc.pc bin/fitalloc libexec/fitalloc/replay libexec/fitalloc/bench.py
+    include/fitalloc.h lib/pkgconfig/fitalloc.pc bin/fitalloc libexec/fitalloc/replay libexec/fitalloc/bench.py libexec/fitalloc/profile_report.py
     share/man/man1/fitalloc.1
 )
 

@@ -1,5 +1,5 @@
 # scripts/scripts.mk - real programs under LD_PRELOAD, included by the Makefile.
-.PHONY: real-programs timing trace-test command-test
+.PHONY: real-programs timing trace-test command-test profile-test
 
 # Real programs with and without the library: same output, same status.
 real-programs: $(LIB)
@@ -16,3 +16,13 @@ trace-test: $(LIB) bench/replay
 # The fitalloc command (scripts/fitalloc): every subcommand, errors, exit status.
 command-test: $(LIB) bench/replay
 	@bash scripts/command_test.sh
+
+# The heap profiler end to end: known call sites, pinned free space, a dump
+# on demand, through `fitalloc profile`. The program is not linked with
+# fitalloc (the command preloads it).
+c_tests/bin/test_profile: c_tests/test_profile.c
+	@mkdir -p c_tests/bin
+	$(CC) -std=c11 -O1 -g -fno-optimize-sibling-calls -Wall -Wextra -Werror -pthread -o $@ $< -ldl
+
+profile-test: $(LIB) c_tests/bin/test_profile
+	@bash scripts/profile_test.sh

@@ -15,8 +15,10 @@ const PTRDIFF_MAX: usize = isize::MAX as usize;
 
 /// Runs one API call with the hooks on: start-up on the process's first
 /// calls; under the trace recorder's lock for the whole call (so the trace
-/// is a valid serial order), recording what `f` reports; then the heap
-/// checker when it is due.
+/// is a valid serial order), recording what `f` reports; the heap
+/// profiler's count of the bytes allocated; then the heap checker when it
+/// is due. (A call that frees tells the profiler itself, before the block
+/// can be reused: [`crate::profile::forget`].)
 #[cold]
 #[inline(never)]
 fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
@@ -24,14 +26,17 @@ fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
         modes::set(modes::START, false);
     }
     let on = modes::hooks();
-    let result = if on & modes::TRACE != 0 {
+    let (result, e) = if on & modes::TRACE != 0 {
         let _serial = crate::trace::lock();
         let (r, e) = f();
         crate::trace::record(e);
-        r
+        (r, e)
     } else {
-        f().0
+        f()
     };
+    if on & modes::PROFILE != 0 {
+        crate::profile::record(e);
+    }
     if on & modes::CHECK != 0 {
         static COUNT: core::sync::atomic::AtomicUsize = core::sync::atomic::AtomicUsize::new(0);
         if COUNT.fetch_add(1, core::sync::atomic::Ordering::Relaxed).is_multiple_of(modes::check_every()) {
@@ -65,12 +70,61 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return malloc_profiled(n);
+        }
         return with_hooks(move || {
             let p = if hardened() { sized(n, |n| crate::harden::malloc(n, 16, false)) } else { malloc_plain(n) };
             (p, Event::Malloc { size: n, ptr: p })
         });
     }
     malloc_plain(n)
+}
+
+/// The heap profiler alone takes a route of its own rather than the
+/// general (cold, serialising) [`with_hooks`]: the countdown before the
+/// call, then the plain call, inlined here; the one call in many that is
+/// sampled, and the free of a block that may have been, leave through
+/// cold functions. So these bodies are the plain ones plus a few
+/// instructions.
+#[inline(never)]
+fn malloc_profiled(n: usize) -> *mut u8 {
+    if crate::profile::due(n) {
+        return crate::profile::sampled(n, || malloc_plain(n));
+    }
+    malloc_plain(n)
+}
+
+#[inline(never)]
+fn free_profiled(p: *mut u8) {
+    if crate::profile::maybe_sampled(p) {
+        return free_sampled(p);
+    }
+    crate::free::free(p, "free");
+}
+
+#[cold]
+#[inline(never)]
+fn free_sampled(p: *mut u8) {
+    crate::profile::forget_sampled(p);
+    crate::free::free(p, "free");
+}
+
+#[inline(never)]
+fn calloc_profiled(nmemb: usize, size: usize) -> *mut u8 {
+    if crate::profile::due(nmemb.saturating_mul(size)) {
+        return crate::profile::sampled(nmemb.saturating_mul(size), || calloc_plain(nmemb, size));
+    }
+    calloc_plain(nmemb, size)
+}
+
+#[inline(never)]
+fn realloc_profiled(p: *mut u8, n: usize) -> *mut u8 {
+    crate::profile::forget(p);
+    if crate::profile::due(n) {
+        return crate::profile::sampled(n, || realloc_plain(p, n));
+    }
+    realloc_plain(p, n)
 }
 
 /// `alloc` fails sizes above `PTRDIFF_MAX` itself, on its slow path.
@@ -85,7 +139,11 @@ pub fn free(p: *mut u8) {
         return;
     }
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return free_profiled(p);
+        }
         return with_hooks(move || {
+            crate::profile::forget(p);
             if hardened() {
                 crate::harden::free(p, "free");
             } else {
@@ -99,6 +157,9 @@ pub fn free(p: *mut u8) {
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return calloc_profiled(nmemb, size);
+        }
         return with_hooks(|| {
             let p = if hardened() {
                 match nmemb.checked_mul(size) {
@@ -125,7 +186,11 @@ fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
 /// returns NULL; on failure `p` is untouched.
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     if hooked() {
+        if modes::hooks() == modes::PROFILE {
+            return realloc_profiled(p, n);
+        }
         return with_hooks(|| {
+            crate::profile::forget(p);
             let q = if hardened() { realloc_hardened(p, n) } else { realloc_plain(p, n) };
             (q, Event::Realloc { old: p, size: n, ptr: q })
         });
@@ -241,6 +306,7 @@ pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: usize) {
     }
     let func = if kind == crate::harden::Kind::NewArray { "operator delete[]" } else { "operator delete" };
     with_hooks(|| {
+        crate::profile::forget(p);
         crate::harden::delete(p, func, kind, size);
         ((), Event::Free { ptr: p })
     })

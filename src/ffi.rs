@@ -192,10 +192,24 @@ pub unsafe extern "C" fn fitalloc_heap_walk(f: FitallocWalkFn, ctx: *mut c_void)
     crate::check::walk(|addr, size, kind| unsafe { f(ctx, addr, size, kind) })
 }
 
-/// Runs at exit: statistics when asked for, and the end of a trace. The
+/// Writes the heap profile now (`FITALLOC_PROFILE`): to `path`, or to the
+/// profile's own file when `path` is NULL. Returns 0, or -1 when the
+/// process is not profiling or the file cannot be written.
+///
+/// # Safety
+/// `path` is NULL or a NUL-terminated string.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fitalloc_profile_dump(path: *const libc::c_char) -> i32 {
+    // SAFETY: forwarded to the caller.
+    unsafe { crate::profile::dump_to_path(path) }
+}
+
+/// Runs at exit: statistics when asked for, the heap profile, and the end
+/// of a trace. The
 /// heap itself is never torn down: other destructors may still free.
 extern "C" fn at_exit() {
     crate::stats::at_exit();
+    crate::profile::finish();
     crate::trace::finish();
 }
 

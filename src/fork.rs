@@ -29,6 +29,7 @@ extern "C" fn prepare() {
     unsafe { _IO_list_lock() };
     crate::trace::hold_for_fork();
     crate::harden::hold_for_fork();
+    crate::profile::hold_for_fork();
     crate::registry::hold_for_fork();
     crate::process::hold_for_fork();
 }
@@ -42,6 +43,7 @@ fn release() {
 extern "C" fn parent() {
     release();
     crate::trace::fork_parent();
+    crate::profile::fork_parent();
     // SAFETY: taken by `prepare` in this thread (glibc has released its own
     // hold before running the parent handlers).
     unsafe { _IO_list_unlock() };
@@ -53,5 +55,6 @@ extern "C" fn child() {
     unsafe { _IO_list_resetlock() };
     release();
     crate::trace::fork_child();
+    crate::profile::fork_child();
     crate::registry::adopt_orphans();
 }

@@ -1,6 +1,6 @@
 //! Start-up: process secrets, the page size, the environment, the thread
 //! exit key and the fork handlers; and the one place modes (hardened,
-//! tracing, checking) are switched on.
+//! tracing, profiling, checking) are switched on.
 //!
 //! [`ensure_init`] runs from [`crate::api`] on a process's first calls (the
 //! `START` hook, [`crate::modes`]); nothing below the API starts anything.
@@ -51,6 +51,9 @@ fn apply_env_effects(at_start: bool) {
     if crate::trace::start() {
         modes::set(modes::TRACE, true);
     }
+    if crate::profile::start() {
+        modes::set(modes::PROFILE, true);
+    }
 }
 
 #[cold]
@@ -86,6 +89,7 @@ fn init_slow() {
     crate::block::set_secrets((next(), next()), (next(), next()));
     crate::tcache::set_secrets(next(), next());
     crate::harden::set_secret(next(), next());
+    crate::profile::set_seed(next());
     OPT.page.store(crate::os::page_size(), Relaxed);
     let env_read = crate::options::read_environment();
     crate::os::FAIL_EVERY.store(OPT.fail_every.load(Relaxed), Relaxed);

@@ -2,7 +2,8 @@
 //!
 //! A leaf: [`crate::init`] switches modes on (from the environment, once)
 //! and [`crate::trace`] switches tracing off in a child that cannot record;
-//! [`crate::api`] reads them. The process's first call finds `START` and
+//! [`crate::api`] reads them. A mode that is off costs nothing beyond
+//! this one load: the fast paths run only when no bit is set. The process's first call finds `START` and
 //! starts the allocator before choosing how to serve itself, so that a mode
 //! read from the environment applies to the very first block too; `START`
 //! stays set until the environment could be read.
@@ -18,6 +19,8 @@ pub(crate) const TRACE: u8 = 2;
 pub(crate) const HARDEN: u8 = 4;
 /// Start-up has not finished (or the environment is not readable yet).
 pub(crate) const START: u8 = 8;
+/// Sample allocations for the heap profile ([`crate::profile`]).
+pub(crate) const PROFILE: u8 = 16;
 
 static CHECK_EVERY: AtomicUsize = AtomicUsize::new(0);
 

@@ -13,6 +13,8 @@
 //! | `FITALLOC_QUARANTINE=n` | bytes the hardened mode's quarantine holds (default 4m) |
 //! | `FITALLOC_PURGE_MS=n` | free memory that stayed unused this many milliseconds goes back to the system (default 1000; 0: at once) |
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
+//! | `FITALLOC_PROFILE=path` | sample allocations and write a heap profile to `path` at exit ([`crate::profile`]) |
+//! | `FITALLOC_PROFILE_RATE=n` | mean bytes allocated between two samples (default 512k) |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
 //! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; up to 64 for small sizes) |
@@ -58,6 +60,8 @@ pub struct Options {
     /// Testing: every n-th request for memory from the system fails.
     pub fail_every: AtomicUsize,
     pub page: AtomicUsize,
+    /// Mean bytes allocated between two heap-profile samples.
+    pub profile_rate: AtomicUsize,
 }
 
 pub static OPT: Options = Options {
@@ -76,6 +80,7 @@ pub static OPT: Options = Options {
     quarantine_bytes: AtomicUsize::new(4 << 20),
     fail_every: AtomicUsize::new(0),
     page: AtomicUsize::new(config::PAGE),
+    profile_rate: AtomicUsize::new(512 * 1024),
 };
 
 /// A path from the environment, NUL-terminated (empty: none). Written
@@ -88,6 +93,8 @@ unsafe impl Sync for PathCell {}
 
 /// `FITALLOC_TRACE`'s value.
 static TRACE_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
+/// `FITALLOC_PROFILE`'s value.
+static PROFILE_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
 /// `FITALLOC_STATS_FILE`'s value.
 static STATS_PATH: PathCell = PathCell(core::cell::UnsafeCell::new([0; 512]));
 
@@ -253,6 +260,17 @@ fn apply(name: &[u8], value: &[u8]) {
                 warn(name, b"...", "is too long a path; tracing is off");
             }
         }
+        b"FITALLOC_PROFILE" => {
+            let kept = PROFILE_PATH.store(value);
+            if !kept {
+                warn(name, b"...", "is too long a path; profiling is off");
+            }
+        }
+        b"FITALLOC_PROFILE_RATE" => {
+            if let Some(n) = size(name, value) {
+                OPT.profile_rate.store(n.max(1), Relaxed);
+            }
+        }
         b"FITALLOC_STATS_FILE" if !value.is_empty() => {
             if STATS_PATH.store(value) {
                 OPT.stats_at_exit.store(true, Relaxed);
@@ -324,6 +342,11 @@ pub fn read_environment() -> bool {
 /// The trace path, if one was given.
 pub fn trace_path() -> Option<&'static core::ffi::CStr> {
     TRACE_PATH.get()
+}
+
+/// The heap profile's path, if one was given.
+pub fn profile_path() -> Option<&'static core::ffi::CStr> {
+    PROFILE_PATH.get()
 }
 
 /// Where the exit report goes instead of stderr, if a path was given.

@@ -109,21 +109,23 @@ pub fn single_threaded() -> bool {
 /// |---|---|---|
 /// | 0 | `Trace` | one whole API call, while tracing ([`crate::trace`]) |
 /// | 1 | `Quarantine` | the hardened mode's FIFO moves blocks to the heap |
-/// | 2 | `Registry` | thread caches are created, retired or visited |
-/// | 3 | `Slab` | blocks are taken from or given back to slabs ([`crate::slab`]); a slab takes its page from the heap |
-/// | 4 | `Heap` | any heap operation |
-/// | 5 | `Large` | the large-block table is read or changed |
-/// | 6 | `Report` | the statistics report's descriptor is read or set |
+/// | 2 | `Profile` | the heap profiler's sample table is changed, or written out with a heap walk ([`crate::profile`]) |
+/// | 3 | `Registry` | thread caches are created, retired or visited |
+/// | 4 | `Slab` | blocks are taken from or given back to slabs ([`crate::slab`]); a slab takes its page from the heap |
+/// | 5 | `Heap` | any heap operation |
+/// | 6 | `Large` | the large-block table is read or changed |
+/// | 7 | `Report` | the statistics report's descriptor is read or set |
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Rank {
     Trace = 0,
     Quarantine = 1,
-    Registry = 2,
-    Slab = 3,
-    Heap = 4,
-    Large = 5,
-    Report = 6,
+    Profile = 2,
+    Registry = 3,
+    Slab = 4,
+    Heap = 5,
+    Large = 6,
+    Report = 7,
 }
 
 const CHECK_ORDER: bool = cfg!(any(debug_assertions, feature = "lock-check"));

@@ -1,6 +1,7 @@
-//! Two words of thread-local storage that never allocate: the thread's
-//! cache ([`CACHE`]) and, for the lock-order check, the ranks of the locks
-//! it holds ([`LOCKS`]).
+//! Three words of thread-local storage that never allocate: the thread's
+//! cache ([`CACHE`]), for the lock-order check the ranks of the locks it
+//! holds ([`LOCKS`]), and the heap profiler's countdown to its next sample
+//! ([`PROFILE`]).
 //!
 //! Rust's `thread_local!` in a cdylib goes through `__tls_get_addr`, which
 //! may call malloc (for libraries loaded with dlopen): that would recurse
@@ -14,6 +15,9 @@ pub(crate) const CACHE: usize = 0;
 /// The word holding the ranks of the locks this thread holds (see
 /// [`crate::sync`]).
 pub(crate) const LOCKS: usize = 1;
+/// The word holding the bytes this thread may still allocate before the
+/// heap profiler takes its next sample (see [`crate::profile`]).
+pub(crate) const PROFILE: usize = 2;
 
 #[cfg(target_arch = "x86_64")]
 mod imp {
@@ -23,18 +27,18 @@ mod imp {
         ".section .tbss,\"awT\",@nobits",
         ".p2align 4",
         ".type fitalloc_tls_words,@object",
-        ".size fitalloc_tls_words,16",
+        ".size fitalloc_tls_words,24",
         ".hidden fitalloc_tls_words",
         ".globl fitalloc_tls_words",
         "fitalloc_tls_words:",
-        ".zero 16",
+        ".zero 24",
         ".text",
     );
 
     #[inline(always)]
     pub fn get<const W: usize>() -> usize {
         let v: usize;
-        // SAFETY: reads this thread's copy of word W of a 16-byte TLS
+        // SAFETY: reads this thread's copy of word W of a 24-byte TLS
         // variable that the dynamic linker placed in the static TLS block.
         unsafe {
             asm!(
@@ -69,7 +73,7 @@ mod imp {
     use core::sync::atomic::{AtomicU32, Ordering};
 
     const NO_KEY: u32 = u32::MAX;
-    static KEYS: [AtomicU32; 2] = [AtomicU32::new(NO_KEY), AtomicU32::new(NO_KEY)];
+    static KEYS: [AtomicU32; 3] = [AtomicU32::new(NO_KEY), AtomicU32::new(NO_KEY), AtomicU32::new(NO_KEY)];
 
     fn key(w: usize) -> Option<libc::pthread_key_t> {
         let k = KEYS[w].load(Ordering::Acquire);

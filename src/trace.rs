@@ -360,31 +360,32 @@ impl Recorder {
     }
 }
 
-/// A NUL-terminated path built without allocation.
-struct Path {
+/// A NUL-terminated path built without allocation (the heap profile's
+/// file is named the same way).
+pub(crate) struct Path {
     bytes: [u8; PATH_MAX + 32],
     len: usize,
 }
 
 impl Path {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Path { bytes: [0; PATH_MAX + 32], len: 0 }
     }
 
-    fn push(&mut self, s: &[u8]) {
+    pub(crate) fn push(&mut self, s: &[u8]) {
         let n = s.len().min(self.bytes.len() - 1 - self.len);
         self.bytes[self.len..self.len + n].copy_from_slice(&s[..n]);
         self.len += n;
         self.bytes[self.len] = 0;
     }
 
-    fn push_num(&mut self, v: u64) {
+    pub(crate) fn push_num(&mut self, v: u64) {
         let mut buf = [0; 20];
         self.push(decimal(v, &mut buf));
     }
 
     /// Appends `s`, replacing each `%p` with `pid`.
-    fn push_expanding(&mut self, s: &[u8], pid: u64) {
+    pub(crate) fn push_expanding(&mut self, s: &[u8], pid: u64) {
         let mut i = 0;
         while i < s.len() {
             if s[i] == b'%' && s.get(i + 1) == Some(&b'p') {
@@ -397,7 +398,11 @@ impl Path {
         }
     }
 
-    fn c_str(&self) -> *const libc::c_char {
+    pub(crate) fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..self.len]
+    }
+
+    pub(crate) fn c_str(&self) -> *const libc::c_char {
         self.bytes.as_ptr() as *const libc::c_char
     }
 }
