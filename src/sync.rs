@@ -8,7 +8,9 @@
 //! has a single thread (glibc's `__libc_single_threaded`) no lock is taken
 //! at all: there is no one to exclude, the atomic operations are saved,
 //! and a fork from a signal handler that interrupted malloc cannot deadlock
-//! on our own lock.
+//! on our own lock. Each lock counts, on its slow path only, the
+//! acquisitions that found it held and the futex sleeps ([`CONTENTION`]),
+//! which the statistics report.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
