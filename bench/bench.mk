@@ -2,7 +2,8 @@
 #     include bench/bench.mk
 #
 # Targets
-#   bench         build the tools, then the full side-by-side run (< 10 min)
+#   bench         build the tools, then the full side-by-side run (< 15 min:
+#                 the traces, returns.py, then mt_patterns.py, about 3 min)
 #   bench-quick   the same with fewer repetitions (about a minute)
 #   bench-mt      only the multi-threaded patterns (mt_patterns.py; --quick
 #                 with MT_ARGS=--quick)
