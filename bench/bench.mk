@@ -2,10 +2,13 @@
 #     include bench/bench.mk
 #
 # Targets
-#   bench         build the tools, then the full side-by-side run (< 10 min)
+#   bench         build the tools, then the full side-by-side run (< 15 min:
+#                 the traces, returns.py, then mt_patterns.py, about 3 min)
 #   bench-quick   the same with fewer repetitions (about a minute)
 #   bench-hitpath instructions per cached malloc and free (callgrind)
-#   bench/replay bench/mt bench/micro   the tools themselves
+#   bench-mt      only the multi-threaded patterns (mt_patterns.py; --quick
+#                 with MT_ARGS=--quick)
+#   bench/replay bench/mt bench/micro ...   the tools themselves
 #   bench-deps    install the peer allocators' Debian packages if missing
 #   bench-asan    replay every trace under an ASan/UBSan build of replay
 #   bench-clean   remove the binaries and bench/results
@@ -22,16 +25,22 @@ BENCH_CFLAGS ?= -O2 -g -std=c11 -Wall -Wextra
 BENCH_LDLIBS := -ldl -lpthread
 BENCH_ARGS ?=
 BENCH_TRACES ?= ../shared/traces
-BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/hitpath
+MT_PATTERNS := bench/larson bench/prodcons bench/churn bench/thrash
+BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/hitpath $(MT_PATTERNS)
+MT_ARGS ?=
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
-.PHONY: bench bench-hitpath bench-returns bench-quick bench-deps bench-asan bench-clean
+.PHONY: bench bench-hitpath bench-mt bench-returns bench-quick bench-deps bench-asan bench-clean
 
 bench/replay: bench/replay.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
 
-bench/mt: bench/mt.c bench/benchutil.h
+bench/mt: bench/mt.c bench/benchutil.h bench/mtutil.h include/fitalloc.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/mt.c $(BENCH_LDLIBS)
+
+# The multi-threaded patterns (mt_patterns.py runs them with bench/mt).
+$(MT_PATTERNS): bench/%: bench/%.c bench/benchutil.h bench/mtutil.h include/fitalloc.h
+	$(CC) $(BENCH_CFLAGS) -o $@ $< $(BENCH_LDLIBS)
 
 bench/micro: bench/micro.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/micro.c $(BENCH_LDLIBS)
@@ -50,6 +59,12 @@ bench: bench-deps $(BENCH_TOOLS) $(LIB)
 	$(PYTHON) bench/bench.py --traces $(BENCH_TRACES) $(BENCH_ARGS)
 	$(PYTHON) bench/returns.py
 	$(PYTHON) bench/hitpath.py
+	$(PYTHON) bench/mt_patterns.py $(MT_ARGS)
+
+# Larson-style server, producer/consumer, thread churn, false sharing and
+# mt with cross-thread frees, at 1, 2 and 4 threads (about 3 minutes).
+bench-mt: bench-deps bench/mt $(MT_PATTERNS) $(LIB)
+	$(PYTHON) bench/mt_patterns.py $(MT_ARGS)
 
 # Memory that comes back: large buffers and a freed spike (bench/large.c).
 bench-returns: bench-deps bench/large $(LIB)
@@ -57,6 +72,7 @@ bench-returns: bench-deps bench/large $(LIB)
 
 bench-quick: bench-deps $(BENCH_TOOLS) $(LIB)
 	$(PYTHON) bench/bench.py --quick --traces $(BENCH_TRACES) $(BENCH_ARGS)
+	$(PYTHON) bench/mt_patterns.py --quick $(MT_ARGS)
 
 # Installs only what is missing, only as root, and never fails the run:
 # bench.py skips an allocator whose library is absent.

@@ -75,7 +75,8 @@ def ensure_tools():
         exe, src = BENCH_DIR / tool, BENCH_DIR / f"{tool}.c"
         if not src.exists():
             continue  # installed copy (fitalloc compare): the tools come built
-        newest = max(src.stat().st_mtime, header.stat().st_mtime)
+        deps = [src, header, BENCH_DIR / "mtutil.h", REPO / "include" / "fitalloc.h"]
+        newest = max(d.stat().st_mtime for d in deps if d.exists())
         if exe.exists() and exe.stat().st_mtime >= newest:
             continue
         cmd = [cc, *CFLAGS, "-o", str(exe), str(src), "-ldl", "-lpthread"]

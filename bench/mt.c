@@ -15,7 +15,9 @@
  * Counted: every malloc and every free, by whichever thread calls it.
  * Reported: ops/s and ns/op = wall time / total ops (all threads), taken
  * from the moment all threads start to the moment the last one finishes
- * its steps (set-up and final clean-up are outside).  Seeds are fixed:
+ * its steps (set-up and final clean-up are outside), the peak RSS and,
+ * under fitalloc, its lock waits and futex sleeps in that time (the CSV
+ * line's last three fields).  Seeds are fixed:
  * the same arguments give the same sequence of requests in every thread.
  */
 #define _GNU_SOURCE
@@ -29,6 +31,7 @@
 #include <string.h>
 
 #include "benchutil.h"
+#include "mtutil.h"
 
 #define MAX_THREADS 256
 #define DRAIN_EVERY 32
@@ -213,9 +216,11 @@ int main(int argc, char **argv)
         }
     }
     pthread_barrier_wait(&start_barrier);
+    struct mt_locks l0 = mt_locks_now();
     uint64_t t0 = bench_now_ns();
     pthread_barrier_wait(&end_barrier); /* all threads done with steps */
     uint64_t t1 = bench_now_ns();
+    struct mt_locks l1 = mt_locks_now();
     pthread_barrier_wait(&end_barrier); /* let them clean up */
     uint64_t ops = 0, handed = 0, failures = 0;
     for (unsigned t = 0; t < nthreads; t++) {
@@ -237,15 +242,25 @@ int main(int argc, char **argv)
     if (csv) {
         if (header)
             puts("bench,allocator,threads,ops,seconds,ops_per_sec,ns_op,"
-                 "handed_off");
-        printf("mt-%u,%s,%u,%" PRIu64 ",%.4f,%.0f,%.2f,%" PRIu64 "\n",
+                 "handed_off,peak_rss_kb,lock_waits,lock_sleeps");
+        printf("mt-%u,%s,%u,%" PRIu64 ",%.4f,%.0f,%.2f,%" PRIu64 ",%" PRIu64,
                nthreads, name, nthreads, ops, secs, (double)ops / secs, ns_op,
-               handed);
+               handed, mt_peak_rss_kb());
+        if (l0.present && l1.present)
+            printf(",%" PRIu64 ",%" PRIu64 "\n", l1.waits - l0.waits,
+                   l1.sleeps - l0.sleeps);
+        else
+            printf(",,\n");
     } else {
         printf("mt: %s, %u thread%s, %" PRIu64 " ops (%" PRIu64 " frees "
                "handed to another thread) in %.3f s: %.2f Mops/s, %.2f ns/op\n",
                name, nthreads, nthreads == 1 ? "" : "s", ops, handed, secs,
                (double)ops / secs / 1e6, ns_op);
+        if (l0.present && l1.present)
+            printf("mt: fitalloc lock waits %" PRIu64 " (%.3f per 1000 ops), "
+                   "futex sleeps %" PRIu64 "\n", l1.waits - l0.waits,
+                   1000.0 * (double)(l1.waits - l0.waits) / (double)ops,
+                   l1.sleeps - l0.sleeps);
     }
     return failures ? 1 : 0;
 }

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 // Version of [`FitallocStats`]'s layout.
-#define FITALLOC_STATS_VERSION 2
+#define FITALLOC_STATS_VERSION 3
 
 // `fitalloc_heap_walk` kind: a heap region (`addr` = start, `size` = length).
 #define FITALLOC_WALK_REGION 0
@@ -94,6 +94,28 @@ struct fitalloc_stats {
   // Mappings of freed large blocks kept for reuse (version 2): part of
   // `system_bytes`, given back after `FITALLOC_PURGE_MS` unused.
   uint64_t kept_mapped_bytes;
+  // Lock contention since start (version 3): acquisitions of each lock
+  // that found it held (`*_lock_waits`: the thread spun, and may then
+  // have slept), and the futex sleeps among them (`*_lock_sleeps`). The
+  // heap lock serves every request the thread caches cannot; the large
+  // lock, blocks with their own mapping; the registry lock, thread
+  // start and exit and these statistics; the slab lock, small blocks'
+  // refills and drains; `other` adds up the trace, quarantine, profile
+  // and report locks.
+  uint64_t heap_lock_waits;
+  uint64_t heap_lock_sleeps;
+  uint64_t large_lock_waits;
+  uint64_t large_lock_sleeps;
+  uint64_t registry_lock_waits;
+  uint64_t registry_lock_sleeps;
+  uint64_t other_lock_waits;
+  uint64_t other_lock_sleeps;
+  uint64_t slab_lock_waits;
+  uint64_t slab_lock_sleeps;
+  // Slabs (version 3): bytes of slab pages now (part of `heap_bytes`),
+  // and of the blocks free in them.
+  uint64_t slab_bytes;
+  uint64_t slab_free_bytes;
 };
 
 // Called for each region, block and mapping by [`fitalloc_heap_walk`].

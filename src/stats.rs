@@ -9,6 +9,7 @@ use crate::heap::{Heap, HeapCounters};
 use crate::os::{Source, SYSCALLS};
 use crate::process::{heap, large, REGIONS};
 use crate::registry::{totals, Totals};
+use crate::sync::{Rank, CONTENTION, RANKS};
 use core::fmt::Write;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -27,6 +28,8 @@ pub struct Snapshot {
     pub quarantined_bytes: usize,
     pub quarantined_blocks: usize,
     pub slabs: crate::slab::SlabCounters,
+    /// `(waits, sleeps)` of each lock, by rank.
+    pub locks: [(u64, u64); RANKS],
 }
 
 pub fn snapshot() -> Snapshot {
@@ -47,6 +50,10 @@ pub fn snapshot() -> Snapshot {
     }
     s.threads = totals();
     (s.quarantined_bytes, s.quarantined_blocks) = crate::harden::held();
+    for (i, l) in s.locks.iter_mut().enumerate() {
+        let c = &CONTENTION[i];
+        *l = (c.waits.load(Relaxed), c.sleeps.load(Relaxed));
+    }
     s
 }
 
@@ -67,7 +74,7 @@ fn largest_free<S: Source>(h: &Heap<S>) -> usize {
 }
 
 /// Version of [`FitallocStats`]'s layout.
-pub const FITALLOC_STATS_VERSION: u64 = 2;
+pub const FITALLOC_STATS_VERSION: u64 = 3;
 
 /// `struct fitalloc_stats`: every figure the allocator keeps. Starts with its
 /// own size and version so that callers built against another layout can
@@ -132,7 +139,32 @@ pub struct FitallocStats {
     /// Mappings of freed large blocks kept for reuse (version 2): part of
     /// `system_bytes`, given back after `FITALLOC_PURGE_MS` unused.
     pub kept_mapped_bytes: u64,
+    /// Lock contention since start (version 3): acquisitions of each lock
+    /// that found it held (`*_lock_waits`: the thread spun, and may then
+    /// have slept), and the futex sleeps among them (`*_lock_sleeps`). The
+    /// heap lock serves every request the thread caches cannot; the large
+    /// lock, blocks with their own mapping; the registry lock, thread
+    /// start and exit and these statistics; the slab lock, small blocks'
+    /// refills and drains; `other` adds up the trace, quarantine, profile
+    /// and report locks.
+    pub heap_lock_waits: u64,
+    pub heap_lock_sleeps: u64,
+    pub large_lock_waits: u64,
+    pub large_lock_sleeps: u64,
+    pub registry_lock_waits: u64,
+    pub registry_lock_sleeps: u64,
+    pub other_lock_waits: u64,
+    pub other_lock_sleeps: u64,
+    pub slab_lock_waits: u64,
+    pub slab_lock_sleeps: u64,
+    /// Slabs (version 3): bytes of slab pages now (part of `heap_bytes`),
+    /// and of the blocks free in them.
+    pub slab_bytes: u64,
+    pub slab_free_bytes: u64,
 }
+
+/// The locks whose contention [`FitallocStats`] adds up as `other`.
+const OTHER_LOCKS: [Rank; 4] = [Rank::Trace, Rank::Quarantine, Rank::Profile, Rank::Report];
 
 impl FitallocStats {
     pub fn from_snapshot(s: &Snapshot) -> Self {
@@ -185,6 +217,18 @@ impl FitallocStats {
             quarantined_bytes: s.quarantined_bytes as u64,
             quarantined_blocks: s.quarantined_blocks as u64,
             kept_mapped_bytes: s.kept_mapped_bytes as u64,
+            heap_lock_waits: s.locks[Rank::Heap as usize].0,
+            heap_lock_sleeps: s.locks[Rank::Heap as usize].1,
+            large_lock_waits: s.locks[Rank::Large as usize].0,
+            large_lock_sleeps: s.locks[Rank::Large as usize].1,
+            registry_lock_waits: s.locks[Rank::Registry as usize].0,
+            registry_lock_sleeps: s.locks[Rank::Registry as usize].1,
+            other_lock_waits: OTHER_LOCKS.iter().map(|&r| s.locks[r as usize].0).sum(),
+            other_lock_sleeps: OTHER_LOCKS.iter().map(|&r| s.locks[r as usize].1).sum(),
+            slab_lock_waits: s.locks[Rank::Slab as usize].0,
+            slab_lock_sleeps: s.locks[Rank::Slab as usize].1,
+            slab_bytes: (s.slabs.slabs * crate::slab::SLAB_BYTES) as u64,
+            slab_free_bytes: s.slabs.free_bytes as u64,
         }
     }
 
@@ -345,6 +389,20 @@ pub fn print_report(fd: i32) {
         b,
         "fitalloc: system calls: sbrk {} mmap {} munmap {} mremap {} madvise {}; {} B given back",
         s.sbrk_calls, s.mmap_calls, s.munmap_calls, s.mremap_calls, s.madvise_calls, s.trimmed_bytes
+    );
+    let _ = writeln!(
+        b,
+        "fitalloc: lock waits (futex sleeps): heap {} ({}) slab {} ({}) large {} ({}) registry {} ({}) other {} ({})",
+        s.heap_lock_waits,
+        s.heap_lock_sleeps,
+        s.slab_lock_waits,
+        s.slab_lock_sleeps,
+        s.large_lock_waits,
+        s.large_lock_sleeps,
+        s.registry_lock_waits,
+        s.registry_lock_sleeps,
+        s.other_lock_waits,
+        s.other_lock_sleeps
     );
     b.write_to(fd);
 }

@@ -8,11 +8,13 @@
 //! has a single thread (glibc's `__libc_single_threaded`) no lock is taken
 //! at all: there is no one to exclude, the atomic operations are saved,
 //! and a fork from a signal handler that interrupted malloc cannot deadlock
-//! on our own lock.
+//! on our own lock. Each lock counts, on its slow path only, the
+//! acquisitions that found it held and the futex sleeps ([`CONTENTION`]),
+//! which the statistics report.
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, Ordering::*};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
 /// A mutex word: 0 free, 1 held, 2 held with (possibly) sleeping waiters.
 pub struct RawLock {
@@ -35,16 +37,19 @@ impl RawLock {
         self.state.compare_exchange(FREE, HELD, Acquire, Relaxed).is_ok()
     }
 
+    /// Takes the lock; an acquisition that finds it held is counted in
+    /// `c` (the uncontended one touches nothing but the lock word).
     #[inline]
-    pub fn lock(&self) {
+    pub fn lock(&self, c: &Contention) {
         if !self.try_lock() {
-            self.lock_slow();
+            self.lock_slow(c);
         }
     }
 
     #[cold]
     #[inline(never)]
-    fn lock_slow(&self) {
+    fn lock_slow(&self, c: &Contention) {
+        c.waits.fetch_add(1, Relaxed);
         for _ in 0..SPINS {
             if self.state.load(Relaxed) == FREE && self.try_lock() {
                 return;
@@ -53,6 +58,7 @@ impl RawLock {
         }
         // Say there is a waiter, and sleep until the word changes.
         while self.state.swap(WAITED, Acquire) != FREE {
+            c.sleeps.fetch_add(1, Relaxed);
             futex(&self.state, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG, WAITED);
         }
     }
@@ -127,6 +133,36 @@ pub enum Rank {
     Large = 6,
     Report = 7,
 }
+
+/// Number of [`Rank`]s.
+pub(crate) const RANKS: usize = 8;
+
+/// How often a lock was found held: `waits` counts acquisitions that found
+/// it held (each spun, and may then have slept), `sleeps` every futex wait
+/// among them (a waiter woken to find the lock taken again sleeps again).
+/// Written only on the contended path, so the counters cost nothing when
+/// there is no contention; read by the statistics.
+pub struct Contention {
+    pub waits: AtomicU64,
+    pub sleeps: AtomicU64,
+}
+
+impl Contention {
+    pub const fn new() -> Self {
+        Contention { waits: AtomicU64::new(0), sleeps: AtomicU64::new(0) }
+    }
+}
+
+impl Default for Contention {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// One [`Contention`] per lock, indexed by rank: each lock of the table
+/// above exists once, so its rank names it.
+pub static CONTENTION: [Contention; RANKS] = [const { Contention::new() }; RANKS];
+const _: () = assert!(RANKS == Rank::Report as usize + 1);
 
 const CHECK_ORDER: bool = cfg!(any(debug_assertions, feature = "lock-check"));
 
@@ -211,7 +247,7 @@ impl<T> Locked<T> {
         let held = if single_threaded() {
             None
         } else {
-            self.lock.lock();
+            self.lock.lock(&CONTENTION[self.rank as usize]);
             Some(&self.lock)
         };
         // SAFETY: we hold the lock, or no other thread exists.
@@ -232,7 +268,7 @@ impl<T> Locked<T> {
             crate::tls::set::<{ crate::tls::LOCKS }>(held | 1 << self.rank as u8);
         }
         if !single_threaded() {
-            self.lock.lock();
+            self.lock.lock(&CONTENTION[self.rank as usize]);
             self.held_for_fork.store(true, Relaxed);
         }
     }
@@ -258,5 +294,42 @@ impl<T> Locked<T> {
     pub unsafe fn get_unlocked(&self) -> &mut T {
         // SAFETY: forwarded to the caller.
         unsafe { &mut *self.value.get() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn uncontended_lock_counts_nothing() {
+        let (lock, c) = (RawLock::new(), Contention::new());
+        for _ in 0..1000 {
+            lock.lock(&c);
+            lock.unlock();
+        }
+        assert_eq!((c.waits.load(Relaxed), c.sleeps.load(Relaxed)), (0, 0));
+    }
+
+    #[test]
+    fn contended_lock_counts_a_wait_and_a_sleep() {
+        let (lock, c) = (RawLock::new(), Contention::new());
+        lock.lock(&c);
+        std::thread::scope(|s| {
+            let waiter = s.spawn(|| {
+                lock.lock(&c);
+                lock.unlock();
+            });
+            // The holder keeps the lock until the waiter has gone to sleep.
+            let start = Instant::now();
+            while c.sleeps.load(Relaxed) == 0 && start.elapsed() < Duration::from_secs(10) {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            lock.unlock();
+            waiter.join().unwrap();
+        });
+        assert_eq!(c.waits.load(Relaxed), 1);
+        assert!(c.sleeps.load(Relaxed) >= 1);
     }
 }
