@@ -208,7 +208,7 @@ fn refill_from_fragments(t: &Tcache, units: u32, zero: bool, call: Call) -> Opti
 fn refill_from_slabs(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*mut u8> {
     let mut got = [Block::NULL; REFILL];
     let want = t.room_for(units).min(REFILL - 1) + 1;
-    let (k, grew) = slab_take(units, &mut got[..want], call_name(call));
+    let (k, grew) = slab_take(t, units, &mut got[..want], call_name(call));
     after_growth(grew);
     if k == 0 {
         return None;

@@ -13,6 +13,7 @@ use crate::os::Os;
 use crate::pagemap::{slab_units, PageMap};
 use crate::region::RegionTable;
 use crate::slab::{GiveFault, Slabs, CONTAINER_UNITS, SLAB_BYTES};
+use crate::tcache::Tcache;
 use crate::sync::{Guard, Locked, Rank};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -48,17 +49,18 @@ pub fn slabs() -> Guard<'static, Slabs> {
     SLABS.lock()
 }
 
-/// Takes up to `out.len()` blocks of `units` from slabs, for C function
-/// `op`, making slabs from heap blocks as needed. Returns how many, and
+/// Takes up to `out.len()` blocks of `units` from the slabs thread cache
+/// `t` takes from, for C function `op`, making slabs from heap blocks as
+/// needed. Returns how many, and
 /// whether the heap grew.
-pub fn slab_take(units: u32, out: &mut [Block], op: &'static str) -> (usize, bool) {
+pub fn slab_take(t: &Tcache, units: u32, out: &mut [Block], op: &'static str) -> (usize, bool) {
     let mut grew = false;
     let mut s = SLABS.lock();
     // SAFETY: the containers are page-aligned heap blocks of at least
     // CONTAINER_UNITS that the heap hands over for good (region pages are
     // reserved in the page map when the region is added).
     let r = unsafe {
-        s.take(units, out, || {
+        s.take(units, out, t as *const Tcache as usize, t.slab_cur(units), || {
             let mut h = heap(op);
             let growths = h.growths;
             let c = h.alloc_aligned(SLAB_BYTES, CONTAINER_UNITS);
@@ -126,6 +128,12 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
             }
         }
     }
+}
+
+/// Gives up the slabs thread cache `t` takes blocks from (its thread is
+/// gone).
+pub fn disown_slabs(t: &Tcache) {
+    SLABS.lock().disown(t as *const Tcache as usize, t.slab_curs());
 }
 
 /// Gives every empty slab's page back to the heap; how many went.

@@ -224,6 +224,7 @@ unsafe extern "C" fn cache_exit(arg: *mut libc::c_void) {
 pub unsafe fn drain_cache(t: &Tcache, op: &'static str) {
     // SAFETY: the caller owns `t`.
     let r = unsafe { release_all(t, op) };
+    crate::process::disown_slabs(t);
     if let Err(tcache::CacheFault::Corrupted(a)) = r {
         diag::fatal(op, "corrupted thread cache at", a);
     }
@@ -275,6 +276,8 @@ pub fn adopt_orphans() {
         }
         // SAFETY: the orphan's thread is gone; its blocks are held blocks.
         let _ = unsafe { release_all(&*orphan, "fork") };
+        // SAFETY: as above.
+        crate::process::disown_slabs(unsafe { &*orphan });
         // SAFETY: the orphan is live, drained (or abandoned), and unused.
         unsafe { REGISTRY.lock().retire(orphan) };
     }

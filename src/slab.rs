@@ -51,6 +51,7 @@
 use crate::block::{self, Block};
 use crate::config::HEADER;
 use crate::pagemap::{Owner, PageMap, MAX_SLAB_ID};
+use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
 
 /// Bytes of a slab: one page of the page map.
 pub(crate) const SLAB_BYTES: usize = 1 << crate::pagemap::PAGE_SHIFT;
@@ -69,7 +70,8 @@ const ROOM: usize = SLAB_BYTES - HEADER - FIRST;
 /// Most blocks one slab holds (of `MIN_UNITS`).
 const MAX_BLOCKS: usize = ROOM / (crate::config::MIN_UNITS as usize * 16);
 const WORDS: usize = MAX_BLOCKS.div_ceil(64);
-const NIL: u32 = u32::MAX;
+/// No slab (an empty list, or a thread with no current slab).
+pub(crate) const NIL: u32 = u32::MAX;
 
 /// How many blocks of `units` one slab holds.
 #[inline]
@@ -107,6 +109,11 @@ struct Desc {
     /// Links of `partial[units]`, or of the unused descriptors (`next`).
     next: u32,
     prev: u32,
+    /// The thread cache that takes its blocks from this slab (0: none).
+    /// A thread keeps one slab per size while it has room, and no other
+    /// thread takes blocks from it: two threads' blocks allocated at the
+    /// same time never share a slab, so never a cache line.
+    owner: usize,
 }
 
 const CHUNK_SHIFT: u32 = 11;
@@ -244,22 +251,29 @@ impl Slabs {
         &mut self,
         units: u32,
         out: &mut [Block],
+        owner: usize,
+        cur: &AtomicU32,
         mut container: impl FnMut() -> Option<Block>,
     ) -> Result<usize, Block> {
         debug_assert!((crate::config::MIN_UNITS..=SLAB_MAX_UNITS).contains(&units));
+        debug_assert!(owner != 0);
         let mut k = 0;
         while k < out.len() {
-            let mut id = self.partial[units as usize];
-            if id == NIL {
-                match container() {
+            let id = match self.pick(units, owner, cur) {
+                Some(id) => id,
+                None => match container() {
                     // SAFETY: forwarded (caller).
                     Some(c) => match unsafe { self.make(c, units) } {
-                        Some(made) => id = made,
+                        Some(made) => {
+                            self.desc(made).owner = owner;
+                            cur.store(made, Relaxed);
+                            made
+                        }
                         None => break,
                     },
                     None => break,
-                }
-            }
+                },
+            };
             let d = self.desc(id);
             let stride = units as usize * 16;
             for w in 0..WORDS {
@@ -281,14 +295,55 @@ impl Slabs {
                     k += 1;
                 }
             }
-            let full = d.free == 0;
-            if full {
+            if d.free == 0 {
+                // Full: off its list, and no one's until a block comes back.
+                d.owner = 0;
                 self.unlink(id);
+                cur.store(NIL, Relaxed);
             }
         }
         self.counters.free_bytes -= k * units as usize * 16;
         self.counters.free_blocks -= k;
         Ok(k)
+    }
+
+    /// The slab of `units` that `owner` takes blocks from: its current one
+    /// (`cur`) while that has room, else the first slab with room that no
+    /// thread owns, which becomes its own. `None`: a new slab is needed.
+    fn pick(&mut self, units: u32, owner: usize, cur: &AtomicU32) -> Option<u32> {
+        let c = cur.load(Relaxed);
+        if c < self.made {
+            let d = self.desc(c);
+            if d.owner == owner && d.page != 0 && d.units == units {
+                if d.free > 0 {
+                    return Some(c);
+                }
+                d.owner = 0;
+            }
+        }
+        let mut id = self.partial[units as usize];
+        while id != NIL {
+            let d = self.desc(id);
+            if d.owner == 0 {
+                d.owner = owner;
+                cur.store(id, Relaxed);
+                return Some(id);
+            }
+            id = d.next;
+        }
+        None
+    }
+
+    /// Gives up the slabs `owner` takes blocks from (its thread exits):
+    /// other threads may use them. `cur` holds its current slab per size.
+    pub fn disown(&mut self, owner: usize, cur: &[AtomicU32]) {
+        for c in cur {
+            let id = c.load(Relaxed);
+            if id < self.made && self.desc(id).owner == owner {
+                self.desc(id).owner = 0;
+            }
+            c.store(NIL, Relaxed);
+        }
     }
 
     /// Makes a slab of `units` in container `c`; `None` (the container
@@ -311,8 +366,17 @@ impl Slabs {
             let left = total.saturating_sub(w * 64);
             *word = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
         }
-        *self.desc(id) =
-            Desc { page, free_bits, free: total as u16, total: total as u16, units, saved, next: NIL, prev: NIL };
+        *self.desc(id) = Desc {
+            page,
+            free_bits,
+            free: total as u16,
+            total: total as u16,
+            units,
+            saved,
+            next: NIL,
+            prev: NIL,
+            owner: 0,
+        };
         self.map.set(page, Owner::Slab { id, units }.entry());
         self.link(id);
         self.counters.slabs += 1;
@@ -391,6 +455,7 @@ impl Slabs {
         let unused = self.unused;
         let e = self.desc(id);
         e.page = 0;
+        e.owner = 0;
         e.next = unused;
         self.unused = id;
         release(Block::from_payload(d.page as *mut u8));
@@ -462,6 +527,8 @@ impl Slabs {
             }
             if d.free > 0 {
                 with_room += 1;
+            } else if d.owner != 0 {
+                problem("a full slab has an owner", d.page);
             }
             free_bytes += d.free as usize * stride;
         }

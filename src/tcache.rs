@@ -23,7 +23,8 @@
 use crate::block::{keyed, units_to_bytes, Block};
 use crate::config::TCACHE_MAX_UNITS;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU64, Ordering::Relaxed};
+use crate::slab::SLAB_MAX_UNITS;
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
 const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
@@ -170,6 +171,9 @@ pub struct Tcache {
     room_bytes: AtomicU64,
     limits: [u16; CLASSES],
     max_bytes: u64,
+    /// The slab this cache takes blocks of each size from (a hint the slab
+    /// lock's holder checks: [`crate::slab::Slabs::take`]).
+    slab_cur: [AtomicU32; SLAB_MAX_UNITS as usize + 1],
     pub counters: ThreadCounters,
     /// Registry links (see [`crate::registry`]), changed under its lock.
     pub next: AtomicPtr<Tcache>,
@@ -204,10 +208,21 @@ impl Tcache {
             room_bytes: AtomicU64::new(max_bytes),
             limits,
             max_bytes,
+            slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             counters: ThreadCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
             prev: AtomicPtr::new(core::ptr::null_mut()),
         }
+    }
+
+    /// The slab this cache takes blocks of `units` from.
+    pub fn slab_cur(&self, units: u32) -> &AtomicU32 {
+        &self.slab_cur[units as usize]
+    }
+
+    /// Every size's current slab.
+    pub fn slab_curs(&self) -> &[AtomicU32] {
+        &self.slab_cur
     }
 
     /// The list heads.
