@@ -97,6 +97,21 @@ int main(void)
           "fitalloc_stats has the lock counters (version 3)", "version %llu size %llu",
           (unsigned long long)s0.version, (unsigned long long)s0.size);
 
+    /* A caller built against an older, smaller struct: only its bytes are
+     * written (here the first two fields), and `size` tells the whole. */
+    unsigned char buf[sizeof(struct fitalloc_stats) + 64];
+    memset(buf, 0xEE, sizeof buf);
+    fitalloc_stats_sized((struct fitalloc_stats *)buf, 16);
+    uint64_t got_size, got_version;
+    memcpy(&got_size, buf, 8);
+    memcpy(&got_version, buf + 8, 8);
+    int untouched = 1;
+    for (size_t i = 16; i < sizeof buf; i++)
+        untouched &= buf[i] == 0xEE;
+    check(got_size == sizeof(struct fitalloc_stats) && got_version == s0.version && untouched,
+          "fitalloc_stats_sized writes only the bytes the caller has", "size %llu version %llu, rest untouched %d",
+          (unsigned long long)got_size, (unsigned long long)got_version, untouched);
+
     pthread_t th;
     if (pthread_create(&th, NULL, waiter, NULL) != 0) {
         check(0, "pthread_create", "failed");

@@ -170,11 +170,24 @@ size_t fitalloc_malloc_usable_size(void *ptr);
 // problem on stderr and returns their number (0: the heap is sound).
 size_t fitalloc_check_heap(void);
 
-// Fills `*out` with every statistic. Never allocates.
+// Fills `*out` with every statistic. Never allocates. Writes the whole
+// `struct fitalloc_stats` of this library's version (`out->size` says how
+// big): a program that may run with a newer library than the header it
+// was built with calls [`fitalloc_stats_sized`] instead.
 //
 // # Safety
-// `out` must point to a writable `struct fitalloc_stats`.
+// `out` must point to a writable `struct fitalloc_stats` of this version.
 void fitalloc_stats(struct fitalloc_stats *out);
+
+// Fills the first `size` bytes of `*out` (at most the whole struct) with
+// the statistics, for a caller built against any version's header: pass
+// `sizeof(struct fitalloc_stats)` as the caller knows it. Fields past
+// `size` are not written; `out->size` (when it fits) says how big the
+// library's struct is. Never allocates.
+//
+// # Safety
+// `out` must point to `size` writable bytes.
+void fitalloc_stats_sized(struct fitalloc_stats *out, size_t size);
 
 // Prints the statistics report on stderr.
 void fitalloc_print_stats(void);

@@ -139,16 +139,39 @@ pub extern "C" fn fitalloc_check_heap() -> usize {
     crate::check::check_heap(true)
 }
 
-/// Fills `*out` with every statistic. Never allocates.
+/// Fills `*out` with every statistic. Never allocates. Writes the whole
+/// `struct fitalloc_stats` of this library's version (`out->size` says how
+/// big): a program that may run with a newer library than the header it
+/// was built with calls [`fitalloc_stats_sized`] instead.
 ///
 /// # Safety
-/// `out` must point to a writable `struct fitalloc_stats`.
+/// `out` must point to a writable `struct fitalloc_stats` of this version.
 #[unsafe(no_mangle)]
 pub unsafe extern "C" fn fitalloc_stats(out: *mut FitallocStats) {
     if !out.is_null() {
         // SAFETY: the caller passes a writable struct.
         unsafe { out.write(FitallocStats::current()) };
     }
+}
+
+/// Fills the first `size` bytes of `*out` (at most the whole struct) with
+/// the statistics, for a caller built against any version's header: pass
+/// `sizeof(struct fitalloc_stats)` as the caller knows it. Fields past
+/// `size` are not written; `out->size` (when it fits) says how big the
+/// library's struct is. Never allocates.
+///
+/// # Safety
+/// `out` must point to `size` writable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn fitalloc_stats_sized(out: *mut FitallocStats, size: usize) {
+    if out.is_null() {
+        return;
+    }
+    let s = FitallocStats::current();
+    let n = size.min(core::mem::size_of::<FitallocStats>());
+    // SAFETY: the caller gives `size` writable bytes at `out`; `n` is at
+    // most that and at most the struct's size.
+    unsafe { core::ptr::copy_nonoverlapping(&s as *const FitallocStats as *const u8, out as *mut u8, n) };
 }
 
 /// Prints the statistics report on stderr.
