@@ -304,6 +304,25 @@ impl Block {
         self.0.wrapping_add(HEADER)
     }
 
+    /// Offset of the first block's header in a slab's page
+    /// ([`crate::slab`]): its payload is the page's first 16-aligned
+    /// address after the page's start.
+    pub(crate) const SLAB_FIRST: usize = 16 - HEADER;
+
+    /// The first block of the slab on page `page`.
+    #[inline(always)]
+    pub fn slab_first(page: usize) -> Block {
+        Block((page + Self::SLAB_FIRST) as *mut u8)
+    }
+
+    /// How many whole units `self` lies after `base`: `None` when it lies
+    /// before it or not a whole number of units after it.
+    #[inline]
+    pub fn units_after(self, base: Block) -> Option<usize> {
+        let off = self.addr().checked_sub(base.addr())?;
+        off.is_multiple_of(1 << UNIT_SHIFT).then_some(off >> UNIT_SHIFT)
+    }
+
     /// The block `units` units after this one.
     #[inline(always)]
     pub fn offset(self, units: u32) -> Block {

@@ -48,7 +48,7 @@
 //! - The page map entry of a live slab's page is `Slab { id, units }`; it
 //!   was `saved` before, and is restored when the slab goes back.
 
-use crate::block::{self, Block};
+use crate::block::{self, units_to_bytes, Block};
 use crate::config::HEADER;
 use crate::pagemap::{Owner, PageMap, MAX_SLAB_ID};
 use core::sync::atomic::{AtomicU32, Ordering::Relaxed};
@@ -58,15 +58,12 @@ pub(crate) const SLAB_BYTES: usize = 1 << crate::pagemap::PAGE_SHIFT;
 /// Largest block, in units, served from slabs: requests up to 268 bytes.
 pub(crate) const SLAB_MAX_UNITS: u32 = 17;
 const _: () = assert!(SLAB_MAX_UNITS < 32, "a page map entry holds 5 bits of units");
-/// Offset of the first block's header in the page: the first payload is
-/// 16-aligned.
-const FIRST: usize = 16 - HEADER;
 /// Units of a slab's container: from its header just before the page to
 /// the page's last header position.
 pub(crate) const CONTAINER_UNITS: u32 = (SLAB_BYTES / 16) as u32;
 /// Bytes of a slab's page that blocks may use, from the first block's
-/// header.
-const ROOM: usize = SLAB_BYTES - HEADER - FIRST;
+/// header ([`Block::slab_first`]) to the page's last header position.
+const ROOM: usize = SLAB_BYTES - HEADER - Block::SLAB_FIRST;
 /// Most blocks one slab holds (of `MIN_UNITS`).
 const MAX_BLOCKS: usize = ROOM / (crate::config::MIN_UNITS as usize * 16);
 const WORDS: usize = MAX_BLOCKS.div_ceil(64);
@@ -76,23 +73,21 @@ pub(crate) const NIL: u32 = u32::MAX;
 /// How many blocks of `units` one slab holds.
 #[inline]
 pub const fn blocks_per_slab(units: u32) -> usize {
-    ROOM / (units as usize * 16)
+    ROOM / units_to_bytes(units)
 }
 
 /// Block `i` of a slab of `units` on page `page`.
 #[inline]
 pub fn block_at(page: usize, units: u32, i: usize) -> Block {
-    Block::at((page + FIRST + i * units as usize * 16) as *mut u8)
+    Block::slab_first(page).offset(units * i as u32)
 }
 
 /// Where block `b`, on slab page `page` of `units`, sits: its index, or
 /// `None` when `b` is not the header position of one of the slab's blocks.
 #[inline]
 pub fn index_of(b: Block, page: usize, units: u32) -> Option<usize> {
-    let off = b.addr().wrapping_sub(page + FIRST);
-    let stride = units as usize * 16;
-    let i = off / stride;
-    (off.is_multiple_of(stride) && i < blocks_per_slab(units)).then_some(i)
+    let i = b.units_after(Block::slab_first(page))? / units as usize;
+    (block_at(page, units, i) == b && i < blocks_per_slab(units)).then_some(i)
 }
 
 /// One slab's descriptor.
