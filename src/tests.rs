@@ -941,3 +941,142 @@ fn crate_paths_reads_uses_groups_and_inline_paths() {
     let found: Vec<_> = crate_paths(src).into_iter().collect();
     assert_eq!(found, ["a", "b", "c", "f", "h"]);
 }
+
+// ----- slabs ------------------------------------------------------------------
+
+mod slabs {
+    use super::{check, new_heap, BufferSource};
+    use crate::block::{used_header, Block};
+    use crate::heap::Heap;
+    use crate::pagemap::Owner;
+    use crate::slab::{blocks_per_slab, index_of, GiveFault, Slabs, CONTAINER_UNITS, NIL, SLAB_BYTES};
+    use core::sync::atomic::AtomicU32;
+
+    /// A heap and slabs over its page map; owner 1's current slab hint.
+    fn setup() -> (Heap<BufferSource>, Box<Slabs>, AtomicU32) {
+        let h = new_heap(8 << 20);
+        let s = Box::new(Slabs::new(h.regions.map()));
+        (h, s, AtomicU32::new(NIL))
+    }
+
+    fn take(h: &mut Heap<BufferSource>, s: &mut Slabs, owner: usize, cur: &AtomicU32, units: u32, n: usize) -> Vec<Block> {
+        let mut out = vec![Block::NULL; n];
+        // SAFETY: containers are page-aligned heap blocks of the test heap,
+        // handed over for good.
+        let k = unsafe { s.take(units, &mut out, owner, cur, || h.alloc_aligned(SLAB_BYTES, CONTAINER_UNITS)) }
+            .expect("no block written after free");
+        out.truncate(k);
+        check_all(h, s);
+        out
+    }
+
+    fn give(h: &mut Heap<BufferSource>, s: &mut Slabs, b: Block) -> Result<(), GiveFault> {
+        // SAFETY: the test gives back blocks it took (or, on purpose, not).
+        let r = unsafe { s.give(b, |c| h.free(c)) };
+        check_all(h, s);
+        r
+    }
+
+    /// The heap checker and the slab checker, after every step.
+    fn check_all(h: &Heap<BufferSource>, s: &mut Slabs) {
+        check(h);
+        // SAFETY: the slabs' pages are the test heap's.
+        unsafe { s.check(|what, a| panic!("slab checker: {what} at {a:#x}")) };
+    }
+
+    fn page_of(b: Block) -> usize {
+        b.payload() as usize & !(SLAB_BYTES - 1)
+    }
+
+    #[test]
+    fn slab_hands_out_consecutive_blocks_of_one_page_with_used_headers() {
+        let (mut h, mut s, cur) = setup();
+        let v = take(&mut h, &mut s, 1, &cur, 3, 5);
+        assert_eq!(v.len(), 5);
+        let page = page_of(v[0]);
+        for (i, &b) in v.iter().enumerate() {
+            assert_eq!(page_of(b), page);
+            assert_eq!(index_of(b, page, 3), Some(i));
+            // SAFETY: a block just taken.
+            assert_eq!(unsafe { b.header() }, used_header(b.addr(), 3));
+            assert_eq!(b.payload() as usize % 16, 0);
+        }
+        assert_eq!(s.counters.slabs, 1);
+        assert_eq!(h.regions.map().owner(page), Owner::Slab { id: 0, units: 3 });
+    }
+
+    #[test]
+    fn slab_goes_back_to_the_heap_when_its_last_block_returns() {
+        let (mut h, mut s, cur) = setup();
+        let used_before = h.counters.used_bytes;
+        let n = blocks_per_slab(17);
+        let v = take(&mut h, &mut s, 1, &cur, 17, n);
+        let page = page_of(v[0]);
+        assert!(v.iter().all(|&b| page_of(b) == page), "one slab holds {n} blocks of 17 units");
+        for &b in &v {
+            give(&mut h, &mut s, b).unwrap();
+        }
+        assert_eq!(s.counters.slabs, 0);
+        assert_eq!(h.counters.used_bytes, used_before);
+        assert!(matches!(h.regions.map().owner(page), Owner::Region { .. }));
+    }
+
+    #[test]
+    fn slab_reports_a_block_given_back_twice() {
+        let (mut h, mut s, cur) = setup();
+        let v = take(&mut h, &mut s, 1, &cur, 2, 2);
+        give(&mut h, &mut s, v[0]).unwrap();
+        assert_eq!(give(&mut h, &mut s, v[0]), Err(GiveFault::AlreadyFree));
+    }
+
+    #[test]
+    fn slab_refuses_an_address_inside_a_block() {
+        let (mut h, mut s, cur) = setup();
+        let v = take(&mut h, &mut s, 4, &cur, 4, 1);
+        let inside = v[0].offset(1);
+        assert_eq!(index_of(inside, page_of(v[0]), 4), None);
+        assert_eq!(give(&mut h, &mut s, inside), Err(GiveFault::NotABlock));
+    }
+
+    #[test]
+    fn slab_reports_a_block_written_after_it_was_freed() {
+        let (mut h, mut s, cur) = setup();
+        let v = take(&mut h, &mut s, 1, &cur, 5, 2);
+        give(&mut h, &mut s, v[0]).unwrap();
+        // SAFETY: the block's payload lies in the slab's page (a use after
+        // free, on purpose).
+        unsafe { (v[0].payload() as *mut u64).write(0x4141_4141_4141_4141) };
+        let mut out = vec![Block::NULL; 4];
+        // SAFETY: as in `take`.
+        let r = unsafe { s.take(5, &mut out, 1, &cur, || h.alloc_aligned(SLAB_BYTES, CONTAINER_UNITS)) };
+        assert_eq!(r, Err(v[0]));
+    }
+
+    #[test]
+    fn slabs_of_two_threads_never_share_a_page() {
+        let (mut h, mut s, cur1) = setup();
+        let cur2 = AtomicU32::new(NIL);
+        let a = take(&mut h, &mut s, 1, &cur1, 3, 4);
+        let b = take(&mut h, &mut s, 2, &cur2, 3, 4);
+        let c = take(&mut h, &mut s, 1, &cur1, 3, 4);
+        assert_ne!(page_of(a[0]), page_of(b[0]));
+        assert_eq!(page_of(a[0]), page_of(c[0]), "a thread keeps its slab while it has room");
+        // The first thread's exit lets the second use its slab.
+        s.disown(1, core::slice::from_ref(&cur1));
+        let full_b = blocks_per_slab(3) - 4;
+        let _ = take(&mut h, &mut s, 2, &cur2, 3, full_b);
+        let d = take(&mut h, &mut s, 2, &cur2, 3, 1);
+        assert_eq!(page_of(d[0]), page_of(a[0]));
+    }
+
+    #[test]
+    fn slabs_made_one_after_another_tile_the_heap() {
+        let (mut h, mut s, cur) = setup();
+        let n = blocks_per_slab(2);
+        let v = take(&mut h, &mut s, 1, &cur, 2, 3 * n);
+        let pages: Vec<usize> = [0, n, 2 * n].iter().map(|&i| page_of(v[i])).collect();
+        assert_eq!(pages[1] - pages[0], SLAB_BYTES);
+        assert_eq!(pages[2] - pages[1], SLAB_BYTES);
+        assert_eq!(s.counters.slabs, 3);
+    }
+}
