@@ -6,6 +6,7 @@
 #                 the traces, returns.py, then mt_patterns.py, about 3 min)
 #   bench-quick   the same with fewer repetitions (about a minute)
 #   bench-hitpath instructions per cached malloc and free (callgrind)
+#   bench-programs real programs' wall time and peak RSS under each allocator
 #   bench-mt      only the multi-threaded patterns (mt_patterns.py; --quick
 #                 with MT_ARGS=--quick)
 #   bench/replay bench/mt bench/micro ...   the tools themselves
@@ -30,7 +31,7 @@ BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/hitpath $(MT_
 MT_ARGS ?=
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
-.PHONY: bench bench-hitpath bench-mt bench-returns bench-quick bench-deps bench-asan bench-clean
+.PHONY: bench bench-hitpath bench-programs bench-mt bench-returns bench-quick bench-deps bench-asan bench-clean
 
 bench/replay: bench/replay.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
@@ -55,10 +56,15 @@ bench/hitpath: bench/hitpath.c
 bench-hitpath: bench-deps bench/hitpath $(LIB)
 	$(PYTHON) bench/hitpath.py
 
+# Real programs (python3, perl, gcc, sqlite3, xz, node) under each allocator.
+bench-programs: bench-deps $(LIB)
+	$(PYTHON) bench/programs.py $(PROGRAMS_ARGS)
+
 bench: bench-deps $(BENCH_TOOLS) $(LIB)
 	$(PYTHON) bench/bench.py --traces $(BENCH_TRACES) $(BENCH_ARGS)
 	$(PYTHON) bench/returns.py
 	$(PYTHON) bench/hitpath.py
+	$(PYTHON) bench/programs.py $(PROGRAMS_ARGS)
 	$(PYTHON) bench/mt_patterns.py $(MT_ARGS)
 
 # Larson-style server, producer/consumer, thread churn, false sharing and
