@@ -248,6 +248,30 @@ static void big_form_header_forged_on_a_small_block(void)
     no_overlap(q, 3000, s.g, 64);
 }
 
+/* ---- a stale pointer after realloc moved the block down ------------------ */
+
+/* b (300 B) grows to 600 B by sliding down into the free block before it
+ * (a, 2,000 B): its old header now lies inside the new block. Freeing the
+ * old pointer is a double free; before the fix the old header still read
+ * as a block start, the block was cached, and the next malloc of its size
+ * returned memory overlapping a later block. */
+static void stale_free_after_realloc_slid_down(void)
+{
+    char *a = malloc(2000), *b = malloc(300), *c = malloc(300);
+    memset(b, 'B', 300);
+    free(a);
+    char *nb = realloc(b, 600);
+    if (nb == b) {
+        say("realloc did not move the block\n");
+        _exit(4);
+    }
+    free(b);
+    char *q = malloc(300), *r = malloc(1600);
+    no_overlap(q, 300, r, 1600);
+    no_overlap(q, 300, nb, 600);
+    sink_ptr(c);
+}
+
 /* ---- the runner ---------------------------------------------------------- */
 
 struct hcase {
@@ -276,6 +300,8 @@ static const struct hcase cases[] = {
      "free", "header was overwritten"},
     {"a big block's header value forged onto a small block, then free", big_form_header_forged_on_a_small_block, "free",
      "header was overwritten"},
+    {"free of the old pointer after realloc slid the block down into a free one", stale_free_after_realloc_slid_down,
+     "free", "double free"},
 };
 
 static void run_attack(void *arg)

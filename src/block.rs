@@ -679,8 +679,9 @@ impl Block {
     }
 
     /// Takes a block marked by [`Block::put_in_slab`] out of its slab as a
-    /// used block of `units`: false, leaving it as it is, when its marks
-    /// were overwritten (a write after free). The marks are cleared, so the
+    /// used block of `units`: false, leaving it as it is, when its header
+    /// or its marks were overwritten (an overflow from the block before, or
+    /// a write after free). The marks are cleared, so the
     /// program never reads a keyed value.
     ///
     /// # Safety
@@ -690,7 +691,7 @@ impl Block {
         // SAFETY: as for `put_in_slab`.
         unsafe {
             let w = self.payload() as *mut usize;
-            if w.read() != link_mask(self, 0) || w.add(1).read() != link_mask(self, 1) {
+            if self.header() != 0 || w.read() != link_mask(self, 0) || w.add(1).read() != link_mask(self, 1) {
                 return false;
             }
             w.write(0);

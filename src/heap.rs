@@ -1057,7 +1057,15 @@ impl<S: Source> Heap<S> {
                 self.unfile(next, nu);
             }
             // The payload moves down by the predecessor's size, in its form.
+            // The old header(s) stop being block starts first: where the copy
+            // does not overwrite them, a stale free of the old pointer would
+            // otherwise find a valid used header inside the new block (or
+            // inside the free tail) and hand it out again.
             let (from, to) = if big { (s.body(), p.body()) } else { (s, p) };
+            s.set_header(MERGED);
+            if big {
+                from.set_header(MERGED);
+            }
             core::ptr::copy(from.payload(), to.payload(), keep);
             self.counters.used_bytes += units_to_bytes(pu + nu);
             let units = if total - want < MIN_UNITS { total } else { want };

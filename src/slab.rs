@@ -6,9 +6,9 @@
 //! other block (a keyed used header before each payload, see
 //! [`crate::block`]). The page is the payload of one used heap block (the
 //! slab's *container*), taken from the best-fit heap when a size has no slab
-//! with a free block and given back to it as soon as the slab is empty
-//! (unless it is the only slab of its size with room, so that one block
-//! going back and forth does not make and unmake a page).
+//! with a free block and given back to it as soon as the slab is empty (an
+//! empty slab kept for reuse would pin its page inside the heap's free
+//! space; the thread caches already absorb a block going back and forth).
 //!
 //! ```text
 //!   container header  page (4096-aligned)                       next page
@@ -109,6 +109,9 @@ struct Desc {
     /// thread takes blocks from it: two threads' blocks allocated at the
     /// same time never share a slab, so never a cache line.
     owner: usize,
+    /// Bytes of the container (usually `CONTAINER_UNITS` units; one more
+    /// when the heap could not split the last unit off).
+    container_bytes: usize,
 }
 
 const CHUNK_SHIFT: u32 = 11;
@@ -128,6 +131,8 @@ pub enum GiveFault {
 #[derive(Default, Clone, Copy, Debug)]
 pub struct SlabCounters {
     pub slabs: usize,
+    /// Bytes of the slabs' containers (heap blocks).
+    pub container_bytes: usize,
     /// Bytes of every block of every slab (payloads and headers).
     pub block_bytes: usize,
     pub blocks: usize,
@@ -139,7 +144,7 @@ pub struct SlabCounters {
 impl SlabCounters {
     /// Bytes of the slabs' containers that no block can use.
     pub fn slack_bytes(&self) -> usize {
-        self.slabs * CONTAINER_UNITS as usize * 16 - self.block_bytes
+        self.container_bytes - self.block_bytes
     }
 }
 
@@ -168,7 +173,7 @@ impl Slabs {
             made: 0,
             unused: NIL,
             partial: [NIL; SLAB_MAX_UNITS as usize + 1],
-            counters: SlabCounters { slabs: 0, block_bytes: 0, blocks: 0, free_blocks: 0, free_bytes: 0 },
+            counters: SlabCounters { slabs: 0, container_bytes: 0, block_bytes: 0, blocks: 0, free_blocks: 0, free_bytes: 0 },
         }
     }
 
@@ -256,18 +261,20 @@ impl Slabs {
         while k < out.len() {
             let id = match self.pick(units, owner, cur) {
                 Some(id) => id,
-                None => match container() {
+                None => {
+                    // The descriptor first: a container taken for a slab
+                    // that cannot be made would be lost to the heap.
+                    let Some(id) = self.new_desc() else { break };
+                    let Some(c) = container() else {
+                        self.unuse(id);
+                        break;
+                    };
                     // SAFETY: forwarded (caller).
-                    Some(c) => match unsafe { self.make(c, units) } {
-                        Some(made) => {
-                            self.desc(made).owner = owner;
-                            cur.store(made, Relaxed);
-                            made
-                        }
-                        None => break,
-                    },
-                    None => break,
-                },
+                    unsafe { self.make(id, c, units) };
+                    self.desc(id).owner = owner;
+                    cur.store(id, Relaxed);
+                    id
+                }
             };
             let d = self.desc(id);
             let stride = units as usize * 16;
@@ -341,19 +348,35 @@ impl Slabs {
         }
     }
 
-    /// Makes a slab of `units` in container `c`; `None` (the container
-    /// given back to nobody: the caller's) when no descriptor is left.
+    /// Makes a slab of `units` with descriptor `id` in container `c`.
     ///
     /// # Safety
     /// As for [`Slabs::take`]'s containers.
-    unsafe fn make(&mut self, c: Block, units: u32) -> Option<u32> {
-        let id = self.new_desc()?;
+    unsafe fn make(&mut self, id: u32, c: Block, units: u32) {
         let page = c.payload() as usize;
         let total = blocks_per_slab(units);
-        let stride = units as usize * 16;
-        for i in 0..total {
-            // SAFETY: every block lies in the page, ours now.
-            unsafe { block_at(page, units, i).put_in_slab() };
+        // SAFETY: every block lies in the page, ours now. Header positions
+        // past the last block (up to the page's last one, which is the
+        // heap's) are cleared too, so that no used header left there by
+        // the heap's earlier use of the memory passes `free`'s check.
+        unsafe {
+            for i in 0..total {
+                block_at(page, units, i).put_in_slab();
+            }
+            let mut spare = block_at(page, units, total);
+            while spare.addr() < page + SLAB_BYTES - HEADER {
+                spare.set_header(0);
+                spare = spare.offset(1);
+            }
+        }
+        // SAFETY: the container is a used heap block of the caller's.
+        let container_units = unsafe { c.units() };
+        if container_units > CONTAINER_UNITS {
+            // The heap could not split one unit off the container: the
+            // page's last header position lies inside it, not at the next
+            // heap block; a header 0 there is never a block start.
+            // SAFETY: inside the container's payload.
+            unsafe { Block::at((page + SLAB_BYTES - HEADER) as *mut u8).set_header(0) };
         }
         let saved = self.map.entry(page);
         let mut free_bits = [0u64; WORDS];
@@ -361,6 +384,7 @@ impl Slabs {
             let left = total.saturating_sub(w * 64);
             *word = if left >= 64 { u64::MAX } else { (1u64 << left) - 1 };
         }
+        let stride = units as usize * 16;
         *self.desc(id) = Desc {
             page,
             free_bits,
@@ -371,15 +395,26 @@ impl Slabs {
             next: NIL,
             prev: NIL,
             owner: 0,
+            container_bytes: units_to_bytes(container_units),
         };
         self.map.set(page, Owner::Slab { id, units }.entry());
         self.link(id);
         self.counters.slabs += 1;
+        self.counters.container_bytes += units_to_bytes(container_units);
         self.counters.blocks += total;
         self.counters.block_bytes += total * stride;
         self.counters.free_blocks += total;
         self.counters.free_bytes += total * stride;
-        Some(id)
+    }
+
+    /// Puts unused descriptor `id` on the unused list.
+    fn unuse(&mut self, id: u32) {
+        let unused = self.unused;
+        let e = self.desc(id);
+        e.page = 0;
+        e.owner = 0;
+        e.next = unused;
+        self.unused = id;
     }
 
     /// Gives block `b` back to its slab. When that empties the slab, it
@@ -443,16 +478,12 @@ impl Slabs {
         debug_assert_eq!(d.free, d.total);
         self.map.set(d.page, d.saved);
         self.counters.slabs -= 1;
+        self.counters.container_bytes -= d.container_bytes;
         self.counters.blocks -= d.total as usize;
         self.counters.block_bytes -= d.total as usize * d.units as usize * 16;
         self.counters.free_blocks -= d.total as usize;
         self.counters.free_bytes -= d.total as usize * d.units as usize * 16;
-        let unused = self.unused;
-        let e = self.desc(id);
-        e.page = 0;
-        e.owner = 0;
-        e.next = unused;
-        self.unused = id;
+        self.unuse(id);
         release(Block::from_payload(d.page as *mut u8));
     }
 
@@ -484,6 +515,7 @@ impl Slabs {
             on_lists += n;
         }
         let (mut live, mut with_room, mut free_bytes) = (0, 0, 0);
+        let (mut blocks, mut free_blocks, mut container_bytes) = (0, 0, 0);
         for id in 0..self.made {
             let d = *self.desc(id);
             if d.page == 0 {
@@ -497,6 +529,19 @@ impl Slabs {
             if d.total as usize != blocks_per_slab(d.units) {
                 problem("slab has a wrong block count", d.page);
             }
+            if d.free == d.total {
+                problem("an empty slab was kept", d.page);
+            }
+            let c = Block::from_payload(d.page as *mut u8);
+            // SAFETY: the container's header lies just before the page, in
+            // the heap region that holds it.
+            let ch = unsafe { c.header() };
+            if !block::is_used_header(c.addr(), ch) || units_to_bytes(block::used_units(ch)) != d.container_bytes {
+                problem("slab's container is not a used heap block of its size", d.page);
+            }
+            blocks += d.total as usize;
+            free_blocks += d.free as usize;
+            container_bytes += d.container_bytes;
             let ones: u32 = d.free_bits.iter().map(|w| w.count_ones()).sum();
             if ones != d.free as u32 {
                 problem("slab free count disagrees with its bits", d.page);
@@ -535,6 +580,12 @@ impl Slabs {
         }
         if free_bytes != self.counters.free_bytes {
             problem("slab free bytes wrong", free_bytes);
+        }
+        if blocks != self.counters.blocks || free_blocks != self.counters.free_blocks {
+            problem("slab block counts wrong", blocks);
+        }
+        if container_bytes != self.counters.container_bytes {
+            problem("slab container bytes wrong", container_bytes);
         }
     }
 }

@@ -400,6 +400,24 @@ fn realloc_slides_down_into_a_free_predecessor_keeping_contents() {
 }
 
 #[test]
+fn realloc_sliding_down_leaves_no_block_start_at_the_old_address() {
+    // 300 bytes grown to 600 slide into a free 2,000-byte predecessor: the
+    // old header lies beyond the 300 bytes copied, in the new block. A
+    // stale free of the old pointer must find no block start there.
+    let mut h = new_heap(1 << 22);
+    let p = alloc(&mut h, 2000);
+    let a = alloc(&mut h, 300);
+    alloc(&mut h, 300);
+    free(&mut h, p);
+    // SAFETY: `a` is held with 300 bytes.
+    let r = unsafe { h.resize(a, request_units(600), 300) }.expect("slide");
+    check(&h);
+    assert_eq!(r, p);
+    // SAFETY: `a` lies inside the new block `r`, in the heap's region.
+    assert!(!crate::block::is_block_header(a.addr(), unsafe { a.header() }), "the old header is still a block start");
+}
+
+#[test]
 fn realloc_fails_in_place_when_neighbours_are_held() {
     let mut h = new_heap(1 << 22);
     let a = alloc(&mut h, 200);
@@ -1050,6 +1068,37 @@ mod slabs {
         // SAFETY: as in `take`.
         let r = unsafe { s.take(5, &mut out, 1, &cur, || h.alloc_aligned(SLAB_BYTES, CONTAINER_UNITS)) };
         assert_eq!(r, Err(v[0]));
+    }
+
+    #[test]
+    fn slab_reports_a_free_block_whose_header_an_overflow_rewrote() {
+        let (mut h, mut s, cur) = setup();
+        let v = take(&mut h, &mut s, 1, &cur, 3, 2);
+        give(&mut h, &mut s, v[1]).unwrap();
+        // SAFETY: an overflow from v[0] into v[1]'s header, on purpose.
+        unsafe { v[1].set_header(used_header(v[1].addr(), 3)) };
+        let mut out = vec![Block::NULL; 4];
+        // SAFETY: as in `take`.
+        let r = unsafe { s.take(3, &mut out, 1, &cur, || h.alloc_aligned(SLAB_BYTES, CONTAINER_UNITS)) };
+        assert_eq!(r, Err(v[1]));
+    }
+
+    #[test]
+    fn slab_clears_every_header_position_past_its_last_block() {
+        let (mut h, mut s, cur) = setup();
+        // Dirty heap memory, freed: the slab's container is carved from it.
+        let big = super::alloc(&mut h, 64 * 1024);
+        // SAFETY: `big` is held with 64 KiB.
+        unsafe { core::ptr::write_bytes(big.payload(), 0xAB, 64 * 1024) };
+        super::free(&mut h, big);
+        let v = take(&mut h, &mut s, 1, &cur, 2, 1);
+        // SAFETY: the block lies in the dirty memory.
+        assert!(v[0].addr() > big.addr() && v[0].addr() < big.addr() + 64 * 1024, "the slab reuses the freed memory");
+        let page = page_of(v[0]);
+        let spare = crate::slab::block_at(page, 2, blocks_per_slab(2));
+        assert!(spare.addr() < page + SLAB_BYTES - 4, "a 2-unit slab has slack");
+        // SAFETY: the slack lies in the slab's page.
+        assert_eq!(unsafe { spare.header() }, 0);
     }
 
     #[test]
