@@ -44,9 +44,14 @@
 //!   its first two payload words, checked when it is taken again, so a
 //!   write after free is found ([`Block::put_in_slab`]); a block out of
 //!   the slab has a correct used header of `units`.
-//! - A slab with `0 < free` is on the list `partial[units]`, and no other.
+//! - A slab with `0 < free` is on the list `partial[units]`, and no other;
+//!   no live slab has `free == total` (an empty slab goes back at once).
+//! - A slab has an owner (the thread cache that takes blocks from it) only
+//!   while it has room; a full slab has none.
 //! - The page map entry of a live slab's page is `Slab { id, units }`; it
 //!   was `saved` before, and is restored when the slab goes back.
+//! - The container is a used heap block of `container_bytes`; header
+//!   positions past the last block are 0, up to the page's last one.
 
 use crate::block::{self, units_to_bytes, Block};
 use crate::config::HEADER;
