@@ -11,11 +11,14 @@
  *   thread_keep   2 MiB kept in 256-byte blocks by a second thread
  *
  * argv[1]: where to write a dump on demand (fitalloc_profile_dump), taken
- * after keep_dense only; argv[2]: the exit status to return.
+ * after keep_dense only ("-": none); argv[2]: the exit status to return;
+ * argv[3] "raise": raise SIGUSR2 after keep_dense (the profile snapshot
+ * signal, FITALLOC_PROFILE_SIGNAL=USR2; uncaught, it ends the program).
  * Links against nothing of fitalloc's: the dump function is looked up. */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,8 +49,9 @@ static void *thread_main(void *arg)
 
 int main(int argc, char **argv)
 {
-    const char *dump_path = argc > 1 ? argv[1] : NULL;
+    const char *dump_path = argc > 1 && strcmp(argv[1], "-") != 0 ? argv[1] : NULL;
     int status = argc > 2 ? atoi(argv[2]) : 0;
+    int raise_signal = argc > 3 && strcmp(argv[3], "raise") == 0;
 
     for (int i = 0; i < N; i++)
         dense[i] = keep_dense(SIZE);
@@ -59,6 +63,8 @@ int main(int argc, char **argv)
             return 99;
         }
     }
+    if (raise_signal)
+        raise(SIGUSR2);
 
     for (int i = 0; i < N; i++) {
         holes[2 * i] = make_holes(SIZE);

@@ -74,6 +74,25 @@ fi
 
 if head -c 300 "$work/prof.svg" | grep -q '<svg' && grep -q 'pin_pages' "$work/prof.svg"; then ok "--svg draws the flame graphs"; else bad "no SVG with pin_pages in $work/prof.svg"; fi
 
+# A snapshot on a signal (FITALLOC_PROFILE_SIGNAL, `--signal`), raised
+# after keep_dense: written at the next allocation, it holds keep_dense only.
+status=0
+"$FA" profile -o "$work/sig.txt" --rate 16k --signal USR2 --raw "$work/sig.raw" -- "$PROG" - 0 raise >/dev/null 2>"$work/sig.err" || status=$?
+snaps=("$work"/sig.raw.*.1)
+if [[ $status == 0 && -s ${snaps[0]} ]] && grep -q "1 snapshots" "$work/sig.err"; then
+    if "$FA" profile --from "${snaps[0]}" -o "$work/snap.txt" 2>"$work/snap.err"; then
+        s_dense=$(bytes "$work/snap.txt" keep_dense)
+        s_pin=$(bytes "$work/snap.txt" pin_pages)
+        if within "$s_dense" 4000000 35 && ((s_pin == 0)); then ok "--signal USR2: a snapshot with keep_dense only ($s_dense bytes)"; else bad "snapshot: keep_dense $s_dense, pin_pages $s_pin"; fi
+    else
+        bad "profile --from the snapshot failed: $(tail -2 "$work/snap.err")"
+    fi
+else
+    bad "--signal USR2: status $status, snapshots: ${snaps[*]}: $(tail -2 "$work/sig.err")"
+fi
+sig_final=$(bytes "$work/sig.txt" pin_pages)
+if within "$sig_final" 4000000 35; then ok "--signal: the final profile is still written ($sig_final bytes of pin_pages)"; else bad "--signal: final pin_pages $sig_final"; fi
+
 # FITALLOC_PROFILE directly, with a %p in the path; a forked child's file.
 FITALLOC_PROFILE="$work/env.%p" LD_PRELOAD=$(pwd)/target/release/libfitalloc.so sh -c 'ls / >/dev/null; :'
 n=$(ls "$work"/env.* 2>/dev/null | wc -l)

@@ -69,8 +69,10 @@ fn or_enomem(p: *mut u8) -> *mut u8 {
 
 #[inline(always)]
 pub fn malloc(n: usize) -> *mut u8 {
-    if hooked() {
-        if modes::hooks() == modes::PROFILE {
+    // One load of the hooks decides both tests.
+    let hooks = modes::hooks();
+    if hooks != 0 {
+        if hooks == modes::PROFILE {
             return malloc_profiled(n);
         }
         return with_hooks(move || {
@@ -97,7 +99,7 @@ fn malloc_profiled(n: usize) -> *mut u8 {
 
 #[inline(never)]
 fn free_profiled(p: *mut u8) {
-    if crate::profile::maybe_sampled(p) {
+    if crate::profile::maybe_sampled_nonnull(p) {
         return free_sampled(p);
     }
     crate::free::free(p, "free");
@@ -138,8 +140,10 @@ pub fn free(p: *mut u8) {
     if p.is_null() {
         return;
     }
-    if hooked() {
-        if modes::hooks() == modes::PROFILE {
+    // One load of the hooks decides both tests.
+    let hooks = modes::hooks();
+    if hooks != 0 {
+        if hooks == modes::PROFILE {
             return free_profiled(p);
         }
         return with_hooks(move || {
@@ -156,8 +160,10 @@ pub fn free(p: *mut u8) {
 }
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
-    if hooked() {
-        if modes::hooks() == modes::PROFILE {
+    // One load of the hooks decides both tests.
+    let hooks = modes::hooks();
+    if hooks != 0 {
+        if hooks == modes::PROFILE {
             return calloc_profiled(nmemb, size);
         }
         return with_hooks(|| {
@@ -185,8 +191,10 @@ fn calloc_plain(nmemb: usize, size: usize) -> *mut u8 {
 /// glibc: `realloc(NULL, n)` is `malloc(n)`; `realloc(p, 0)` frees `p` and
 /// returns NULL; on failure `p` is untouched.
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
-    if hooked() {
-        if modes::hooks() == modes::PROFILE {
+    // One load of the hooks decides both tests.
+    let hooks = modes::hooks();
+    if hooks != 0 {
+        if hooks == modes::PROFILE {
             return realloc_profiled(p, n);
         }
         return with_hooks(|| {

@@ -12,7 +12,7 @@
 //! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `slab`, `tcache`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; pages of small blocks of one size; thread caches; large blocks' mappings; an address-keyed hash map for the recorder |
 //! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
 //! | call paths | `trim`, `alloc`, `free`, `realloc` | memory given back (malloc_trim, and the decay); malloc/calloc/memalign; free; realloc |
-//! | top | `harden`, `stats`, `check`, `trace`, `profile`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; the heap profiler (sampled stacks, pinned free space);  fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
+//! | top | `harden`, `stats`, `check`, `trace`, `stack`, `profile`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; call stacks without allocating (cached DWARF rules); the heap profiler (sampled stacks, pinned free space);  fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
 //! | other ways in | `cxxapi`, `cxx`, `rustalloc` | C++ `new`/`delete` semantics over `api`; their mangled exports; [`FitAlloc`], a Rust `GlobalAlloc` over `api` (feature `std`; `rust-global` also drops the C names' exports) |
 //!
 //! Nothing in this crate allocates through a global allocator: under
@@ -63,6 +63,7 @@ mod harden;
 mod stats;
 mod check;
 mod trace;
+mod stack;
 mod profile;
 mod fork;
 mod init;
@@ -111,6 +112,7 @@ pub const LAYERS: &[&str] = &[
     "stats",
     "check",
     "trace",
+    "stack",
     "profile",
     "fork",
     "init",

@@ -15,6 +15,7 @@
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
 //! | `FITALLOC_PROFILE=path` | sample allocations and write a heap profile to `path` at exit ([`crate::profile`]) |
 //! | `FITALLOC_PROFILE_RATE=n` | mean bytes allocated between two samples (default 512k) |
+//! | `FITALLOC_PROFILE_SIGNAL=sig` | on signal `sig` (`USR1`, `USR2` or a number), write a numbered snapshot of the heap profile |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
 //! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; up to 64 for small sizes) |
@@ -62,6 +63,8 @@ pub struct Options {
     pub page: AtomicUsize,
     /// Mean bytes allocated between two heap-profile samples.
     pub profile_rate: AtomicUsize,
+    /// The signal that asks for a heap-profile snapshot (0: none).
+    pub profile_signal: AtomicUsize,
 }
 
 pub static OPT: Options = Options {
@@ -81,6 +84,7 @@ pub static OPT: Options = Options {
     fail_every: AtomicUsize::new(0),
     page: AtomicUsize::new(config::PAGE),
     profile_rate: AtomicUsize::new(512 * 1024),
+    profile_signal: AtomicUsize::new(0),
 };
 
 /// A path from the environment, NUL-terminated (empty: none). Written
@@ -206,6 +210,19 @@ fn size_at_most(name: &[u8], value: &[u8], max: usize) -> Option<usize> {
     Some(n)
 }
 
+/// A signal given as `USR1`, `SIGUSR1`, `USR2`, `SIGUSR2` or a number a
+/// handler may be set for (not `KILL` or `STOP`).
+fn signal_number(value: &[u8]) -> Option<usize> {
+    let name = value.strip_prefix(b"SIG").unwrap_or(value);
+    let n = match name {
+        b"USR1" => libc::SIGUSR1 as usize,
+        b"USR2" => libc::SIGUSR2 as usize,
+        _ => parse_size(value)?,
+    };
+    let catchable = (1..=64).contains(&n) && n != libc::SIGKILL as usize && n != libc::SIGSTOP as usize;
+    catchable.then_some(n)
+}
+
 /// Applies one `NAME=value` entry of the environment. Names this library
 /// does not know are left alone (glibc reads its own `MALLOC_*`).
 fn apply(name: &[u8], value: &[u8]) {
@@ -266,6 +283,10 @@ fn apply(name: &[u8], value: &[u8]) {
                 warn(name, b"...", "is too long a path; profiling is off");
             }
         }
+        b"FITALLOC_PROFILE_SIGNAL" => match signal_number(value) {
+            Some(n) => OPT.profile_signal.store(n, Relaxed),
+            None => warn(name, value, "is not USR1, USR2 or a signal number from 1 to 64 that may be caught; ignored"),
+        },
         b"FITALLOC_PROFILE_RATE" => {
             if let Some(n) = size(name, value) {
                 OPT.profile_rate.store(n.max(1), Relaxed);

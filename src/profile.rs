@@ -14,19 +14,22 @@
 //!   one subtraction per call; everything else is on the sampled call.
 //!   Profiling is a hook ([`crate::modes::PROFILE`]): off, it adds nothing
 //!   to any path.
-//! - **Stacks.** libgcc's `_Unwind_Backtrace` (the DWARF unwinder, linked
-//!   from `libgcc_s`, so never `dlopen`ed; it allocates nothing and finds
-//!   frames through glibc's `_dl_find_object`): exact for programs built
-//!   without frame pointers. fitalloc's own frames are skipped by address
-//!   (the text of the shared object this code is in: with the static
-//!   library they stay at the leaf end of each stack).
-//! - **The sample table.** Open addressing with linear probing and
-//!   backward-shift deletion, keyed by the block's address, in metadata
-//!   memory mapped at start ([`crate::os::map_metadata`]); at most
-//!   [`MAX_LIVE`] samples live, more are dropped and counted. A free must
-//!   remove its block's sample: a counting filter of 32 KiB says in one
-//!   load that a pointer was never sampled, so most frees do not take the
-//!   table's lock.
+//! - **Stacks.** [`crate::stack::capture`]: the DWARF call-frame rules of
+//!   each return address, worked out once and cached, with libgcc's
+//!   `_Unwind_Backtrace` for what the cache does not cover; nothing
+//!   allocates, and it is exact for programs built without frame pointers.
+//!   fitalloc's own frames are skipped by address (the text of the shared
+//!   object this code is in: with the static library they stay at the leaf
+//!   end of each stack).
+//! - **The sample table.** The samples sit densely in a pool (a freed
+//!   one's entry is the next one reused), found by block address through
+//!   an open-addressing table (linear probing, backward-shift deletion)
+//!   that starts small and doubles when half full: both in metadata
+//!   memory ([`crate::os::map_metadata`]), so a profile of a few hundred
+//!   samples touches a few dozen pages. At most [`MAX_LIVE`] samples
+//!   live, more are dropped and counted. A free must remove its block's
+//!   sample: a counting filter of 32 KiB says in one load that a pointer
+//!   was never sampled, so most frees do not take the table's lock.
 //! - **Pinned free space.** At a dump the heap is walked in address order
 //!   ([`crate::check::walk`]); on every page that holds both free bytes
 //!   (free or thread-cached blocks) and bytes of live blocks, the free
@@ -52,12 +55,14 @@ use crate::trace::{Event, Path};
 use core::ffi::c_void;
 use core::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, AtomicUsize, Ordering::Relaxed};
 
-/// Frames kept per sample.
-const MAX_FRAMES: usize = 48;
-/// Slots of the sample table (a power of two).
+use crate::stack::MAX_FRAMES;
+/// Slots of the address table at most, and at first (powers of two).
 const SLOTS: usize = 1 << 16;
+const FIRST_SLOTS: usize = 1 << 10;
 /// Live samples at most: the table stays at most half full.
 pub(crate) const MAX_LIVE: usize = SLOTS / 2;
+/// No pool entry (the end of the pool's free chain).
+const NONE: u32 = u32::MAX;
 /// Counters of the filter (a power of two).
 const FILTER: usize = 1 << 15;
 const OUT_BUF: usize = 64 * 1024;
@@ -66,6 +71,9 @@ const PATH_MAX: usize = 600;
 #[derive(Clone, Copy)]
 #[repr(C)]
 struct Sample {
+    /// The sampled block's address; 0 for a free pool entry, whose `size`
+    /// is then the next free entry's index (or [`NONE`]).
+    addr: usize,
     size: usize,
     /// Pinned free bytes found by the last walk.
     pinned: u64,
@@ -73,11 +81,25 @@ struct Sample {
     frames: [usize; MAX_FRAMES],
 }
 
+/// One slot of the address table.
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Slot {
+    /// A live sample's block address; 0: an empty slot.
+    addr: usize,
+    /// Its index in the pool.
+    sample: u32,
+}
+
 struct Profiler {
-    /// `SLOTS` block addresses; 0: empty slot.
-    keys: *mut usize,
-    /// `SLOTS` samples, beside their keys.
-    samples: *mut Sample,
+    /// The address table: `cap` slots (a power of two; 0 before start).
+    slots: *mut Slot,
+    cap: usize,
+    /// `MAX_LIVE` samples; entries below `used` have been handed out, and
+    /// the free ones among them are chained from `free`.
+    pool: *mut Sample,
+    used: u32,
+    free: u32,
     out: *mut u8,
     out_len: usize,
     live: usize,
@@ -94,8 +116,11 @@ unsafe impl Send for Profiler {}
 
 static ON: AtomicBool = AtomicBool::new(false);
 static PROF: Locked<Profiler> = Locked::new(Rank::Profile, Profiler {
-    keys: core::ptr::null_mut(),
-    samples: core::ptr::null_mut(),
+    slots: core::ptr::null_mut(),
+    cap: 0,
+    pool: core::ptr::null_mut(),
+    used: 0,
+    free: NONE,
     out: core::ptr::null_mut(),
     out_len: 0,
     live: 0,
@@ -115,6 +140,60 @@ static RATE: AtomicUsize = AtomicUsize::new(512 * 1024);
 static OWN_LO: AtomicUsize = AtomicUsize::new(0);
 static OWN_HI: AtomicUsize = AtomicUsize::new(0);
 
+/// Set by the snapshot signal's handler; the next sampled call (which the
+/// handler makes the interrupted thread's next allocation) writes the
+/// snapshot, outside the handler, where locks may be taken.
+static SNAPSHOT: AtomicBool = AtomicBool::new(false);
+/// Snapshots written so far.
+static SNAPSHOTS: AtomicU64 = AtomicU64::new(0);
+
+/// The snapshot signal's handler: async-signal-safe (an atomic store and
+/// this thread's profile countdown, a plain TLS word).
+extern "C" fn on_snapshot_signal(_sig: i32) {
+    SNAPSHOT.store(true, Relaxed);
+    crate::tls::set::<{ crate::tls::PROFILE }>(0);
+}
+
+/// Sets the handler of `FITALLOC_PROFILE_SIGNAL`, if one was given.
+fn catch_snapshot_signal() {
+    let sig = crate::options::OPT.profile_signal.load(Relaxed);
+    if sig == 0 {
+        return;
+    }
+    // SAFETY: a zeroed sigaction with a handler of the C signature; the
+    // calls do not allocate.
+    unsafe {
+        let mut sa: libc::sigaction = core::mem::zeroed();
+        sa.sa_sigaction = on_snapshot_signal as extern "C" fn(i32) as usize;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(sig as i32, &sa, core::ptr::null_mut()) != 0 {
+            crate::diag::write_all(2, b"fitalloc: cannot catch FITALLOC_PROFILE_SIGNAL; no snapshots\n");
+        }
+    }
+}
+
+/// Writes the snapshot asked for by the signal: `PATH.PID.N` (the path
+/// as given, `%p` expanded; `N` counts from 1).
+fn snapshot() {
+    let n = SNAPSHOTS.fetch_add(1, Relaxed) + 1;
+    // SAFETY: getpid has no preconditions.
+    let pid = unsafe { libc::getpid() } as u64;
+    let mut path = Path::new();
+    {
+        let p = PROF.lock();
+        path.push_expanding(p.path_bytes(), pid);
+    }
+    path.push(b".");
+    path.push_num(pid);
+    path.push(b".");
+    path.push_num(n);
+    // SAFETY: a NUL-terminated path.
+    if unsafe { dump_to_path(path.c_str()) } != 0 {
+        crate::diag::write_all(2, b"fitalloc: cannot write a heap-profile snapshot\n");
+    }
+}
+
 /// Whether this process is profiling.
 #[inline]
 pub fn on() -> bool {
@@ -130,9 +209,10 @@ fn hash(p: usize) -> u64 {
     ((p >> 4) as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
+/// `p`'s first slot in a table of `cap` slots.
 #[inline]
-fn home(p: usize) -> usize {
-    (hash(p) >> (64 - SLOTS.trailing_zeros())) as usize
+fn home(p: usize, cap: usize) -> usize {
+    (hash(p) >> (64 - cap.trailing_zeros())) as usize
 }
 
 /// The filter is indexed by address bits 4 to 18 (blocks are 16-aligned):
@@ -150,15 +230,9 @@ pub fn start() -> bool {
     if p.fd.fd >= 0 {
         return true;
     }
-    if p.keys.is_null() {
-        let len = SLOTS * (core::mem::size_of::<usize>() + core::mem::size_of::<Sample>()) + OUT_BUF;
-        let Some(base) = crate::os::map_metadata(len) else {
-            crate::diag::write_all(2, b"fitalloc: no memory for the heap profile; profiling is off\n");
-            return false;
-        };
-        p.keys = base as *mut usize;
-        p.samples = (base + SLOTS * core::mem::size_of::<usize>()) as *mut Sample;
-        p.out = (base + SLOTS * (core::mem::size_of::<usize>() + core::mem::size_of::<Sample>())) as *mut u8;
+    if p.slots.is_null() && !p.map_tables() {
+        crate::diag::write_all(2, b"fitalloc: no memory for the heap profile; profiling is off\n");
+        return false;
     }
     let bytes = path.to_bytes();
     let n = bytes.len().min(PATH_MAX - 1);
@@ -170,6 +244,7 @@ pub fn start() -> bool {
     RATE.store(crate::options::OPT.profile_rate.load(Relaxed).max(1), Relaxed);
     find_own_text();
     ON.store(true, Relaxed);
+    catch_snapshot_signal();
     true
 }
 
@@ -270,11 +345,11 @@ pub fn allocated(ptr: *mut u8, n: usize) {
 /// then makes through [`sampled`]. This is the whole cost of deciding.
 #[inline(always)]
 pub fn due(n: usize) -> bool {
-    let left = crate::tls::get::<{ crate::tls::PROFILE }>() as isize;
-    // A request above PTRDIFF_MAX fails; it is due (and not sampled).
-    let after = left.wrapping_sub(n.min(isize::MAX as usize) as isize);
-    if after > 0 && left > 0 {
-        crate::tls::set::<{ crate::tls::PROFILE }>(after as usize);
+    let left = crate::tls::get::<{ crate::tls::PROFILE }>();
+    // A thread's first call finds 0; a request above PTRDIFF_MAX (which
+    // fails) is at least any count, so it is due too (and not sampled).
+    if n < left {
+        crate::tls::set::<{ crate::tls::PROFILE }>(left - n);
         return false;
     }
     true
@@ -300,6 +375,9 @@ fn sample(ptr: usize, n: usize, fresh: bool) {
     if !on() {
         return;
     }
+    if SNAPSHOT.load(Relaxed) && SNAPSHOT.swap(false, Relaxed) {
+        snapshot();
+    }
     // Nothing this thread allocates meanwhile is sampled.
     crate::tls::set::<{ crate::tls::PROFILE }>(isize::MAX as usize);
     if fresh {
@@ -311,14 +389,12 @@ fn sample(ptr: usize, n: usize, fresh: bool) {
             return;
         }
     }
-    let mut w = Unwind { frames: [0; MAX_FRAMES], depth: 0, skipping: true };
-    // SAFETY: `step` matches the callback's C signature and receives `&mut w`
-    // as its argument, which outlives the call.
-    unsafe { _Unwind_Backtrace(step, &mut w as *mut Unwind as *mut c_void) };
+    let mut frames = [0; MAX_FRAMES];
+    let depth = crate::stack::capture(&mut frames, OWN_LO.load(Relaxed)..OWN_HI.load(Relaxed));
     {
         let mut p = PROF.lock();
         p.taken += 1;
-        p.insert(ptr, Sample { size: n, pinned: 0, depth: w.depth as u32, frames: w.frames });
+        p.insert(ptr, Sample { addr: ptr, size: n, pinned: 0, depth: depth as u32, frames });
     }
     crate::tls::set::<{ crate::tls::PROFILE }>(next_interval());
 }
@@ -336,7 +412,13 @@ pub fn forget(ptr: *mut u8) {
 /// for nearly every block.
 #[inline(always)]
 pub fn maybe_sampled(ptr: *mut u8) -> bool {
-    !ptr.is_null() && filter_slot(ptr as usize).load(Relaxed) != 0
+    !ptr.is_null() && maybe_sampled_nonnull(ptr)
+}
+
+/// [`maybe_sampled`] of a pointer known not to be null.
+#[inline(always)]
+pub fn maybe_sampled_nonnull(ptr: *mut u8) -> bool {
+    filter_slot(ptr as usize).load(Relaxed) != 0
 }
 
 /// Removes `ptr`'s sample if it has one.
@@ -349,49 +431,116 @@ pub fn forget_sampled(ptr: *mut u8) {
 }
 
 impl Profiler {
+    /// Maps the pool, the output buffer and a first address table.
+    fn map_tables(&mut self) -> bool {
+        let pool = MAX_LIVE * core::mem::size_of::<Sample>();
+        let Some(base) = crate::os::map_metadata(pool + OUT_BUF) else { return false };
+        let Some(slots) = crate::os::map_metadata(FIRST_SLOTS * core::mem::size_of::<Slot>()) else {
+            // SAFETY: the mapping made above, used by nothing.
+            unsafe { crate::os::unmap(base, pool + OUT_BUF) };
+            return false;
+        };
+        self.pool = base as *mut Sample;
+        self.out = (base + pool) as *mut u8;
+        self.slots = slots as *mut Slot;
+        self.cap = FIRST_SLOTS;
+        true
+    }
+
+    /// Slot `i` of the address table.
+    fn slot(&mut self, i: usize) -> &mut Slot {
+        assert!(i < self.cap);
+        // SAFETY: `i < cap`, inside the mapped table, which only the holder
+        // of the profiler (`&mut self`) touches.
+        unsafe { &mut *self.slots.add(i) }
+    }
+
+    fn slot_at(&self, i: usize) -> Slot {
+        assert!(i < self.cap);
+        // SAFETY: as in `slot`.
+        unsafe { *self.slots.add(i) }
+    }
+
+    /// Pool entry `i`.
+    fn sample(&mut self, i: u32) -> &mut Sample {
+        assert!(i < self.used);
+        // SAFETY: `i < used <= MAX_LIVE`, inside the mapped pool, which
+        // only the holder of the profiler (`&mut self`) touches.
+        unsafe { &mut *self.pool.add(i as usize) }
+    }
+
     /// The slot holding `key`, if any.
     fn find(&self, key: usize) -> Option<usize> {
-        let mut i = home(key);
+        if self.slots.is_null() {
+            return None;
+        }
+        let mut i = home(key, self.cap);
         loop {
-            // SAFETY: `i < SLOTS`, inside the mapped key array.
-            let k = unsafe { *self.keys.add(i) };
-            if k == key {
-                return Some(i);
+            match self.slot_at(i).addr {
+                k if k == key => return Some(i),
+                0 => return None,
+                _ => i = (i + 1) & (self.cap - 1),
             }
-            if k == 0 {
-                return None;
-            }
-            i = (i + 1) & (SLOTS - 1);
         }
     }
 
-    fn insert(&mut self, key: usize, s: Sample) {
-        if self.keys.is_null() {
+    /// Puts `key` (not in the table) in an empty slot.
+    fn place(&mut self, key: usize, sample: u32) {
+        let mut i = home(key, self.cap);
+        while self.slot(i).addr != 0 {
+            i = (i + 1) & (self.cap - 1);
+        }
+        *self.slot(i) = Slot { addr: key, sample };
+    }
+
+    /// Doubles the address table (false when it is at its largest or no
+    /// memory is left).
+    fn grow(&mut self) -> bool {
+        let (old, old_cap) = (self.slots, self.cap);
+        if old_cap >= SLOTS {
+            return false;
+        }
+        let Some(new) = crate::os::map_metadata(2 * old_cap * core::mem::size_of::<Slot>()) else { return false };
+        self.slots = new as *mut Slot;
+        self.cap = 2 * old_cap;
+        for i in 0..old_cap {
+            // SAFETY: `i < old_cap`, inside the old table, still mapped.
+            let s = unsafe { *old.add(i) };
+            if s.addr != 0 {
+                self.place(s.addr, s.sample);
+            }
+        }
+        // SAFETY: the old table, no longer referenced.
+        unsafe { crate::os::unmap(old as usize, old_cap * core::mem::size_of::<Slot>()) };
+        true
+    }
+
+    fn insert(&mut self, key: usize, mut s: Sample) {
+        if self.slots.is_null() {
             return;
         }
-        if self.live >= MAX_LIVE {
+        s.addr = key;
+        if let Some(i) = self.find(key) {
+            // A block we missed the free of (the table is not serialised
+            // with the heap): the new sample replaces it.
+            let e = self.slot_at(i).sample;
+            *self.sample(e) = s;
+            return;
+        }
+        if self.live >= MAX_LIVE || (2 * (self.live + 1) > self.cap && !self.grow()) {
             self.dropped += 1;
             return;
         }
-        let mut i = home(key);
-        // SAFETY: every index is masked below SLOTS; the arrays are mapped.
-        unsafe {
-            loop {
-                let k = *self.keys.add(i);
-                if k == key {
-                    // A block we missed the free of (the table is not
-                    // serialised with the heap): the new sample replaces it.
-                    *self.samples.add(i) = s;
-                    return;
-                }
-                if k == 0 {
-                    break;
-                }
-                i = (i + 1) & (SLOTS - 1);
-            }
-            *self.keys.add(i) = key;
-            *self.samples.add(i) = s;
-        }
+        let e = if self.free != NONE {
+            let e = self.free;
+            self.free = self.sample(e).size as u32;
+            e
+        } else {
+            self.used += 1;
+            self.used - 1
+        };
+        *self.sample(e) = s;
+        self.place(key, e);
         self.live += 1;
         let f = filter_slot(key);
         let c = f.load(Relaxed);
@@ -403,39 +552,45 @@ impl Profiler {
     /// Removes `key`'s sample; later entries of its probe run move back so
     /// that every key stays reachable from its home slot.
     fn remove(&mut self, key: usize) {
-        if self.keys.is_null() {
-            return;
-        }
         let Some(mut hole) = self.find(key) else { return };
         self.live -= 1;
+        let e = self.slot_at(hole).sample;
+        *self.sample(e) = Sample { addr: 0, size: self.free as usize, pinned: 0, depth: 0, frames: [0; MAX_FRAMES] };
+        self.free = e;
         let f = filter_slot(key);
         let c = f.load(Relaxed);
         if c != u8::MAX && c != 0 {
             f.store(c - 1, Relaxed);
         }
-        let mask = SLOTS - 1;
-        // SAFETY: every index is masked below SLOTS; the arrays are mapped.
-        unsafe {
-            let mut j = hole;
+        let mask = self.cap - 1;
+        let mut j = hole;
+        loop {
+            self.slot(hole).addr = 0;
             loop {
-                *self.keys.add(hole) = 0;
-                loop {
-                    j = (j + 1) & mask;
-                    let k = *self.keys.add(j);
-                    if k == 0 {
-                        return;
-                    }
-                    // The entry at j stays unless its home is cyclically
-                    // outside (hole, j].
-                    let h = home(k);
-                    let stays = if hole <= j { hole < h && h <= j } else { hole < h || h <= j };
-                    if !stays {
-                        *self.keys.add(hole) = k;
-                        *self.samples.add(hole) = *self.samples.add(j);
-                        hole = j;
-                        break;
-                    }
+                j = (j + 1) & mask;
+                let k = self.slot_at(j);
+                if k.addr == 0 {
+                    return;
                 }
+                // The entry at j stays unless its home is cyclically
+                // outside (hole, j].
+                let h = home(k.addr, self.cap);
+                let stays = if hole <= j { hole < h && h <= j } else { hole < h || h <= j };
+                if !stays {
+                    *self.slot(hole) = k;
+                    hole = j;
+                    break;
+                }
+            }
+        }
+    }
+
+    /// The live samples, in pool order.
+    fn each_live(&mut self, mut f: impl FnMut(&mut Sample)) {
+        for i in 0..self.used {
+            let s = self.sample(i);
+            if s.addr != 0 {
+                f(s);
             }
         }
     }
@@ -469,40 +624,6 @@ fn neg_ln(u: f64) -> f64 {
 }
 
 // ---- stacks -------------------------------------------------------------
-
-struct Unwind {
-    frames: [usize; MAX_FRAMES],
-    depth: usize,
-    /// Still in fitalloc's own frames.
-    skipping: bool,
-}
-
-const URC_NO_REASON: i32 = 0;
-const URC_NORMAL_STOP: i32 = 4;
-
-#[link(name = "gcc_s")]
-unsafe extern "C" {
-    fn _Unwind_Backtrace(trace: extern "C" fn(*mut c_void, *mut c_void) -> i32, arg: *mut c_void) -> i32;
-    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
-}
-
-extern "C" fn step(ctx: *mut c_void, arg: *mut c_void) -> i32 {
-    // SAFETY: `arg` is the `Unwind` that `sample` passed; `ctx` is the
-    // unwinder's context for this frame.
-    let (w, ip) = unsafe { (&mut *(arg as *mut Unwind), _Unwind_GetIP(ctx)) };
-    if ip == 0 {
-        return URC_NORMAL_STOP;
-    }
-    if w.skipping {
-        if ip >= OWN_LO.load(Relaxed) && ip < OWN_HI.load(Relaxed) {
-            return URC_NO_REASON;
-        }
-        w.skipping = false;
-    }
-    w.frames[w.depth] = ip;
-    w.depth += 1;
-    if w.depth == MAX_FRAMES { URC_NORMAL_STOP } else { URC_NO_REASON }
-}
 
 /// Finds the loaded segments of the object this code is in.
 fn find_own_text() {
@@ -544,7 +665,7 @@ struct Pages<'a> {
     cur: usize,
     free: usize,
     used: usize,
-    /// Sampled blocks on the current page: (slot, bytes on the page).
+    /// Sampled blocks on the current page: (pool entry, bytes on the page).
     pending: [(u32, u32); 256],
     n_pending: usize,
     heap_bytes: u64,
@@ -572,7 +693,7 @@ impl Pages<'_> {
         if free {
             self.free_bytes += len as u64;
         }
-        let slot = if free { None } else { self.p.find(addr + HEADER) };
+        let slot = if free { None } else { self.p.find(addr + HEADER).map(|i| self.p.slot_at(i).sample) };
         let end = addr + len;
         let (first, last) = (addr / self.page, (end - 1) / self.page);
         self.piece(first, (end.min((first + 1) * self.page) - addr) as u32, free, slot);
@@ -583,7 +704,7 @@ impl Pages<'_> {
         }
     }
 
-    fn piece(&mut self, page: usize, bytes: u32, free: bool, slot: Option<usize>) {
+    fn piece(&mut self, page: usize, bytes: u32, free: bool, slot: Option<u32>) {
         if page != self.cur {
             self.finish();
             self.cur = page;
@@ -595,7 +716,7 @@ impl Pages<'_> {
             if let Some(s) = slot
                 && self.n_pending < self.pending.len()
             {
-                self.pending[self.n_pending] = (s as u32, bytes);
+                self.pending[self.n_pending] = (s, bytes);
                 self.n_pending += 1;
             }
         }
@@ -607,9 +728,7 @@ impl Pages<'_> {
         if self.free > 0 && self.used > 0 {
             self.pinned_bytes += self.free as u64;
             for &(s, b) in &self.pending[..self.n_pending] {
-                // SAFETY: `s` is a slot found in the table, which the
-                // profiler's lock keeps unchanged during the walk.
-                unsafe { (*self.p.samples.add(s as usize)).pinned += (self.free as u64 * b as u64) / self.used as u64 };
+                self.p.sample(s).pinned += (self.free as u64 * b as u64) / self.used as u64;
             }
         }
         self.free = 0;
@@ -663,13 +782,10 @@ impl Profiler {
 
     /// Walks the heap for pinned space, then writes the profile to `fd`.
     fn write(&mut self, fd: i32) {
-        if self.keys.is_null() {
+        if self.slots.is_null() {
             return;
         }
-        for i in 0..SLOTS {
-            // SAFETY: `i < SLOTS`; the arrays are mapped.
-            unsafe { (*self.samples.add(i)).pinned = 0 };
-        }
+        self.each_live(|s| s.pinned = 0);
         let page = crate::options::OPT.page.load(Relaxed).max(1);
         let mut pages = Pages {
             p: self,
@@ -697,6 +813,7 @@ impl Profiler {
         self.put_kv(fd, b"live_samples", self.live as u64);
         self.put_kv(fd, b"samples_taken", self.taken);
         self.put_kv(fd, b"samples_dropped", self.dropped);
+        self.put_kv(fd, b"stacks_by_libgcc", crate::stack::handed_over());
         self.put_kv(fd, b"max_live_samples", MAX_LIVE as u64);
         self.put_kv(fd, b"heap_bytes", heap);
         self.put_kv(fd, b"free_bytes", free);
@@ -704,18 +821,16 @@ impl Profiler {
         self.put(fd, b"maps\n");
         self.copy_maps(fd);
         self.put(fd, b"samples\n");
-        for i in 0..SLOTS {
-            // SAFETY: `i < SLOTS`; the arrays are mapped.
-            let (k, s) = unsafe { (*self.keys.add(i), &*self.samples.add(i)) };
-            if k == 0 {
+        for i in 0..self.used {
+            let s = *self.sample(i);
+            if s.addr == 0 {
                 continue;
             }
-            let (size, pinned, depth, frames) = (s.size, s.pinned, s.depth as usize, s.frames);
             self.put(fd, b"s ");
-            self.put_num(fd, size as u64, false);
+            self.put_num(fd, s.size as u64, false);
             self.put(fd, b" ");
-            self.put_num(fd, pinned, false);
-            for &ip in &frames[..depth] {
+            self.put_num(fd, s.pinned, false);
+            for &ip in &s.frames[..s.depth as usize] {
                 self.put(fd, b" ");
                 self.put_num(fd, ip as u64, true);
             }
@@ -851,11 +966,12 @@ mod tests {
     }
 
     fn table() -> Profiler {
-        let len = SLOTS * (core::mem::size_of::<usize>() + core::mem::size_of::<Sample>());
-        let base = crate::os::map_metadata(len).unwrap();
-        Profiler {
-            keys: base as *mut usize,
-            samples: (base + SLOTS * 8) as *mut Sample,
+        let mut p = Profiler {
+            slots: core::ptr::null_mut(),
+            cap: 0,
+            pool: core::ptr::null_mut(),
+            used: 0,
+            free: NONE,
             out: core::ptr::null_mut(),
             out_len: 0,
             live: 0,
@@ -863,11 +979,13 @@ mod tests {
             taken: 0,
             fd: OwnFd::none(),
             path: [0; PATH_MAX],
-        }
+        };
+        assert!(p.map_tables());
+        p
     }
 
     fn s(size: usize) -> Sample {
-        Sample { size, pinned: 0, depth: 0, frames: [0; MAX_FRAMES] }
+        Sample { addr: 0, size, pinned: 0, depth: 0, frames: [0; MAX_FRAMES] }
     }
 
     #[test]
@@ -876,11 +994,11 @@ mod tests {
         // Keys that share a home slot, and their neighbours.
         let base = 0x1000_0000usize;
         let mut keys = std::vec::Vec::new();
-        let h0 = home(base);
+        let h0 = home(base, FIRST_SLOTS);
         let mut a = base;
         while keys.len() < 40 {
             a += 16;
-            if home(a).wrapping_sub(h0) & (SLOTS - 1) < 4 {
+            if home(a, FIRST_SLOTS).wrapping_sub(h0) & (FIRST_SLOTS - 1) < 4 {
                 keys.push(a);
             }
         }
@@ -897,14 +1015,41 @@ mod tests {
             if i % 3 == 0 {
                 assert!(found.is_none());
             } else {
-                // SAFETY: a slot the table returned.
-                assert_eq!(unsafe { (*t.samples.add(found.unwrap())).size }, i + 1);
+                assert_eq!(t.sample(t.slot_at(found.unwrap()).sample).size, i + 1);
             }
         }
         for &k in &keys {
             t.remove(k);
         }
         assert_eq!(t.live, 0);
+        assert_eq!(t.cap, FIRST_SLOTS);
+    }
+
+    #[test]
+    fn table_grows_and_reuses_pool_entries() {
+        let mut t = table();
+        let key = |i: usize| 0x2000_0000 + i * 48;
+        for i in 0..3000 {
+            t.insert(key(i), s(i + 1));
+        }
+        assert_eq!(t.cap, 8192);
+        assert_eq!(t.used, 3000);
+        for i in (0..3000).step_by(2) {
+            t.remove(key(i));
+        }
+        for i in 3000..4500 {
+            t.insert(key(i), s(i + 1));
+        }
+        // The 1,500 freed entries were reused: the pool stayed dense.
+        assert_eq!((t.live, t.used), (3000, 3000));
+        for i in 0..4500 {
+            let found = t.find(key(i)).map(|j| t.slot_at(j).sample).map(|e| t.sample(e).size);
+            let live = i >= 3000 || i % 2 == 1;
+            assert_eq!(found, live.then_some(i + 1), "key {i}");
+        }
+        let mut n = 0;
+        t.each_live(|_| n += 1);
+        assert_eq!(n, 3000);
     }
 
     #[test]

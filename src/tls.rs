@@ -35,6 +35,24 @@ mod imp {
         ".text",
     );
 
+    /// This thread's offset of the words from the thread pointer, from the
+    /// GOT. Declared `pure, nomem` (the GOT slot is written once, by the
+    /// dynamic linker, before any code of ours runs), so that the compiler
+    /// loads it once for several words or for a read and write of one.
+    #[inline(always)]
+    fn offset() -> usize {
+        let t: usize;
+        // SAFETY: reads the GOT slot of a TLS symbol of this object.
+        unsafe {
+            asm!(
+                "mov {0}, qword ptr [rip + fitalloc_tls_words@GOTTPOFF]",
+                out(reg) t,
+                options(nostack, pure, nomem, preserves_flags)
+            );
+        }
+        t
+    }
+
     #[inline(always)]
     pub fn get<const W: usize>() -> usize {
         let v: usize;
@@ -42,9 +60,9 @@ mod imp {
         // variable that the dynamic linker placed in the static TLS block.
         unsafe {
             asm!(
-                "mov {0}, qword ptr [rip + fitalloc_tls_words@GOTTPOFF]",
-                "mov {0}, qword ptr fs:[{0} + {off}]",
+                "mov {0}, qword ptr fs:[{t} + {off}]",
                 out(reg) v,
+                t = in(reg) offset(),
                 off = const W * 8,
                 options(nostack, readonly, preserves_flags)
             );
@@ -57,9 +75,8 @@ mod imp {
         // SAFETY: writes this thread's copy of the same word.
         unsafe {
             asm!(
-                "mov {t}, qword ptr [rip + fitalloc_tls_words@GOTTPOFF]",
                 "mov qword ptr fs:[{t} + {off}], {v}",
-                t = out(reg) _,
+                t = in(reg) offset(),
                 v = in(reg) v,
                 off = const W * 8,
                 options(nostack, preserves_flags)
