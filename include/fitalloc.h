@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 // Version of [`FitallocStats`]'s layout.
-#define FITALLOC_STATS_VERSION 3
+#define FITALLOC_STATS_VERSION 4
 
 // `fitalloc_heap_walk` kind: a heap region (`addr` = start, `size` = length).
 #define FITALLOC_WALK_REGION 0
@@ -116,6 +116,10 @@ struct fitalloc_stats {
   // and of the blocks free in them.
   uint64_t slab_bytes;
   uint64_t slab_free_bytes;
+  // Arenas (version 4): heaps with a lock of their own in use, and how
+  // many of them hold memory (have a region).
+  uint64_t arenas;
+  uint64_t arenas_with_memory;
 };
 
 // Called for each region, block and mapping by [`fitalloc_heap_walk`].

@@ -16,7 +16,7 @@ use crate::diag;
 use crate::heap::Grant;
 use crate::large;
 use crate::options::OPT;
-use crate::process::{heap, large, slab_take};
+use crate::process::{arenas, heap, large, my_arena, slab_take};
 use crate::slab::SLAB_MAX_UNITS;
 use crate::registry::{count, my_cache, my_cache_or_new, served};
 use crate::tcache::{self, Call, Tcache};
@@ -134,7 +134,7 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let mut k = 0;
     let grew;
     let grant = {
-        let mut h = heap(call_name(call));
+        let mut h = heap(t.arena(), call_name(call));
         let growths = h.growths;
         // SAFETY: the heap is consistent between calls.
         let g = unsafe { h.alloc(units) };
@@ -177,7 +177,7 @@ fn refill_from_fragments(t: &Tcache, units: u32, zero: bool, call: Call) -> Opti
     let mut extra = [Block::NULL; REFILL - 1];
     let mut k = 0;
     let g = {
-        let mut h = heap(call_name(call));
+        let mut h = heap(t.arena(), call_name(call));
         // SAFETY: the heap is consistent between calls.
         let g = unsafe { h.alloc_fragment(units, crate::slab::CONTAINER_UNITS + 1) }?;
         let room = t.room_for(units).min(extra.len());
@@ -297,10 +297,26 @@ fn alloc_wanting_mapping(n: usize, align: usize, zero: bool, guarded: bool, call
 }
 
 /// A heap block for `n` bytes aligned to `align`, growing the heap only if
-/// `may_grow`.
+/// `may_grow`: from this thread's arena, or, when that has no memory for
+/// it, from free space in another.
 fn heap_block(n: usize, align: usize, zero: bool, may_grow: bool, call: Call) -> *mut u8 {
+    let mine = my_arena(my_cache());
+    let p = heap_block_in(mine, n, align, zero, may_grow, call);
+    if !p.is_null() || align > ALIGN {
+        return p;
+    }
+    for a in (0..arenas()).filter(|&a| a != mine) {
+        let p = heap_block_in(a, n, align, zero, false, call);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    core::ptr::null_mut()
+}
+
+fn heap_block_in(arena: usize, n: usize, align: usize, zero: bool, may_grow: bool, call: Call) -> *mut u8 {
     let units = config::request_units(n);
-    let mut h = heap(call_name(call));
+    let mut h = heap(arena, call_name(call));
     let growths = h.growths;
     if align <= ALIGN {
         // SAFETY: the heap is consistent between calls.

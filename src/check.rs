@@ -28,19 +28,23 @@ use crate::heap::Heap;
 use crate::large::MapTable;
 use crate::os::{Os, Source};
 use crate::pagemap::Owner;
-use crate::process::{heap, large, slabs};
+use crate::process::{all_heaps, large, slabs, MAX_ARENAS};
 use crate::region::RegionTable;
 use crate::slab::Slabs;
 use crate::registry::{with_registry, Registry};
 
-/// Runs `f` with the registry, the heap and the large-block table locked
-/// (in rank order). `f` must not allocate.
-fn with_everything<R>(f: impl FnOnce(&Heap<Os>, &MapTable, &Registry, &mut Slabs) -> R) -> R {
+/// Every arena's heap, by arena (`None` past the arenas in use).
+type Heaps<'a> = [Option<&'a Heap<Os>>; MAX_ARENAS];
+
+/// Runs `f` with the registry, the slabs, every heap and the large-block
+/// table locked (in rank order). `f` must not allocate.
+fn with_everything<R>(f: impl FnOnce(&Heaps, &MapTable, &Registry, &mut Slabs) -> R) -> R {
     with_registry(|r| {
         let mut s = slabs();
-        let h = heap("check");
+        let guards = all_heaps("check");
+        let heaps: Heaps = core::array::from_fn(|i| guards[i].as_deref());
         let l = large();
-        f(&h, &l, r, &mut s)
+        f(&heaps, &l, r, &mut s)
     })
 }
 use core::fmt::Write;
@@ -189,14 +193,22 @@ pub fn check_heap(print: bool) -> usize {
     rep.problems
 }
 
-fn check_locked<S: Source>(h: &Heap<S>, large: &MapTable, _reg: &Registry, slabs: &mut Slabs, rep: &mut Report) {
-    check_heap_structure(h, rep);
-    let slab_pages = check_region_pages(h.regions, rep);
+fn check_locked(heaps: &Heaps, large: &MapTable, _reg: &Registry, slabs: &mut Slabs, rep: &mut Report) {
+    for h in heaps.iter().flatten() {
+        check_heap_structure(*h, rep);
+    }
+    let slab_pages = check_region_pages(&crate::process::REGIONS, rep);
     rep.expect(slab_pages == slabs.counters.slabs, "a slab's page is outside the heap's regions", slab_pages);
     // SAFETY: live slabs' pages are mapped.
     unsafe { slabs.check(|what, a| rep.problem(what, a)) };
     check_large(large, rep);
     check_my_cache(rep);
+}
+
+/// Whether free block `b` (a header position in a region) lies in one of
+/// `h`'s regions.
+fn arena_holds<S: Source>(h: &Heap<S>, b: Block) -> bool {
+    h.regions.find(b.addr()).is_some_and(|r| h.regions.arena(r) == h.arena)
 }
 
 /// The checks on one heap (also run by the Rust tests on test heaps).
@@ -206,6 +218,10 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     let (top, top_units) = h.top();
     let mut w = Walked::default();
     for i in 0..regions.len() {
+        if regions.arena(i) != h.arena {
+            // Another arena's region: its heap checks it.
+            continue;
+        }
         w.heap_bytes += regions.end(i) - regions.start(i);
         let is_cur = i == h.current_region();
         let t = if is_cur && top_units > 0 { Some(top) } else { None };
@@ -240,6 +256,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
                 rep.problem("small list link outside the heap", b.addr());
                 break;
             }
+            rep.expect(arena_holds(h, b), "small list holds another arena's block", b.addr());
             // SAFETY: `b` is a header position in a region.
             unsafe {
                 rep.expect(b.header() == block::free_header(u), "block in the wrong small list", b.addr());
@@ -265,6 +282,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
                 if b.is_used() || u < SMALL_LIMIT_UNITS || tree_index(u) != i {
                     rep.problem("block in the wrong tree bin", b.addr());
                 }
+                rep.expect(arena_holds(h, b), "tree bin holds another arena's block", b.addr());
                 bin_blocks += 1;
                 bin_bytes += units_to_bytes(u);
             })
@@ -380,15 +398,16 @@ fn check_my_cache(rep: &mut Report) {
 /// Calls `f(addr, size, kind)` for every region, block and mapping; returns
 /// the number of calls. Runs with every lock held: `f` must not allocate.
 pub fn walk(mut f: impl FnMut(usize, u64, u32)) -> usize {
-    with_everything(|h, l, _, _| {
+    with_everything(|heaps, l, _, _| {
         let mut calls = 0;
         let mut rep = Report { problems: 0, print: false };
-        let regions = h.regions;
-        let (top, top_units) = h.top();
+        let regions = &crate::process::REGIONS;
         for i in 0..regions.len() {
             let (s, e) = (regions.start(i), regions.end(i));
             f(s, (e - s) as u64, WALK_REGION);
             calls += 1;
+            let Some(h) = heaps.get(regions.arena(i)).copied().flatten() else { continue };
+            let (top, top_units) = h.top();
             let t = if i == h.current_region() && top_units > 0 { Some(top) } else { None };
             // SAFETY: the table describes mapped regions.
             unsafe {

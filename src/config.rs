@@ -99,3 +99,6 @@ pub(crate) const fn request_units(n: usize) -> u32 {
     let units = ((n + HEADER + ALIGN - 1) >> UNIT_SHIFT) as u32;
     if units < MIN_UNITS { MIN_UNITS } else { units }
 }
+
+/// Most arenas: heaps with a lock of their own ([`crate::process`]).
+pub(crate) const MAX_ARENAS: usize = 8;

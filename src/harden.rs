@@ -25,7 +25,7 @@ use crate::block::Block;
 use crate::diag;
 use crate::options::OPT;
 use crate::pointer::{self, Ptr};
-use crate::process::{heap, REGIONS};
+use crate::process::heap_of;
 use crate::sync::{Locked, Rank};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
@@ -255,7 +255,7 @@ fn release(b: Block) {
     // mark.
     unsafe {
         b.set_payload_word(MARK_WORD, 0);
-        heap("free").free(b);
+        heap_of(b, "free").free(b);
     }
 }
 
@@ -293,7 +293,7 @@ pub fn delete(p: *mut u8, func: &'static str, want: Kind, size: usize) {
 fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, usize)>) {
     let a = p as usize;
     let b = Block::from_payload(p);
-    if REGIONS.holds_header(b.addr()) {
+    if pointer::in_heap(p) {
         // Aborts unless `b` is a held block (a big one checked whole).
         let b = pointer::held(b, func).block();
         // SAFETY: `b` is a held block of a heap region; nothing is read
@@ -328,7 +328,7 @@ fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, usize)>) {
 fn checked_size(p: *mut u8, func: &'static str) -> usize {
     let a = p as usize;
     let b = Block::from_payload(p);
-    if REGIONS.holds_header(b.addr()) {
+    if pointer::in_heap(p) {
         // SAFETY: the quarantine mark is read only for a valid used block.
         unsafe {
             if crate::block::is_block_header(b.addr(), b.header()) && b.payload_word(MARK_WORD) == quarantine_mark(a) {

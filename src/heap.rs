@@ -74,6 +74,20 @@ pub struct HeapCounters {
     pub released_bytes: usize,
 }
 
+impl HeapCounters {
+    /// Adds another heap's counters to these.
+    pub fn add(&mut self, o: &HeapCounters) {
+        self.used_bytes += o.used_bytes;
+        self.used_blocks += o.used_blocks;
+        self.peak_used_bytes += o.peak_used_bytes;
+        self.free_bytes += o.free_bytes;
+        self.free_blocks += o.free_blocks;
+        self.heap_bytes += o.heap_bytes;
+        self.peak_heap_bytes += o.peak_heap_bytes;
+        self.released_bytes += o.released_bytes;
+    }
+}
+
 /// Tunables the heap obeys (set through mallopt and the environment).
 #[derive(Clone, Copy, Debug)]
 pub struct HeapParams {
@@ -85,6 +99,10 @@ pub struct HeapParams {
 pub struct Heap<S: Source> {
     pub source: S,
     pub regions: &'static RegionTable,
+    /// Which heap this is ([`crate::process`] has one per arena): its
+    /// regions carry the number. Only heap 0 takes memory from the break;
+    /// the others map their regions.
+    pub arena: usize,
     /// The region holding the top.
     cur: usize,
     /// The top block (the epilogue when the top is empty), its size, and
@@ -131,10 +149,11 @@ pub struct Grant {
 }
 
 impl<S: Source> Heap<S> {
-    pub const fn new(source: S, regions: &'static RegionTable, params: HeapParams) -> Self {
+    pub const fn new(source: S, regions: &'static RegionTable, params: HeapParams, arena: usize) -> Self {
         Heap {
             source,
             regions,
+            arena,
             cur: 0,
             top: Block::NULL,
             top_units: 0,
@@ -533,14 +552,15 @@ impl<S: Source> Heap<S> {
         let pad = self.params.top_pad.min(MAX_REGION_BYTES / 4).min(MAX_REGION_BYTES.saturating_sub(want + 2 * page));
         // SAFETY: growth only adds memory at the end of a region or a new region.
         unsafe {
-            let try_brk = match self.grow_in_place(units) {
-                BrkGrowth::Grown => return true,
-                BrkGrowth::Moved => true,
-                BrkGrowth::Refused => false,
-                // The first growth; or the current region is mapped
-                // because the break could not serve before.
-                BrkGrowth::NotBrk => self.top.is_null(),
-            };
+            let try_brk = self.arena == 0
+                && match self.grow_in_place(units) {
+                    BrkGrowth::Grown => return true,
+                    BrkGrowth::Moved => true,
+                    BrkGrowth::Refused => false,
+                    // The first growth; or the current region is mapped
+                    // because the break could not serve before.
+                    BrkGrowth::NotBrk => self.top.is_null(),
+                };
             let (_, top_units) = self.top();
             // A new region from the break, page-aligned at both ends.
             let body = crate::config::round_up(want + 16 + pad, page);
@@ -621,7 +641,7 @@ impl<S: Source> Heap<S> {
         if end < start + 64 || end - start > MAX_REGION_BYTES {
             return false;
         }
-        let Some(i) = self.regions.add(start, end, kind) else { return false };
+        let Some(i) = self.regions.add(start, end, kind, self.arena) else { return false };
         self.growths = self.growths.wrapping_add(1);
         self.counters.heap_bytes += end - start;
         self.note_peak();

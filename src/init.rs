@@ -94,6 +94,7 @@ fn init_slow() {
     let env_read = crate::options::read_environment();
     crate::os::FAIL_EVERY.store(OPT.fail_every.load(Relaxed), Relaxed);
     crate::registry::create_exit_key();
+    crate::process::set_arenas(OPT.arenas.load(Relaxed));
     crate::process::sync_params();
     STATE.store(READY, Release);
     // From here on allocation works; these may allocate.

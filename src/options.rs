@@ -15,6 +15,7 @@
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
 //! | `FITALLOC_PROFILE=path` | sample allocations and write a heap profile to `path` at exit ([`crate::profile`]) |
 //! | `FITALLOC_PROFILE_RATE=n` | mean bytes allocated between two samples (default 512k) |
+//! | `FITALLOC_ARENAS=n` | heaps with a lock of their own (0, the default: one per CPU the process may run on, at most 8; read at start-up) |
 //! | `FITALLOC_PROFILE_SIGNAL=sig` | on signal `sig` (`USR1`, `USR2` or a number), write a numbered snapshot of the heap profile |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
@@ -65,6 +66,8 @@ pub struct Options {
     pub profile_rate: AtomicUsize,
     /// The signal that asks for a heap-profile snapshot (0: none).
     pub profile_signal: AtomicUsize,
+    /// Arenas (0: one per CPU the process may run on; read at start-up).
+    pub arenas: AtomicUsize,
 }
 
 pub static OPT: Options = Options {
@@ -85,6 +88,7 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
     profile_rate: AtomicUsize::new(512 * 1024),
     profile_signal: AtomicUsize::new(0),
+    arenas: AtomicUsize::new(0),
 };
 
 /// A path from the environment, NUL-terminated (empty: none). Written
@@ -287,6 +291,11 @@ fn apply(name: &[u8], value: &[u8]) {
             Some(n) => OPT.profile_signal.store(n, Relaxed),
             None => warn(name, value, "is not USR1, USR2 or a signal number from 1 to 64 that may be caught; ignored"),
         },
+        b"FITALLOC_ARENAS" => {
+            if let Some(n) = size_at_most(name, value, crate::config::MAX_ARENAS) {
+                OPT.arenas.store(n, Relaxed);
+            }
+        }
         b"FITALLOC_PROFILE_RATE" => {
             if let Some(n) = size(name, value) {
                 OPT.profile_rate.store(n.max(1), Relaxed);

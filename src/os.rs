@@ -231,6 +231,18 @@ pub fn now_ms() -> u64 {
 }
 
 /// The system page size.
+/// The CPUs this process may run on (1 when the system will not say).
+pub fn cpus() -> usize {
+    // SAFETY: a zeroed set, filled by the kernel; no allocation.
+    unsafe {
+        let mut set: libc::cpu_set_t = core::mem::zeroed();
+        if libc::sched_getaffinity(0, core::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return 1;
+        }
+        (libc::CPU_COUNT(&set) as usize).max(1)
+    }
+}
+
 pub fn page_size() -> usize {
     // SAFETY: getauxval reads the auxiliary vector; it never allocates.
     let p = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;

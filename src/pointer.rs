@@ -12,7 +12,7 @@ use crate::block::{units_to_bytes, Block};
 use crate::config::MIN_UNITS;
 use crate::diag;
 use crate::large::{Lookup, Mapping};
-use crate::process::{heap, large, PAGEMAP, REGIONS};
+use crate::process::{heap_of, large, PAGEMAP, REGIONS};
 use crate::pagemap::{slab_units, Owner};
 use crate::slab::SLAB_BYTES;
 use crate::tcache;
@@ -49,13 +49,24 @@ pub fn resolve(p: *mut u8, func: &'static str) -> Ptr {
             return Ptr::Heap(held_in_slab(b, units, func));
         }
     }
-    if REGIONS.holds_header(b.addr()) {
+    if in_heap(p) {
         return Ptr::Heap(held(b, func));
     }
     match large().lookup(a) {
         Lookup::Live(m) => Ptr::Large(m),
         found => bad_pointer(a, found, func),
     }
+}
+
+/// Whether `p` (non-null) can only be a heap block's payload: its header
+/// position lies in a heap region, and `p` is not on the payload page of a
+/// large block. (A large block's page-aligned payload may follow a heap
+/// region directly, whose epilogue is then the header position before it.)
+#[inline]
+pub fn in_heap(p: *mut u8) -> bool {
+    let a = p as usize;
+    REGIONS.holds_header(Block::from_payload(p).addr())
+        && !(a.is_multiple_of(SLAB_BYTES) && matches!(PAGEMAP.owner(a), Owner::Large { .. } | Owner::Freed { .. }))
 }
 
 /// `b` as a held block, or the reason it is not (and abort).
@@ -156,7 +167,7 @@ fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
 #[cold]
 pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
     let p = b.payload() as usize;
-    let h = heap(func);
+    let h = heap_of(b, func);
     // SAFETY: `b` is a header position inside a heap region (callers).
     let what = unsafe {
         let hd = b.header();

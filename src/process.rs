@@ -1,8 +1,21 @@
-//! The process's singletons: the page map, the heap's region table, the
-//! slabs, the heap, and the large-block table, each behind its lock (ranks
+//! The process's singletons: the page map, the heaps' region table, the
+//! slabs, the heaps, and the large-block table, each behind its lock (ranks
 //! in [`crate::sync::Rank`]). Every other module reaches them through here,
-//! and gives held blocks back to where they came from (a slab or the heap)
-//! through [`release_blocks`].
+//! and gives held blocks back to where they came from (a slab or their
+//! heap) through [`release_blocks`].
+//!
+//! # Arenas
+//!
+//! There is one heap per arena, each with its own lock, regions and bins:
+//! as many arenas as the process may run threads on at once, at most
+//! [`MAX_ARENAS`] (`FITALLOC_ARENAS` sets the number), so that threads on
+//! different cores rarely want the same heap lock, and the footprint does
+//! not grow with the number of threads. A thread takes its memory from
+//! one arena ([`my_arena`]: its cache's, given round-robin when the cache
+//! is made); a block goes back to the heap whose region holds it
+//! ([`arena_of`]), whichever thread frees it. Only arena 0 takes memory
+//! from the break; the others map their regions. A single-threaded
+//! program uses arena 0 alone.
 
 use crate::config;
 use crate::block::Block;
@@ -14,33 +27,105 @@ use crate::pagemap::{slab_units, PageMap};
 use crate::region::RegionTable;
 use crate::slab::{GiveFault, Slabs, CONTAINER_UNITS, SLAB_BYTES};
 use crate::tcache::Tcache;
-use crate::sync::{Guard, Locked, Rank};
-use core::sync::atomic::Ordering::Relaxed;
+use crate::sync::{Guard, Locked, Rank, HEAP_RANKS};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Who owns every address: heap regions and large mappings.
 pub static PAGEMAP: PageMap = PageMap::new();
 
 pub static REGIONS: RegionTable = RegionTable::new(&PAGEMAP);
 
-static HEAP: Locked<Heap<Os>> = Locked::new(
-    Rank::Heap,
-    Heap::new(
-        Os,
-        &REGIONS,
-        HeapParams { trim_threshold: config::DEFAULT_TRIM_THRESHOLD, top_pad: config::DEFAULT_TOP_PAD, page: config::PAGE },
-    ),
-);
+pub(crate) use crate::config::MAX_ARENAS;
+const _: () = assert!(MAX_ARENAS == HEAP_RANKS.len(), "one heap lock rank per arena");
+
+const PARAMS: HeapParams =
+    HeapParams { trim_threshold: config::DEFAULT_TRIM_THRESHOLD, top_pad: config::DEFAULT_TOP_PAD, page: config::PAGE };
+
+const fn arena_heap(i: usize) -> Locked<Heap<Os>> {
+    Locked::new(HEAP_RANKS[i], Heap::new(Os, &REGIONS, PARAMS, i))
+}
+
+static HEAPS: [Locked<Heap<Os>>; MAX_ARENAS] =
+    [arena_heap(0), arena_heap(1), arena_heap(2), arena_heap(3), arena_heap(4), arena_heap(5), arena_heap(6), arena_heap(7)];
+
+/// Arenas in use (1 until start-up sets it: [`set_arenas`]).
+static ARENAS: AtomicUsize = AtomicUsize::new(1);
+/// The arena the next thread cache takes.
+static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
 
 static SLABS: Locked<Slabs> = Locked::new(Rank::Slab, Slabs::new(&PAGEMAP));
 
 static LARGE: Locked<MapTable> = Locked::new(Rank::Large, MapTable::new(&PAGEMAP));
 
-/// Locks the heap for C function `op` (named in its messages).
+/// Sets the number of arenas (at start-up, before a second thread can
+/// allocate): `n`, or with 0 the CPUs this process may run on; at most
+/// [`MAX_ARENAS`].
+pub fn set_arenas(n: usize) {
+    let n = if n == 0 { crate::os::cpus() } else { n };
+    ARENAS.store(n.clamp(1, MAX_ARENAS), Relaxed);
+}
+
+/// Arenas in use.
 #[inline]
-pub fn heap(op: &'static str) -> Guard<'static, Heap<Os>> {
-    let mut h = HEAP.lock();
+pub fn arenas() -> usize {
+    ARENAS.load(Relaxed)
+}
+
+/// The arena for a new thread cache: round-robin.
+pub fn next_arena() -> usize {
+    NEXT_ARENA.fetch_add(1, Relaxed) % arenas()
+}
+
+/// The arena this thread takes memory from: its cache's, or, for a
+/// thread without one, one picked by its thread pointer.
+#[inline]
+pub fn my_arena(t: Option<&Tcache>) -> usize {
+    match t {
+        Some(t) => t.arena(),
+        None => {
+            // SAFETY: pthread_self has no preconditions.
+            let me = unsafe { libc::pthread_self() } as usize;
+            (me >> 12) % arenas()
+        }
+    }
+}
+
+/// The arena whose heap holds the block at `addr` (an address in a heap
+/// region; 0 for any other).
+#[inline]
+pub fn arena_of(addr: usize) -> usize {
+    REGIONS.find(addr).map_or(0, |r| REGIONS.arena(r))
+}
+
+/// Locks the heap of `arena` for C function `op` (named in its messages).
+#[inline]
+pub fn heap(arena: usize, op: &'static str) -> Guard<'static, Heap<Os>> {
+    let mut h = HEAPS[arena].lock();
     h.op = op;
     h
+}
+
+/// Locks the heap holding `b` (a block of a heap region).
+#[inline]
+pub fn heap_of(b: Block, op: &'static str) -> Guard<'static, Heap<Os>> {
+    heap(arena_of(b.addr()), op)
+}
+
+/// Runs `f` on every arena's heap in turn (one lock at a time).
+pub fn each_heap(op: &'static str, mut f: impl FnMut(&mut Heap<Os>)) {
+    for i in 0..arenas() {
+        f(&mut heap(i, op));
+    }
+}
+
+/// Locks every arena's heap, in rank order, for the checker: the guards of
+/// arenas `0..arenas()`.
+pub fn all_heaps(op: &'static str) -> [Option<Guard<'static, Heap<Os>>>; MAX_ARENAS] {
+    let mut g = [const { None }; MAX_ARENAS];
+    for (i, slot) in g.iter_mut().enumerate().take(arenas()) {
+        *slot = Some(heap(i, op));
+    }
+    g
 }
 
 /// Locks the slabs.
@@ -61,7 +146,7 @@ pub fn slab_take(t: &Tcache, units: u32, out: &mut [Block], op: &'static str) ->
     // reserved in the page map when the region is added).
     let r = unsafe {
         s.take(units, out, t as *const Tcache as usize, t.slab_cur(units), || {
-            let mut h = heap(op);
+            let mut h = heap(t.arena(), op);
             let growths = h.growths;
             let c = h.alloc_aligned(SLAB_BYTES, CONTAINER_UNITS);
             grew |= h.growths != growths;
@@ -104,7 +189,7 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
             if slab & (1 << i) != 0 {
                 // SAFETY: forwarded; an emptied slab's container is a used
                 // heap block that nothing else holds.
-                let r = unsafe { s.give(b, |c| heap(op).free(c)) };
+                let r = unsafe { s.give(b, |c| heap_of(c, op).free(c)) };
                 match r {
                     Ok(()) => {}
                     Err(GiveFault::AlreadyFree) => {
@@ -119,12 +204,26 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
             }
         }
     }
-    if slab.count_ones() as usize != blocks.len() {
-        let mut h = heap(op);
-        for (i, &b) in blocks.iter().enumerate() {
-            if slab & (1 << i) == 0 {
-                // SAFETY: forwarded.
-                unsafe { h.free(b) };
+    // The others to their heaps, one lock per arena.
+    let all = if blocks.len() == 64 { u64::MAX } else { (1u64 << blocks.len()) - 1 };
+    let mut heap_blocks = all & !slab;
+    let mut arena = [0u8; 64];
+    for (i, &b) in blocks.iter().enumerate() {
+        if heap_blocks & (1 << i) != 0 {
+            arena[i] = arena_of(b.addr()) as u8;
+        }
+    }
+    while heap_blocks != 0 {
+        let a = arena[heap_blocks.trailing_zeros() as usize];
+        let mut h = heap(a as usize, op);
+        let mut left = heap_blocks;
+        while left != 0 {
+            let i = left.trailing_zeros() as usize;
+            left &= left - 1;
+            if arena[i] == a {
+                heap_blocks &= !(1 << i);
+                // SAFETY: forwarded; block `i` lies in this heap's region.
+                unsafe { h.free(blocks[i]) };
             }
         }
     }
@@ -139,7 +238,7 @@ pub fn disown_slabs(t: &Tcache) {
 /// Gives every empty slab's page back to the heap; how many went.
 pub fn release_empty_slabs(op: &'static str) -> usize {
     // SAFETY: an empty slab's container is a used heap block nothing holds.
-    SLABS.lock().release_empty(|c| unsafe { heap(op).free(c) })
+    SLABS.lock().release_empty(|c| unsafe { heap_of(c, op).free(c) })
 }
 
 /// Locks the large-block table.
@@ -148,25 +247,32 @@ pub fn large() -> Guard<'static, MapTable> {
     LARGE.lock()
 }
 
-/// Copies the run-time options the heap obeys into it.
+/// Copies the run-time options the heaps obey into every arena's (all of
+/// them, used or not, so that an arena is never behind).
 pub fn sync_params() {
-    let mut h = HEAP.lock();
-    h.params.trim_threshold = OPT.trim_threshold.load(Relaxed);
-    h.params.top_pad = OPT.top_pad.load(Relaxed);
-    h.params.page = OPT.page.load(Relaxed);
+    for heap in &HEAPS {
+        let mut h = heap.lock();
+        h.params.trim_threshold = OPT.trim_threshold.load(Relaxed);
+        h.params.top_pad = OPT.top_pad.load(Relaxed);
+        h.params.page = OPT.page.load(Relaxed);
+    }
 }
 
 /// Fork, before: holds the slab, heap and large-block locks (in rank
 /// order).
 pub fn hold_for_fork() {
     SLABS.hold();
-    HEAP.hold();
+    for h in &HEAPS {
+        h.hold();
+    }
     LARGE.hold();
 }
 
 /// Fork, after: releases them in reverse.
 pub fn release_after_fork() {
     LARGE.release_held();
-    HEAP.release_held();
+    for h in HEAPS.iter().rev() {
+        h.release_held();
+    }
     SLABS.release_held();
 }

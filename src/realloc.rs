@@ -10,7 +10,7 @@ use crate::free::{free, free_large};
 use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, Ptr};
-use crate::process::{heap, in_slab, large};
+use crate::process::{heap_of, in_slab, large};
 use crate::registry::{count, my_cache, served};
 use crate::tcache::Call;
 use core::sync::atomic::Ordering::Relaxed;
@@ -63,7 +63,7 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
         if slab {
             return move_block(p, old_bytes.min(n), n, || free(p, "realloc"));
         }
-        let mut h = heap("realloc");
+        let mut h = heap_of(b, "realloc");
         let growths = h.growths;
         // SAFETY: `b` is a held heap block; the kept bytes fit in it.
         let resized = unsafe { h.resize(b, want, old_bytes.min(n)) };

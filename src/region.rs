@@ -12,8 +12,10 @@
 //! refused by every reader, which checks a block's size before reading its
 //! payload.
 //!
-//! Regions are added (and their ends moved) only under the heap lock, and
-//! read without it by `free` on any thread: the fields are atomics, and a
+//! Regions are added under their heap's lock and the table's own adding
+//! lock (heaps of several arenas add regions concurrently), their ends
+//! moved only under their heap's lock, and read without either by `free`
+//! on any thread: the fields are atomics, and a
 //! region, once recorded, is never unmapped (only trimmed at its end, which
 //! never moves below a block the program holds).
 //!
@@ -38,6 +40,8 @@ struct Desc {
     end: AtomicUsize,
     fresh: AtomicUsize,
     kind: AtomicU8,
+    /// The heap (arena) whose blocks tile the region.
+    arena: AtomicU8,
 }
 
 const CHUNK_SHIFT: u32 = 12;
@@ -60,11 +64,21 @@ pub struct RegionTable {
     map: &'static PageMap,
     chunks: [AtomicPtr<Desc>; CHUNKS],
     count: AtomicUsize,
+    /// Serialises [`RegionTable::add`].
+    adding: crate::sync::RawLock,
 }
+
+/// Waits for the adding lock (no rank: nothing is locked inside it).
+static ADDING: crate::sync::Contention = crate::sync::Contention::new();
 
 impl RegionTable {
     pub const fn new(map: &'static PageMap) -> Self {
-        RegionTable { map, chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; CHUNKS], count: AtomicUsize::new(0) }
+        RegionTable {
+            map,
+            chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; CHUNKS],
+            count: AtomicUsize::new(0),
+            adding: crate::sync::RawLock::new(),
+        }
     }
 
     /// The page map this table records its regions in.
@@ -128,9 +142,16 @@ impl RegionTable {
         (Block::first_in_region(self.start(i)).addr(), Block::epilogue_of(self.end(i)).addr())
     }
 
-    /// Records region `[start, end)` (both page-aligned, fresh memory);
-    /// `None` when the table or the map cannot grow.
-    pub fn add(&self, start: usize, end: usize, kind: RegionKind) -> Option<usize> {
+    /// Records region `[start, end)` (both page-aligned, fresh memory) of
+    /// heap `arena`; `None` when the table or the map cannot grow.
+    pub fn add(&self, start: usize, end: usize, kind: RegionKind, arena: usize) -> Option<usize> {
+        self.adding.lock(&ADDING);
+        let r = self.add_locked(start, end, kind, arena);
+        self.adding.unlock();
+        r
+    }
+
+    fn add_locked(&self, start: usize, end: usize, kind: RegionKind, arena: usize) -> Option<usize> {
         let i = self.count.load(Relaxed);
         if i == MAX_REGIONS || !self.map.reserve(start, end) {
             return None;
@@ -145,6 +166,7 @@ impl RegionTable {
         d.end.store(end, Relaxed);
         d.fresh.store(Block::first_in_region(start).payload() as usize, Relaxed);
         d.kind.store(kind as u8, Relaxed);
+        d.arena.store(arena as u8, Relaxed);
         self.count.store(i + 1, Release);
         self.record(i, start, end);
         Some(i)
@@ -205,6 +227,11 @@ impl RegionTable {
 
     pub fn end(&self, i: usize) -> usize {
         self.desc(i).end.load(Relaxed)
+    }
+
+    /// The heap (arena) region `i` belongs to.
+    pub fn arena(&self, i: usize) -> usize {
+        self.desc(i).arena.load(Relaxed) as usize
     }
 
     pub fn kind(&self, i: usize) -> RegionKind {

@@ -193,7 +193,7 @@ fn make_cache() -> Option<&'static Tcache> {
         let max = OPT.tcache_bytes.load(Relaxed) as u64;
         // SAFETY: `t` is memory for one cache, owned by the registry.
         unsafe {
-            t.write(Tcache::new(max, (max as usize / 16).max(64), OPT.tcache_count.load(Relaxed)));
+            t.write(Tcache::new(max, (max as usize / 16).max(64), OPT.tcache_count.load(Relaxed), crate::process::next_arena()));
             r.link(t);
         }
         t

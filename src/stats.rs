@@ -7,9 +7,9 @@ use crate::block::units_to_bytes;
 use crate::diag::Buf;
 use crate::heap::{Heap, HeapCounters};
 use crate::os::{Source, SYSCALLS};
-use crate::process::{heap, large, REGIONS};
+use crate::process::{each_heap, large, REGIONS};
 use crate::registry::{totals, Totals};
-use crate::sync::{Rank, CONTENTION, RANKS};
+use crate::sync::{Rank, CONTENTION, HEAP_RANKS, RANKS};
 use core::fmt::Write;
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -30,16 +30,22 @@ pub struct Snapshot {
     pub slabs: crate::slab::SlabCounters,
     /// `(waits, sleeps)` of each lock, by rank.
     pub locks: [(u64, u64); RANKS],
+    pub arenas: usize,
+    pub arenas_with_memory: usize,
 }
 
 pub fn snapshot() -> Snapshot {
     let mut s = Snapshot { slabs: crate::process::slabs().counters, ..Default::default() };
-    {
-        let h = heap("malloc_stats");
-        s.heap = h.counters;
-        s.top_bytes = units_to_bytes(h.top().1);
-        s.largest_free = largest_free(&h).max(s.top_bytes);
-    }
+    // The arenas' figures added up (their peaks too: an upper bound of the
+    // peak of the sum, exact with one arena).
+    s.arenas = crate::process::arenas();
+    each_heap("malloc_stats", |h| {
+        s.arenas_with_memory += (h.counters.heap_bytes > 0) as usize;
+        s.heap.add(&h.counters);
+        let top = units_to_bytes(h.top().1);
+        s.top_bytes += top;
+        s.largest_free = s.largest_free.max(largest_free(h)).max(top);
+    });
     {
         let l = large();
         s.mapped_bytes = l.bytes;
@@ -74,7 +80,7 @@ fn largest_free<S: Source>(h: &Heap<S>) -> usize {
 }
 
 /// Version of [`FitallocStats`]'s layout.
-pub const FITALLOC_STATS_VERSION: u64 = 3;
+pub const FITALLOC_STATS_VERSION: u64 = 4;
 
 /// `struct fitalloc_stats`: every figure the allocator keeps. Starts with its
 /// own size and version so that callers built against another layout can
@@ -161,6 +167,10 @@ pub struct FitallocStats {
     /// and of the blocks free in them.
     pub slab_bytes: u64,
     pub slab_free_bytes: u64,
+    /// Arenas (version 4): heaps with a lock of their own in use, and how
+    /// many of them hold memory (have a region).
+    pub arenas: u64,
+    pub arenas_with_memory: u64,
 }
 
 /// The locks whose contention [`FitallocStats`] adds up as `other`.
@@ -217,8 +227,8 @@ impl FitallocStats {
             quarantined_bytes: s.quarantined_bytes as u64,
             quarantined_blocks: s.quarantined_blocks as u64,
             kept_mapped_bytes: s.kept_mapped_bytes as u64,
-            heap_lock_waits: s.locks[Rank::Heap as usize].0,
-            heap_lock_sleeps: s.locks[Rank::Heap as usize].1,
+            heap_lock_waits: HEAP_RANKS.iter().map(|&r| s.locks[r as usize].0).sum(),
+            heap_lock_sleeps: HEAP_RANKS.iter().map(|&r| s.locks[r as usize].1).sum(),
             large_lock_waits: s.locks[Rank::Large as usize].0,
             large_lock_sleeps: s.locks[Rank::Large as usize].1,
             registry_lock_waits: s.locks[Rank::Registry as usize].0,
@@ -229,6 +239,8 @@ impl FitallocStats {
             slab_lock_sleeps: s.locks[Rank::Slab as usize].1,
             slab_bytes: (s.slabs.slabs * crate::slab::SLAB_BYTES) as u64,
             slab_free_bytes: s.slabs.free_bytes as u64,
+            arenas: s.arenas as u64,
+            arenas_with_memory: s.arenas_with_memory as u64,
         }
     }
 
@@ -348,8 +360,10 @@ pub fn print_report(fd: i32) {
     let pct = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 * 100.0 / b as f64 };
     let _ = writeln!(
         b,
-        "fitalloc: heap {} B (peak {}), mapped {} B in {} blocks (peak {}), in use {} B in {} blocks (peak {}), {:.1}% of system bytes",
+        "fitalloc: heap {} B in {} of {} arenas (peak {}), mapped {} B in {} blocks (peak {}), in use {} B in {} blocks (peak {}), {:.1}% of system bytes",
         s.heap_bytes,
+        s.arenas_with_memory,
+        s.arenas,
         s.peak_heap_bytes,
         s.mapped_bytes,
         s.mapped_blocks,

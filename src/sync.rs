@@ -118,9 +118,9 @@ pub fn single_threaded() -> bool {
 /// | 2 | `Profile` | the heap profiler's sample table is changed, or written out with a heap walk ([`crate::profile`]) |
 /// | 3 | `Registry` | thread caches are created, retired or visited |
 /// | 4 | `Slab` | blocks are taken from or given back to slabs ([`crate::slab`]); a slab takes its page from the heap |
-/// | 5 | `Heap` | any heap operation |
-/// | 6 | `Large` | the large-block table is read or changed |
-/// | 7 | `Report` | the statistics report's descriptor is read or set |
+/// | 5-12 | `Heap`, `Heap1` ... `Heap7` | any operation on the heap of arena 0 ... 7 ([`crate::process`]); the checker and fork take them all, in order |
+/// | 13 | `Large` | the large-block table is read or changed |
+/// | 14 | `Report` | the statistics report's descriptor is read or set |
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Rank {
@@ -130,12 +130,23 @@ pub enum Rank {
     Registry = 3,
     Slab = 4,
     Heap = 5,
-    Large = 6,
-    Report = 7,
+    Heap1 = 6,
+    Heap2 = 7,
+    Heap3 = 8,
+    Heap4 = 9,
+    Heap5 = 10,
+    Heap6 = 11,
+    Heap7 = 12,
+    Large = 13,
+    Report = 14,
 }
 
+/// The ranks of the arenas' heap locks, by arena.
+pub(crate) const HEAP_RANKS: [Rank; 8] =
+    [Rank::Heap, Rank::Heap1, Rank::Heap2, Rank::Heap3, Rank::Heap4, Rank::Heap5, Rank::Heap6, Rank::Heap7];
+
 /// Number of [`Rank`]s.
-pub(crate) const RANKS: usize = 8;
+pub(crate) const RANKS: usize = 15;
 
 /// How often a lock was found held: `waits` counts acquisitions that found
 /// it held (each spun, and may then have slept), `sleeps` every futex wait

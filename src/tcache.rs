@@ -174,6 +174,8 @@ pub struct Tcache {
     /// The slab this cache takes blocks of each size from (a hint the slab
     /// lock's holder checks: [`crate::slab::Slabs::take`]).
     slab_cur: [AtomicU32; SLAB_MAX_UNITS as usize + 1],
+    /// The arena whose heap refills this cache ([`crate::process`]).
+    arena: usize,
     pub counters: ThreadCounters,
     /// Registry links (see [`crate::registry`]), changed under its lock.
     pub next: AtomicPtr<Tcache>,
@@ -197,7 +199,7 @@ impl Tcache {
     /// stays below `max_bytes`. (Measured on the shared traces and the mt
     /// benchmark: 256 KiB and 16 cost 1% of footprint and halve the time of
     /// random-size workloads against 64 KiB and byte-proportional counts.)
-    pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize) -> Self {
+    pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize, arena: usize) -> Self {
         let mut limits = [0u16; CLASSES];
         for (u, l) in limits.iter_mut().enumerate().skip(crate::config::MIN_UNITS as usize) {
             *l = (per_class_bytes / units_to_bytes(u as u32)).max(min_count).clamp(2, 64) as u16;
@@ -209,10 +211,17 @@ impl Tcache {
             limits,
             max_bytes,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
+            arena,
             counters: ThreadCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
             prev: AtomicPtr::new(core::ptr::null_mut()),
         }
+    }
+
+    /// The arena whose heap refills this cache.
+    #[inline]
+    pub fn arena(&self) -> usize {
+        self.arena
     }
 
     /// The slab this cache takes blocks of `units` from.

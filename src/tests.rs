@@ -74,7 +74,7 @@ fn new_heap(cap: usize) -> Heap<BufferSource> {
     // SAFETY: an all-zero page map is valid (no leaves yet).
     let map: &'static PageMap = unsafe { &*(alloc_zeroed(Layout::new::<PageMap>()) as *const PageMap) };
     let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map)));
-    Heap::new(BufferSource::new(cap), regions, params())
+    Heap::new(BufferSource::new(cap), regions, params(), 0)
 }
 
 fn check<S: Source>(h: &Heap<S>) {
@@ -1128,4 +1128,39 @@ mod slabs {
         assert_eq!(pages[2] - pages[1], SLAB_BYTES);
         assert_eq!(s.counters.slabs, 3);
     }
+}
+
+/// Two heaps (arenas 0 and 1) over one region table, as the process has: each
+/// grows regions of its own, each checks clean against its own regions only,
+/// and a block filed in the wrong arena's bins is found.
+#[test]
+fn arenas_share_the_region_table_and_keep_their_own_blocks() {
+    // SAFETY: an all-zero page map is valid (no leaves yet).
+    let map: &'static PageMap = unsafe { &*(alloc_zeroed(Layout::new::<PageMap>()) as *const PageMap) };
+    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map)));
+    let mut a = Heap::new(BufferSource::new(1 << 22), regions, params(), 0);
+    let mut b = Heap::new(BufferSource::new(1 << 22), regions, params(), 1);
+    let xa: Vec<Block> = (0..50).map(|i| alloc(&mut a, 2000 + 16 * i)).collect();
+    let xb: Vec<Block> = (0..50).map(|i| alloc(&mut b, 3000 + 16 * i)).collect();
+    assert!(regions.len() >= 2);
+    for (&p, &q) in xa.iter().zip(&xb) {
+        assert_eq!(regions.arena(regions.find(p.addr()).unwrap()), 0);
+        assert_eq!(regions.arena(regions.find(q.addr()).unwrap()), 1);
+    }
+    for (i, (&p, &q)) in xa.iter().zip(&xb).enumerate() {
+        if i % 4 == 1 {
+            free(&mut a, p);
+            free(&mut b, q);
+        }
+    }
+    check(&a);
+    check(&b);
+    // A block of arena 1, between two held blocks, given to arena 0's heap:
+    // the checker finds it in the wrong arena's bins.
+    // SAFETY: a held block of heap `b`, given to the wrong heap on purpose;
+    // its neighbours are held, so nothing merges.
+    unsafe { a.free(xb[3]) };
+    let mut c = Count(0, false);
+    check_heap_structure(&a, &mut c);
+    assert!(c.0 > 0, "a block of another arena in the bins went unnoticed");
 }

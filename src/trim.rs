@@ -19,7 +19,7 @@
 //! decays at once.
 
 use crate::options::OPT;
-use crate::process::{heap, large};
+use crate::process::{each_heap, large};
 use crate::registry::{drain_cache, my_cache};
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 
@@ -36,11 +36,13 @@ static LAST: AtomicU64 = AtomicU64::new(0);
 /// malloc_trim: gives back the top beyond `pad`, the pages inside large
 /// free blocks, and every kept mapping. True if anything was released.
 pub fn trim(pad: usize) -> bool {
-    let released = give_back_space("malloc_trim", pad);
-    let mut h = heap("malloc_trim");
-    h.freed_since_purge = 0;
-    // SAFETY: the heap is consistent between calls.
-    unsafe { h.purge_free_blocks() > 0 || released }
+    let mut released = give_back_space("malloc_trim", pad);
+    each_heap("malloc_trim", |h| {
+        h.freed_since_purge = 0;
+        // SAFETY: the heap is consistent between calls.
+        released |= unsafe { h.purge_free_blocks() } > 0;
+    });
+    released
 }
 
 /// Gives back address space: this thread's cached blocks go home (they
@@ -56,8 +58,9 @@ pub fn give_back_space(op: &'static str, pad: usize) -> bool {
     }
     let slabs = crate::process::release_empty_slabs(op);
     let any_kept = release_kept();
-    // SAFETY: the heap is consistent between calls.
-    let top = unsafe { heap(op).trim_top(pad) };
+    let mut top = 0;
+    // SAFETY: the heaps are consistent between calls.
+    each_heap(op, |h| top += unsafe { h.trim_top(pad) });
     any_kept || top > 0 || slabs > 0
 }
 
@@ -101,14 +104,15 @@ fn decay(last: u64, at_once: bool) {
     // Kept mappings freed before the previous decay have been unused for a
     // whole period at least.
     large().expire(if at_once { u64::MAX } else { last }).unmap();
-    let mut h = heap("free");
-    if h.freed_since_purge >= if at_once { 1 } else { PURGE_MIN } {
-        h.freed_since_purge = 0;
-        let pad = h.params.top_pad;
-        // SAFETY: the heap is consistent between calls.
-        unsafe {
-            h.trim_top(pad);
-            h.purge_free_blocks();
+    each_heap("free", |h| {
+        if h.freed_since_purge >= if at_once { 1 } else { PURGE_MIN } {
+            h.freed_since_purge = 0;
+            let pad = h.params.top_pad;
+            // SAFETY: the heap is consistent between calls.
+            unsafe {
+                h.trim_top(pad);
+                h.purge_free_blocks();
+            }
         }
-    }
+    });
 }
