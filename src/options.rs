@@ -15,7 +15,7 @@
 //! | `FITALLOC_TRACE=path` | record every allocation call to `path` |
 //! | `FITALLOC_PROFILE=path` | sample allocations and write a heap profile to `path` at exit ([`crate::profile`]) |
 //! | `FITALLOC_PROFILE_RATE=n` | mean bytes allocated between two samples (default 512k) |
-//! | `FITALLOC_ARENAS=n` | heaps with a lock of their own (0, the default: one per CPU the process may run on, at most 8; read at start-up) |
+//! | `FITALLOC_ARENAS=n` | heaps with a lock of their own (default 1; 0: one per CPU the process may run on; at most 8; read at start-up) |
 //! | `FITALLOC_PROFILE_SIGNAL=sig` | on signal `sig` (`USR1`, `USR2` or a number), write a numbered snapshot of the heap profile |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
@@ -67,6 +67,7 @@ pub struct Options {
     /// The signal that asks for a heap-profile snapshot (0: none).
     pub profile_signal: AtomicUsize,
     /// Arenas (0: one per CPU the process may run on; read at start-up).
+    /// One by default: see `crate::process` on what several measured.
     pub arenas: AtomicUsize,
 }
 
@@ -88,7 +89,7 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
     profile_rate: AtomicUsize::new(512 * 1024),
     profile_signal: AtomicUsize::new(0),
-    arenas: AtomicUsize::new(0),
+    arenas: AtomicUsize::new(1),
 };
 
 /// A path from the environment, NUL-terminated (empty: none). Written
