@@ -155,6 +155,62 @@ static void overflow_parked_with_footer(void)
     no_overlap(z, s.xb + s.yb - 64, s.y, 7700);
 }
 
+/* The same, with the footer written inside y and only the PREV_USED bit of
+ * the block after y cleared by an overflow from y (the bit is outside the
+ * header's tag): found by the footer's keyed mask. */
+static void overflow_parked_footer_and_prev_used(void)
+{
+    struct tree_setup s;
+    tree_setup(&s, 7700, 0, 7700 / 16 + 1);
+    uint32_t forged = *header(s.x);
+    memcpy((char *)s.x - 4 + s.xb + s.yb - 4, &forged, 4);
+    *header(s.g) &= ~2u;
+    void *z = malloc(s.xb + s.yb - 64);
+    no_overlap(z, s.xb + s.yb - 64, s.y, 7700);
+}
+
+/* House of Einherjar: a fake previous size before a block whose PREV_USED
+ * an overflow cleared, pointing back at a fake free header in the
+ * attacker's own block; then free of the block. */
+static void fake_prev_size_then_free(void)
+{
+    char *a = malloc(4000), *b = malloc(3000), *c = malloc(2000), *guard = malloc(100);
+    uint64_t ab = block_size(a), bb = block_size(b);
+    uint32_t fake = (uint32_t)(((ab + bb) / 16) << 2) | 2;
+    *header(a) = fake;                  /* a fake free header where a starts */
+    memcpy(b + bb - 8, &fake, 4);       /* its "footer": the last bytes of b */
+    *header(c) &= ~2u;                  /* the overflow of b into c */
+    free(c);                            /* merges back over a and b? */
+    void *z = malloc(ab + bb + 1000);
+    no_overlap(z, ab + bb + 1000, a, 4000);
+    sink_ptr(guard);
+}
+
+/* A slab's page is the payload of a used heap block (its container): an
+ * overflow of the block before it rewrites the container's size, which
+ * nothing reads while the slab lives; when the slab empties, the heap must
+ * not take the forged size. */
+static void overflow_rewrites_a_slab_container(void)
+{
+    char *blocks[200];
+    uint32_t *container = NULL;
+    for (int i = 0; i < 200; i++) {
+        blocks[i] = malloc(200);
+        uintptr_t page = (uintptr_t)blocks[i] & ~(uintptr_t)4095;
+        uint32_t h = *(uint32_t *)(page - 4);
+        if (!container && (uintptr_t)blocks[i] - page == 16 && (h & 1) && (h >> 16) >= 256 && (h >> 16) <= 257)
+            container = (uint32_t *)(page - 4);
+    }
+    if (!container) {
+        say("no slab found\n");
+        _exit(4);
+    }
+    *container += 64u << 16;             /* 64 more units: the live blocks after it */
+    for (int i = 0; i < 200; i++)
+        free(blocks[i]);
+    malloc_trim(0);                      /* the cache drains, the slab empties */
+}
+
 /* ---- item 9: a cached block forged from what a freed one reveals --------- */
 
 static void forge_cached_block(void)
@@ -290,6 +346,12 @@ static const struct hcase cases[] = {
      "corrupted free"},
     {"overflow enlarges the parked block's header, footer forged, then malloc", overflow_parked_with_footer, "malloc",
      "corrupted free"},
+    {"overflow enlarges the parked block's header, footer forged in y, y's successor's PREV_USED cleared, then malloc",
+     overflow_parked_footer_and_prev_used, "malloc", "corrupted free"},
+    {"a fake previous size and a cleared PREV_USED (House of Einherjar), then free", fake_prev_size_then_free, "free",
+     "corrupted"},
+    {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,
+     "malloc_trim", "corrupted heap block header"},
     {"a freed cached block's words forge a cached block inside a live one", forge_cached_block, "malloc",
      "corrupted thread cache"},
     {"an underflow enlarges a big heap block's size record, then free", big_record_enlarged_then_free, "free",
@@ -321,9 +383,97 @@ static void run_case(const struct hcase *k)
           how, status, err, want, k->cause);
 }
 
+/* calloc after a stale write into a freed block that went back to the top
+ * and was purged (the break moved by the program, so the heap madvises
+ * instead of shrinking): the purged pages stay mapped, so calloc must not
+ * take them as fresh zeroes. Exits 3 when calloc's block is not zero. */
+static void calloc_after_purge_and_stale_write(void *arg)
+{
+    (void)arg;
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    char *g = malloc(100);
+    char *p = malloc(1 << 20);
+    memset(p, 1, 1 << 20);
+    sbrk(4096);
+    free(p);
+    memset(hide_ptr(p), 0xAA, 1 << 20); /* use after free */
+    unsigned char *q = calloc(1, 1 << 20);
+    size_t first = zero_check(q, 1 << 20);
+    sink_ptr(g);
+    _exit(first == SIZE_MAX ? 0 : 3);
+}
+
+/* An overflow past a large block's mapping must not reach fitalloc's own
+ * tables, which may be mapped right after it (the table of large blocks
+ * grows just before a block is mapped): they sit between guard pages, so
+ * the write faults in the program instead. Exits 3 if malloc then hands
+ * out memory over a live block. */
+static void overflow_past_a_large_block(void *arg)
+{
+    (void)arg;
+    char *v = malloc(1000);
+    memset(v, 'v', 1000);
+    char *a = malloc(200000);
+    size_t u = malloc_usable_size(a);
+    uint64_t forged[2] = {(uintptr_t)v & ~(uintptr_t)4095, 0x31000};
+    memcpy(a + u + 8, forged, sizeof forged); /* faults on a guard page, or lands in unrelated memory */
+    free(a);
+    char *c = malloc(200000);
+    if (c && c < v + 1000 && v < c + 200000)
+        _exit(3);
+    _exit(0);
+}
+
+/* Two threads free the same 5000 B block at the same moment. */
+static atomic_int race_ready, race_go;
+static void *volatile race_block;
+static void *race_free(void *arg)
+{
+    (void)arg;
+    free(malloc(5000)); /* the thread's cache */
+    atomic_fetch_add(&race_ready, 1);
+    while (!atomic_load(&race_go))
+        ;
+    free(race_block);
+    return NULL;
+}
+static void racing_double_free(void *arg)
+{
+    (void)arg;
+    race_block = malloc(5000);
+    void *guard = malloc(100);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, race_free, NULL);
+    while (atomic_load(&race_ready) != 2)
+        ;
+    atomic_store(&race_go, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    sink_ptr(guard);
+}
+
 int main(void)
 {
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
+
+    char err[2048];
+    int status = run_child_stderr(calloc_after_purge_and_stale_write, NULL, err, sizeof err, 60);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "calloc after a purge of the top and a stale write there returns zeroes", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(overflow_past_a_large_block, NULL, err, sizeof err, 60);
+    check(status != -1 && (WIFEXITED(status) ? WEXITSTATUS(status) == 0 : WTERMSIG(status) == SIGSEGV),
+          "an overflow past a large block faults or lands apart; fitalloc's tables stay whole",
+          "status %#x; stderr: %s", status, err);
+
+    int caught = 0, runs = 40;
+    for (int k = 0; k < runs; k++) {
+        status = run_child_stderr(racing_double_free, NULL, err, sizeof err, 60);
+        caught += aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL);
+    }
+    check(caught == runs, "two threads freeing one heap block at once: a double free, every time",
+          "%d of %d runs reported; last stderr: %s", caught, runs, err);
     return tap_done("test_hostile");
 }

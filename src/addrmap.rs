@@ -122,7 +122,7 @@ impl<V: Copy + Default> AddrMap<V> {
         }
         if !old.is_null() {
             // SAFETY: the old array is ours and no longer referenced.
-            unsafe { os::unmap(old as usize, old_cap * core::mem::size_of::<Slot<V>>()) };
+            unsafe { os::unmap_metadata(old as usize, old_cap * core::mem::size_of::<Slot<V>>()) };
         }
         true
     }

@@ -18,10 +18,18 @@
 //!  │   ...                    │         │ (links stored masked)    │
 //!  │   ...                    │         │   ...                    │
 //!  │   ...                    │         ├──────────────────────────┤
-//!  │   ...                    │         │ footer u32 = header      │ b+size-4
+//!  │   ...                    │         │ footer u32 (header,      │ b+size-4
+//!  │                          │         │   stored masked)         │
 //!  └──────────────────────────┘         └──────────────────────────┘
 //!  next block's header at b+size        next block's header at b+size
 //! ```
+//!
+//! A footer is stored masked with a keyed value of its own address, as the
+//! links are: a footer the program forged (a fake previous size before a
+//! header whose `PREV_USED` it cleared, or a free block's header enlarged
+//! over a live block with a matching footer written inside it) decodes to
+//! a wild size that fails the checks, while a genuine one decodes to the
+//! header.
 //!
 //! An allocated block has no footer: the next block's `PREV_USED` bit says
 //! whether the four bytes before its header are a footer or the end of our
@@ -143,6 +151,13 @@ pub fn keyed(x: usize, key: u64, mul: u64) -> usize {
 #[inline(always)]
 fn link_mask(b: Block, i: usize) -> usize {
     keyed(b.addr() + 8 * i, LINK_KEY.load(Ordering::Relaxed), LINK_MUL.load(Ordering::Relaxed))
+}
+
+/// The mask of a footer stored at `at` (see the module notes).
+#[inline(always)]
+fn footer_mask(at: usize) -> u32 {
+    let key = LINK_KEY.load(Ordering::Relaxed).rotate_left(31);
+    (keyed(at, key, LINK_MUL.load(Ordering::Relaxed)) >> 16) as u32
 }
 
 /// The tag bits (already in place) of a used header.
@@ -549,7 +564,8 @@ impl Block {
         unsafe {
             let h = free_header(units);
             self.set_header(h);
-            self.offset(units).footer_before().write(h);
+            let f = self.offset(units).footer_before();
+            f.write(h ^ footer_mask(f as usize));
         }
     }
 
@@ -560,14 +576,15 @@ impl Block {
         self.0.wrapping_sub(4) as *mut u32
     }
 
-    /// The footer of a free block (equal to its header when intact).
+    /// The footer of a free block, unmasked (equal to its header when
+    /// intact).
     ///
     /// # Safety
     /// `self` must be a free block with `units` in a heap region.
     #[inline(always)]
     pub unsafe fn footer(self, units: u32) -> u32 {
         // SAFETY: forwarded to the caller.
-        unsafe { self.offset(units).footer_before().read() }
+        unsafe { self.offset(units).prev_footer() }
     }
 
     /// The size in units of the previous block, read from its footer.
@@ -576,8 +593,9 @@ impl Block {
     /// `self` must be a block in a heap region whose `PREV_USED` is clear.
     #[inline(always)]
     pub unsafe fn prev_footer(self) -> u32 {
+        let f = self.footer_before();
         // SAFETY: forwarded to the caller.
-        unsafe { self.footer_before().read() }
+        unsafe { f.read() ^ footer_mask(f as usize) }
     }
 
     /// The previous block, found through its footer.

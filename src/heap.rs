@@ -760,6 +760,12 @@ impl<S: Source> Heap<S> {
     pub unsafe fn free(&mut self, b: Block) {
         // SAFETY: `b` is a held block; neighbours are checked before use.
         unsafe {
+            // Checked by the caller, but without this lock: a second free of
+            // the same block by another thread at the same moment finds the
+            // header freed here.
+            if !crate::block::is_block_header(b.addr(), b.header()) {
+                self.corrupt("double free (two threads at once) of", b.payload() as usize);
+            }
             let (s, units, big) = b.held_span();
             if big {
                 // A second free of the body is recognised as one.
@@ -858,13 +864,10 @@ impl<S: Source> Heap<S> {
                 if hi <= lo || !self.source.purge(lo, hi - lo) {
                     return 0;
                 }
-                // `[hi, epilogue)` was not purged: clear what was written
-                // there (less than a page) before calling it fresh.
-                let dirty_end = self.regions.fresh(r).min(Block::epilogue_of(end).addr());
-                if dirty_end > hi {
-                    core::ptr::write_bytes(hi as *mut u8, 0, dirty_end - hi);
-                }
-                self.regions.set_fresh(r, self.regions.fresh(r).min(lo));
+                // The purged pages read as zero now, but they stay mapped: a
+                // stale pointer of the program may write there before they
+                // are handed out again, so they are not called fresh (calloc
+                // clears them).
                 self.counters.released_bytes += hi - lo;
                 return hi - lo;
             }

@@ -137,9 +137,47 @@ pub fn map_accounted(len: usize) -> Option<usize> {
 /// A fresh private anonymous mapping of `len` bytes for the allocator's own
 /// metadata (address tables, the thread registry, the trace recorder, the
 /// quarantine ring): reserved with `MAP_NORESERVE`, since most of it is
-/// never touched and it must not count against the program's commit limit.
+/// never touched and it must not count against the program's commit limit,
+/// and between two inaccessible guard pages, so that no overflow of a
+/// program's block mapped next to it (below or above) can reach it: it
+/// faults instead. Given back with [`unmap_metadata`].
 pub fn map_metadata(len: usize) -> Option<usize> {
-    map_with(len, libc::MAP_NORESERVE)
+    if injected_failure() {
+        return None;
+    }
+    map_guarded_metadata(len)
+}
+
+fn map_guarded_metadata(len: usize) -> Option<usize> {
+    let g = page_size();
+    let body = round_up_page(len);
+    let base = mmap_anon(body + 2 * g, libc::MAP_NORESERVE)?;
+    // SAFETY: the two ends of the mapping just made, used by nothing.
+    let guarded = unsafe {
+        libc::mprotect(base as *mut libc::c_void, g, libc::PROT_NONE) == 0
+            && libc::mprotect((base + g + body) as *mut libc::c_void, g, libc::PROT_NONE) == 0
+    };
+    if !guarded {
+        // SAFETY: as above.
+        unsafe { unmap(base, body + 2 * g) };
+        return None;
+    }
+    Some(base + g)
+}
+
+fn round_up_page(len: usize) -> usize {
+    let g = page_size();
+    (len + g - 1) & !(g - 1)
+}
+
+/// Gives back a mapping made by [`map_metadata`] or [`map_table`].
+///
+/// # Safety
+/// `[addr, addr + len)` must be such a mapping, used by nothing.
+pub unsafe fn unmap_metadata(addr: usize, len: usize) {
+    let g = page_size();
+    // SAFETY: forwarded; the guard pages are part of the mapping.
+    unsafe { unmap(addr - g, round_up_page(len) + 2 * g) };
 }
 
 fn map_with(len: usize, extra_flags: i32) -> Option<usize> {
@@ -153,7 +191,7 @@ fn map_with(len: usize, extra_flags: i32) -> Option<usize> {
 /// and large-block descriptors): as [`map_metadata`], but exempt from
 /// failure injection, which tests how the program's requests fail.
 pub fn map_table(len: usize) -> Option<usize> {
-    mmap_anon(len, libc::MAP_NORESERVE)
+    map_guarded_metadata(len)
 }
 
 fn mmap_anon(len: usize, extra_flags: i32) -> Option<usize> {

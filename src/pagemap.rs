@@ -194,7 +194,7 @@ impl PageMap {
             Ok(_) => fresh,
             Err(won) => {
                 // SAFETY: our mapping lost the race and was never published.
-                unsafe { crate::os::unmap(m, LEAF_BYTES) };
+                unsafe { crate::os::unmap_metadata(m, LEAF_BYTES) };
                 won
             }
         }

@@ -192,7 +192,7 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
             if slab & (1 << i) != 0 {
                 // SAFETY: forwarded; an emptied slab's container is a used
                 // heap block that nothing else holds.
-                let r = unsafe { s.give(b, |c| heap_of(c, op).free(c)) };
+                let r = unsafe { s.give(b, |c| free_container(c, op)) };
                 match r {
                     Ok(()) => {}
                     Err(GiveFault::AlreadyFree) => {
@@ -232,6 +232,24 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
     }
 }
 
+/// Gives an emptied slab's container back to its heap, once its header is
+/// checked: nothing reads it while the slab lives, so an overflow of the
+/// heap block before it could have rewritten it (a larger size would hand
+/// the heap live memory after it).
+///
+/// # Safety
+/// `c` must be the container of a slab just unmade, held by nothing.
+unsafe fn free_container(c: Block, op: &'static str) {
+    // SAFETY: the container is a used heap block (the caller).
+    let h = unsafe { c.header() };
+    let units = crate::block::used_units(h);
+    if !crate::block::is_used_header(c.addr(), h) || !(CONTAINER_UNITS..=CONTAINER_UNITS + 1).contains(&units) {
+        crate::diag::fatal(op, "corrupted heap block header (a slab's page, overwritten by an overflow) at", c.payload() as usize);
+    }
+    // SAFETY: as above.
+    unsafe { heap_of(c, op).free(c) }
+}
+
 /// Gives up the slabs thread cache `t` takes blocks from (its thread is
 /// gone).
 pub fn disown_slabs(t: &Tcache) {
@@ -241,7 +259,7 @@ pub fn disown_slabs(t: &Tcache) {
 /// Gives every empty slab's page back to the heap; how many went.
 pub fn release_empty_slabs(op: &'static str) -> usize {
     // SAFETY: an empty slab's container is a used heap block nothing holds.
-    SLABS.lock().release_empty(|c| unsafe { heap_of(c, op).free(c) })
+    SLABS.lock().release_empty(|c| unsafe { free_container(c, op) })
 }
 
 /// Locks the large-block table.

@@ -437,7 +437,7 @@ impl Profiler {
         let Some(base) = crate::os::map_metadata(pool + OUT_BUF) else { return false };
         let Some(slots) = crate::os::map_metadata(FIRST_SLOTS * core::mem::size_of::<Slot>()) else {
             // SAFETY: the mapping made above, used by nothing.
-            unsafe { crate::os::unmap(base, pool + OUT_BUF) };
+            unsafe { crate::os::unmap_metadata(base, pool + OUT_BUF) };
             return false;
         };
         self.pool = base as *mut Sample;
@@ -511,7 +511,7 @@ impl Profiler {
             }
         }
         // SAFETY: the old table, no longer referenced.
-        unsafe { crate::os::unmap(old as usize, old_cap * core::mem::size_of::<Slot>()) };
+        unsafe { crate::os::unmap_metadata(old as usize, old_cap * core::mem::size_of::<Slot>()) };
         true
     }
 
