@@ -97,6 +97,9 @@ pub fn my_arena(t: Option<&Tcache>) -> usize {
 /// region; 0 for any other).
 #[inline]
 pub fn arena_of(addr: usize) -> usize {
+    if arenas() == 1 {
+        return 0;
+    }
     REGIONS.find(addr).map_or(0, |r| REGIONS.arena(r))
 }
 
@@ -211,9 +214,11 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
     let all = if blocks.len() == 64 { u64::MAX } else { (1u64 << blocks.len()) - 1 };
     let mut heap_blocks = all & !slab;
     let mut arena = [0u8; 64];
-    for (i, &b) in blocks.iter().enumerate() {
-        if heap_blocks & (1 << i) != 0 {
-            arena[i] = arena_of(b.addr()) as u8;
+    if arenas() > 1 {
+        for (i, &b) in blocks.iter().enumerate() {
+            if heap_blocks & (1 << i) != 0 {
+                arena[i] = arena_of(b.addr()) as u8;
+            }
         }
     }
     while heap_blocks != 0 {

@@ -243,6 +243,7 @@ pub fn start() -> bool {
     }
     RATE.store(crate::options::OPT.profile_rate.load(Relaxed).max(1), Relaxed);
     find_own_text();
+    crate::stack::init();
     ON.store(true, Relaxed);
     catch_snapshot_signal();
     true

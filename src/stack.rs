@@ -20,11 +20,20 @@
 //!   up the stack): the whole stack is taken again by `_Unwind_Backtrace`,
 //!   which handles every case. The walk never guesses.
 //!
-//! The cache is a table of atomics read like a sequence lock (the address
-//! is the sequence), so threads share it without a lock.
+//! Nothing here takes a lock: objects are looked up with glibc's
+//! `_dl_find_object` (lock-free and fork-safe; found with `dlsym` when
+//! profiling starts, and without it the walk is left to libgcc), never
+//! with `dl_iterate_phdr`, which holds the loader's lock (a forked child
+//! could hang on it, and a program's callback holding its own lock could
+//! deadlock with a sample). The cache is a table of slots, each behind a
+//! version counter read like a sequence lock, shared by every thread.
+//! Each rule is cached with the identity of the object it was worked out
+//! in (where it is mapped and where its unwind tables are), checked on
+//! every hit: after a `dlclose`, another library at the same address does
+//! not inherit the old one's rules.
 
 use core::ffi::c_void;
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::{Acquire, Relaxed, Release}};
+use core::sync::atomic::{fence, AtomicU32, AtomicU64, AtomicUsize, Ordering::{Acquire, Relaxed, Release}};
 
 /// Frames kept per stack.
 pub(crate) const MAX_FRAMES: usize = 48;
@@ -34,8 +43,53 @@ const MAX_STEPS: usize = MAX_FRAMES + 16;
 /// Entries of the rule cache (a power of two): 64 KiB, in `.bss`, touched
 /// only by a profiling process.
 const CACHE: usize = 4096;
+/// Per slot: a version (odd while a writer fills the slot), the code
+/// address, the rule (0: no rule, the walk hands over) and the object's
+/// identity.
+static SEQS: [AtomicU32; CACHE] = [const { AtomicU32::new(0) }; CACHE];
 static KEYS: [AtomicUsize; CACHE] = [const { AtomicUsize::new(0) }; CACHE];
 static RULES: [AtomicU64; CACHE] = [const { AtomicU64::new(0) }; CACHE];
+static IDENTS: [AtomicU64; CACHE] = [const { AtomicU64::new(0) }; CACHE];
+
+/// glibc's `_dl_find_object` (2.35 and later), or 0.
+static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
+
+/// Looks up `_dl_find_object` (when profiling starts: `dlsym` may
+/// allocate).
+pub fn init() {
+    // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches every object.
+    let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
+    FIND_OBJECT.store(f as usize, Relaxed);
+}
+
+/// glibc's `struct dl_find_object`.
+#[repr(C)]
+struct DlFindObject {
+    flags: u64,
+    map_start: usize,
+    map_end: usize,
+    link_map: usize,
+    eh_frame: usize,
+    reserved: [u64; 7],
+}
+
+/// The identity of the loaded object holding `pc` (never 0), or `None`
+/// for code outside every object (a JIT's, which can be replaced at the
+/// same address) or when glibc cannot say.
+fn object_of(pc: usize) -> Option<u64> {
+    let f = FIND_OBJECT.load(Relaxed);
+    if f == 0 {
+        return None;
+    }
+    // SAFETY: `f` is glibc's `_dl_find_object`, whose signature this is.
+    let find: unsafe extern "C" fn(*mut c_void, *mut DlFindObject) -> i32 = unsafe { core::mem::transmute(f) };
+    let mut o = DlFindObject { flags: 0, map_start: 0, map_end: 0, link_map: 0, eh_frame: 0, reserved: [0; 7] };
+    // SAFETY: lock-free, async-signal-safe; it writes `o`.
+    if unsafe { find(pc as *mut c_void, &mut o) } != 0 || o.eh_frame == 0 {
+        return None;
+    }
+    Some((o.map_start as u64 ^ (o.map_end as u64).rotate_left(21) ^ (o.eh_frame as u64).rotate_left(42)) | 1)
+}
 
 /// DWARF register numbers on x86-64.
 const RBP: u64 = 6;
@@ -75,60 +129,11 @@ impl Rule {
     }
 }
 
-/// Whether `pc` is in a loaded segment of a loaded object.
-fn in_loaded_object(pc: usize) -> bool {
-    unsafe extern "C" fn each(info: *mut libc::dl_phdr_info, _size: usize, data: *mut c_void) -> i32 {
-        // SAFETY: the loader passes a valid `info` with `dlpi_phnum` program
-        // headers; `data` is the address being looked for.
-        unsafe {
-            let pc = *(data as *const usize);
-            let info = &*info;
-            for i in 0..info.dlpi_phnum as usize {
-                let ph = &*info.dlpi_phdr.add(i);
-                let start = (info.dlpi_addr as usize).wrapping_add(ph.p_vaddr as usize);
-                if ph.p_type == libc::PT_LOAD && pc >= start && pc - start < ph.p_memsz as usize {
-                    return 1;
-                }
-            }
-            0
-        }
-    }
-    let mut pc = pc;
-    // SAFETY: `each` only reads what the loader passes and `pc`.
-    unsafe { libc::dl_iterate_phdr(Some(each), &mut pc as *mut usize as *mut c_void) == 1 }
-}
-
-/// Objects unloaded so far (glibc's `dlpi_subs`) when the cache was last
-/// known good: after a `dlclose`, new code may sit where old code was, so
-/// the cache is emptied.
-static UNLOADS: AtomicU64 = AtomicU64::new(0);
-
-fn forget_rules_after_unloads() {
-    unsafe extern "C" fn first(info: *mut libc::dl_phdr_info, size: usize, data: *mut c_void) -> i32 {
-        // SAFETY: as in `in_loaded_object`; `dlpi_subs` is inside `size`.
-        unsafe {
-            if size >= core::mem::offset_of!(libc::dl_phdr_info, dlpi_subs) + 8 {
-                *(data as *mut u64) = (*info).dlpi_subs;
-            }
-        }
-        1
-    }
-    let mut subs = 0u64;
-    // SAFETY: `first` only reads what the loader passes and writes `subs`.
-    unsafe { libc::dl_iterate_phdr(Some(first), &mut subs as *mut u64 as *mut c_void) };
-    if UNLOADS.swap(subs, Relaxed) != subs {
-        for k in &KEYS {
-            k.store(0, Release);
-        }
-    }
-}
-
 /// Takes the caller's stack: return addresses, innermost first, leaving out
 /// the innermost frames whose address is in `own` (the allocator's). Returns
 /// the depth.
 #[inline(never)]
 pub fn capture(frames: &mut [usize; MAX_FRAMES], own: core::ops::Range<usize>) -> usize {
-    forget_rules_after_unloads();
     match walk(frames, &own) {
         Some(depth) => depth,
         None => {
@@ -215,22 +220,32 @@ fn slot(key: usize) -> usize {
     ((key as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (64 - CACHE.trailing_zeros())) as usize
 }
 
-/// The rule for code address `key`, from the cache or worked out.
+/// The rule for code address `key`, from the cache or worked out; `None`
+/// when the walk must hand over (no object, or a frame it does not cover:
+/// cached too, so such a frame costs a lookup, not a parse, every time).
 fn cached_rule(key: usize) -> Option<Rule> {
+    if key < 4096 {
+        return None;
+    }
+    let ident = object_of(key)?;
     let i = slot(key);
-    if KEYS[i].load(Acquire) == key {
-        let w = RULES[i].load(Acquire);
-        // The key read again: a writer changes it before the rule, so the
-        // same key twice means the rule read is the key's.
-        if w != 0 && KEYS[i].load(Acquire) == key {
-            return Some(Rule::unpack(w));
+    let v = SEQS[i].load(Acquire);
+    if v & 1 == 0 {
+        let (k, w, id) = (KEYS[i].load(Relaxed), RULES[i].load(Relaxed), IDENTS[i].load(Relaxed));
+        fence(Acquire);
+        if SEQS[i].load(Relaxed) == v && k == key && id == ident {
+            return (w != 0).then(|| Rule::unpack(w));
         }
     }
-    let r = rule_for(key)?;
-    KEYS[i].store(0, Relaxed);
-    RULES[i].store(r.pack(), Release);
-    KEYS[i].store(key, Release);
-    Some(r)
+    let r = rule_for(key);
+    // Cache it, unless another thread is filling this slot.
+    if v & 1 == 0 && SEQS[i].compare_exchange(v, v + 1, Acquire, Relaxed).is_ok() {
+        KEYS[i].store(key, Relaxed);
+        RULES[i].store(r.map_or(0, Rule::pack), Relaxed);
+        IDENTS[i].store(ident, Relaxed);
+        SEQS[i].store(v + 2, Release);
+    }
+    r
 }
 
 #[repr(C)]
@@ -337,11 +352,6 @@ struct Row {
 /// Works out the rule at code address `pc` from its frame description
 /// entry; `None` for anything the walk does not handle.
 fn rule_for(pc: usize) -> Option<Rule> {
-    // Code outside the loaded objects (a JIT's) can be replaced at the
-    // same address; its frames are left to libgcc.
-    if !in_loaded_object(pc) {
-        return None;
-    }
     let mut bases = DwarfEhBases { tbase: core::ptr::null_mut(), dbase: core::ptr::null_mut(), func: core::ptr::null_mut() };
     // SAFETY: libgcc's lookup; it reads the loaded objects' tables and
     // writes `bases`.
@@ -652,6 +662,8 @@ mod tests {
     /// the first time (rules worked out) and the second (rules cached).
     #[test]
     fn walk_matches_libgcc() {
+        init();
+        assert_ne!(FIND_OBJECT.load(Relaxed), 0, "glibc has _dl_find_object (2.35 and later)");
         for _ in 0..2 {
             let ((a, da), (b, db)) = (take(false), take(true));
             assert_ne!(da, usize::MAX, "the walk gave up");
