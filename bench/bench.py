@@ -51,6 +51,7 @@ DEB_PACKAGES = {"jemalloc": "libjemalloc2", "mimalloc": "libmimalloc2.0",
 # fitalloc-profile-hook: on, but with a rate that never samples, to
 # separate the cost of the hooked route from that of the samples.
 ALLOCATOR_ENV = {"fitalloc-hardened": {"FITALLOC_HARDEN": "1"},
+                 "fitalloc-arenas": {"FITALLOC_ARENAS": "0"},  # one arena per CPU
                  "fitalloc-profile": {"FITALLOC_PROFILE": "/dev/null"},
                  "fitalloc-profile-hook": {"FITALLOC_PROFILE": "/dev/null",
                                            "FITALLOC_PROFILE_RATE": "1000g"}}

@@ -102,10 +102,10 @@ def parse(name, text):
     return d
 
 
-def run(argv, lib):
+def run(argv, lib, alloc):
     try:
-        p = subprocess.run([str(a) for a in argv], env=bench.child_env(lib, {}), capture_output=True,
-                           text=True, timeout=300)
+        p = subprocess.run([str(a) for a in argv], env=bench.child_env(lib, bench.ALLOCATOR_ENV.get(alloc, {})),
+                           capture_output=True, text=True, timeout=300)
     except subprocess.TimeoutExpired:
         return -1, "", "timed out"
     err = [l for l in p.stderr.splitlines() if l.strip()]
@@ -169,7 +169,7 @@ def main():
                 i += 1
                 print(f"[{i}/{total}] {name} {alloc} ({time.monotonic() - started:.0f} s)", file=sys.stderr,
                       flush=True)
-                rc, out, err = run(argv + ["--name", alloc], libs[alloc])
+                rc, out, err = run(argv + ["--name", alloc], libs[alloc], alloc)
                 raw.append(f"{name} {alloc} rep={rep} exit={rc} {out.strip()}")
                 d = parse(name, out) if rc == 0 else None
                 if d is None:
