@@ -211,6 +211,30 @@ static void overflow_rewrites_a_slab_container(void)
     malloc_trim(0);                      /* the cache drains, the slab empties */
 }
 
+/* A freed heap block's used header written back (a 4-byte write after
+ * free, or an overflow of the block before), then a second free: the block
+ * is the parked one, so the heap finds it already free. */
+static void header_written_back_then_free_again(void)
+{
+    char *g = malloc(2000), *a = malloc(2000), *b = malloc(2000);
+    uint32_t h = *header(a);
+    free(a);
+    *header(a) = h;
+    free(a);
+    sink_ptr(g);
+    sink_ptr(b);
+}
+
+/* A pointer inside the top that was never a block start (the tail of a
+ * block that realloc shrank in place went back to the top). */
+static void interior_of_the_top(void)
+{
+    char *x = malloc(5000);
+    char *y = realloc(x, 100);
+    sink_ptr(y);
+    free(x + 1024);
+}
+
 /* ---- item 9: a cached block forged from what a freed one reveals --------- */
 
 static void forge_cached_block(void)
@@ -352,6 +376,10 @@ static const struct hcase cases[] = {
      "corrupted"},
     {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,
      "malloc_trim", "corrupted heap block header"},
+    {"a freed block's header written back, then freed again", header_written_back_then_free_again, "free",
+     "double free"},
+    {"free of an address inside the top that was never a block start", interior_of_the_top, "free",
+     "inside the heap's free space"},
     {"a freed cached block's words forge a cached block inside a live one", forge_cached_block, "malloc",
      "corrupted thread cache"},
     {"an underflow enlarges a big heap block's size record, then free", big_record_enlarged_then_free, "free",
@@ -453,10 +481,48 @@ static void racing_double_free(void *arg)
     sink_ptr(guard);
 }
 
-int main(void)
+/* Hardened mode (the child runs this program again with FITALLOC_HARDEN=1
+ * and a small quarantine): a freed block's header rewritten while it waits
+ * in quarantine, as an overflow of the live block before it would (that
+ * block is never freed, so its canary is never checked). */
+static void quarantined_header_overwritten(void)
 {
+    char *a = malloc(100), *b = malloc(100), *c = malloc(100);
+    sink_ptr(a);
+    sink_ptr(c);
+    free(b);
+    *header(b) ^= 1u << 5; /* one tag bit */
+    for (int i = 0; i < 64; i++)
+        free(malloc(hide_size(200)));
+}
+
+static char *self_path;
+static void run_hardened(void *arg)
+{
+    char *argv[] = {self_path, (char *)arg, NULL};
+    char *envp[] = {"FITALLOC_HARDEN=1", "FITALLOC_QUARANTINE=1k", NULL};
+    execve("/proc/self/exe", argv, envp);
+    _exit(126);
+}
+
+int main(int argc, char **argv)
+{
+    self_path = argv[0];
+    if (argc > 1 && strcmp(argv[1], "quarantined-header") == 0) {
+        quarantined_header_overwritten();
+        say("the attack ran to the end unnoticed\n");
+        return 0;
+    }
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++)
         run_case(&cases[i]);
+    {
+        char err[2048];
+        int status = run_child_stderr(run_hardened, "quarantined-header", err, sizeof err, 60);
+        check(aborted_with_one_line(status, err, "fitalloc: free(): ", "heap overflow into the header of a freed block",
+                                    NULL),
+              "hardened mode: a quarantined block's header overwritten, then it leaves quarantine",
+              "status %#x; stderr: %s", status, err);
+    }
 
     char err[2048];
     int status = run_child_stderr(calloc_after_purge_and_stale_write, NULL, err, sizeof err, 60);

@@ -216,7 +216,15 @@ fn quarantine(b: Block) {
         let old = Block::at(unsafe { *q.ring.add(q.head) } as *mut u8);
         q.head = (q.head + 1) % q.cap;
         q.len -= 1;
-        // SAFETY: quarantined blocks are held heap blocks.
+        // SAFETY: quarantined blocks are held heap blocks: their header
+        // positions lie in a heap region.
+        if !crate::block::is_block_header(old.addr(), unsafe { old.header() }) {
+            // Nothing of the program points here any more: an overflow of
+            // the block before it rewrote the header while it waited.
+            drop(q);
+            diag::fatal("free", "heap overflow into the header of a freed block (in quarantine) at", old.payload() as usize);
+        }
+        // SAFETY: as above; the header is intact, so is its size.
         q.bytes -= Block::payload_bytes(unsafe { old.units() });
         verify_freed(old);
         release(old);

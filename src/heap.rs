@@ -766,6 +766,15 @@ impl<S: Source> Heap<S> {
             if !crate::block::is_block_header(b.addr(), b.header()) {
                 self.corrupt("double free (two threads at once) of", b.payload() as usize);
             }
+            // A block already free whose old header the program wrote back
+            // passes that check; inside the top or the parked block (where
+            // a block freed last usually is), it is caught here.
+            let a = b.addr();
+            let in_span = |s: Block, units: u32| units > 0 && a >= s.addr() && a < s.offset(units).addr();
+            let parked_units = if self.parked.is_null() { 0 } else { crate::block::header_units(self.parked.header()) };
+            if in_span(self.top, self.top_units) || in_span(self.parked, parked_units) {
+                self.corrupt("double free of", b.payload() as usize);
+            }
             let (s, units, big) = b.held_span();
             if big {
                 // A second free of the body is recognised as one.

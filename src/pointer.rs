@@ -179,10 +179,14 @@ pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
             double_free_text(func)
         } else if never_used {
             "invalid pointer (inside unused heap space)"
-        } else if hd == crate::block::MERGED || in_top {
-            // A block merged into a neighbour, or into the top (a freed big
-            // block's body is marked so).
+        } else if hd == crate::block::MERGED || (in_top && b == top) {
+            // A block merged into a neighbour (a freed big block's body is
+            // marked so), or freed into the top, which starts where it did.
             double_free_text(func)
+        } else if in_top {
+            // Inside the top but not where a freed block would have left
+            // its start: never a block start there.
+            "invalid pointer (inside the heap's free space, not a block start)"
         } else if (hd & crate::block::USED == 0 && is_free_block(b, region)) || freed_big_body(b, region) {
             // A free block, or a big block's body whose block is one now.
             double_free_text(func)
