@@ -40,9 +40,11 @@ pub(crate) const MAX_FRAMES: usize = 48;
 /// Frames walked at most, ours included.
 const MAX_STEPS: usize = MAX_FRAMES + 16;
 
-/// Entries of the rule cache (a power of two): 64 KiB, in `.bss`, touched
-/// only by a profiling process.
-const CACHE: usize = 4096;
+/// Entries of the rule cache (a power of two): 28 KiB in `.bss`, touched
+/// only by a profiling process (a program's sampled stacks hold a few
+/// hundred distinct return addresses; the cache's pages count in its
+/// footprint).
+const CACHE: usize = 1024;
 /// Per slot: a version (odd while a writer fills the slot), the code
 /// address, the rule (0: no rule, the walk hands over) and the object's
 /// identity.
