@@ -312,14 +312,38 @@ static void test_failure()
     }
     check(what == "thrown by the new-handler", "an exception thrown by the new-handler reaches the program", what);
 
-    // nothrow forms: NULL, without calling the handler (see src/cxxapi.rs).
+    // nothrow forms: the new-handler is called until it gives up (three
+    // calls, in the first of them), then NULL, as libstdc++ does.
     handler_calls = 0;
     std::set_new_handler(counting_handler);
     void *a = ::operator new(absurd, std::nothrow);
     void *b = ::operator new[](absurd, std::nothrow);
     void *c = ::operator new(absurd, std::align_val_t(64), std::nothrow);
     void *d = ::operator new[](absurd, std::align_val_t(64), std::nothrow);
-    check(!a && !b && !c && !d && handler_calls == 0, "nothrow forms of 2^62 bytes return NULL");
+    check(!a && !b && !c && !d && handler_calls == 3,
+          "nothrow forms of 2^62 bytes: the new-handler until it gives up, then NULL",
+          "handler calls " + std::to_string(handler_calls));
+    // A new-handler that throws: the nothrow forms still return NULL.
+    std::set_new_handler(throwing_handler);
+    void *e = ::operator new(absurd, std::nothrow);
+    void *f = ::operator new[](absurd, std::align_val_t(64), std::nothrow);
+    std::set_new_handler(nullptr);
+    check(!e && !f, "nothrow forms return NULL when the new-handler throws");
+    // An alignment that is not a power of two: bad_alloc at once (no
+    // handler call), NULL from the nothrow form.
+    handler_calls = 0;
+    std::set_new_handler(counting_handler);
+    bool odd_threw = false;
+    try {
+        void *p = ::operator new(16, std::align_val_t(48));
+        ::operator delete(hide_ptr(p), std::align_val_t(48));
+    } catch (const std::bad_alloc &) {
+        odd_threw = true;
+    }
+    void *g = ::operator new(16, std::align_val_t(48), std::nothrow);
+    std::set_new_handler(nullptr);
+    check(odd_threw && !g && handler_calls == 0, "an alignment of 48: bad_alloc, or NULL, without the new-handler",
+          "threw " + std::to_string(odd_threw) + ", handler calls " + std::to_string(handler_calls));
     std::set_new_handler(nullptr);
 
     // The heap is usable afterwards.

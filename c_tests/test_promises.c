@@ -99,6 +99,71 @@ static void res(int pass, const char *name, const char *fmt, ...)
     write_all(res_fd, line, (size_t)n);
 }
 
+/* ---- glibc's knobs and corners (found by porting glibc's own tests) -------- */
+
+/* How many of the n bytes at p differ from `byte`. */
+static size_t differ(const unsigned char *p, size_t n, unsigned char byte)
+{
+    size_t d = 0;
+    for (size_t i = 0; i < n; i++)
+        d += p[i] != byte;
+    return d;
+}
+
+static volatile int stats_thread_reached;
+static void *stats_with_cancel_pending(void *arg)
+{
+    (void)arg;
+    int old;
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &old);
+    pthread_cancel(pthread_self());
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, &old);
+    malloc_stats(); /* glibc: not a cancellation point */
+    stats_thread_reached = 1;
+    pthread_testcancel();
+    return NULL;
+}
+
+/* Run with MALLOC_PERTURB_=165 and
+ * GLIBC_TUNABLES=glibc.malloc.mmap_threshold=300000. */
+static int child_glibc_knobs(void)
+{
+    unsigned char *p = malloc(hide_size(1000));
+    res(p && differ(p, 1000, 0x5a) == 0, "MALLOC_PERTURB_=165 fills malloc'd bytes with 0x5a",
+        "%zu of 1000 bytes differ", p ? differ(p, 1000, 0x5a) : 0);
+    unsigned char *q = calloc(1, hide_size(1000));
+    res(q && zero_check(q, 1000) == SIZE_MAX, "calloc is not perturbed", " ");
+    free(q);
+    mallopt(M_PERTURB, 0x11);
+    unsigned char *t = malloc(hide_size(5000));
+    res(t && differ(t, 5000, 0xee) == 0, "mallopt(M_PERTURB, 0x11) fills with 0xee", " ");
+    free(t);
+    free(p);
+    mallopt(M_PERTURB, 0);
+
+    struct mallinfo2 before = mallinfo2();
+    void *m = malloc(hide_size(200 * 1024));
+    struct mallinfo2 after = mallinfo2();
+    res(m && after.hblks == before.hblks, "GLIBC_TUNABLES mmap_threshold=300000: 200 KiB comes from the heap",
+        "mapped blocks %zu -> %zu", before.hblks, after.hblks);
+    free(m);
+
+    free(malloc(hide_size(64))); /* something in the thread cache */
+    struct mallinfo2 mi = mallinfo2();
+    res((mi.smblks == 0) == (mi.fsmblks == 0) && mi.ordblks >= 1, "mallinfo2: smblks counts fsmblks's blocks",
+        "smblks %zu fsmblks %zu ordblks %zu", mi.smblks, mi.fsmblks, mi.ordblks);
+
+    int devnull = open("/dev/null", O_WRONLY);
+    int saved = dup(2);
+    dup2(devnull, 2);
+    pthread_t th;
+    pthread_create(&th, NULL, stats_with_cancel_pending, NULL);
+    pthread_join(th, NULL);
+    dup2(saved, 2);
+    res(stats_thread_reached, "malloc_stats is not a cancellation point", " ");
+    return 0;
+}
+
 /* ---- parent side: run a case in a fresh process ---------------------------- */
 
 struct run {
@@ -891,6 +956,8 @@ int main(int argc, char **argv)
             return child_malloc_stats_stream();
         if (strcmp(argv[1], "fork-stdio") == 0)
             return child_fork_stdio();
+        if (strcmp(argv[1], "glibc-knobs") == 0)
+            return child_glibc_knobs();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -919,6 +986,10 @@ int main(int argc, char **argv)
     malloc_stats_case(r, "assign");
 
     fork_stdio_case(r);
+
+    const char *knobs[] = {"MALLOC_PERTURB_=165", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=300000", NULL};
+    run_case("glibc-knobs", knobs, 30, r);
+    report("glibc's knobs", r);
 
     free(r);
     return tap_done("test_promises");

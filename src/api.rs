@@ -49,6 +49,39 @@ fn with_hooks<R>(f: impl FnOnce() -> (R, Event)) -> R {
     result
 }
 
+/// glibc's `M_PERTURB` (`MALLOC_PERTURB_`), on the hooked route: the byte
+/// freed blocks are filled with, 0 when off.
+fn perturb_byte() -> u8 {
+    if modes::hooks() & modes::PERTURB == 0 {
+        return 0;
+    }
+    crate::options::OPT.perturb.load(core::sync::atomic::Ordering::Relaxed) as u8
+}
+
+/// A block handed out for `n` bytes (calloc's excepted): its bytes filled
+/// with the complement of the perturb byte, as glibc does, so that a
+/// program reading memory it never wrote sees it. Passes `p` through.
+fn perturbed(p: *mut u8, n: usize) -> *mut u8 {
+    let byte = perturb_byte();
+    if byte != 0 && !p.is_null() {
+        // SAFETY: a block just handed out for at least `n` bytes.
+        unsafe { core::ptr::write_bytes(p, !byte, n) };
+    }
+    p
+}
+
+/// Before `p` (non-null) is freed: its usable bytes filled with the
+/// perturb byte. The pointer is resolved first, so misuse is reported
+/// before anything is written.
+fn perturb_freed(p: *mut u8, func: &'static str) {
+    let byte = perturb_byte();
+    if byte != 0 {
+        let n = crate::pointer::usable_size(p, func);
+        // SAFETY: `n` usable bytes of a block the program holds.
+        unsafe { core::ptr::write_bytes(p, byte, n) };
+    }
+}
+
 #[inline]
 fn set_errno(e: i32) {
     // SAFETY: this thread's errno slot.
@@ -76,7 +109,7 @@ pub fn malloc(n: usize) -> *mut u8 {
             return malloc_profiled(n);
         }
         return with_hooks(move || {
-            let p = if hardened() { sized(n, |n| crate::harden::malloc(n, 16, false)) } else { malloc_plain(n) };
+            let p = if hardened() { sized(n, |n| crate::harden::malloc(n, 16, false)) } else { perturbed(malloc_plain(n), n) };
             (p, Event::Malloc { size: n, ptr: p })
         });
     }
@@ -151,6 +184,7 @@ pub fn free(p: *mut u8) {
             if hardened() {
                 crate::harden::free(p, "free");
             } else {
+                perturb_freed(p, "free");
                 crate::free::free(p, "free");
             }
             ((), Event::Free { ptr: p })
@@ -274,7 +308,7 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
             let p = if hardened() {
                 or_enomem(crate::harden::malloc(n, align, false))
             } else {
-                or_enomem(crate::alloc::memalign(align, n))
+                perturbed(or_enomem(crate::alloc::memalign(align, n)), n)
             };
             (p, Event::Memalign { align, size: n, ptr: p })
         });
@@ -379,6 +413,7 @@ pub(crate) const M_TRIM_THRESHOLD: i32 = -1;
 pub(crate) const M_TOP_PAD: i32 = -2;
 pub(crate) const M_MMAP_THRESHOLD: i32 = -3;
 pub(crate) const M_MMAP_MAX: i32 = -4;
+pub(crate) const M_PERTURB: i32 = -6;
 
 /// mallopt: 1 on success, 0 when glibc would refuse the value.
 pub fn mallopt(param: i32, value: i32) -> i32 {
@@ -400,9 +435,14 @@ pub fn mallopt(param: i32, value: i32) -> i32 {
             set_fixed(&OPT.mmap_max, v);
             true
         }
-        // M_CHECK_ACTION (-5), M_PERTURB (-6), M_ARENA_TEST (-7),
-        // M_ARENA_MAX (-8) and unknown numbers: accepted, as glibc does,
-        // and without effect here (one heap, checks always on).
+        M_PERTURB => {
+            OPT.perturb.store(v & 0xff, core::sync::atomic::Ordering::Relaxed);
+            modes::set(modes::PERTURB, v & 0xff != 0);
+            true
+        }
+        // M_CHECK_ACTION (-5), M_ARENA_TEST (-7), M_ARENA_MAX (-8) and
+        // unknown numbers: accepted, as glibc does, and without effect here
+        // (checks are always on; arenas are chosen at start-up).
         _ => true,
     };
     crate::process::sync_params();

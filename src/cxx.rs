@@ -76,16 +76,16 @@ throwing_new!(_ZnwmSt11align_val_t, 0 => aligned);
 throwing_new!(_ZnamSt11align_val_t, 1 => aligned);
 
 export!(_ZnwmRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, 0, 0) as *mut c_void
+    cxxapi::new_nothrow(size, 0, 0, _nt) as *mut c_void
 });
 export!(_ZnamRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, 0, 1) as *mut c_void
+    cxxapi::new_nothrow(size, 0, 1, _nt) as *mut c_void
 });
 export!(_ZnwmSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, align, 0) as *mut c_void
+    cxxapi::new_nothrow(size, align, 0, _nt) as *mut c_void
 });
 export!(_ZnamSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, align, 1) as *mut c_void
+    cxxapi::new_nothrow(size, align, 1, _nt) as *mut c_void
 });
 
 export!(_ZdlPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 0, 0) });

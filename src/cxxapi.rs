@@ -49,13 +49,78 @@ pub const fn kind(array: usize) -> Kind {
 /// else the `align_val_t` argument; `array` 1 for `new[]`.
 #[inline(always)]
 pub extern "C" fn try_new(size: usize, align: usize, array: usize) -> *mut u8 {
+    if !valid_alignment(align) {
+        return core::ptr::null_mut();
+    }
     api::cxx_new(size, align, kind(array))
 }
 
-/// The `nothrow` forms: NULL on failure.
+/// Whether `align` (0: none given) is an alignment `new` accepts: a power
+/// of two, as libstdc++ requires (it throws `bad_alloc` at once for any
+/// other, without calling the new-handler).
 #[inline(always)]
-pub fn new_nothrow(size: usize, align: usize, array: usize) -> *mut u8 {
+fn valid_alignment(align: usize) -> bool {
+    align == 0 || align.is_power_of_two()
+}
+
+/// The `nothrow` forms: NULL on failure, after the new-handler had its
+/// chance, as the standard says. A new-handler may throw, and catching a
+/// C++ exception needs the C++ runtime's personality routine, which this
+/// library does not link; so on x86_64 the call goes to the runtime's own
+/// `nothrow` form (the next definition of the same name, found once with
+/// `dlsym(RTLD_NEXT)`), which calls the throwing `new` (this library's,
+/// with its new-handler loop) inside a `try` and returns NULL for any
+/// exception. Without a C++ runtime in the process: one attempt, NULL on
+/// failure. `nothrow` is the caller's `std::nothrow_t` argument, passed on.
+pub fn new_nothrow(size: usize, align: usize, array: usize, nothrow: *const c_void) -> *mut u8 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let form = (align != 0) as usize * 2 + array;
+        let f = runtime_nothrow(form);
+        if f != 0 {
+            // SAFETY: `f` is the C++ runtime's definition of this very
+            // form (same mangled name), whose signature these are.
+            unsafe {
+                return if align == 0 {
+                    let f: unsafe extern "C" fn(usize, *const c_void) -> *mut u8 = core::mem::transmute(f);
+                    f(size, nothrow)
+                } else {
+                    let f: unsafe extern "C" fn(usize, usize, *const c_void) -> *mut u8 = core::mem::transmute(f);
+                    f(size, align, nothrow)
+                };
+            }
+        }
+    }
+    let _ = nothrow;
     try_new(size, align, array)
+}
+
+/// The C++ runtime's `nothrow` form number `form` (`new`, `new[]`, aligned
+/// `new`, aligned `new[]`), or 0 when there is none.
+#[cfg(target_arch = "x86_64")]
+fn runtime_nothrow(form: usize) -> usize {
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    const NAMES: [&core::ffi::CStr; 4] = [
+        c"_ZnwmRKSt9nothrow_t",
+        c"_ZnamRKSt9nothrow_t",
+        c"_ZnwmSt11align_val_tRKSt9nothrow_t",
+        c"_ZnamSt11align_val_tRKSt9nothrow_t",
+    ];
+    /// usize::MAX: not looked up yet.
+    static FOUND: [AtomicUsize; 4] = [const { AtomicUsize::new(usize::MAX) }; 4];
+    let f = FOUND[form].load(Relaxed);
+    if f != usize::MAX {
+        return f;
+    }
+    // SAFETY: dlsym with a NUL-terminated name; no lock of ours is held (it
+    // may call malloc).
+    let next = unsafe { libc::dlsym(libc::RTLD_NEXT, NAMES[form].as_ptr()) } as usize;
+    // Never ourselves (a second copy of this library would loop).
+    // SAFETY: as above.
+    let ours = unsafe { libc::dlsym(libc::RTLD_DEFAULT, NAMES[form].as_ptr()) } as usize;
+    let f = if next == ours { 0 } else { next };
+    FOUND[form].store(f, Relaxed);
+    f
 }
 
 /// Every `delete` form: `array` 1 for `delete[]`, `size` the sized forms'
@@ -80,14 +145,17 @@ fn cxx_runtime_fn(name: &core::ffi::CStr) -> Option<VoidFn> {
     (!f.is_null()).then(|| unsafe { core::mem::transmute::<*mut c_void, VoidFn>(f) })
 }
 
-/// Called by the retry loop after `size` bytes could not be had: returns
+/// Called by the retry loop after `size` bytes (aligned to `align`, 0 for
+/// the plain forms) could not be had: returns
 /// the function the loop must call next: the current new-handler (which
 /// frees memory and returns, or throws), else `std::__throw_bad_alloc`
 /// (which throws). Without a C++ runtime in the process, prints one line
 /// and aborts. Never unwinds itself.
 #[cfg(target_arch = "x86_64")]
-pub extern "C" fn on_failure(size: usize) -> VoidFn {
-    if let Some(get) = cxx_runtime_fn(c"_ZSt15get_new_handlerv") {
+pub extern "C" fn on_failure(size: usize, align: usize) -> VoidFn {
+    // An alignment that is not a power of two never succeeds: no handler
+    // could help, so `bad_alloc` at once (libstdc++ does the same).
+    if let (true, Some(get)) = (valid_alignment(align), cxx_runtime_fn(c"_ZSt15get_new_handlerv")) {
         // SAFETY: `std::get_new_handler()` takes nothing, returns the
         // handler (or null) and is noexcept.
         let get: unsafe extern "C" fn() -> Option<VoidFn> = unsafe { core::mem::transmute(get) };
@@ -138,6 +206,7 @@ pub extern "C" fn new_loop(size: usize, align: usize, array: usize) -> *mut u8 {
         ".cfi_restore_state",
         "3:",
         "mov rdi, [rsp]",
+        "mov rsi, [rsp + 8]",
         "call {on_failure}",
         // The handler returns (retry) or throws; __throw_bad_alloc throws.
         "call rax",

@@ -54,6 +54,7 @@ fn apply_env_effects(at_start: bool) {
     if crate::profile::start() {
         modes::set(modes::PROFILE, true);
     }
+    modes::set(modes::PERTURB, OPT.perturb.load(Relaxed) != 0);
 }
 
 #[cold]

@@ -21,6 +21,9 @@ pub(crate) const HARDEN: u8 = 4;
 pub(crate) const START: u8 = 8;
 /// Sample allocations for the heap profile ([`crate::profile`]).
 pub(crate) const PROFILE: u8 = 16;
+/// Fill blocks handed out and freed with a byte (glibc's `M_PERTURB`,
+/// `MALLOC_PERTURB_`; [`crate::api`]).
+pub(crate) const PERTURB: u8 = 32;
 
 static CHECK_EVERY: AtomicUsize = AtomicUsize::new(0);
 

@@ -66,6 +66,10 @@ pub struct Options {
     pub profile_rate: AtomicUsize,
     /// The signal that asks for a heap-profile snapshot (0: none).
     pub profile_signal: AtomicUsize,
+    /// glibc's perturb byte (`M_PERTURB`, `MALLOC_PERTURB_`): 0 off, else
+    /// the byte freed blocks are filled with (its complement fills blocks
+    /// handed out, calloc's excepted).
+    pub perturb: AtomicUsize,
     /// Arenas (0: one per CPU the process may run on; read at start-up).
     /// One by default: see `crate::process` on what several measured.
     pub arenas: AtomicUsize,
@@ -89,6 +93,7 @@ pub static OPT: Options = Options {
     page: AtomicUsize::new(config::PAGE),
     profile_rate: AtomicUsize::new(512 * 1024),
     profile_signal: AtomicUsize::new(0),
+    perturb: AtomicUsize::new(0),
     arenas: AtomicUsize::new(1),
 };
 
@@ -329,7 +334,32 @@ fn apply(name: &[u8], value: &[u8]) {
                 set_fixed(&OPT.mmap_max, n);
             }
         }
+        b"FITALLOC_PERTURB" | b"MALLOC_PERTURB_" => match parse_size(value) {
+            Some(n) => OPT.perturb.store(n & 0xff, Relaxed),
+            None => warn(name, value, "is not a number; ignored"),
+        },
+        b"GLIBC_TUNABLES" => tunables(value),
         _ => {}
+    }
+}
+
+/// glibc's `GLIBC_TUNABLES=name=value:name=value...`: the malloc tunables
+/// that have a meaning here (`glibc.malloc.mmap_threshold`,
+/// `trim_threshold`, `top_pad`, `mmap_max`, `perturb`); the others are
+/// glibc's own and left alone.
+fn tunables(value: &[u8]) {
+    for item in value.split(|&c| c == b':') {
+        let Some(eq) = item.iter().position(|&c| c == b'=') else { continue };
+        let (name, v) = (&item[..eq], &item[eq + 1..]);
+        let ours: &[u8] = match name {
+            b"glibc.malloc.mmap_threshold" => b"MALLOC_MMAP_THRESHOLD_",
+            b"glibc.malloc.trim_threshold" => b"MALLOC_TRIM_THRESHOLD_",
+            b"glibc.malloc.top_pad" => b"MALLOC_TOP_PAD_",
+            b"glibc.malloc.mmap_max" => b"MALLOC_MMAP_MAX_",
+            b"glibc.malloc.perturb" => b"MALLOC_PERTURB_",
+            _ => continue,
+        };
+        apply(ours, v);
     }
 }
 
@@ -359,7 +389,7 @@ pub fn read_environment() -> bool {
         }
         while !(*e).is_null() {
             let s = core::ffi::CStr::from_ptr(*e).to_bytes();
-            if (s.starts_with(b"FITALLOC_") || s.starts_with(b"MALLOC_"))
+            if (s.starts_with(b"FITALLOC_") || s.starts_with(b"MALLOC_") || s.starts_with(b"GLIBC_TUNABLES="))
                 && let Some(eq) = s.iter().position(|&c| c == b'=')
             {
                 apply(&s[..eq], &s[eq + 1..]);

@@ -286,8 +286,10 @@ pub fn mallinfo2() -> Mallinfo2 {
     let st = FitallocStats::from_snapshot(&s);
     Mallinfo2 {
         arena: s.heap.heap_bytes,
-        ordblks: st.free_blocks as usize,
-        smblks: 0,
+        // glibc always counts its top chunk.
+        ordblks: (st.free_blocks as usize).max(1),
+        // Thread-cached blocks, whose bytes are `fsmblks` below.
+        smblks: st.cached_blocks as usize,
         hblks: s.mapped_blocks,
         hblkhd: s.mapped_bytes,
         usmblks: 0,
@@ -322,7 +324,11 @@ unsafe extern "C" {
     /// The C library's `stderr` stream (a program may reopen it, or point
     /// it at another stream).
     static mut stderr: *mut libc::FILE;
+    fn pthread_setcancelstate(state: i32, old: *mut i32) -> i32;
 }
+
+/// glibc's `PTHREAD_CANCEL_DISABLE`.
+const PTHREAD_CANCEL_DISABLE: i32 = 1;
 
 /// glibc's `malloc_stats()` layout, through the program's `stderr` stream
 /// as glibc writes it. The figures are gathered first (each lock taken
@@ -345,11 +351,16 @@ pub fn malloc_stats() {
     // (read once, as glibc does); the buffer is ours.
     unsafe {
         let fp = (&raw const stderr).read();
+        // Not a cancellation point, as in glibc (which marks the stream so):
+        // a thread with a pending cancel request still writes it all.
+        let mut old = 0;
+        pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, &mut old);
         if fp.is_null() {
             b.write_to(2);
         } else {
             libc::fwrite(b.as_bytes().as_ptr() as *const libc::c_void, 1, b.as_bytes().len(), fp);
         }
+        pthread_setcancelstate(old, &mut old);
     }
 }
 
