@@ -225,6 +225,17 @@ static void header_written_back_then_free_again(void)
     sink_ptr(b);
 }
 
+/* An overflow into the parked block's header, then a valid free of the
+ * block after it: the message names the corruption, not a double free. */
+static void overflow_into_the_parked_block_then_free_after(void)
+{
+    char *a = malloc(2000), *b = malloc(2000), *c = malloc(2000), *d = malloc(2000);
+    free(b);
+    memset(a, 'A', malloc_usable_size(a) + 4);
+    free(c);
+    sink_ptr(d);
+}
+
 /* A pointer inside the top that was never a block start (the tail of a
  * block that realloc shrank in place went back to the top). */
 static void interior_of_the_top(void)
@@ -378,6 +389,8 @@ static const struct hcase cases[] = {
      "malloc_trim", "corrupted heap block header"},
     {"a freed block's header written back, then freed again", header_written_back_then_free_again, "free",
      "double free"},
+    {"an overflow into the parked block's header, then free of the block after it",
+     overflow_into_the_parked_block_then_free_after, "free", "corrupted block before"},
     {"free of an address inside the top that was never a block start", interior_of_the_top, "free",
      "inside the heap's free space"},
     {"a freed cached block's words forge a cached block inside a live one", forge_cached_block, "malloc",

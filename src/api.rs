@@ -233,7 +233,15 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         }
         return with_hooks(|| {
             crate::profile::forget(p);
-            let q = if hardened() { realloc_hardened(p, n) } else { realloc_plain(p, n) };
+            let q = if hardened() {
+                realloc_hardened(p, n)
+            } else {
+                // realloc(p, 0) frees p: perturbed like a free.
+                if n == 0 && !p.is_null() {
+                    perturb_freed(p, "realloc");
+                }
+                realloc_plain(p, n)
+            };
             (q, Event::Realloc { old: p, size: n, ptr: q })
         });
     }

@@ -95,6 +95,21 @@ pub fn new_nothrow(size: usize, align: usize, array: usize, nothrow: *const c_vo
     try_new(size, align, array)
 }
 
+/// The base address of the loaded object holding code address `a` (0 if
+/// none).
+#[cfg(target_arch = "x86_64")]
+fn object_base(a: usize) -> usize {
+    // SAFETY: a zeroed Dl_info, filled by dladdr, which only reads the
+    // loader's tables.
+    unsafe {
+        let mut info: libc::Dl_info = core::mem::zeroed();
+        if libc::dladdr(a as *const c_void, &mut info) == 0 {
+            return 0;
+        }
+        info.dli_fbase as usize
+    }
+}
+
 /// The C++ runtime's `nothrow` form number `form` (`new`, `new[]`, aligned
 /// `new`, aligned `new[]`), or 0 when there is none.
 #[cfg(target_arch = "x86_64")]
@@ -115,10 +130,17 @@ fn runtime_nothrow(form: usize) -> usize {
     // SAFETY: dlsym with a NUL-terminated name; no lock of ours is held (it
     // may call malloc).
     let next = unsafe { libc::dlsym(libc::RTLD_NEXT, NAMES[form].as_ptr()) } as usize;
-    // Never ourselves (a second copy of this library would loop).
+    // Only the C++ runtime's own form (the object that defines
+    // std::get_new_handler): another allocator in the process (jemalloc,
+    // tcmalloc and mimalloc define these names too) would hand out memory
+    // that is not ours, and never ourselves (a second copy would loop).
     // SAFETY: as above.
-    let ours = unsafe { libc::dlsym(libc::RTLD_DEFAULT, NAMES[form].as_ptr()) } as usize;
-    let f = if next == ours { 0 } else { next };
+    let runtime = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_ZSt15get_new_handlerv".as_ptr()) } as usize;
+    let f = if next != 0 && runtime != 0 && object_base(next) == object_base(runtime) && object_base(next) != 0 {
+        next
+    } else {
+        0
+    };
     FOUND[form].store(f, Relaxed);
     f
 }

@@ -771,8 +771,21 @@ impl<S: Source> Heap<S> {
             // a block freed last usually is), it is caught here.
             let a = b.addr();
             let in_span = |s: Block, units: u32| units > 0 && a >= s.addr() && a < s.offset(units).addr();
-            let parked_units = if self.parked.is_null() { 0 } else { crate::block::header_units(self.parked.header()) };
-            if in_span(self.top, self.top_units) || in_span(self.parked, parked_units) {
+            // The parked block's size from its header only when header and
+            // footer agree: an overflow into it is reported by the checks
+            // below, as what it is.
+            let parked_units = if self.parked.is_null() {
+                0
+            } else {
+                let h = self.parked.header();
+                let u = crate::block::header_units(h);
+                let intact = h == free_header(u) && u >= crate::config::MIN_UNITS && {
+                    let (_, hi) = self.bounds(self.parked);
+                    self.parked.offset(u).addr() <= hi && self.parked.footer(u) == h
+                };
+                if intact { u } else { 0 }
+            };
+            if b == self.parked || in_span(self.top, self.top_units) || in_span(self.parked, parked_units) {
                 self.corrupt("double free of", b.payload() as usize);
             }
             let (s, units, big) = b.held_span();

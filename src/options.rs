@@ -139,6 +139,18 @@ unsafe extern "C" {
 
 /// Parses a size with an optional k/m/g suffix.
 pub fn parse_size(s: &[u8]) -> Option<usize> {
+    // Hexadecimal, as glibc's tunables (and so its MALLOC_*_ variables)
+    // accept it.
+    if let Some(hex) = s.strip_prefix(b"0x").or_else(|| s.strip_prefix(b"0X")) {
+        if hex.is_empty() {
+            return None;
+        }
+        let mut v: usize = 0;
+        for &d in hex {
+            v = v.checked_mul(16)?.checked_add((d as char).to_digit(16)? as usize)?;
+        }
+        return Some(v);
+    }
     let (digits, shift) = match s.last()? {
         b'k' | b'K' => (&s[..s.len() - 1], 10),
         b'm' | b'M' => (&s[..s.len() - 1], 20),

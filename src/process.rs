@@ -80,11 +80,13 @@ pub fn next_arena() -> usize {
 }
 
 /// The arena this thread takes memory from: its cache's, or, for a
-/// thread without one, one picked by its thread pointer.
+/// thread without one, arena 0 while the process has one thread, else one
+/// picked by its thread pointer.
 #[inline]
 pub fn my_arena(t: Option<&Tcache>) -> usize {
     match t {
         Some(t) => t.arena(),
+        None if crate::sync::single_threaded() => 0,
         None => {
             // SAFETY: pthread_self has no preconditions.
             let me = unsafe { libc::pthread_self() } as usize;
