@@ -114,6 +114,12 @@ pub struct Heap<S: Source> {
     top_end: usize,
     /// The parked free block (see the module notes), or null.
     parked: Block,
+    /// The top's memory at or above this address has not been handed out
+    /// since it was purged or came from the system: purging the top
+    /// (`madvise`, where the break cannot shrink) releases only what lies
+    /// below it, so that a top that stays large in a mapped region is not
+    /// purged again at every free that reaches it.
+    clean_from: usize,
     pub bins: Bins,
     pub counters: HeapCounters,
     pub params: HeapParams,
@@ -160,6 +166,7 @@ impl<S: Source> Heap<S> {
             cur_lo: 0,
             top_end: 0,
             parked: Block::NULL,
+            clean_from: 0,
             bins: Bins::new(),
             counters: HeapCounters {
                 used_bytes: 0,
@@ -217,6 +224,10 @@ impl<S: Source> Heap<S> {
     unsafe fn set_top(&mut self, b: Block) {
         let units = b.units_to(Block::at(self.top_end as *mut u8));
         let was_empty = self.top_units == 0;
+        if b.addr() > self.top.addr() {
+            // Carved: what was handed out below `b` is no longer clean.
+            self.clean_from = self.clean_from.max(b.addr());
+        }
         self.top = b;
         self.top_units = units;
         let epi = Block::at(self.top_end as *mut u8);
@@ -655,6 +666,7 @@ impl<S: Source> Heap<S> {
             }
             self.cur = i;
             self.reframe(Block::first_in_region(start));
+            self.clean_from = Block::first_in_region(start).addr();
         }
         true
     }
@@ -841,8 +853,11 @@ impl<S: Source> Heap<S> {
 
     /// Gives back the top beyond `top_pad` when it exceeds the trim threshold.
     fn maybe_trim(&mut self) {
-        let (_, units) = self.top();
-        if units_to_bytes(units) > self.params.trim_threshold {
+        let (top, units) = self.top();
+        // Only the part of the top written since it was last purged counts
+        // (all of it, unless the top was purged rather than cut).
+        let dirty = self.clean_from.max(top.addr()) - top.addr();
+        if units_to_bytes(units).min(dirty.max(1)) > self.params.trim_threshold {
             // SAFETY: the heap is consistent here.
             unsafe { self.trim_top(self.params.top_pad) };
         }
@@ -879,13 +894,16 @@ impl<S: Source> Heap<S> {
                 self.regions.set_fresh(r, self.regions.fresh(r).min(Block::epilogue_of(new_end).addr()));
                 self.reframe(top);
             } else {
-                // Keep the address range; let the system take the pages. The
-                // epilogue's page is kept so the frame stays intact.
+                // Keep the address range; let the system take the pages that
+                // were written since the last purge. The epilogue's page is
+                // kept so the frame stays intact.
                 let lo = crate::config::round_up(top.addr() + 16, page);
-                let hi = Block::epilogue_of(end).addr() & !(page - 1);
+                let clean = crate::config::round_up(self.clean_from.max(top.addr()), page);
+                let hi = (Block::epilogue_of(end).addr() & !(page - 1)).min(clean);
                 if hi <= lo || !self.source.purge(lo, hi - lo) {
                     return 0;
                 }
+                self.clean_from = lo;
                 // The purged pages read as zero now, but they stay mapped: a
                 // stale pointer of the program may write there before they
                 // are handed out again, so they are not called fresh (calloc

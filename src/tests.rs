@@ -1164,3 +1164,27 @@ fn arenas_share_the_region_table_and_keep_their_own_blocks() {
     check_heap_structure(&a, &mut c);
     assert!(c.0 > 0, "a block of another arena in the bins went unnoticed");
 }
+
+/// A top in a mapped region (the break refused) is purged, not cut, so it
+/// stays large: a later free into it purges only what was written since,
+/// and only once that passes the trim threshold.
+#[test]
+fn a_purged_top_is_not_purged_again_until_written() {
+    let mut h = new_heap(1 << 24);
+    h.source.no_brk = true;
+    let keep = alloc(&mut h, 64);
+    let big = alloc(&mut h, 600 * 1024);
+    let before = h.counters.released_bytes;
+    free(&mut h, big); // into the top: dirty beyond the threshold, purged
+    let first = h.counters.released_bytes - before;
+    assert!(first >= 500 * 1024, "the written part of the top was purged ({first} bytes)");
+    let small = alloc(&mut h, 64 * 1024);
+    let mid = h.counters.released_bytes;
+    free(&mut h, small); // 64 KiB written: below the threshold, nothing purged
+    assert_eq!(h.counters.released_bytes, mid, "a small write into a purged top purged it again");
+    let again = alloc(&mut h, 300 * 1024);
+    free(&mut h, again); // 300 KiB written: purged, and only about that much
+    let second = h.counters.released_bytes - mid;
+    assert!(second > 0 && second <= 400 * 1024, "purged {second} bytes, not just what was written");
+    free(&mut h, keep);
+}
