@@ -63,14 +63,22 @@ if [[ $top == pin_pages ]]; then ok "the pinned-free-space profile's top site is
 if within "$pin" 8000000 40; then ok "pin_pages pins $pin free bytes (holes: 8000000)"; else bad "pin_pages pins $pin bytes, want about 8000000"; fi
 if ((dense * 10 < pin)); then ok "keep_dense pins little ($dense bytes)"; else bad "keep_dense pins $dense bytes (pin_pages $pin)"; fi
 
+# keep_dense_only RAW LABEL: RAW, a profile taken after keep_dense only,
+# symbolised, holds keep_dense's bytes and none of pin_pages.
+keep_dense_only() {
+    local raw=$1 label=$2 txt=$1.txt
+    if "$FA" profile --from "$raw" -o "$txt" 2>"$raw.err"; then
+        local dense pin
+        dense=$(bytes "$txt" keep_dense)
+        pin=$(bytes "$txt" pin_pages)
+        if within "$dense" 4000000 35 && ((pin == 0)); then ok "$label: keep_dense only ($dense bytes)"; else bad "$label: keep_dense $dense, pin_pages $pin"; fi
+    else
+        bad "$label: profile --from failed: $(tail -2 "$raw.err")"
+    fi
+}
+
 # The dump on demand, taken after keep_dense only.
-if "$FA" profile --from "$work/dump.raw" -o "$work/dump.txt" 2>"$work/dump.err"; then
-    d_dense=$(bytes "$work/dump.txt" keep_dense)
-    d_pin=$(bytes "$work/dump.txt" pin_pages)
-    if within "$d_dense" 4000000 35 && ((d_pin == 0)); then ok "fitalloc_profile_dump: keep_dense only ($d_dense bytes)"; else bad "dump: keep_dense $d_dense, pin_pages $d_pin"; fi
-else
-    bad "profile --from the dump failed: $(tail -2 "$work/dump.err")"
-fi
+keep_dense_only "$work/dump.raw" "fitalloc_profile_dump"
 
 if head -c 300 "$work/prof.svg" | grep -q '<svg' && grep -q 'pin_pages' "$work/prof.svg"; then ok "--svg draws the flame graphs"; else bad "no SVG with pin_pages in $work/prof.svg"; fi
 
@@ -80,13 +88,7 @@ status=0
 "$FA" profile -o "$work/sig.txt" --rate 16k --signal USR2 --raw "$work/sig.raw" -- "$PROG" - 0 raise >/dev/null 2>"$work/sig.err" || status=$?
 snaps=("$work"/sig.raw.*.1)
 if [[ $status == 0 && -s ${snaps[0]} ]] && grep -q "1 snapshots" "$work/sig.err"; then
-    if "$FA" profile --from "${snaps[0]}" -o "$work/snap.txt" 2>"$work/snap.err"; then
-        s_dense=$(bytes "$work/snap.txt" keep_dense)
-        s_pin=$(bytes "$work/snap.txt" pin_pages)
-        if within "$s_dense" 4000000 35 && ((s_pin == 0)); then ok "--signal USR2: a snapshot with keep_dense only ($s_dense bytes)"; else bad "snapshot: keep_dense $s_dense, pin_pages $s_pin"; fi
-    else
-        bad "profile --from the snapshot failed: $(tail -2 "$work/snap.err")"
-    fi
+    keep_dense_only "${snaps[0]}" "--signal USR2: the snapshot"
 else
     bad "--signal USR2: status $status, snapshots: ${snaps[*]}: $(tail -2 "$work/sig.err")"
 fi
