@@ -101,6 +101,11 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
             }
             return served(n, b.payload());
         }
+        // A thread's first small block comes from its own slab, as the
+        // ones after it will, not from the heap that all threads share (it
+        // is the block a thread that allocates and frees one block keeps
+        // reusing: beside another thread's, their cache line would bounce).
+        return served(n, or_enomem(refill_block(t, n, call, zero)));
     }
     or_enomem(served(n, alloc_block(n, ALIGN, zero, false, call)))
 }
@@ -120,7 +125,14 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
     crate::trim::maybe_decay();
     if units <= SLAB_MAX_UNITS {
-        if let Some(p) = refill_from_fragments(t, units, zero, call) {
+        // The heap's fragments are shared by every thread: blocks two
+        // threads take from neighbouring fragments could share a cache
+        // line. So they serve small requests only while the process has one
+        // thread; after that each thread's small blocks come from slabs of
+        // its own.
+        if crate::sync::single_threaded()
+            && let Some(p) = refill_from_fragments(t, units, zero, call)
+        {
             return p;
         }
         if let Some(p) = refill_from_slabs(t, units, zero, call) {
