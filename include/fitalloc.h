@@ -60,7 +60,8 @@ struct fitalloc_stats {
   // plus the peak of mapped bytes.
   uint64_t peak_in_use_bytes;
   uint64_t in_use_blocks;
-  // Bytes of freed blocks waiting in thread caches.
+  // Bytes of freed blocks waiting in thread caches (and in the depot,
+  // between two threads' caches).
   uint64_t cached_bytes;
   uint64_t cached_blocks;
   // Bytes of free heap blocks, the top of the heap included.

@@ -16,7 +16,7 @@ use crate::diag;
 use crate::heap::Grant;
 use crate::large;
 use crate::options::OPT;
-use crate::process::{arenas, heap, large, my_arena, slab_take};
+use crate::process::{arenas, depot_take, heap, large, my_arena, slab_take};
 use crate::slab::SLAB_MAX_UNITS;
 use crate::registry::{count, my_cache, my_cache_or_new, served};
 use crate::tcache::{self, Call, Tcache};
@@ -124,6 +124,9 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
 fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
     crate::trim::maybe_decay();
+    if let Some(p) = refill_from_depot(t, units, zero, call) {
+        return p;
+    }
     if units <= SLAB_MAX_UNITS {
         // The heap's fragments are shared by every thread: blocks two
         // threads take from neighbouring fragments could share a cache
@@ -211,6 +214,34 @@ fn refill_from_fragments(t: &Tcache, units: u32, zero: bool, call: Call) -> Opti
         unsafe { t.push(b, units) };
     }
     Some(payload_of(g, zero))
+}
+
+/// A small request that found its cache list empty, served from a chain
+/// of the depot ([`crate::depot`]) that becomes the list. `None` when the
+/// depot has no chain of the size that fits.
+#[inline]
+fn refill_from_depot(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*mut u8> {
+    if !t.can_take_chain(units, 1) {
+        return None;
+    }
+    let room = t.room_for(units) as u32;
+    let chain = depot_take(units, room)?;
+    // SAFETY: this thread's cache; its list is empty and has room for the
+    // chain, which the depot gave to this thread alone.
+    let b = unsafe {
+        t.put_chain(units, chain);
+        t.pop(units)
+    };
+    match b {
+        Ok(Some(b)) => {
+            if zero {
+                clear(b.payload(), Block::payload_bytes(units));
+            }
+            Some(b.payload())
+        }
+        Ok(None) => None,
+        Err(tcache::CacheFault::Corrupted(a)) => Some(cache_fault(call, a)),
+    }
 }
 
 /// A small request that found its cache list empty, served from slabs: a

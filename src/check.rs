@@ -38,16 +38,18 @@ type Heaps<'a> = [Option<&'a Heap<Os>>; MAX_ARENAS];
 
 /// Runs `f` with the registry, the slabs, every heap and the large-block
 /// table locked (in rank order). `f` must not allocate.
-fn with_everything<R>(f: impl FnOnce(&Heaps, &MapTable, &Registry, &mut Slabs) -> R) -> R {
+fn with_everything<R>(f: impl FnOnce(&Heaps, &MapTable, &Registry, &mut Slabs, &Depot) -> R) -> R {
     with_registry(|r| {
+        let d = crate::process::depot();
         let mut s = slabs();
         let guards = all_heaps("check");
         let heaps: Heaps = core::array::from_fn(|i| guards[i].as_deref());
         let l = large();
-        f(&heaps, &l, r, &mut s)
+        f(&heaps, &l, r, &mut s, &d)
     })
 }
 use core::fmt::Write;
+use crate::depot::Depot;
 
 /// Kinds reported by [`walk`] (the values of `FITALLOC_WALK_*`).
 pub(crate) const WALK_REGION: u32 = 0;
@@ -189,11 +191,11 @@ unsafe fn walk_region(
 /// returns their number.
 pub fn check_heap(print: bool) -> usize {
     let mut rep = Report { problems: 0, print };
-    with_everything(|h, l, r, s| check_locked(h, l, r, s, &mut rep));
+    with_everything(|h, l, r, s, d| check_locked(h, l, r, s, d, &mut rep));
     rep.problems
 }
 
-fn check_locked(heaps: &Heaps, large: &MapTable, _reg: &Registry, slabs: &mut Slabs, rep: &mut Report) {
+fn check_locked(heaps: &Heaps, large: &MapTable, _reg: &Registry, slabs: &mut Slabs, depot: &Depot, rep: &mut Report) {
     for h in heaps.iter().flatten() {
         check_heap_structure(*h, rep);
     }
@@ -203,6 +205,31 @@ fn check_locked(heaps: &Heaps, large: &MapTable, _reg: &Registry, slabs: &mut Sl
     unsafe { slabs.check(|what, a| rep.problem(what, a)) };
     check_large(large, rep);
     check_my_cache(rep);
+    check_depot(depot, rep);
+}
+
+/// Each chain of the depot: as long as it says, every block a cached
+/// block of its size, in a slab or a heap region.
+fn check_depot(d: &Depot, rep: &mut Report) {
+    let mut blocks = 0u64;
+    for u in crate::config::MIN_UNITS..=crate::config::TCACHE_MAX_UNITS {
+        for &chain in d.chains(u) {
+            let mut in_heap = true;
+            // SAFETY: the depot's lock is held: its chains do not change;
+            // each block is checked before its payload is read.
+            let r = unsafe {
+                crate::tcache::walk_chain(chain, u, |b| {
+                    in_heap &= crate::process::in_slab(b) || crate::process::REGIONS.holds_header(b.addr());
+                    blocks += 1;
+                })
+            };
+            if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
+                rep.problem("corrupted chain in the depot", a);
+            }
+            rep.expect(in_heap, "a block of the depot is outside the heap", chain.head);
+        }
+    }
+    rep.expect(blocks == d.held().1, "depot count wrong", blocks as usize);
 }
 
 /// Whether free block `b` (a header position in a region) lies in one of
@@ -398,7 +425,7 @@ fn check_my_cache(rep: &mut Report) {
 /// Calls `f(addr, size, kind)` for every region, block and mapping; returns
 /// the number of calls. Runs with every lock held: `f` must not allocate.
 pub fn walk(mut f: impl FnMut(usize, u64, u32)) -> usize {
-    with_everything(|heaps, l, _, _| {
+    with_everything(|heaps, l, _, _, _| {
         let mut calls = 0;
         let mut rep = Report { problems: 0, print: false };
         let regions = &crate::process::REGIONS;

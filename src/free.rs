@@ -14,8 +14,8 @@ use crate::diag;
 use crate::options::OPT;
 use crate::pagemap::{interior_region_entry, slab_units};
 use crate::pointer::{self, Held, Ptr};
-use crate::process::{large, release_blocks, PAGEMAP};
-use crate::registry::{count, my_cache};
+use crate::process::{depot_put, large, release_blocks, send_home, PAGEMAP};
+use crate::registry::{count, my_cache, my_cache_or_new};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -74,7 +74,9 @@ pub fn free(p: *mut u8, func: &'static str) {
 #[cold]
 #[inline(never)]
 fn free_slow(p: *mut u8, func: &'static str) {
-    let t = my_cache();
+    // A thread that only frees (a consumer) gets a cache too: its frees
+    // then go home in batches, or to the depot, not one by one.
+    let t = my_cache_or_new();
     count(t, Call::Free, 0);
     match pointer::resolve(p, func) {
         Ptr::Heap(b) => free_heap_block(b, t, func),
@@ -83,8 +85,9 @@ fn free_slow(p: *mut u8, func: &'static str) {
 }
 
 /// Frees held block `b` (of a slab or the heap) that did not fit in the
-/// cache: when its cache list is full, half of the list goes home first
-/// ([`release_blocks`]) and `b` is cached.
+/// cache: when its cache list is full, half of the list goes first (to
+/// the depot, for another thread, once the process has several; else
+/// home: [`release_blocks`]) and `b` is cached.
 #[inline(never)]
 fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     let b = b.block();
@@ -96,20 +99,11 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
         && units <= TCACHE_MAX_UNITS
     {
         let half = t.count(units).div_ceil(2).min(64);
-        let mut out = [Block::NULL; 64];
-        let mut k = 0;
-        // SAFETY: this thread's cache, whose blocks are held blocks.
-        let r = unsafe {
-            t.drain(units, half, |c| {
-                out[k] = c;
-                k += 1;
-            })
-        };
-        if let Err(tcache::CacheFault::Corrupted(a)) = r {
-            diag::fatal(func, "corrupted thread cache at", a);
+        if !crate::sync::single_threaded() {
+            pass_on(t, units, half, func);
+        } else {
+            drain_home(t, units, half, func);
         }
-        // SAFETY: the drained blocks left the cache, checked.
-        unsafe { release_blocks(func, &out[..k]) };
         if t.has_room(units) {
             // SAFETY: this thread's cache, with room; `b` is held.
             unsafe { t.push(b, units) };
@@ -119,6 +113,41 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     // SAFETY: `b` is held, and the program gives it up.
     unsafe { release_blocks(func, &[b]) };
     crate::trim::maybe_decay();
+}
+
+/// Moves the first `n` blocks of this thread's full list `units` to the
+/// depot as one chain, for another thread's cache ([`crate::depot`]); home
+/// when the depot has no room.
+fn pass_on(t: &Tcache, units: u32, n: usize, func: &'static str) {
+    // SAFETY: this thread's cache.
+    match unsafe { t.take_chain(units, n) } {
+        Ok(Some(chain)) => {
+            if let Err(chain) = depot_put(units, chain) {
+                send_home(func, units, chain);
+            }
+        }
+        Ok(None) => {}
+        Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(func, "corrupted thread cache at", a),
+    }
+}
+
+/// Gives the first `half` blocks of this thread's full list `units` back
+/// home (their slab or heap).
+fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
+    let mut out = [Block::NULL; 64];
+    let mut k = 0;
+    // SAFETY: this thread's cache, whose blocks are held blocks.
+    let r = unsafe {
+        t.drain(units, half, |c| {
+            out[k] = c;
+            k += 1;
+        })
+    };
+    if let Err(tcache::CacheFault::Corrupted(a)) = r {
+        diag::fatal(func, "corrupted thread cache at", a);
+    }
+    // SAFETY: the drained blocks left the cache, checked.
+    unsafe { release_blocks(func, &out[..k]) };
 }
 
 /// Frees the large block whose payload is `a` (resolved by the caller; a

@@ -29,9 +29,10 @@ use crate::os::Os;
 use crate::pagemap::{slab_units, PageMap};
 use crate::region::RegionTable;
 use crate::slab::{GiveFault, Slabs, CONTAINER_UNITS, SLAB_BYTES};
-use crate::tcache::Tcache;
+use crate::depot::Depot;
+use crate::tcache::{self, Chain, Tcache, CLASSES};
 use crate::sync::{Guard, Locked, Rank, HEAP_RANKS};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 
 /// Who owns every address: heap regions and large mappings.
 pub static PAGEMAP: PageMap = PageMap::new();
@@ -59,6 +60,12 @@ static NEXT_ARENA: AtomicUsize = AtomicUsize::new(0);
 static SLABS: Locked<Slabs> = Locked::new(Rank::Slab, Slabs::new(&PAGEMAP));
 
 static LARGE: Locked<MapTable> = Locked::new(Rank::Large, MapTable::new(&PAGEMAP));
+
+static DEPOT: Locked<Depot> = Locked::new(Rank::Depot, Depot::new());
+/// Chains the depot holds of each size, written under its lock: a hint
+/// read without it, so that a refill looks into the depot only when it
+/// may find something.
+static DEPOT_STOCK: [AtomicU8; CLASSES] = [const { AtomicU8::new(0) }; CLASSES];
 
 /// Sets the number of arenas (at start-up, before a second thread can
 /// allocate): `n`, or with 0 the CPUs this process may run on; at most
@@ -286,9 +293,84 @@ pub fn sync_params() {
     }
 }
 
-/// Fork, before: holds the slab, heap and large-block locks (in rank
-/// order).
+// ----- the depot ---------------------------------------------------------------
+
+/// Keeps `chain` of blocks of `units` in the depot for another thread's
+/// cache; gives it back when the depot is full.
+pub fn depot_put(units: u32, chain: Chain) -> Result<(), Chain> {
+    let mut d = DEPOT.lock();
+    d.put(units, chain)?;
+    DEPOT_STOCK[units as usize].store(d.chains(units).len() as u8, Relaxed);
+    Ok(())
+}
+
+/// A chain of blocks of `units` of at most `max_len` blocks from the
+/// depot, if it has one.
+#[inline]
+pub fn depot_take(units: u32, max_len: u32) -> Option<Chain> {
+    if DEPOT_STOCK[units as usize].load(Relaxed) == 0 {
+        return None;
+    }
+    let mut d = DEPOT.lock();
+    let c = d.take(units, max_len);
+    DEPOT_STOCK[units as usize].store(d.chains(units).len() as u8, Relaxed);
+    c
+}
+
+/// Bytes and blocks in the depot.
+pub fn depot_held() -> (u64, u64) {
+    DEPOT.lock().held()
+}
+
+/// Locks the depot (for the checker).
+pub fn depot() -> Guard<'static, Depot> {
+    DEPOT.lock()
+}
+
+/// Sends the blocks of `chain` (of blocks of `units`, at most 64, held by
+/// the caller alone) home: to their slab or heap.
+pub fn send_home(op: &'static str, units: u32, chain: Chain) {
+    let mut out = [Block::NULL; 64];
+    let mut k = 0;
+    // SAFETY: the caller holds the chain; its blocks are cached blocks,
+    // checked as they leave it.
+    let r = unsafe {
+        tcache::unchain(chain, units, |b| {
+            if k < out.len() {
+                out[k] = b;
+                k += 1;
+            }
+        })
+    };
+    // SAFETY: the blocks left the chain checked, and nothing holds them.
+    unsafe { release_blocks(op, &out[..k]) };
+    if let Err(tcache::CacheFault::Corrupted(a)) = r {
+        crate::diag::fatal(op, "corrupted thread cache at", a);
+    }
+}
+
+/// Sends every chain of the depot home; true if there was one.
+pub fn flush_depot(op: &'static str) -> bool {
+    let mut any = false;
+    loop {
+        let taken = {
+            let mut d = DEPOT.lock();
+            let t = d.take_any();
+            if let Some((u, _)) = t {
+                DEPOT_STOCK[u as usize].store(d.chains(u).len() as u8, Relaxed);
+            }
+            t
+        };
+        let Some((units, chain)) = taken else { return any };
+        send_home(op, units, chain);
+        any = true;
+    }
+}
+
+/// Fork, before: holds the depot, slab, heap and large-block locks (in
+/// rank order).
 pub fn hold_for_fork() {
+    DEPOT.hold();
     SLABS.hold();
     for h in &HEAPS {
         h.hold();
@@ -303,4 +385,5 @@ pub fn release_after_fork() {
         h.release_held();
     }
     SLABS.release_held();
+    DEPOT.release_held();
 }

@@ -357,6 +357,10 @@ pub fn totals() -> Totals {
         s.cache_misses += t.counters.misses.load(Relaxed);
     });
     s.threads = r.threads;
+    // The depot's chains are cached blocks between two caches.
+    let (bytes, blocks) = crate::process::depot_held();
+    s.cached_bytes += bytes;
+    s.cached_blocks += blocks;
     s
 }
 

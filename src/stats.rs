@@ -111,7 +111,8 @@ pub struct FitallocStats {
     /// plus the peak of mapped bytes.
     pub peak_in_use_bytes: u64,
     pub in_use_blocks: u64,
-    /// Bytes of freed blocks waiting in thread caches.
+    /// Bytes of freed blocks waiting in thread caches (and in the depot,
+    /// between two threads' caches).
     pub cached_bytes: u64,
     pub cached_blocks: u64,
     /// Bytes of free heap blocks, the top of the heap included.
@@ -174,7 +175,7 @@ pub struct FitallocStats {
 }
 
 /// The locks whose contention [`FitallocStats`] adds up as `other`.
-const OTHER_LOCKS: [Rank; 4] = [Rank::Trace, Rank::Quarantine, Rank::Profile, Rank::Report];
+const OTHER_LOCKS: [Rank; 5] = [Rank::Trace, Rank::Quarantine, Rank::Profile, Rank::Depot, Rank::Report];
 
 impl FitallocStats {
     pub fn from_snapshot(s: &Snapshot) -> Self {

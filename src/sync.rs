@@ -117,10 +117,11 @@ pub fn single_threaded() -> bool {
 /// | 1 | `Quarantine` | the hardened mode's FIFO moves blocks to the heap |
 /// | 2 | `Profile` | the heap profiler's sample table is changed, or written out with a heap walk ([`crate::profile`]) |
 /// | 3 | `Registry` | thread caches are created, retired or visited |
-/// | 4 | `Slab` | blocks are taken from or given back to slabs ([`crate::slab`]); a slab takes its page from the heap |
-/// | 5-12 | `Heap`, `Heap1` ... `Heap7` | any operation on the heap of arena 0 ... 7 ([`crate::process`]); the checker and fork take them all, in order |
-/// | 13 | `Large` | the large-block table is read or changed |
-/// | 14 | `Report` | the statistics report's descriptor is read or set |
+/// | 4 | `Depot` | a chain of cached blocks is put into or taken from the depot ([`crate::depot`]) |
+/// | 5 | `Slab` | blocks are taken from or given back to slabs ([`crate::slab`]); a slab takes its page from the heap |
+/// | 6-13 | `Heap`, `Heap1` ... `Heap7` | any operation on the heap of arena 0 ... 7 ([`crate::process`]); the checker and fork take them all, in order |
+/// | 14 | `Large` | the large-block table is read or changed |
+/// | 15 | `Report` | the statistics report's descriptor is read or set |
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 #[repr(u8)]
 pub enum Rank {
@@ -128,17 +129,18 @@ pub enum Rank {
     Quarantine = 1,
     Profile = 2,
     Registry = 3,
-    Slab = 4,
-    Heap = 5,
-    Heap1 = 6,
-    Heap2 = 7,
-    Heap3 = 8,
-    Heap4 = 9,
-    Heap5 = 10,
-    Heap6 = 11,
-    Heap7 = 12,
-    Large = 13,
-    Report = 14,
+    Depot = 4,
+    Slab = 5,
+    Heap = 6,
+    Heap1 = 7,
+    Heap2 = 8,
+    Heap3 = 9,
+    Heap4 = 10,
+    Heap5 = 11,
+    Heap6 = 12,
+    Heap7 = 13,
+    Large = 14,
+    Report = 15,
 }
 
 /// The ranks of the arenas' heap locks, by arena.
@@ -146,7 +148,7 @@ pub(crate) const HEAP_RANKS: [Rank; 8] =
     [Rank::Heap, Rank::Heap1, Rank::Heap2, Rank::Heap3, Rank::Heap4, Rank::Heap5, Rank::Heap6, Rank::Heap7];
 
 /// Number of [`Rank`]s.
-pub(crate) const RANKS: usize = 15;
+pub(crate) const RANKS: usize = 16;
 
 /// How often a lock was found held: `waits` counts acquisitions that found
 /// it held (each spun, and may then have slept), `sleeps` every futex wait

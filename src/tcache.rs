@@ -26,7 +26,9 @@ use core::cell::UnsafeCell;
 use crate::slab::SLAB_MAX_UNITS;
 use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
 
-const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
+/// Lists of a cache, indexed by block size in units (those below
+/// `MIN_UNITS` stay empty).
+pub(crate) const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
 /// Keys of the cache marks.
 static MARK_KEY: AtomicU64 = AtomicU64::new(0x5bd1_e995_2f7a_3c61);
@@ -154,6 +156,68 @@ pub fn add(c: &AtomicU64, n: u64) {
 pub enum CacheFault {
     /// A list link or a cached block's header is not what the cache wrote.
     Corrupted(usize),
+}
+
+/// A run of cached blocks of one size cut off a cache's list: linked and
+/// sealed as the list linked them, its last link 0. A chain moves between
+/// caches whole ([`crate::depot`]): its blocks stay cached all the way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Chain {
+    /// The first block's header address.
+    pub head: usize,
+    /// Its blocks (at least 1).
+    pub len: u32,
+}
+
+/// Takes every block out of `chain` (of blocks of `units`), checked as
+/// [`Tcache::pop`] checks a list's head and unmarked, and hands each to
+/// `f`. A link that fails its check stops the walk with the blocks after
+/// it left where they are (a leak, never a corruption).
+///
+/// # Safety
+/// `chain` came from [`Tcache::take_chain`] for `units`, and the caller
+/// now holds it alone.
+pub unsafe fn unchain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
+    // SAFETY: forwarded; a block's mark is cleared only once its link was
+    // read, and the walk checks each block before it reads its payload.
+    unsafe {
+        walk_chain(chain, units, |b| {
+            b.set_cache_key(0);
+            f(b)
+        })
+    }
+}
+
+/// Visits every block of `chain` (of blocks of `units`) without changing
+/// it, stopping at a block that fails its checks (a used header of `units`
+/// with its tag right, and the cache's seal), or when the chain is not
+/// `chain.len` blocks long.
+///
+/// # Safety
+/// `chain` came from [`Tcache::take_chain`] for `units`, and does not
+/// change meanwhile (except through `f`, which may change the block it is
+/// given, after its link was read).
+pub unsafe fn walk_chain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
+    let mut at = chain.head;
+    for _ in 0..chain.len {
+        if at == 0 {
+            return Err(CacheFault::Corrupted(chain.head));
+        }
+        let b = Block::at(at as *mut u8);
+        // SAFETY: each block is checked before its payload is read.
+        unsafe {
+            let h = b.header();
+            if !crate::block::is_used_header(at, h) || crate::block::used_units(h) != units || !is_cached(at) {
+                return Err(CacheFault::Corrupted(at));
+            }
+            at = b.cache_link();
+        }
+        f(b);
+    }
+    if at != 0 {
+        return Err(CacheFault::Corrupted(chain.head));
+    }
+    Ok(())
 }
 
 /// One thread's cache. Other threads see it only through `&Tcache` and
@@ -402,6 +466,68 @@ impl Tcache {
             unsafe { self.drain(u, usize::MAX, &mut f)? };
         }
         Ok(())
+    }
+
+    /// Cuts the first `max` (at least 1) blocks off list `units` as one
+    /// [`Chain`], each checked as [`Tcache::pop`] checks it; the chain's
+    /// last link becomes 0, sealed again. `Ok(None)` when the list is
+    /// empty.
+    ///
+    /// # Safety
+    /// As for [`Tcache::pop`].
+    pub unsafe fn take_chain(&self, units: u32, max: usize) -> Result<Option<Chain>, CacheFault> {
+        // SAFETY: the owner's call (caller).
+        let heads = unsafe { self.heads() };
+        let head = heads[units as usize];
+        if head == 0 {
+            return Ok(None);
+        }
+        let mut last = head;
+        let mut len = 1;
+        // SAFETY: each block is checked before its link is followed.
+        let rest = unsafe {
+            loop {
+                if !is_cached(last) {
+                    return Err(CacheFault::Corrupted(last));
+                }
+                let next = Block::at(last as *mut u8).cache_link();
+                if len == max.max(1) || next == 0 {
+                    break next;
+                }
+                last = next;
+                len += 1;
+            }
+        };
+        let b = Block::at(last as *mut u8);
+        // SAFETY: `b` is a cached block, checked above.
+        unsafe {
+            b.set_cache_link(0);
+            b.set_cache_key(seal(last, 0, b.header()));
+        }
+        heads[units as usize] = rest;
+        bump16(&self.room[units as usize], len as u16);
+        add(&self.room_bytes, (units_to_bytes(units) * len) as u64);
+        Ok(Some(Chain { head, len: len as u32 }))
+    }
+
+    /// Whether empty list `units` can take a chain of `len` blocks.
+    pub fn can_take_chain(&self, units: u32, len: u32) -> bool {
+        self.count(units) == 0
+            && self.room[units as usize].load(Relaxed) as u32 >= len
+            && self.room_bytes.load(Relaxed) >= (units_to_bytes(units) * len as usize) as u64
+    }
+
+    /// Makes `chain` (of blocks of `units`) list `units`.
+    ///
+    /// # Safety
+    /// Only the owner may call this, when [`Tcache::can_take_chain`] holds;
+    /// `chain` came from [`Tcache::take_chain`] (of any cache) for `units`,
+    /// and nothing else holds it.
+    pub unsafe fn put_chain(&self, units: u32, chain: Chain) {
+        // SAFETY: the owner's call (caller).
+        unsafe { self.heads()[units as usize] = chain.head };
+        bump16(&self.room[units as usize], (chain.len as u16).wrapping_neg());
+        add(&self.room_bytes, ((units_to_bytes(units) * chain.len as usize) as u64).wrapping_neg());
     }
 
     /// How many blocks list `units` holds.

@@ -9,6 +9,7 @@
 //!
 //! - the kept mappings of freed large blocks that were freed before the
 //!   last decay ([`crate::large`]);
+//! - the chains of cached blocks in the depot ([`crate::depot`]);
 //! - when at least [`PURGE_MIN`] bytes reached the heap's free space since
 //!   the last decay: the whole pages inside its large free blocks (madvise,
 //!   as `malloc_trim` does), and the top beyond `M_TOP_PAD`.
@@ -45,8 +46,9 @@ pub fn trim(pad: usize) -> bool {
     released
 }
 
-/// Gives back address space: this thread's cached blocks go home (they
-/// may sit between free blocks, or keep the top from shrinking), empty
+/// Gives back address space: this thread's cached blocks and the depot's
+/// go home (they may sit between free blocks, or keep the top from
+/// shrinking), empty
 /// slabs go back to the heap, the kept mappings are unmapped, and the top
 /// beyond `pad` is released. True
 /// if any address space went back, so that a mapping that failed may now
@@ -56,12 +58,13 @@ pub fn give_back_space(op: &'static str, pad: usize) -> bool {
         // SAFETY: this thread's own cache.
         unsafe { drain_cache(t, op) };
     }
+    let chains = crate::process::flush_depot(op);
     let slabs = crate::process::release_empty_slabs(op);
     let any_kept = release_kept();
     let mut top = 0;
     // SAFETY: the heaps are consistent between calls.
     each_heap(op, |h| top += unsafe { h.trim_top(pad) });
-    any_kept || top > 0 || slabs > 0
+    chains || any_kept || top > 0 || slabs > 0
 }
 
 /// Unmaps every mapping kept for reuse; true if there was one.
@@ -104,6 +107,9 @@ fn decay(last: u64, at_once: bool) {
     // Kept mappings freed before the previous decay have been unused for a
     // whole period at least.
     large().expire(if at_once { u64::MAX } else { last }).unmap();
+    // The depot's chains go home: a thread that still wants them refills
+    // from its slabs or the heap, which then hold them.
+    crate::process::flush_depot("free");
     each_heap("free", |h| {
         if h.freed_since_purge >= if at_once { 1 } else { PURGE_MIN } {
             h.freed_since_purge = 0;

@@ -1,0 +1,181 @@
+/* test_depot.c - blocks one thread frees and another allocates (issue 9).
+ *
+ * A thread that only frees gets a thread cache of its own, and a full list
+ * of that cache passes half of itself to the depot as one chain, which an
+ * empty list of another thread takes whole (src/depot.rs). Checked here:
+ *
+ *   - producer/consumer rounds (the consumer never allocates): every block
+ *     keeps its pattern until it is freed, the heap checker finds nothing,
+ *     and the statistics count every block back;
+ *   - once a producer and a consumer of blocks of a size nobody else uses
+ *     have exited (their own caches went home), blocks of that size still
+ *     wait as cached blocks: in the depot; another thread's next malloc of
+ *     the size is one of them, and malloc_trim sends the rest home;
+ *   - freeing a block that waits in the depot is a double free, reported.
+ *
+ * The test runs again on the lock-check build (make lock-check-test).
+ */
+#define _GNU_SOURCE
+#include <malloc.h>
+
+#include "common.h"
+
+#define ROUNDS 6
+#define PER_ROUND 20000
+#define ODD_SIZE 700 /* a size no other part of the test allocates */
+#define ODD_BLOCKS 256
+
+static void *ring[PER_ROUND];
+static size_t ring_size[PER_ROUND];
+
+static struct fitalloc_stats stats(void)
+{
+    struct fitalloc_stats st;
+    memset(&st, 0, sizeof st);
+    fitalloc_stats(&st);
+    return st;
+}
+
+static void *consume(void *arg)
+{
+    uint64_t round = (uint64_t)(uintptr_t)arg;
+    for (int i = 0; i < PER_ROUND; i++) {
+        if (pat_check(ring[i], ring_size[i], round * PER_ROUND + (uint64_t)i) != SIZE_MAX)
+            thread_err("round %llu: block %d changed before it was freed", (unsigned long long)round, i);
+        free(ring[i]);
+    }
+    return NULL;
+}
+
+static void producer_consumer(void)
+{
+    struct rng rng;
+    rng_seed(&rng, 7);
+    uint64_t base = stats().in_use_blocks;
+    int heap_ok = 1;
+    for (uint64_t r = 0; r < ROUNDS; r++) {
+        for (int i = 0; i < PER_ROUND; i++) {
+            size_t n = rng_range(&rng, 1, 1000);
+            ring[i] = malloc(hide_size(n));
+            ring_size[i] = n;
+            if (!ring[i]) {
+                thread_err("malloc(%zu) failed", n);
+                return;
+            }
+            pat_fill(ring[i], n, r * PER_ROUND + (uint64_t)i);
+        }
+        pthread_t t;
+        pthread_create(&t, NULL, consume, (void *)(uintptr_t)r);
+        pthread_join(t, NULL);
+        heap_ok &= heap_problems() == 0;
+    }
+    check(thread_err_count() == 0, "producer/consumer: every block intact until the other thread frees it", "%s",
+          first_error);
+    check(heap_ok, "producer/consumer: the heap checker finds nothing after each round", "%s", "problems");
+    uint64_t now = stats().in_use_blocks;
+    check(now <= base + 16, "producer/consumer: every block counted back", "in use %llu, at start %llu",
+          (unsigned long long)now, (unsigned long long)base);
+}
+
+/* Blocks of ODD_SIZE: the producer's, freed by a consumer that then exits. */
+static void *odd[ODD_BLOCKS];
+
+static void *free_odd(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ODD_BLOCKS; i++)
+        free(odd[i]);
+    return NULL;
+}
+
+static void *alloc_odd(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < ODD_BLOCKS; i++)
+        odd[i] = malloc(ODD_SIZE);
+    return NULL;
+}
+
+/* A thread allocates the odd blocks and exits, another frees them and
+ * exits: their caches went home, the calling thread's holds none of the
+ * size. */
+static void odd_blocks_through_a_consumer(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, alloc_odd, NULL);
+    pthread_join(t, NULL);
+    pthread_create(&t, NULL, free_odd, NULL);
+    pthread_join(t, NULL);
+}
+
+struct cached_odd {
+    size_t n;
+    void *at[ODD_BLOCKS];
+};
+
+static int is_odd(const void *p)
+{
+    for (int i = 0; i < ODD_BLOCKS; i++)
+        if (odd[i] == p)
+            return 1;
+    return 0;
+}
+
+/* Walk callback: cached blocks that are payloads of the odd blocks (a
+ * block's address is its header's, 4 bytes before the payload). */
+static void find_cached(void *ctx, size_t addr, uint64_t size, uint32_t kind)
+{
+    struct cached_odd *c = ctx;
+    (void)size;
+    void *payload = (void *)(addr + 4);
+    if (kind == FITALLOC_WALK_CACHED && c->n < ODD_BLOCKS && is_odd(payload))
+        c->at[c->n++] = payload;
+}
+
+static struct cached_odd cached_odd(void)
+{
+    struct cached_odd c;
+    c.n = 0;
+    fitalloc_heap_walk(find_cached, &c);
+    return c;
+}
+
+static void depot_serves_and_trim_empties(void)
+{
+    odd_blocks_through_a_consumer();
+    struct cached_odd c = cached_odd();
+    check(c.n > 0, "a consumer's freed blocks wait in the depot after it exited", "%zu cached", c.n);
+    check(stats().cached_blocks >= c.n, "the statistics count the depot's blocks as cached", "%zu", c.n);
+    void *p = malloc(ODD_SIZE);
+    int from_depot = 0;
+    for (size_t i = 0; i < c.n; i++)
+        from_depot |= c.at[i] == p;
+    check(from_depot, "another thread's next malloc of the size takes a chain of the depot", "%p", p);
+    free(p);
+    malloc_trim(0);
+    c = cached_odd();
+    check(c.n == 0, "malloc_trim sends the depot's chains home", "%zu still cached", c.n);
+    check(heap_problems() == 0, "the heap checker finds nothing after the depot went home", "%s", "problems");
+}
+
+static void double_free_in_the_depot(void *arg)
+{
+    (void)arg;
+    odd_blocks_through_a_consumer();
+    struct cached_odd c = cached_odd();
+    if (c.n == 0)
+        _exit(4);
+    free(c.at[0]);
+    _exit(0);
+}
+
+int main(void)
+{
+    producer_consumer();
+    depot_serves_and_trim_empties();
+    char err[1024];
+    int status = run_child_stderr(double_free_in_the_depot, NULL, err, sizeof err, 60);
+    check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),
+          "freeing a block that waits in the depot: a double free", "status %#x; stderr: %s", status, err);
+    return tap_done("test_depot");
+}
