@@ -11,7 +11,8 @@
  *     have exited (their own caches went home), blocks of that size still
  *     wait as cached blocks: in the depot; another thread's next malloc of
  *     the size is one of them, and malloc_trim sends the rest home;
- *   - freeing a block that waits in the depot is a double free, reported.
+ *   - freeing a block that waits in the depot is a double free, reported;
+ *   - FITALLOC_DEPOT_BYTES=0 turns the depot off.
  *
  * The test runs again on the lock-check build (make lock-check-test).
  */
@@ -142,6 +143,7 @@ static struct cached_odd cached_odd(void)
 
 static void depot_serves_and_trim_empties(void)
 {
+    malloc_trim(0); /* the depot (bounded) may be full of the rounds' chains */
     odd_blocks_through_a_consumer();
     struct cached_odd c = cached_odd();
     check(c.n > 0, "a consumer's freed blocks wait in the depot after it exited", "%zu cached", c.n);
@@ -161,6 +163,7 @@ static void depot_serves_and_trim_empties(void)
 static void double_free_in_the_depot(void *arg)
 {
     (void)arg;
+    malloc_trim(0);
     odd_blocks_through_a_consumer();
     struct cached_odd c = cached_odd();
     if (c.n == 0)
@@ -169,13 +172,34 @@ static void double_free_in_the_depot(void *arg)
     _exit(0);
 }
 
-int main(void)
+/* Run by the test itself with FITALLOC_DEPOT_BYTES=0: exits 0 when no
+ * block waits in a depot after the consumer exited. */
+static int no_depot(void)
 {
+    odd_blocks_through_a_consumer();
+    return cached_odd().n == 0 ? 0 : 3;
+}
+
+static void run_without_a_depot(void *arg)
+{
+    char *argv[] = {(char *)arg, "no-depot", NULL};
+    char *envp[] = {"FITALLOC_DEPOT_BYTES=0", NULL};
+    execve("/proc/self/exe", argv, envp);
+    _exit(126);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1 && strcmp(argv[1], "no-depot") == 0)
+        return no_depot();
     producer_consumer();
     depot_serves_and_trim_empties();
     char err[1024];
     int status = run_child_stderr(double_free_in_the_depot, NULL, err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),
           "freeing a block that waits in the depot: a double free", "status %#x; stderr: %s", status, err);
+    status = run_child_stderr(run_without_a_depot, argv[0], err, sizeof err, 60);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "FITALLOC_DEPOT_BYTES=0: no depot", "status %#x; stderr: %s", status, err);
     return tap_done("test_depot");
 }

@@ -19,8 +19,9 @@
 //! A block in the depot is a cached block: used as far as its heap or slab
 //! is concerned, and sealed as a cache seals it, so freeing it again is a
 //! double free, caught as for any cached block. The depot is bounded
-//! ([`SLOTS`] chains of each size, [`MAX_BYTES`] in all); a chain that
-//! does not fit goes home instead. It serves only a process with more than
+//! ([`SLOTS`] chains of each size, and a number of bytes in all:
+//! `FITALLOC_DEPOT_BYTES`, [`crate::config::DEPOT_BYTES`] by default); a
+//! chain that does not fit goes home instead. It serves only a process with more than
 //! one thread (a single thread's own cache already holds what it frees);
 //! the decay and `malloc_trim` send every chain home.
 
@@ -29,8 +30,6 @@ use crate::tcache::{Chain, CLASSES};
 
 /// Chains kept of each size.
 pub(crate) const SLOTS: usize = 4;
-/// Bytes the depot may hold in all.
-pub(crate) const MAX_BYTES: usize = 256 << 10;
 
 /// Chains of cached blocks, by size (see the module comment).
 pub struct Depot {
@@ -48,13 +47,14 @@ impl Depot {
         Depot { chains: [[NO_CHAIN; SLOTS]; CLASSES], count: [0; CLASSES], bytes: 0, blocks: 0 }
     }
 
-    /// Keeps `chain` of blocks of `units`; gives it back when the depot is
-    /// full.
-    pub fn put(&mut self, units: u32, chain: Chain) -> Result<(), Chain> {
+    /// Keeps `chain` of blocks of `units`; gives it back when the depot
+    /// would then hold more than `max_bytes`, or its slots of the size are
+    /// taken.
+    pub fn put(&mut self, units: u32, chain: Chain, max_bytes: usize) -> Result<(), Chain> {
         let u = units as usize;
         let bytes = units_to_bytes(units) * chain.len as usize;
         let n = self.count[u] as usize;
-        if n == SLOTS || self.bytes + bytes > MAX_BYTES {
+        if n == SLOTS || self.bytes + bytes > max_bytes {
             return Err(chain);
         }
         self.chains[u][n] = chain;
@@ -113,29 +113,31 @@ mod tests {
     #[test]
     fn bounded_by_slots_and_bytes() {
         let mut d = Depot::new();
+        const MAX: usize = 64 << 10;
         for i in 0..SLOTS {
-            assert!(d.put(3, chain(0x1000 * (i + 1), 8)).is_ok());
+            assert!(d.put(3, chain(0x1000 * (i + 1), 8), MAX).is_ok());
         }
-        assert_eq!(d.put(3, chain(0x9000, 8)), Err(chain(0x9000, 8)));
+        assert_eq!(d.put(3, chain(0x9000, 8), MAX), Err(chain(0x9000, 8)));
         assert_eq!(d.held(), ((SLOTS * 8 * 48) as u64, (SLOTS * 8) as u64));
-        // 64 units (1 KiB) x 64 blocks per chain: 64 KiB each; the byte
-        // bound stops it before the slots run out everywhere.
+        // Chains of 64 blocks: the byte bound stops the depot before the
+        // slots of every size are taken.
         let mut kept = 0;
         for u in 4..CLASSES as u32 {
-            while d.put(u, chain(0x1_0000 + u as usize, 64)).is_ok() {
+            while d.put(u, chain(0x1_0000 + u as usize, 64), MAX).is_ok() {
                 kept += 1;
             }
         }
-        assert!(d.held().0 as usize <= MAX_BYTES);
+        assert!(d.held().0 as usize <= MAX);
         assert!(kept > 0);
+        assert_eq!(Depot::new().put(2, chain(0x100, 1), 0), Err(chain(0x100, 1)));
     }
 
     #[test]
     fn takes_the_latest_chain_that_fits() {
         let mut d = Depot::new();
-        d.put(5, chain(0x100, 4)).unwrap();
-        d.put(5, chain(0x200, 16)).unwrap();
-        d.put(5, chain(0x300, 2)).unwrap();
+        d.put(5, chain(0x100, 4), 1 << 20).unwrap();
+        d.put(5, chain(0x200, 16), 1 << 20).unwrap();
+        d.put(5, chain(0x300, 2), 1 << 20).unwrap();
         assert_eq!(d.take(5, 8), Some(chain(0x300, 2)));
         assert_eq!(d.take(5, 8), Some(chain(0x100, 4)));
         assert_eq!(d.take(5, 8), None);

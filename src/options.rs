@@ -20,6 +20,7 @@
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
 //! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; up to 64 for small sizes) |
+//! | `FITALLOC_DEPOT_BYTES=n` | bytes of cached blocks the depot may hold between threads (default 64k; 0: no depot; [`crate::depot`]) |
 //! | `FITALLOC_MMAP_THRESHOLD=n` | as `mallopt(M_MMAP_THRESHOLD, n)` |
 //! | `FITALLOC_TRIM_THRESHOLD=n` | as `mallopt(M_TRIM_THRESHOLD, n)` |
 //! | `FITALLOC_TOP_PAD=n` | as `mallopt(M_TOP_PAD, n)` |
@@ -57,6 +58,8 @@ pub struct Options {
     /// system ([`crate::trim`]).
     pub purge_ms: AtomicUsize,
     pub tcache_count: AtomicUsize,
+    /// Bytes the depot may hold ([`crate::depot`]).
+    pub depot_bytes: AtomicUsize,
     /// Bytes the hardened mode's quarantine may hold.
     pub quarantine_bytes: AtomicUsize,
     /// Testing: every n-th request for memory from the system fails.
@@ -88,6 +91,7 @@ pub static OPT: Options = Options {
     tcache_bytes: AtomicUsize::new(256 * 1024),
     purge_ms: AtomicUsize::new(1000),
     tcache_count: AtomicUsize::new(16),
+    depot_bytes: AtomicUsize::new(crate::config::DEPOT_BYTES),
     quarantine_bytes: AtomicUsize::new(4 << 20),
     fail_every: AtomicUsize::new(0),
     page: AtomicUsize::new(config::PAGE),
@@ -281,6 +285,11 @@ fn apply(name: &[u8], value: &[u8]) {
         b"FITALLOC_TCACHE_BYTES" => {
             if let Some(n) = size(name, value) {
                 OPT.tcache_bytes.store(n, Relaxed);
+            }
+        }
+        b"FITALLOC_DEPOT_BYTES" => {
+            if let Some(n) = size(name, value) {
+                OPT.depot_bytes.store(n, Relaxed);
             }
         }
         b"FITALLOC_QUARANTINE" => {

@@ -299,7 +299,7 @@ pub fn sync_params() {
 /// cache; gives it back when the depot is full.
 pub fn depot_put(units: u32, chain: Chain) -> Result<(), Chain> {
     let mut d = DEPOT.lock();
-    d.put(units, chain)?;
+    d.put(units, chain, OPT.depot_bytes.load(Relaxed))?;
     DEPOT_STOCK[units as usize].store(d.chains(units).len() as u8, Relaxed);
     Ok(())
 }
