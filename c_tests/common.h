@@ -56,6 +56,15 @@ static inline size_t heap_problems(void)
     return (size_t)fitalloc_check_heap();
 }
 
+/* fitalloc's statistics now (zeroes where the library has none). */
+static inline struct fitalloc_stats stats(void)
+{
+    struct fitalloc_stats st;
+    memset(&st, 0, sizeof st);
+    fitalloc_stats(&st);
+    return st;
+}
+
 /* Prints "ok N - name" or "not ok N - name: detail". Every check also runs
  * fitalloc_check_heap(), which must report 0 problems. Returns 1 on pass. */
 __attribute__((format(printf, 3, 4)))

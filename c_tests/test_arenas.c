@@ -23,14 +23,6 @@ static void *blocks[THREADS][BLOCKS];
 static size_t sizes[THREADS][BLOCKS];
 static pthread_barrier_t step;
 
-static struct fitalloc_stats stats(void)
-{
-    struct fitalloc_stats st;
-    memset(&st, 0, sizeof st);
-    fitalloc_stats(&st);
-    return st;
-}
-
 static void *worker(void *arg)
 {
     int me = (int)(intptr_t)arg, other = (me + 1) % THREADS;

@@ -30,14 +30,6 @@
 
 static atomic_int waiter_ready, waiter_trying, waiter_done;
 
-static struct fitalloc_stats stats(void)
-{
-    struct fitalloc_stats st;
-    memset(&st, 0, sizeof st);
-    fitalloc_stats(&st);
-    return st;
-}
-
 static void *waiter(void *arg)
 {
     (void)arg;

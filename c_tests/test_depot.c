@@ -29,14 +29,6 @@
 static void *ring[PER_ROUND];
 static size_t ring_size[PER_ROUND];
 
-static struct fitalloc_stats stats(void)
-{
-    struct fitalloc_stats st;
-    memset(&st, 0, sizeof st);
-    fitalloc_stats(&st);
-    return st;
-}
-
 static void *consume(void *arg)
 {
     uint64_t round = (uint64_t)(uintptr_t)arg;

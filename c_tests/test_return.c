@@ -30,14 +30,6 @@
 #define KiB ((size_t)1024)
 #define MiB ((size_t)1024 * 1024)
 
-static struct fitalloc_stats stats(void)
-{
-    struct fitalloc_stats st;
-    memset(&st, 0, sizeof st);
-    fitalloc_stats(&st);
-    return st;
-}
-
 static size_t rss_bytes(void)
 {
     FILE *f = fopen("/proc/self/statm", "r");
