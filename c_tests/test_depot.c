@@ -4,6 +4,7 @@
  * of that cache passes half of itself to the depot as one chain, which an
  * empty list of another thread takes whole (src/depot.rs). Checked here:
  *
+ *   - a thread that only frees gets a cache at its 16th free, not before;
  *   - producer/consumer rounds (the consumer never allocates): every block
  *     keeps its pattern until it is freed, the heap checker finds nothing,
  *     and the statistics count every block back;
@@ -164,6 +165,42 @@ static void double_free_in_the_depot(void *arg)
     _exit(0);
 }
 
+/* A thread that frees a few blocks and never allocates gets no cache (so
+ * nothing to leak if those frees come late in its exit); one that frees
+ * many does. */
+static void *blocks_to_free[64];
+static uint64_t threads_seen;
+
+static void *free_n(void *arg)
+{
+    int n = (int)(intptr_t)arg;
+    for (int i = 0; i < n; i++)
+        free(blocks_to_free[i]);
+    threads_seen = stats().threads;
+    return NULL;
+}
+
+static void caches_of_threads_that_only_free(void)
+{
+    uint64_t base = stats().threads;
+    for (int n = 4; n <= 64; n += 60) {
+        for (int i = 0; i < n; i++)
+            blocks_to_free[i] = malloc(900);
+        pthread_t t;
+        pthread_create(&t, NULL, free_n, (void *)(intptr_t)n);
+        pthread_join(t, NULL);
+        if (n == 4)
+            check(threads_seen == base, "a thread that frees 4 blocks and never allocates gets no cache",
+                  "threads %llu, before %llu", (unsigned long long)threads_seen, (unsigned long long)base);
+        else
+            check(threads_seen == base + 1, "a thread that frees 64 blocks gets a cache",
+                  "threads %llu, before %llu", (unsigned long long)threads_seen, (unsigned long long)base);
+    }
+    malloc_trim(0);
+    check(stats().threads == base, "its cache is retired when it exits", "threads %llu, before %llu",
+          (unsigned long long)stats().threads, (unsigned long long)base);
+}
+
 /* Run by the test itself with FITALLOC_DEPOT_BYTES=0: exits 0 when no
  * block waits in a depot after the consumer exited. */
 static int no_depot(void)
@@ -185,6 +222,7 @@ int main(int argc, char **argv)
     if (argc > 1 && strcmp(argv[1], "no-depot") == 0)
         return no_depot();
     producer_consumer();
+    caches_of_threads_that_only_free();
     depot_serves_and_trim_empties();
     char err[1024];
     int status = run_child_stderr(double_free_in_the_depot, NULL, err, sizeof err, 60);

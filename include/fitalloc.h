@@ -101,8 +101,8 @@ struct fitalloc_stats {
   // heap lock serves every request the thread caches cannot; the large
   // lock, blocks with their own mapping; the registry lock, thread
   // start and exit and these statistics; the slab lock, small blocks'
-  // refills and drains; `other` adds up the trace, quarantine, profile
-  // and report locks.
+  // refills and drains; `other` adds up the trace, quarantine, profile,
+  // depot and report locks.
   uint64_t heap_lock_waits;
   uint64_t heap_lock_sleeps;
   uint64_t large_lock_waits;

@@ -123,10 +123,11 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
 
 fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
-    crate::trim::maybe_decay();
+    // Before the decay, which may send the depot's chains home.
     if let Some(p) = refill_from_depot(t, units, zero, call) {
         return p;
     }
+    crate::trim::maybe_decay(call_name(call));
     if units <= SLAB_MAX_UNITS {
         // The heap's fragments are shared by every thread: blocks two
         // threads take from neighbouring fragments could share a cache
@@ -306,7 +307,7 @@ fn heap_can_hold(n: usize, align: usize) -> bool {
 /// the request is tried once more.
 #[inline(never)]
 pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
-    crate::trim::maybe_decay();
+    crate::trim::maybe_decay(call_name(call));
     let p = alloc_block_once(n, align, zero, guarded, call);
     if p.is_null() && crate::trim::give_back_space(call_name(call), 0) {
         return alloc_block_once(n, align, zero, guarded, call);

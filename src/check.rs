@@ -212,6 +212,7 @@ fn check_locked(heaps: &Heaps, large: &MapTable, _reg: &Registry, slabs: &mut Sl
 /// block of its size, in a slab or a heap region.
 fn check_depot(d: &Depot, rep: &mut Report) {
     let mut blocks = 0u64;
+    let mut whole = true;
     for u in crate::config::MIN_UNITS..=crate::config::TCACHE_MAX_UNITS {
         for &chain in d.chains(u) {
             let mut in_heap = true;
@@ -225,11 +226,18 @@ fn check_depot(d: &Depot, rep: &mut Report) {
             };
             if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
                 rep.problem("corrupted chain in the depot", a);
+                whole = false;
             }
             rep.expect(in_heap, "a block of the depot is outside the heap", chain.head);
         }
     }
-    rep.expect(blocks == d.held().1, "depot count wrong", blocks as usize);
+    // Its count, when every chain could be walked.
+    if whole && blocks != d.held().1 {
+        let first = (crate::config::MIN_UNITS..=crate::config::TCACHE_MAX_UNITS)
+            .find_map(|u| d.chains(u).first())
+            .map_or(0, |c| c.head);
+        rep.problem("depot's block count wrong (first chain)", first);
+    }
 }
 
 /// Whether free block `b` (a header position in a region) lies in one of

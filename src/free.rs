@@ -15,7 +15,7 @@ use crate::options::OPT;
 use crate::pagemap::{interior_region_entry, slab_units};
 use crate::pointer::{self, Held, Ptr};
 use crate::process::{depot_put, large, release_blocks, send_home, PAGEMAP};
-use crate::registry::{count, my_cache, my_cache_or_new};
+use crate::registry::{count, my_cache, my_cache_for_free};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -76,7 +76,7 @@ pub fn free(p: *mut u8, func: &'static str) {
 fn free_slow(p: *mut u8, func: &'static str) {
     // A thread that only frees (a consumer) gets a cache too: its frees
     // then go home in batches, or to the depot, not one by one.
-    let t = my_cache_or_new();
+    let t = my_cache_for_free();
     count(t, Call::Free, 0);
     match pointer::resolve(p, func) {
         Ptr::Heap(b) => free_heap_block(b, t, func),
@@ -112,7 +112,7 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     }
     // SAFETY: `b` is held, and the program gives it up.
     unsafe { release_blocks(func, &[b]) };
-    crate::trim::maybe_decay();
+    crate::trim::maybe_decay(func);
 }
 
 /// Moves the first `n` blocks of this thread's full list `units` to the
@@ -164,7 +164,7 @@ pub fn free_large(a: usize, func: &'static str) {
     };
     evicted.unmap();
     raise_mmap_threshold(size);
-    crate::trim::maybe_decay();
+    crate::trim::maybe_decay(func);
 }
 
 /// glibc's dynamic threshold: after a mapped block of `size` is freed,

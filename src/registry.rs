@@ -5,7 +5,9 @@
 //!
 //! A thread finds its cache through one TLS word ([`crate::tls::CACHE`]):
 //! 0 until it has one, 1 while it has none (being built, thread exiting, or
-//! caches off), otherwise the cache's address.
+//! caches off), 2 to [`TLS_LAST_COUNT`] while a thread that has not
+//! allocated counts the frees that missed a cache (see [`my_cache_for_free`]),
+//! otherwise the cache's address.
 
 use crate::config;
 use crate::diag;
@@ -21,6 +23,19 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 pub(crate) const TLS_NONE: usize = 0;
 /// TLS word: no cache now (being built, thread exiting, or caches off).
 pub(crate) const TLS_OFF: usize = 1;
+/// TLS word: the last value that counts frees of a thread without a cache
+/// (from 2, one more per free): the next one makes its cache. Well below
+/// any cache's address.
+pub(crate) const TLS_LAST_COUNT: usize = 2 + FREES_BEFORE_CACHE;
+/// Frees a thread that has not allocated makes before it gets a cache: so
+/// that a thread freeing a block or two (or freeing in a late thread-exit
+/// destructor, after which nothing would retire its cache) gets none.
+const FREES_BEFORE_CACHE: usize = 16;
+/// Bytes a cache made by `free` may hold: a thread that only frees passes
+/// its full lists to the depot; what it keeps meanwhile is kept from the
+/// other threads until it exits (256 KiB, the default for a thread that
+/// allocates, would be 4 MiB for 16 such threads).
+const FREE_CACHE_BYTES: usize = 64 << 10;
 
 /// Live caches (a doubly-linked list), recycled ones, and where new ones
 /// are carved from.
@@ -161,24 +176,44 @@ impl Registry {
 #[inline(always)]
 pub fn my_cache() -> Option<&'static Tcache> {
     let t = tls::get::<{ tls::CACHE }>();
-    // SAFETY: a TLS word above TLS_OFF is this thread's live cache, which
-    // stays allocated until the thread's exit destructor retires it.
-    (t > TLS_OFF).then(|| unsafe { &*(t as *const Tcache) })
+    // SAFETY: a TLS word above TLS_LAST_COUNT is this thread's live cache,
+    // which stays allocated until the thread's exit destructor retires it.
+    (t > TLS_LAST_COUNT).then(|| unsafe { &*(t as *const Tcache) })
 }
 
 /// The calling thread's cache, created on the thread's first request.
 pub fn my_cache_or_new() -> Option<&'static Tcache> {
     match tls::get::<{ tls::CACHE }>() {
-        TLS_NONE => make_cache(),
+        TLS_NONE | 2..=TLS_LAST_COUNT => make_cache(OPT.tcache_bytes.load(Relaxed)),
         _ => my_cache(),
     }
 }
 
-/// This thread's cache, creating it. None when the thread has none (caches
-/// off, exiting, or no memory).
+/// The calling thread's cache for a free that missed it: a thread that has
+/// not allocated gets one (of [`FREE_CACHE_BYTES`]) at its
+/// `FREES_BEFORE_CACHE`-th such free, so that a thread that only frees (a
+/// consumer) passes blocks on in chains ([`crate::depot`]), not to the
+/// heap one by one.
+pub fn my_cache_for_free() -> Option<&'static Tcache> {
+    match tls::get::<{ tls::CACHE }>() {
+        TLS_LAST_COUNT => make_cache(OPT.tcache_bytes.load(Relaxed).min(FREE_CACHE_BYTES)),
+        TLS_NONE => {
+            tls::set::<{ tls::CACHE }>(2);
+            None
+        }
+        n @ 2..TLS_LAST_COUNT => {
+            tls::set::<{ tls::CACHE }>(n + 1);
+            None
+        }
+        _ => my_cache(),
+    }
+}
+
+/// This thread's cache of `max` bytes, creating it. None when the thread
+/// has none (caches off, exiting, or no memory).
 #[cold]
 #[inline(never)]
-fn make_cache() -> Option<&'static Tcache> {
+fn make_cache(max: usize) -> Option<&'static Tcache> {
     tls::set::<{ tls::CACHE }>(TLS_OFF);
     let key = TSD_KEY.load(Relaxed);
     if !OPT.tcache.load(Relaxed) || key == u32::MAX {
@@ -190,7 +225,7 @@ fn make_cache() -> Option<&'static Tcache> {
         if t.is_null() {
             return None;
         }
-        let max = OPT.tcache_bytes.load(Relaxed) as u64;
+        let max = max as u64;
         // SAFETY: `t` is memory for one cache, owned by the registry.
         unsafe {
             t.write(Tcache::new(max, (max as usize / 16).max(64), OPT.tcache_count.load(Relaxed), crate::process::next_arena()));

@@ -152,8 +152,8 @@ pub struct FitallocStats {
     /// heap lock serves every request the thread caches cannot; the large
     /// lock, blocks with their own mapping; the registry lock, thread
     /// start and exit and these statistics; the slab lock, small blocks'
-    /// refills and drains; `other` adds up the trace, quarantine, profile
-    /// and report locks.
+    /// refills and drains; `other` adds up the trace, quarantine, profile,
+    /// depot and report locks.
     pub heap_lock_waits: u64,
     pub heap_lock_sleeps: u64,
     pub large_lock_waits: u64,

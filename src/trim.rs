@@ -80,9 +80,9 @@ pub fn release_kept() -> bool {
 }
 
 /// Gives back memory that stayed unused for the decay time, if it is due.
-/// Called by slow paths, with no lock held.
+/// Called by slow paths of C function `op`, with no lock held.
 #[inline]
-pub fn maybe_decay() {
+pub fn maybe_decay(op: &'static str) {
     let purge_ms = OPT.purge_ms.load(Relaxed);
     if purge_ms != 0 {
         // A plain load and store: a lost count between threads only delays
@@ -98,19 +98,19 @@ pub fn maybe_decay() {
     if now.saturating_sub(last) < purge_ms as u64 || LAST.compare_exchange(last, now, Relaxed, Relaxed).is_err() {
         return;
     }
-    decay(last, purge_ms == 0);
+    decay(op, last, purge_ms == 0);
 }
 
 #[cold]
 #[inline(never)]
-fn decay(last: u64, at_once: bool) {
+fn decay(op: &'static str, last: u64, at_once: bool) {
     // Kept mappings freed before the previous decay have been unused for a
     // whole period at least.
     large().expire(if at_once { u64::MAX } else { last }).unmap();
     // The depot's chains go home: a thread that still wants them refills
     // from its slabs or the heap, which then hold them.
-    crate::process::flush_depot("free");
-    each_heap("free", |h| {
+    crate::process::flush_depot(op);
+    each_heap(op, |h| {
         if h.freed_since_purge >= if at_once { 1 } else { PURGE_MIN } {
             h.freed_since_purge = 0;
             let pad = h.params.top_pad;
