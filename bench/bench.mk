@@ -27,7 +27,7 @@ BENCH_LDLIBS := -ldl -lpthread
 BENCH_ARGS ?=
 BENCH_TRACES ?= ../shared/traces
 MT_PATTERNS := bench/larson bench/prodcons bench/churn bench/thrash
-BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/hitpath $(MT_PATTERNS)
+BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/buffers bench/hitpath $(MT_PATTERNS)
 MT_ARGS ?=
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
@@ -48,6 +48,9 @@ bench/micro: bench/micro.c bench/benchutil.h
 
 bench/large: bench/large.c
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/large.c $(BENCH_LDLIBS)
+
+bench/buffers: bench/buffers.c
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/buffers.c
 
 # Instructions per cached malloc and free, counted by callgrind.
 bench/hitpath: bench/hitpath.c
@@ -73,7 +76,7 @@ bench-mt: bench-deps bench/mt $(MT_PATTERNS) $(LIB)
 	$(PYTHON) bench/mt_patterns.py $(MT_ARGS)
 
 # Memory that comes back: large buffers and a freed spike (bench/large.c).
-bench-returns: bench-deps bench/large $(LIB)
+bench-returns: bench-deps bench/large bench/buffers $(LIB)
 	$(PYTHON) bench/returns.py
 
 bench-quick: bench-deps $(BENCH_TOOLS) $(LIB)

@@ -2,9 +2,11 @@
 """Memory that comes back, against the peers in one run (bench/large.c):
 ns per malloc/free pair of large buffers (untouched and touched), and RSS
 after a 1 GiB spike freed but one block in a thousand, right after the
-frees and after 1 s and 2 s of ordinary calls. Allocators interleaved,
-medians of 3 processes. Prints a table with ratios and writes
-OUT/returns.txt. Standard library only."""
+frees and after 1 s and 2 s of ordinary calls; and bench/buffers.c
+(mimalloc-bench's malloc-large: buffers of 5 to 25 MiB, 20 live, each
+written whole): seconds and peak RSS. Allocators interleaved, medians of
+3 processes. Prints a table with ratios and writes OUT/returns.txt.
+Standard library only."""
 
 import argparse
 import statistics
@@ -23,13 +25,16 @@ PAIRS = [  # (label, size, touch, n)
 ]
 
 
-def run(lib, args):
+def run(lib, args, tool="large"):
     env = dict(bench.os.environ)
     env.pop("LD_PRELOAD", None)
     if lib is not None:
         env["LD_PRELOAD"] = str(lib)
-    out = subprocess.run([str(bench.BENCH_DIR / "large")] + args, env=env, capture_output=True, text=True,
+    out = subprocess.run([str(bench.BENCH_DIR / tool)] + args, env=env, capture_output=True, text=True,
                          timeout=600, check=True)
+    if tool == "buffers":
+        kv = dict(x.split("=", 1) for x in out.stdout.split() if "=" in x)
+        return [float(kv["seconds"]), float(kv["peak_rss_kb"])]
     return [float(x) for x in out.stdout.split()]
 
 
@@ -37,14 +42,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--out", type=Path, default=bench.BENCH_DIR / "results")
+    ap.add_argument("--allocators", default=",".join(bench.DEFAULT_ORDER),
+                    help="comma-separated names, NAME=PATH for another library (default %(default)s)")
     args = ap.parse_args()
-    allocs = [a for a in bench.DEFAULT_ORDER
-              if bench.KNOWN_ALLOCATORS[a] is None or bench.KNOWN_ALLOCATORS[a].exists()]
+    allocs, libs = [], {}
+    for item in [s.strip() for s in args.allocators.split(",") if s.strip()]:
+        name, _, path = item.partition("=")
+        lib = Path(path) if path else bench.KNOWN_ALLOCATORS.get(name, "unknown")
+        if lib == "unknown":
+            ap.error(f"unknown allocator {name!r} (use NAME=PATH)")
+        if lib is None or lib.exists():
+            allocs.append(name)
+            libs[name] = lib
     rows = {}  # (row label) -> alloc -> [values]
     for rep in range(args.reps):
         order = allocs[rep % len(allocs):] + allocs[:rep % len(allocs)]
         for a in order:
-            lib = bench.KNOWN_ALLOCATORS[a]
+            lib = libs[a]
             for label, size, touch, n in PAIRS:
                 v = run(lib, ["pairs", str(size), str(touch), str(n)])[0]
                 rows.setdefault(f"{label} (ns/pair)", {}).setdefault(a, []).append(v)
@@ -52,6 +66,9 @@ def main():
             for label, v in [("spike: RSS after frees (KiB)", r0), ("spike: RSS after 1 s (KiB)", r1),
                              ("spike: RSS after 2 s (KiB)", r2), ("spike: live (KiB)", live)]:
                 rows.setdefault(label, {}).setdefault(a, []).append(v)
+            secs, peak = run(lib, ["--name", a], tool="buffers")
+            rows.setdefault("buffers 5-25 MiB, 20 live (s)", {}).setdefault(a, []).append(secs)
+            rows.setdefault("buffers: peak RSS (KiB)", {}).setdefault(a, []).append(peak)
             print(f"returns: rep {rep + 1}/{args.reps} {a} done", file=sys.stderr, flush=True)
     peers = [a for a in allocs if a != "fitalloc"]
     head = f"{'measure':32}" + "".join(f"{a:>11}" for a in allocs) + "  |" + "".join(f"{'vs ' + p:>13}" for p in peers)
