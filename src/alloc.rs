@@ -18,7 +18,7 @@ use crate::large;
 use crate::options::OPT;
 use crate::process::{arenas, depot_take, heap, large, my_arena, slab_take};
 use crate::slab::SLAB_MAX_UNITS;
-use crate::registry::{count, grown_cache_budget, my_cache, my_cache_or_new, served};
+use crate::registry::{count, my_cache, my_cache_or_new, served};
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -118,7 +118,6 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
 #[inline(never)]
 fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     count(Some(t), call, n);
-    grown_cache_budget(t);
     or_enomem(refill_block(t, n, call, zero))
 }
 

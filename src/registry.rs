@@ -31,11 +31,10 @@ pub(crate) const TLS_LAST_COUNT: usize = 2 + FREES_BEFORE_CACHE;
 /// that a thread freeing a block or two (or freeing in a late thread-exit
 /// destructor, after which nothing would retire its cache) gets none.
 const FREES_BEFORE_CACHE: usize = 16;
-/// Bytes a cache made by `free` may hold until its thread allocates (then
-/// [`grown_cache_budget`]): a thread that only frees passes its full lists
-/// to the depot; what it keeps meanwhile is kept from the other threads
-/// until it exits (256 KiB, the default for a thread that allocates, would
-/// be 4 MiB for 16 such threads).
+/// Bytes a cache made by `free` may hold: a thread that only frees passes
+/// its full lists to the depot; what it keeps meanwhile is kept from the
+/// other threads until it exits (256 KiB, the default for a thread that
+/// allocates, would be 4 MiB for 16 such threads).
 const FREE_CACHE_BYTES: usize = 64 << 10;
 
 /// Live caches (a doubly-linked list), recycled ones, and where new ones
@@ -210,13 +209,6 @@ pub fn my_cache_for_free() -> Option<&'static Tcache> {
     }
 }
 
-/// A thread whose cache `free` made, allocating: the cache gets the byte
-/// budget of any allocating thread's (called when a list runs dry).
-#[inline]
-pub fn grown_cache_budget(t: &Tcache) {
-    t.raise_budget(OPT.tcache_bytes.load(Relaxed) as u64);
-}
-
 /// This thread's cache of `max` bytes, creating it. None when the thread
 /// has none (caches off, exiting, or no memory).
 #[cold]
@@ -233,12 +225,10 @@ fn make_cache(max: usize) -> Option<&'static Tcache> {
         if t.is_null() {
             return None;
         }
-        // The lists' lengths are those of a full budget's cache, so that
-        // one made by `free` is like any other once its budget is raised.
-        let per_class = (OPT.tcache_bytes.load(Relaxed) / 16).max(64);
+        let max = max as u64;
         // SAFETY: `t` is memory for one cache, owned by the registry.
         unsafe {
-            t.write(Tcache::new(max as u64, per_class, OPT.tcache_count.load(Relaxed), crate::process::next_arena()));
+            t.write(Tcache::new(max, (max as usize / 16).max(64), OPT.tcache_count.load(Relaxed), crate::process::next_arena()));
             r.link(t);
         }
         t

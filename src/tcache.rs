@@ -234,9 +234,7 @@ pub struct Tcache {
     /// How many more bytes the whole cache may take.
     room_bytes: AtomicU64,
     limits: [u16; CLASSES],
-    /// The byte budget (`room_bytes` when the cache is empty). Only the
-    /// owner writes it ([`Tcache::raise_budget`]).
-    max_bytes: AtomicU64,
+    max_bytes: u64,
     /// The slab this cache takes blocks of each size from (a hint the slab
     /// lock's holder checks: [`crate::slab::Slabs::take`]).
     slab_cur: [AtomicU32; SLAB_MAX_UNITS as usize + 1],
@@ -275,22 +273,12 @@ impl Tcache {
             room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
             room_bytes: AtomicU64::new(max_bytes),
             limits,
-            max_bytes: AtomicU64::new(max_bytes),
+            max_bytes,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             arena,
             counters: ThreadCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
             prev: AtomicPtr::new(core::ptr::null_mut()),
-        }
-    }
-
-    /// Raises the cache's byte budget to `max_bytes` (if it is lower).
-    /// Only the owner may call this.
-    pub fn raise_budget(&self, max_bytes: u64) {
-        let old = self.max_bytes.load(Relaxed);
-        if max_bytes > old {
-            self.max_bytes.store(max_bytes, Relaxed);
-            add(&self.room_bytes, max_bytes - old);
         }
     }
 
@@ -461,8 +449,7 @@ impl Tcache {
     /// Bytes and blocks the cache holds (derived from the room counters;
     /// approximate when read by another thread).
     pub fn held(&self) -> (u64, u64) {
-        let max = self.max_bytes.load(Relaxed);
-        let bytes = max - self.room_bytes.load(Relaxed).min(max);
+        let bytes = self.max_bytes - self.room_bytes.load(Relaxed).min(self.max_bytes);
         let blocks = (crate::config::MIN_UNITS as usize..CLASSES)
             .map(|u| (self.limits[u] - self.room[u].load(Relaxed).min(self.limits[u])) as u64)
             .sum();
