@@ -279,8 +279,7 @@ pub fn wants_mapping(n: usize, align: usize) -> bool {
         return true;
     }
     let extra = if align > ALIGN { align } else { 0 };
-    let bytes = units_to_bytes(config::request_units(n)) + extra;
-    bytes >= OPT.mmap_threshold.load(Relaxed) && !(bytes > MAX_HEAP_REQUEST && n <= OPT.big_heap_limit.load(Relaxed))
+    units_to_bytes(config::request_units(n)) + extra >= OPT.mmap_threshold.load(Relaxed)
 }
 
 /// Whether the heap can hold a block of `n` bytes aligned to `align`: any
@@ -312,21 +311,6 @@ pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call
     let p = alloc_block_once(n, align, zero, guarded, call);
     if p.is_null() && crate::trim::give_back_space(call_name(call), 0) {
         return alloc_block_once(n, align, zero, guarded, call);
-    }
-    p
-}
-
-/// A block for a realloc that grows a heap block beyond
-/// [`MAX_HEAP_REQUEST`]: its own mapping, whatever the mmap threshold, else
-/// a heap block. A buffer that grows by doubling then grows on by `mremap`,
-/// without copies, and leaves no hole in the heap (measured: sqlite's
-/// trace, whose buffers double up to 2 MiB, lost 9% of its utilization
-/// when they came from the heap once the dynamic threshold had risen).
-pub fn alloc_for_growth(n: usize) -> *mut u8 {
-    crate::trim::maybe_decay("realloc");
-    let p = alloc_wanting_mapping(n, ALIGN, false, false, Call::Realloc);
-    if p.is_null() && crate::trim::give_back_space("realloc", 0) {
-        return alloc_wanting_mapping(n, ALIGN, false, false, Call::Realloc);
     }
     p
 }

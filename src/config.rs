@@ -72,9 +72,7 @@ pub(crate) const PAGE: usize = 4096;
 pub(crate) const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
 /// Highest mmap threshold the dynamic threshold reaches (glibc's
 /// `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit systems): after a mapped block
-/// of up to this size is freed, blocks up to its size come from the heap
-/// (above [`MAX_HEAP_REQUEST`], in big blocks, by a limit of their own:
-/// `crate::free`'s `raise_mmap_threshold`).
+/// of up to this size is freed, blocks up to its size come from the heap.
 pub(crate) const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 << 20;
 /// Default free bytes at the top of the heap above which the top is given
 /// back to the system (glibc's `M_TRIM_THRESHOLD` default).

@@ -9,7 +9,7 @@
 //!   block.
 
 use crate::block::Block;
-use crate::config::{MAX_DYNAMIC_MMAP_THRESHOLD, MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
+use crate::config::{MAX_DYNAMIC_MMAP_THRESHOLD, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::options::OPT;
 use crate::pagemap::{interior_region_entry, slab_units};
@@ -170,21 +170,11 @@ pub fn free_large(a: usize, func: &'static str) {
 /// glibc's dynamic threshold: after a mapped block of `size` is freed,
 /// blocks up to that size come from the heap (unless the program chose
 /// thresholds itself).
-///
-/// Above the small form's 1 MiB the threshold moves on its own, up to
-/// glibc's 32 MiB ([`OPT`]'s `big_heap_limit`): the threshold for smaller
-/// requests, and the trim threshold, stay where blocks of 1 MiB left them.
-/// Measured: a single threshold at 2 MiB sent sqlite's trace's buffers of
-/// 512 KiB and 1 MiB, grown by realloc, into the heap (utilization 0.952
-/// -> 0.876), where glibc's raise would put them; buffers of 5 to 25 MiB
-/// (`bench/buffers.c`) need the heap to be reused at all.
 fn raise_mmap_threshold(size: usize) {
-    if !OPT.dynamic_threshold.load(Relaxed) || size > MAX_DYNAMIC_MMAP_THRESHOLD {
-        return;
-    }
-    if size > MAX_HEAP_REQUEST {
-        OPT.big_heap_limit.fetch_max(size, Relaxed);
-    } else if size > OPT.mmap_threshold.load(Relaxed) {
+    if OPT.dynamic_threshold.load(Relaxed)
+        && size > OPT.mmap_threshold.load(Relaxed)
+        && size <= MAX_DYNAMIC_MMAP_THRESHOLD
+    {
         OPT.mmap_threshold.store(size, Relaxed);
         OPT.trim_threshold.store(2 * size, Relaxed);
         crate::process::sync_params();

@@ -43,10 +43,6 @@ use core::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
 pub struct Options {
     pub mmap_threshold: AtomicUsize,
-    /// Requests above the small form (1 MiB) up to this size come from the
-    /// heap while the threshold is dynamic: the largest mapped block freed
-    /// so far, up to 32 MiB (see `crate::free`'s `raise_mmap_threshold`).
-    pub big_heap_limit: AtomicUsize,
     pub trim_threshold: AtomicUsize,
     pub top_pad: AtomicUsize,
     pub mmap_max: AtomicUsize,
@@ -84,7 +80,6 @@ pub struct Options {
 
 pub static OPT: Options = Options {
     mmap_threshold: AtomicUsize::new(config::DEFAULT_MMAP_THRESHOLD),
-    big_heap_limit: AtomicUsize::new(0),
     trim_threshold: AtomicUsize::new(config::DEFAULT_TRIM_THRESHOLD),
     top_pad: AtomicUsize::new(config::DEFAULT_TOP_PAD),
     mmap_max: AtomicUsize::new(config::DEFAULT_MMAP_MAX),
@@ -394,7 +389,6 @@ fn tunables(value: &[u8]) {
 pub fn set_fixed(o: &AtomicUsize, v: usize) {
     o.store(v, Relaxed);
     OPT.dynamic_threshold.store(false, Relaxed);
-    OPT.big_heap_limit.store(0, Relaxed);
 }
 
 /// `M_MMAP_THRESHOLD`: glibc 2.36 accepts any value (blocks too large for

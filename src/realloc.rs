@@ -2,7 +2,7 @@
 //! into a free neighbour or the top, slide into a free predecessor), with
 //! mremap for large blocks, and by moving otherwise.
 
-use crate::alloc::{after_growth, alloc_block, alloc_for_growth, wants_mapping, TCACHE_MAX_REQUEST};
+use crate::alloc::{after_growth, alloc_block, wants_mapping, TCACHE_MAX_REQUEST};
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
@@ -74,10 +74,6 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
             return nb.payload();
         }
     }
-    if n > config::MAX_HEAP_REQUEST && !big {
-        // Growing out of the small form: to a mapping of its own.
-        return move_to(p, old_bytes.min(n), alloc_for_growth(n), || free(p, "realloc"));
-    }
     move_block(p, old_bytes.min(n), n, || free(p, "realloc"))
 }
 
@@ -85,11 +81,7 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
 /// the block at `p` copied, then `release` frees the old one. Null (the old
 /// block untouched) when no memory.
 fn move_block(p: *mut u8, keep: usize, n: usize, release: impl FnOnce()) -> *mut u8 {
-    move_to(p, keep, alloc_block(n, ALIGN, false, false, Call::Realloc), release)
-}
-
-/// [`move_block`] to block `q`, already allocated (null: no memory).
-fn move_to(p: *mut u8, keep: usize, q: *mut u8, release: impl FnOnce()) -> *mut u8 {
+    let q = alloc_block(n, ALIGN, false, false, Call::Realloc);
     if !q.is_null() {
         // SAFETY: both blocks are live and ours; `keep` fits in each.
         unsafe { core::ptr::copy_nonoverlapping(p, q, keep) };
