@@ -1,6 +1,4 @@
 /* test_return.c - memory that comes back (issue 10, items 11 and 14):
- * glibc's dynamic mmap threshold (up to 32 MiB) serves large blocks from the
- * heap once one was freed;
  * freed large mappings are kept for reuse (no mmap/munmap per malloc/free
  * pair of a large buffer), stay correct (calloc zeroes a reused one, a
  * second free is still a double free), and go back to the system after
@@ -62,37 +60,8 @@ static void ordinary_calls(double secs)
     }
 }
 
-/* glibc's dynamic mmap threshold: a mapped block of 5 MiB, freed, raises
- * the threshold to its size, so the next ones come from the heap; one of
- * 40 MiB (above 32 MiB, where the threshold stops) stays mapped. */
-static void dynamic_threshold(void)
-{
-    char *p = malloc(5 * MiB);
-    sink = p;
-    struct mallinfo2 m0 = mallinfo2();
-    free(p);
-    p = malloc(5 * MiB);
-    sink = p;
-    struct mallinfo2 m1 = mallinfo2();
-    check(m0.hblks == 1 && m1.hblks == 0, "a 5 MiB block freed raises the mmap threshold: the next comes from the heap",
-          "mapped blocks %zu, then %zu", m0.hblks, m1.hblks);
-    free(p);
-    char *q = malloc(40 * MiB);
-    sink = q;
-    free(q);
-    q = malloc(40 * MiB);
-    sink = q;
-    check(mallinfo2().hblks == 1, "a 40 MiB block stays mapped (the threshold stops at 32 MiB)", "%zu mapped blocks",
-          mallinfo2().hblks);
-    free(q);
-    malloc_trim(0);
-}
-
 static void kept_mappings(void)
 {
-    /* A fixed threshold (which turns the dynamic one off, as in glibc):
-     * blocks of 1.5 MiB stay mapped, and their mappings are kept. */
-    mallopt(M_MMAP_THRESHOLD, (int)MiB);
     struct fitalloc_stats a = stats();
     for (int i = 0; i < 20000; i++) {
         char *p = malloc(1536 * KiB);
@@ -349,7 +318,6 @@ static void reusable_below_a_live_block(void)
 
 int main(void)
 {
-    dynamic_threshold();
     kept_mappings();
     spike();
     reusable_for_anything();

@@ -22,11 +22,10 @@ pub(crate) const MAX_USED_UNITS: u32 = 0xFFFD;
 /// Largest request the heap serves by choice, in a small-form block (the
 /// best fit may be one unit larger than asked when the remainder is too
 /// small to split off, and the result must still fit [`MAX_USED_UNITS`]):
-/// about 1 MiB. An unprompted move of a large block into the heap
-/// (a shrinking realloc) stops here; a larger request gets a heap block
-/// (big form) when the mmap threshold is above it (raised by the program,
-/// or dynamically: [`MAX_DYNAMIC_MMAP_THRESHOLD`]), or when no mapping can
-/// be made.
+/// about 1 MiB. The dynamic mmap threshold stops here, as does an
+/// unprompted move of a large block into the heap; a larger request gets
+/// a heap block (big form) only when no mapping can be made, or when the
+/// program set `M_MMAP_THRESHOLD` above it or `M_MMAP_MAX` to 0.
 pub(crate) const MAX_HEAP_REQUEST: usize = ((MAX_USED_UNITS as usize - 1) << UNIT_SHIFT) - HEADER;
 
 /// Largest request the heap can hold at all (a big-form block): a block
@@ -70,10 +69,6 @@ pub(crate) const PAGE: usize = 4096;
 /// Default threshold (bytes) at and above which a request gets its own
 /// mapping (glibc's `M_MMAP_THRESHOLD` default).
 pub(crate) const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;
-/// Highest mmap threshold the dynamic threshold reaches (glibc's
-/// `DEFAULT_MMAP_THRESHOLD_MAX` on 64-bit systems): after a mapped block
-/// of up to this size is freed, blocks up to its size come from the heap.
-pub(crate) const MAX_DYNAMIC_MMAP_THRESHOLD: usize = 32 << 20;
 /// Default free bytes at the top of the heap above which the top is given
 /// back to the system (glibc's `M_TRIM_THRESHOLD` default).
 pub(crate) const DEFAULT_TRIM_THRESHOLD: usize = 128 * 1024;

@@ -9,7 +9,7 @@
 //!   block.
 
 use crate::block::Block;
-use crate::config::{MAX_DYNAMIC_MMAP_THRESHOLD, MIN_UNITS, TCACHE_MAX_UNITS};
+use crate::config::{MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::options::OPT;
 use crate::pagemap::{interior_region_entry, slab_units};
@@ -173,7 +173,7 @@ pub fn free_large(a: usize, func: &'static str) {
 fn raise_mmap_threshold(size: usize) {
     if OPT.dynamic_threshold.load(Relaxed)
         && size > OPT.mmap_threshold.load(Relaxed)
-        && size <= MAX_DYNAMIC_MMAP_THRESHOLD
+        && size <= MAX_HEAP_REQUEST
     {
         OPT.mmap_threshold.store(size, Relaxed);
         OPT.trim_threshold.store(2 * size, Relaxed);

@@ -97,10 +97,8 @@ fn realloc_large(m: Mapping, n: usize) -> *mut u8 {
     let page = OPT.page.load(Relaxed);
     let usable = m.usable(page);
     let offset = a - m.base;
-    // Small enough for the heap (by the threshold, and in a small-form
-    // block: a larger one stays mapped and is resized in place): move
-    // there, so the mapping can go.
-    if !wants_mapping(n, ALIGN) && n < usable && n <= config::MAX_HEAP_REQUEST {
+    // Small enough for the heap: move there, so the mapping can go.
+    if !wants_mapping(n, ALIGN) && n < usable {
         let q = move_block(a as *mut u8, n, n, || free_large(a, "realloc"));
         if !q.is_null() {
             return q;
