@@ -2,7 +2,8 @@
  * freed large mappings are kept for reuse (no mmap/munmap per malloc/free
  * pair of a large buffer), stay correct (calloc zeroes a reused one, a
  * second free is still a double free), and go back to the system after
- * FITALLOC_PURGE_MS unused; after a spike of 1 GiB freed except one block
+ * FITALLOC_PURGE_MS unused; a kept mapping of another size is resized
+ * (in place, or moved by mremap) rather than replaced; after a spike of 1 GiB freed except one block
  * in a thousand, RSS falls back near the live bytes within two seconds of
  * further ordinary calls, without a call to malloc_trim.
  *
@@ -43,6 +44,13 @@ static size_t rss_bytes(void)
 }
 
 static void *volatile sink;
+
+static long minor_faults(void)
+{
+    struct rusage ru;
+    getrusage(RUSAGE_SELF, &ru);
+    return ru.ru_minflt;
+}
 
 /* Ordinary calls for `secs`: small and heap-sized blocks, nothing large. */
 static void ordinary_calls(double secs)
@@ -111,6 +119,53 @@ static void kept_mappings(void)
     size_t after = (size_t)stats().kept_mapped_bytes;
     check(kept >= 8 * MiB && after == 0, "kept mappings go back within 2.5 s of ordinary calls",
           "%zu bytes kept, %zu after", kept, after);
+}
+
+/* A kept mapping of another size is resized, not replaced: its resident
+ * pages serve the next request (mimalloc-bench's malloc-large pattern,
+ * buffers of 5 to 25 MiB replaced at random). */
+static void resized_reuse(void)
+{
+    size_t sizes[][2] = {{6 * MiB, 20 * MiB}, {20 * MiB, 6 * MiB}};
+    for (int k = 0; k < 2; k++) {
+        size_t first = sizes[k][0], second = sizes[k][1];
+        const char *how = first < second ? "grown" : "shrunk";
+        char *p = malloc(hide_size(first));
+        memset(p, 0x5a, first);
+        free(p);
+        struct fitalloc_stats a = stats();
+        unsigned char *q = malloc(hide_size(second));
+        struct fitalloc_stats b = stats();
+        check(q && b.mmap_calls == a.mmap_calls && b.mremap_calls == a.mremap_calls + 1,
+              first < second ? "a kept 6 MiB mapping is grown for a 20 MiB request, not replaced"
+                             : "a kept 20 MiB mapping is shrunk for a 6 MiB request, not replaced",
+              "%llu mmap, %llu mremap calls", (unsigned long long)(b.mmap_calls - a.mmap_calls),
+              (unsigned long long)(b.mremap_calls - a.mremap_calls));
+        long faults = minor_faults();
+        memset(q, 0x33, second);
+        faults = minor_faults() - faults;
+        long most = (long)((second > first ? second - first : 0) / (size_t)sysconf(_SC_PAGESIZE)) + 64;
+        check(q && faults <= most, "writing the resized block faults in only the pages it did not have",
+              "%ld page faults, at most %ld expected (%s)", faults, most, how);
+        free(q);
+        /* calloc of a resized kept mapping: old bytes cleared, new pages zero. */
+        p = malloc(hide_size(first));
+        memset(p, 0x77, first);
+        free(p);
+        unsigned char *z = calloc(1, second);
+        size_t nonzero = 0;
+        for (size_t i = 0; z && i < second; i++)
+            nonzero += z[i] != 0;
+        check(z && nonzero == 0, "calloc of a resized kept mapping returns zeroes", "%zu non-zero bytes (%s)",
+              nonzero, how);
+        check(z && malloc_usable_size(z) >= second, "its usable size covers the request", "%zu usable (%s)",
+              z ? malloc_usable_size(z) : 0, how);
+        free(z);
+    }
+    check(heap_problems() == 0, "fitalloc_check_heap() == 0 after resized reuse", " ");
+    malloc_trim(0); /* the kept mapping goes back: the spike below measures from here */
+    check(stats().kept_mapped_bytes == 0, "malloc_trim gives the kept mapping back", "%llu bytes kept",
+          (unsigned long long)stats().kept_mapped_bytes);
 }
 
 static void spike(void)
@@ -319,6 +374,7 @@ static void reusable_below_a_live_block(void)
 int main(void)
 {
     kept_mappings();
+    resized_reuse();
     spike();
     reusable_for_anything();
     reusable_below_a_live_block();

@@ -420,38 +420,33 @@ fn clear(p: *mut u8, n: usize) {
 fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u8> {
     let page = OPT.page.load(Relaxed);
     let plain = !guarded && align <= ALIGN;
-    let mut evicted = large::Evicted::default();
-    let reused = {
+    let want = config::checked_round_up(n.max(1).checked_add(ALIGN)?, page)?;
+    let (kept, evicted) = {
         // Room in the table first: a mapping we could not record would be lost.
         let mut l = large();
         if l.count() >= OPT.mmap_max.load(Relaxed) || !l.reserve() {
             return None;
         }
-        let want = config::checked_round_up(n.max(1).checked_add(ALIGN)?, page)?;
-        let kept = if plain { l.reuse(want) } else { None };
-        if kept.is_none() {
+        match if plain { l.reuse(want) } else { None } {
+            Some(k) => (Some(k), large::Evicted::default()),
             // Kept mappings that this request cannot use go back before a
             // new one is made: keeping them would only add to the peak.
-            evicted = l.expire(u64::MAX);
-        }
-        match kept {
-            Some(k) => {
-                let m = large::Mapping { payload: k.base + ALIGN, ..k };
-                if !l.insert(m) {
-                    drop(l);
-                    // SAFETY: the kept mapping is ours and unused.
-                    unsafe { crate::os::unmap(k.base, k.len) };
-                    return None;
-                }
-                Some(m)
-            }
-            None => None,
+            None => (None, l.expire(u64::MAX)),
         }
     };
     evicted.unmap();
-    if let Some(m) = reused {
+    // Resized outside the table's lock (a system call).
+    if let Some(k) = kept.and_then(|k| large::fit(k, want)) {
+        let m = large::Mapping { payload: k.base + ALIGN, ..k };
+        if !large().insert(m) {
+            // SAFETY: the kept mapping is ours and unused.
+            unsafe { crate::os::unmap(m.base, m.len) };
+            return None;
+        }
         if zero {
-            clear(m.payload as *mut u8, n);
+            // Pages beyond the kept part are fresh, and read as zero.
+            let kept_bytes = kept.map_or(0, |k| k.len) - ALIGN;
+            clear(m.payload as *mut u8, n.min(kept_bytes));
         }
         return Some(m.payload as *mut u8);
     }
