@@ -222,7 +222,7 @@ def record(res, job, rc, out, err):
     if rc != 0 or not lines:
         names = [job.bench]
         if job.kind == "micro":  # one process measures both cases
-            names = ["micro-1000", "micro-100000"]
+            names = ["micro-1000", "micro-100000", "batch-400", "batch-1600"]
         for name in names:
             res.get(name, job.alloc, job.kind)["errors"].append(
                 f"exit {rc}: {err}")
@@ -303,7 +303,8 @@ def print_table(res, allocs, baseline, util, ns, out=sys.stdout):
     print("util  = peak live requested bytes / growth of peak RSS over the "
           "first replay (higher = more compact)", file=out)
     print("ns/op = median wall time per operation (lower = faster); micro: "
-          "ns per free+malloc pair", file=out)
+          "ns per free+malloc pair; batch-B: ns per block, B blocks of "
+          "32 bytes malloc'd then freed", file=out)
     if has_base:
         print(f"ratios: {baseline} against each peer -- util: "
               f"{baseline}/peer (>1 = {baseline} more compact); time: "

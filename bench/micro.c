@@ -12,6 +12,14 @@
  * cost grows with the heap (free-list search, cache misses on metadata)
  * slows down in the 100,000 case.  Sizes and indices come from a fixed
  * seed, so every allocator sees the same requests.
+ *
+ * Batch cases (default 400 and 1,600 blocks; glibc's bench-malloc-simple,
+ * which mimalloc-bench runs as glibc-simple): malloc B blocks of 32 bytes,
+ * writing each whole, then free the first half in the order they came and
+ * the second half in reverse; repeated until N blocks went through.
+ * Reported: ns per block (one malloc + one free).  More blocks than a
+ * thread cache holds go back and forth between the cache and its source
+ * each round.
  */
 #define _GNU_SOURCE
 #include <inttypes.h>
@@ -78,12 +86,49 @@ static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
     return (double)(t1 - t0) / (double)pairs;
 }
 
+/* Returns ns per block of a batch case of `batch` blocks. */
+static double run_batch(uint64_t batch, uint64_t blocks, uint64_t *failures)
+{
+    enum { SIZE = 32 };
+    size_t bytes = batch * sizeof(unsigned char *);
+    unsigned char **slot = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
+                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (slot == MAP_FAILED) {
+        fprintf(stderr, "micro: cannot map %zu bytes\n", bytes);
+        exit(1);
+    }
+    uint64_t rounds = blocks / batch ? blocks / batch : 1;
+    uint64_t t0 = 0;
+    /* One untimed round first. */
+    for (uint64_t r = 0; r <= rounds; r++) {
+        if (r == 1)
+            t0 = bench_now_ns();
+        for (uint64_t i = 0; i < batch; i++) {
+            slot[i] = malloc(SIZE);
+            if (__builtin_expect(slot[i] != NULL, 1))
+                for (unsigned g = 0; g < SIZE; g++)
+                    ((volatile unsigned char *)slot[i])[g] = (unsigned char)g;
+            else
+                ++*failures;
+        }
+        for (uint64_t i = 0; i < batch / 2; i++)
+            free(slot[i]);
+        for (uint64_t i = batch; i-- > batch / 2;)
+            free(slot[i]);
+    }
+    uint64_t t1 = bench_now_ns();
+    munmap(slot, bytes);
+    return (double)(t1 - t0) / (double)(rounds * batch);
+}
+
 static void usage(FILE *f)
 {
     fprintf(f,
 "usage: micro [options]\n"
 "  -n N     timed replacements per case (default 5000000)\n"
 "  -l L     live blocks; repeat for several cases (default 1000 and 100000)\n"
+"  -b B     batch case of B blocks; repeat for several (default 400 and 1600;\n"
+"           -b 0: none)\n"
 "  -s S     seed (default 1)\n"
 "  --name NAME  allocator name to report\n"
 "  --csv    one CSV line per case;  --header  print the header line first\n");
@@ -91,8 +136,9 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    uint64_t pairs = 5000000, seed = 1, lives[MAX_CASES];
-    size_t ncases = 0;
+    uint64_t pairs = 5000000, seed = 1, lives[MAX_CASES], batches[MAX_CASES];
+    size_t ncases = 0, nbatches = 0;
+    bool batch_given = false;
     bool csv = false, header = false;
     const char *name_opt = NULL;
     for (int i = 1; i < argc; i++) {
@@ -112,6 +158,15 @@ int main(int argc, char **argv)
             }
             lives[ncases++] = bench_parse_num("micro", argv[++i], "-l", 1,
                                               UINT64_C(1) << 30);
+        } else if (strcmp(a, "-b") == 0 && next) {
+            if (nbatches == MAX_CASES) {
+                fprintf(stderr, "micro: at most %d -b options\n", MAX_CASES);
+                return 2;
+            }
+            batch_given = true;
+            uint64_t b = bench_parse_num("micro", argv[++i], "-b", 0, UINT64_C(1) << 24);
+            if (b > 0)
+                batches[nbatches++] = b;
         } else if (strcmp(a, "-s") == 0 && next) {
             seed = bench_parse_num("micro", argv[++i], "-s", 0, UINT64_MAX);
         } else {
@@ -123,6 +178,10 @@ int main(int argc, char **argv)
     if (ncases == 0) {
         lives[ncases++] = 1000;
         lives[ncases++] = 100000;
+    }
+    if (!batch_given) {
+        batches[nbatches++] = 400;
+        batches[nbatches++] = 1600;
     }
     char name[64];
     bench_report_name(name, sizeof name, name_opt);
@@ -144,6 +203,16 @@ int main(int argc, char **argv)
                 printf(" (%.1fx the first case)", ns / first);
             printf("\n");
         }
+        fflush(stdout);
+    }
+    for (size_t c = 0; c < nbatches; c++) {
+        double ns = run_batch(batches[c], pairs, &failures);
+        if (csv)
+            printf("batch-%" PRIu64 ",%s,%" PRIu64 ",%" PRIu64 ",%.2f\n",
+                   batches[c], name, batches[c], pairs, ns);
+        else
+            printf("micro: %s, batches of %5" PRIu64 ": %.2f ns per malloc+free\n",
+                   name, batches[c], ns);
         fflush(stdout);
     }
     if (failures)

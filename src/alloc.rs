@@ -134,7 +134,12 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
         // line. So they serve small requests only while the process has one
         // thread; after that each thread's small blocks come from slabs of
         // its own.
+        //
+        // A size that churns (its list keeps overflowing home and running
+        // dry) takes slabs even then: for it the heap is only a slow
+        // cache.
         if crate::sync::single_threaded()
+            && !t.churning(units, crate::trim::epoch())
             && let Some(p) = refill_from_fragments(t, units, zero, call)
         {
             return p;

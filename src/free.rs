@@ -134,6 +134,7 @@ fn pass_on(t: &Tcache, units: u32, n: usize, func: &'static str) {
 /// Gives the first `half` blocks of this thread's full list `units` back
 /// home (their slab or heap).
 fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
+    t.note_overflow(units);
     let mut out = [Block::NULL; 64];
     let mut k = 0;
     // SAFETY: this thread's cache, whose blocks are held blocks.
