@@ -14,6 +14,7 @@
  * heap blocks above 1 MiB.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
@@ -166,6 +167,36 @@ static void resized_reuse(void)
     malloc_trim(0); /* the kept mapping goes back: the spike below measures from here */
     check(stats().kept_mapped_bytes == 0, "malloc_trim gives the kept mapping back", "%llu bytes kept",
           (unsigned long long)stats().kept_mapped_bytes);
+}
+
+/* A request no address space could hold fails at once, and gives nothing
+ * back on the way: trimming the heap for it only made the next small
+ * request grow it again (glibc's tst-malloc-too-large took 38 s, two brk
+ * calls per failure). memalign(2^63, ...) is refused by its size check
+ * (the check once wrapped around for that alignment). */
+static void hopeless_requests(void)
+{
+    struct fitalloc_stats a = stats();
+    int wrong = 0;
+    for (int i = 0; i < 10000; i++) {
+        void *volatile p = malloc(hide_size(16));
+        free(p);
+        errno = 0;
+        void *q = memalign((size_t)1 << 63, hide_size(SIZE_MAX - 100));
+        wrong += q != NULL || errno != ENOMEM;
+        errno = 0;
+        q = memalign(64, hide_size((size_t)1 << 50));
+        wrong += q != NULL || errno != ENOMEM;
+        errno = 0;
+        q = malloc(hide_size((size_t)1 << 60));
+        wrong += q != NULL || errno != ENOMEM;
+    }
+    struct fitalloc_stats b = stats();
+    unsigned long long brks = b.sbrk_calls - a.sbrk_calls, unmaps = b.munmap_calls - a.munmap_calls;
+    check(wrong == 0, "memalign(2^63, SIZE_MAX - 100), memalign(64, 2^50), malloc(2^60): NULL, ENOMEM",
+          "%d wrong results in 30,000", wrong);
+    check(brks < 10 && unmaps < 10, "10,000 rounds of a small block and three hopeless requests: the heap is not trimmed",
+          "%llu sbrk, %llu munmap calls", brks, unmaps);
 }
 
 static void spike(void)
@@ -375,6 +406,7 @@ int main(void)
 {
     kept_mappings();
     resized_reuse();
+    hopeless_requests();
     spike();
     reusable_for_anything();
     reusable_below_a_live_block();

@@ -309,12 +309,16 @@ fn heap_can_hold(n: usize, align: usize) -> bool {
 /// When the system refuses memory and address space can be given back
 /// ([`crate::trim::give_back_space`]: this thread's cache, whose blocks may
 /// keep the heap's top from shrinking, the kept mappings, the top itself),
-/// the request is tried once more.
+/// the request is tried once more; not for a request larger than the
+/// address space ([`config::MAX_ADDRESS_SPACE`]), which nothing given back
+/// could serve: trimming the heap for it only made the next small request
+/// grow the heap again (two system calls and fresh pages per failure).
 #[inline(never)]
 pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
     crate::trim::maybe_decay(call_name(call));
     let p = alloc_block_once(n, align, zero, guarded, call);
-    if p.is_null() && crate::trim::give_back_space(call_name(call), 0) {
+    let could_fit = n.checked_add(align).is_some_and(|total| total <= config::MAX_ADDRESS_SPACE);
+    if p.is_null() && could_fit && crate::trim::give_back_space(call_name(call), 0) {
         return alloc_block_once(n, align, zero, guarded, call);
     }
     p

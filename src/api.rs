@@ -295,7 +295,11 @@ fn aligned_request(align: usize, n: usize) -> Result<usize, *mut u8> {
         return Err(core::ptr::null_mut());
     }
     let align = align.next_power_of_two();
-    if n > PTRDIFF_MAX - align - 32 {
+    // As glibc: `n` plus the alignment plus a minimal chunk must stay
+    // within PTRDIFF_MAX. Checked, not subtracted: `align` may be 2^63,
+    // above PTRDIFF_MAX (a wrap here let such requests through to the
+    // allocator, and panicked in debug builds).
+    if n.checked_add(align + 32).is_none_or(|total| total > PTRDIFF_MAX) {
         return Err(enomem());
     }
     Ok(align)

@@ -34,6 +34,18 @@ pub(crate) const MAX_HEAP_REQUEST: usize = ((MAX_USED_UNITS as usize - 1) << UNI
 /// rounding of a growth to pages.
 pub(crate) const MAX_BIG_REQUEST: usize = MAX_REGION_BYTES - (1 << 20);
 
+/// The most address space one request could ever get: the part of the
+/// user address space the kernel hands out without an address hint (47
+/// bits on x86_64 whatever the paging depth, 48 on aarch64). No mapping or
+/// heap growth this large can succeed, so giving memory back for such a
+/// request ([`crate::alloc::alloc_block`]) is wasted work.
+#[cfg(target_arch = "x86_64")]
+pub(crate) const MAX_ADDRESS_SPACE: usize = 1 << 47;
+#[cfg(target_arch = "aarch64")]
+pub(crate) const MAX_ADDRESS_SPACE: usize = 1 << 48;
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+pub(crate) const MAX_ADDRESS_SPACE: usize = usize::MAX;
+
 /// Largest region of the heap. Free blocks never cross a region, and a free
 /// header keeps its size in 30 bits of units; 4 GiB keeps every size in a
 /// `u32` of units with room to spare.
