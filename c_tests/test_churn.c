@@ -4,9 +4,9 @@
  * thread cache holds and frees them all, again and again (glibc's
  * bench-malloc-simple, mimalloc-bench's glibc-simple), overflows the list
  * home and empties it every round. While the process has one thread, small
- * requests take the heap's fragments first; a size whose list overflowed
- * home 4 times in the current decay period takes slabs instead, where
- * giving a block back is a bit in a map rather than a coalescing. This
+ * requests take the heap's fragments first; a size whose list has
+ * overflowed home takes slabs instead, where giving a block back is a bit
+ * in a map rather than a coalescing. This
  * checks that it does (the blocks of a later round lie in slabs), that the
  * blocks stay distinct and intact, and that the heap stays sound.
  */

@@ -135,11 +135,11 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
         // thread; after that each thread's small blocks come from slabs of
         // its own.
         //
-        // A size that churns (its list keeps overflowing home and running
-        // dry) takes slabs even then: for it the heap is only a slow
-        // cache.
+        // A size that churns (its list overflowed home: its blocks go
+        // back and forth) takes slabs even then: for it the heap is only
+        // a slow cache.
         if crate::sync::single_threaded()
-            && !t.churning(units, crate::trim::epoch())
+            && !t.churning(units)
             && let Some(p) = refill_from_fragments(t, units, zero, call)
         {
             return p;

@@ -79,12 +79,6 @@ pub fn release_kept() -> bool {
     true
 }
 
-/// The decay epoch: the time of the last decay (ms), which changes once
-/// per `FITALLOC_PURGE_MS` of activity.
-pub fn epoch() -> u64 {
-    LAST.load(Relaxed)
-}
-
 /// Gives back memory that stayed unused for the decay time, if it is due.
 /// Called by slow paths of C function `op`, with no lock held.
 #[inline]
