@@ -791,6 +791,41 @@ static void test_calloc_dirty(const struct api *A)
 
 /* ---- the two APIs are one allocator ------------------------------------------ */
 
+/* An aligned block allocated and freed in a loop comes back: glibc 2.36
+ * reuses it from its tcache; fitalloc takes the head of its thread cache's
+ * list when that is aligned, instead of a trip to the heap each time. */
+static void test_aligned_reuse(void)
+{
+    size_t aligns[] = {32, 64, 4096};
+    for (int a = 0; a < 3; a++) {
+        void *seen[4] = {0};
+        int distinct = 0, misaligned = 0, failed = 0;
+        for (int i = 0; i < 10000; i++) {
+            void *p = NULL;
+            if (posix_memalign(&p, aligns[a], hide_size(256)) != 0) {
+                failed++;
+                continue;
+            }
+            misaligned += ((uintptr_t)p & (aligns[a] - 1)) != 0;
+            memset(p, i, 256);
+            int known = 0;
+            for (int k = 0; k < distinct && k < 4; k++)
+                known |= seen[k] == p;
+            if (!known) {
+                if (distinct < 4)
+                    seen[distinct] = p;
+                distinct++;
+            }
+            free(p);
+        }
+        check(failed == 0 && misaligned == 0 && distinct <= 2,
+              aligns[a] == 32 ? "posix_memalign(32, 256) and free, 10,000 times: aligned, the same block back"
+              : aligns[a] == 64 ? "posix_memalign(64, 256) and free, 10,000 times: aligned, the same block back"
+                                : "posix_memalign(4096, 256) and free, 10,000 times: aligned, the same block back",
+              "%d failed, %d misaligned, %d distinct blocks", failed, misaligned, distinct);
+    }
+}
+
 static void test_cross_api(void)
 {
     struct first_err e = {0};
@@ -1385,6 +1420,7 @@ int main(void)
         test_memalign(A);
         test_calloc_dirty(A);
     }
+    test_aligned_reuse();
     test_cross_api();
     test_mallopt();
     test_mallinfo();

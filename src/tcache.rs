@@ -382,6 +382,24 @@ impl Tcache {
         r
     }
 
+    /// [`Tcache::pop`] when the head of list `units` has its payload
+    /// aligned to `align` (a power of two); `Ok(None)` otherwise, the list
+    /// unchanged. The head's address is the cache's own, so it is weighed
+    /// before the block is read.
+    ///
+    /// # Safety
+    /// As for [`Tcache::take_head`].
+    #[inline]
+    pub unsafe fn pop_aligned(&self, units: u32, align: usize) -> Result<Option<Block>, CacheFault> {
+        // SAFETY: the owner's call (caller).
+        let head = unsafe { self.heads()[units as usize] };
+        if head == 0 || !(Block::at(head as *mut u8).payload() as usize).is_multiple_of(align) {
+            return Ok(None);
+        }
+        // SAFETY: forwarded.
+        unsafe { self.pop(units) }
+    }
+
     /// How many more blocks of `units` the cache may take.
     #[inline]
     pub fn room_for(&self, units: u32) -> usize {
