@@ -197,6 +197,22 @@ static void hopeless_requests(void)
           "%d wrong results in 30,000", wrong);
     check(brks < 10 && unmaps < 10, "10,000 rounds of a small block and three hopeless requests: the heap is not trimmed",
           "%llu sbrk, %llu munmap calls", brks, unmaps);
+    /* Nor do they cost a kept mapping (one was taken, grown by a failing
+     * mremap and unmapped; an aligned one gave back all of them). */
+    void *k = malloc(hide_size(8 * MiB));
+    memset(k, 1, 8 * MiB);
+    free(k);
+    a = stats();
+    for (int i = 0; i < 100; i++) {
+        sink = malloc(hide_size((size_t)1 << 60));
+        sink = memalign(64, hide_size((size_t)1 << 60));
+    }
+    b = stats();
+    check(b.kept_mapped_bytes == a.kept_mapped_bytes && b.munmap_calls == a.munmap_calls && b.mremap_calls == a.mremap_calls,
+          "hopeless requests leave the kept mappings alone", "%llu bytes kept, %llu before; %llu munmap, %llu mremap calls",
+          (unsigned long long)b.kept_mapped_bytes, (unsigned long long)a.kept_mapped_bytes,
+          (unsigned long long)(b.munmap_calls - a.munmap_calls), (unsigned long long)(b.mremap_calls - a.mremap_calls));
+    malloc_trim(0);
 }
 
 static void spike(void)

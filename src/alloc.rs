@@ -430,6 +430,12 @@ fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u
     let page = OPT.page.load(Relaxed);
     let plain = !guarded && align <= ALIGN;
     let want = config::checked_round_up(n.max(1).checked_add(ALIGN)?, page)?;
+    // No mapping this large can be made: fail before the kept mappings are
+    // touched (one would be taken, grown by a failing mremap and unmapped;
+    // an aligned request would give back all of them).
+    if want > config::MAX_ADDRESS_SPACE {
+        return None;
+    }
     let (kept, evicted) = {
         // Room in the table first: a mapping we could not record would be lost.
         let mut l = large();
