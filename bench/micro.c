@@ -39,18 +39,25 @@ static size_t small_size(uint64_t *rng)
     return 16 + (size_t)bench_below(rng, 256 - 16 + 1);
 }
 
-/* Returns ns per replacement. */
-static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
-                       uint64_t *failures)
+/* A table of block pointers, mmapped so that it is not itself on the
+ * heap. */
+static unsigned char **map_slots(size_t bytes)
 {
-    /* The slot table is mmapped so it is not itself on the heap. */
-    size_t bytes = live * sizeof(unsigned char *);
     unsigned char **slot = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
                                 MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (slot == MAP_FAILED) {
         fprintf(stderr, "micro: cannot map %zu bytes\n", bytes);
         exit(1);
     }
+    return slot;
+}
+
+/* Returns ns per replacement. */
+static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
+                       uint64_t *failures)
+{
+    size_t bytes = live * sizeof(unsigned char *);
+    unsigned char **slot = map_slots(bytes);
     uint64_t rng = bench_mix64(seed * 7919 + live) | 1;
     for (uint64_t i = 0; i < live; i++) {
         size_t n = small_size(&rng);
@@ -91,12 +98,7 @@ static double run_batch(uint64_t batch, uint64_t blocks, uint64_t *failures)
 {
     enum { SIZE = 32 };
     size_t bytes = batch * sizeof(unsigned char *);
-    unsigned char **slot = mmap(NULL, bytes, PROT_READ | PROT_WRITE,
-                                MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if (slot == MAP_FAILED) {
-        fprintf(stderr, "micro: cannot map %zu bytes\n", bytes);
-        exit(1);
-    }
+    unsigned char **slot = map_slots(bytes);
     uint64_t rounds = blocks / batch ? blocks / batch : 1;
     uint64_t t0 = 0;
     /* One untimed round first. */
