@@ -824,6 +824,22 @@ static void test_aligned_reuse(void)
                                 : "posix_memalign(4096, 256) and free, 10,000 times: aligned, the same block back",
               "%d failed, %d misaligned, %d distinct blocks", failed, misaligned, distinct);
     }
+    /* Not only the last block freed (glibc's tst-memalign-2, which glibc
+     * 2.38 passes): ten blocks of 256 bytes, one of them 64-aligned, all
+     * freed; memalign(64, 256) returns one of them. */
+    void *ten[10];
+    for (int i = 0; i < 10; i++)
+        ten[i] = i == 4 ? memalign(64, hide_size(256)) : malloc(hide_size(256));
+    for (int i = 0; i < 10; i++)
+        free(ten[i]);
+    void *p = memalign(64, hide_size(256));
+    int found = 0;
+    for (int i = 0; i < 10; i++)
+        found += ten[i] == p;
+    check(p && ((uintptr_t)p & 63) == 0 && found == 1,
+          "memalign(64, 256) after ten 256-byte blocks freed (one 64-aligned, not the last): one of them",
+          "%p, %d of the ten", p, found);
+    free(p);
 }
 
 static void test_cross_api(void)

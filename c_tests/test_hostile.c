@@ -363,6 +363,22 @@ static void stale_free_after_realloc_slid_down(void)
     sink_ptr(c);
 }
 
+/* ---- a use after free in the middle of a cache list, then memalign ----- */
+
+/* memalign looks past the head of a cache list for a block aligned by
+ * chance: a link the program rewrote after the free, in the middle of the
+ * list, must be caught before it is followed. */
+static void uaf_mid_list_then_memalign(void)
+{
+    char *a = malloc(200), *b = malloc(200), *c = malloc(200);
+    free(a);
+    free(b);
+    free(c); /* the list: c, b, a */
+    memset(b, 0x41, 16); /* b's link and mark */
+    void *volatile q = memalign((size_t)1 << 20, 200);
+    sink_ptr(q);
+}
+
 /* ---- the runner ---------------------------------------------------------- */
 
 struct hcase {
@@ -405,6 +421,8 @@ static const struct hcase cases[] = {
      "header was overwritten"},
     {"free of the old pointer after realloc slid the block down into a free one", stale_free_after_realloc_slid_down,
      "free", "double free"},
+    {"a use after free rewrites a link in the middle of a cache list, then memalign", uaf_mid_list_then_memalign,
+     "memalign", "corrupted thread cache"},
 };
 
 static void run_attack(void *arg)

@@ -474,20 +474,25 @@ fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u
     Some(m.payload as *mut u8)
 }
 
-/// Allocates `n` bytes aligned to `align` (a power of two above 16): the
-/// head of the thread cache's list for the size when it happens to be
-/// aligned (a loop that allocates an aligned block and frees it gets the
-/// same block back, as glibc's does, instead of a trip to the heap each
-/// time), else a block from [`alloc_block`].
+/// Allocates `n` bytes aligned to `align` (a power of two above 16): a
+/// block of the thread cache's list for the size that happens to be
+/// aligned, among its first few (a loop that allocates an aligned block
+/// and frees it gets the same block back, as glibc's does, instead of a
+/// trip to the heap each time), else a block from [`alloc_block`].
 pub fn memalign(align: usize, n: usize) -> *mut u8 {
     let t = my_cache();
     if let Some(t) = t
         && n <= TCACHE_MAX_REQUEST
-        // SAFETY: this thread's cache.
-        && let Ok(Some(b)) = unsafe { t.pop_aligned(config::request_units(n), align) }
     {
-        count(Some(t), Call::Memalign, n);
-        return b.payload();
+        // SAFETY: this thread's cache.
+        match unsafe { t.pop_aligned(config::request_units(n), align) } {
+            Ok(Some(b)) => {
+                count(Some(t), Call::Memalign, n);
+                return b.payload();
+            }
+            Ok(None) => {}
+            Err(tcache::CacheFault::Corrupted(a)) => return cache_fault(Call::Memalign, a),
+        }
     }
     count(t, Call::Memalign, 0);
     served(n, alloc_block(n, align, false, false, Call::Memalign))

@@ -30,6 +30,10 @@ use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering::R
 /// `MIN_UNITS` stay empty).
 pub(crate) const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 
+/// Blocks of a list that `memalign` looks at for one aligned by chance
+/// ([`Tcache::pop_aligned`]).
+const ALIGNED_SCAN: usize = 16;
+
 /// Keys of the cache marks.
 static MARK_KEY: AtomicU64 = AtomicU64::new(0x5bd1_e995_2f7a_3c61);
 static MARK_MUL: AtomicU64 = AtomicU64::new(0xc2b2_ae3d_27d4_eb4f);
@@ -382,22 +386,49 @@ impl Tcache {
         r
     }
 
-    /// [`Tcache::pop`] when the head of list `units` has its payload
-    /// aligned to `align` (a power of two); `Ok(None)` otherwise, the list
-    /// unchanged. The head's address is the cache's own, so it is weighed
-    /// before the block is read.
+    /// A block of list `units` whose payload is aligned to `align` (a
+    /// power of two), among the first [`ALIGNED_SCAN`] of the list (each
+    /// checked as [`Tcache::pop`] checks a head before its link is
+    /// followed), unlinked (the block before it sealed again with its new
+    /// link); `Ok(None)` when there is none, the list unchanged.
     ///
     /// # Safety
     /// As for [`Tcache::take_head`].
-    #[inline]
     pub unsafe fn pop_aligned(&self, units: u32, align: usize) -> Result<Option<Block>, CacheFault> {
-        // SAFETY: the owner's call (caller).
-        let head = unsafe { self.heads()[units as usize] };
-        if head == 0 || !(Block::at(head as *mut u8).payload() as usize).is_multiple_of(align) {
-            return Ok(None);
+        // SAFETY: the owner's call (caller); each block is checked before
+        // its payload is read or its link followed.
+        unsafe {
+            let heads = self.heads();
+            let mut prev = 0usize;
+            let mut at = heads[units as usize];
+            for _ in 0..ALIGNED_SCAN {
+                if at == 0 {
+                    return Ok(None);
+                }
+                if !is_cached(at) {
+                    return Err(CacheFault::Corrupted(at));
+                }
+                let b = Block::at(at as *mut u8);
+                let next = b.cache_link();
+                if (b.payload() as usize).is_multiple_of(align) {
+                    if prev == 0 {
+                        heads[units as usize] = next;
+                    } else {
+                        let p = Block::at(prev as *mut u8);
+                        p.set_cache_link(next);
+                        p.set_cache_key(seal(prev, next, p.header()));
+                    }
+                    b.set_cache_key(0);
+                    bump16(&self.room[units as usize], 1);
+                    add(&self.room_bytes, units_to_bytes(units) as u64);
+                    add(&self.counters.hits, 1);
+                    return Ok(Some(b));
+                }
+                prev = at;
+                at = next;
+            }
+            Ok(None)
         }
-        // SAFETY: forwarded.
-        unsafe { self.pop(units) }
     }
 
     /// How many more blocks of `units` the cache may take.
