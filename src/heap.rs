@@ -1158,17 +1158,48 @@ impl<S: Source> Heap<S> {
         if units_to_bytes(need) > crate::config::MAX_BIG_REQUEST {
             return None;
         }
-        // SAFETY: the block is ours; the lead and tail are carved from it.
-        unsafe {
-            let g = self.alloc(need)?;
-            let (s, total, _) = g.block.held_span();
-            // Where the payload would be without a lead, in the form wanted.
+        // The lead before an aligned payload in a span starting at `s`, in
+        // the form wanted: none, or a whole free block.
+        let lead_of = |s: Block| {
             let p = if big { s.body() } else { s }.payload() as usize;
             let mut at = crate::config::round_up(p, align);
             if at != p && bytes_to_units(at - p) < MIN_UNITS as usize {
                 at += align;
             }
-            let lead = bytes_to_units(at - p) as u32;
+            (bytes_to_units(at - p) as u32, at)
+        };
+        // SAFETY: the block is ours; the lead and tail are carved from it.
+        unsafe {
+            // The best fit for the size, when it holds the aligned block
+            // with its lead (a freed aligned block, merged with the lead
+            // freed before it, is used again as it was); else a block with
+            // room for any lead. For alignments above 256 bytes only when
+            // it needs no lead: cutting slab containers (4 KiB-aligned) out
+            // of free blocks with room for their leads left the leads as
+            // small free blocks, and py-json's utilization fell from 0.838
+            // to 0.83.
+            let fit = match self.take_best(want) {
+                Some((b, have)) => {
+                    // Only the lead and the block are taken (the rest stays
+                    // free), in a form that can hold them and what
+                    // `use_free` may add.
+                    let lead = lead_of(b).0;
+                    let take = lead + want;
+                    if (lead == 0 || align <= 256) && take <= have && (big || take + MIN_UNITS <= MAX_USED_UNITS) {
+                        Some(self.use_free(b, have, take, big))
+                    } else {
+                        self.file(b, have);
+                        None
+                    }
+                }
+                None => None,
+            };
+            let block = match fit {
+                Some(block) => block,
+                None => self.alloc(need)?.block,
+            };
+            let (s, total, _) = block.held_span();
+            let (lead, at) = lead_of(s);
             let a = s.offset(lead);
             let have = total - lead;
             let units = if have - want >= MIN_UNITS { want } else { have };

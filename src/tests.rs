@@ -441,6 +441,29 @@ fn aligned_allocation_frees_the_lead_and_tail() {
 }
 
 #[test]
+fn a_freed_aligned_block_serves_the_same_aligned_request_again() {
+    let mut h = new_heap(1 << 24);
+    alloc(&mut h, 16);
+    for (align, n) in [(64usize, 23450usize), (128, 500), (256, 100)] {
+        // SAFETY: the heap is consistent between calls.
+        let a = unsafe { h.alloc_aligned(align, request_units(n)) }.expect("aligned");
+        // Keeps `a` from merging with what follows.
+        let apart = alloc(&mut h, 512);
+        free(&mut h, a);
+        check(&h);
+        // The freed block fits as it is, with no room for a lead: it is
+        // used again (a request with room for any lead would not fit it).
+        // SAFETY: as above.
+        let b = unsafe { h.alloc_aligned(align, request_units(n)) }.expect("aligned");
+        check(&h);
+        assert_eq!(b, a, "align {align}, {n} bytes");
+        free(&mut h, b);
+        free(&mut h, apart);
+        check(&h);
+    }
+}
+
+#[test]
 fn heap_falls_back_to_mapped_regions_when_the_break_cannot_move() {
     let mut h = new_heap(1 << 20);
     h.source.no_brk = true;
