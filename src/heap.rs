@@ -114,6 +114,9 @@ pub struct Heap<S: Source> {
     top_end: usize,
     /// The parked free block (see the module notes), or null.
     parked: Block,
+    /// The parked block's size when it was parked (its true size: the
+    /// heap changes the block only by unparking it first).
+    parked_units: u32,
     /// The top's memory at or above this address has not been handed out
     /// since it was purged or came from the system: purging the top
     /// (`madvise`, where the break cannot shrink) releases only what lies
@@ -166,6 +169,7 @@ impl<S: Source> Heap<S> {
             cur_lo: 0,
             top_end: 0,
             parked: Block::NULL,
+            parked_units: 0,
             clean_from: 0,
             bins: Bins::new(),
             counters: HeapCounters {
@@ -332,6 +336,7 @@ impl<S: Source> Heap<S> {
             self.ok(r);
         }
         self.parked = b;
+        self.parked_units = units;
         self.counters.free_bytes += units_to_bytes(units);
         self.counters.free_blocks += 1;
     }
@@ -783,18 +788,15 @@ impl<S: Source> Heap<S> {
             // a block freed last usually is), it is caught here.
             let a = b.addr();
             let in_span = |s: Block, units: u32| units > 0 && a >= s.addr() && a < s.offset(units).addr();
-            // The parked block's size from its header only when header and
-            // footer agree: an overflow into it is reported by the checks
-            // below, as what it is.
+            // The parked block's span only when its header and footer are
+            // the ones it was parked with: an overflow into it is reported
+            // by the checks below, as what it is.
             let parked_units = if self.parked.is_null() {
                 0
             } else {
+                let u = self.parked_units;
                 let h = self.parked.header();
-                let u = crate::block::header_units(h);
-                let intact = h == free_header(u) && u >= crate::config::MIN_UNITS && {
-                    let (_, hi) = self.bounds(self.parked);
-                    self.parked.offset(u).addr() <= hi && self.parked.footer(u) == h
-                };
+                let intact = h == free_header(u) && self.parked.footer(u) == h;
                 if intact { u } else { 0 }
             };
             if b == self.parked || in_span(self.top, self.top_units) || in_span(self.parked, parked_units) {

@@ -13,7 +13,7 @@ use crate::config::MIN_UNITS;
 use crate::diag;
 use crate::large::{Lookup, Mapping};
 use crate::process::{heap_of, large, PAGEMAP, REGIONS};
-use crate::pagemap::{slab_units, Owner};
+use crate::pagemap::{interior_region_entry, slab_units, Owner};
 use crate::slab::SLAB_BYTES;
 use crate::tcache;
 
@@ -44,9 +44,17 @@ pub fn resolve(p: *mut u8, func: &'static str) -> Ptr {
     if Block::is_header_position(b.addr()) {
         // By the payload's page: see `crate::slab` on the block after a
         // slab's container.
-        let units = slab_units(PAGEMAP.entry(a));
+        let e = PAGEMAP.entry(a);
+        let units = slab_units(e);
         if units != 0 {
             return Ptr::Heap(held_in_slab(b, units, func));
+        }
+        // A page a heap region covers wholly (not its edge), and not the
+        // page's first address: the header is on the same page, inside
+        // the region, and the payload is no slab's page (the free fast
+        // path's test).
+        if interior_region_entry(e) && !a.is_multiple_of(SLAB_BYTES) {
+            return Ptr::Heap(held_header(b, func));
         }
     }
     if in_heap(p) {
@@ -82,6 +90,17 @@ pub fn held(b: Block, func: &'static str) -> Held {
     if payload.is_multiple_of(SLAB_BYTES) && slab_units(PAGEMAP.entry(payload)) != 0 {
         diag::fatal(func, "invalid pointer (inside the heap, not a block start)", payload);
     }
+    held_header(b, func)
+}
+
+/// `b` as a held block, by its header, or the reason it is not (and
+/// abort).
+///
+/// # Panics
+/// Not itself; callers make sure `b` is a header position inside a heap
+/// region whose payload is not a slab's page.
+#[inline]
+fn held_header(b: Block, func: &'static str) -> Held {
     // SAFETY: `b` is a header position inside a heap region, before its
     // epilogue; the payload word is read only for a valid used header of
     // at least MIN_UNITS (whose payload holds it).
