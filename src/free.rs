@@ -84,12 +84,14 @@ fn free_slow(p: *mut u8, func: &'static str) {
     }
 }
 
-/// Frees held block `b` (of a slab or the heap) that did not fit in the
-/// cache: when its cache list is full, half of the list goes first (to
-/// the depot, for another thread, once the process has several; else
-/// home: [`release_blocks`]) and `b` is cached.
+/// Frees held block `b` (of a slab or the heap, checked already: by
+/// [`free_slow`], or by realloc, which moved its contents) into cache `t`.
+/// When its list is full, half of the list goes first (to the depot, for
+/// another thread, once the process has several; else home:
+/// [`release_blocks`]). Without a cache, or for a size the caches do not
+/// keep, `b` goes home.
 #[inline(never)]
-fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
+pub fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     let b = b.block();
     // SAFETY: a held block's header is valid. Its size field, not its size:
     // a big block (crate::block's big form) shrunk below the caches' limit
@@ -98,11 +100,15 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     if let Some(t) = t
         && units <= TCACHE_MAX_UNITS
     {
-        let half = t.count(units).div_ceil(2).min(64);
-        if !crate::sync::single_threaded() {
-            pass_on(t, units, half, func);
-        } else {
-            drain_home(t, units, half, func);
+        // A block that missed the fast path only for where it lies (the
+        // first page of a heap region, say) finds room.
+        if !t.has_room(units) {
+            let half = t.count(units).div_ceil(2).min(64);
+            if !crate::sync::single_threaded() {
+                pass_on(t, units, half, func);
+            } else {
+                drain_home(t, units, half, func);
+            }
         }
         if t.has_room(units) {
             // SAFETY: this thread's cache, with room; `b` is held.

@@ -6,10 +6,10 @@ use crate::alloc::{after_growth, alloc_block, wants_mapping, TCACHE_MAX_REQUEST}
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
-use crate::free::{free, free_large};
+use crate::free::{free_heap_block, free_large};
 use crate::large::Mapping;
 use crate::options::OPT;
-use crate::pointer::{self, Ptr};
+use crate::pointer::{self, Held, Ptr};
 use crate::process::{heap_of, in_slab, large};
 use crate::registry::{count, my_cache, served};
 use crate::tcache::Call;
@@ -20,7 +20,7 @@ use core::sync::atomic::Ordering::Relaxed;
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
     count(my_cache(), Call::Realloc, 0);
     let q = match pointer::resolve(p, "realloc") {
-        Ptr::Heap(b) => realloc_heap(b.block(), n),
+        Ptr::Heap(b) => realloc_heap(b, n),
         Ptr::Large(m) => realloc_large(m, n),
     };
     served(n, q)
@@ -30,7 +30,8 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 /// small-form block does so up to [`config::MAX_HEAP_REQUEST`] (beyond, the
 /// request wants a mapping: it moves); a big block, in the heap because no
 /// mapping could be made, to any size the heap holds.
-fn realloc_heap(b: Block, n: usize) -> *mut u8 {
+fn realloc_heap(held: Held, n: usize) -> *mut u8 {
+    let b = held.block();
     let p = b.payload();
     // SAFETY: a held block's header is valid (a big block's checked whole).
     let (have, big) = unsafe { (b.units(), b.held_span().2) };
@@ -57,11 +58,11 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
             let q = nb.payload();
             // SAFETY: both blocks are held; `old_bytes.min(n)` fits in each.
             unsafe { core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n)) };
-            free(p, "realloc");
+            free_heap_block(held, Some(t), "realloc");
             return q;
         }
         if slab {
-            return move_block(p, old_bytes.min(n), n, || free(p, "realloc"));
+            return move_block(p, old_bytes.min(n), n, || free_heap_block(held, my_cache(), "realloc"));
         }
         let mut h = heap_of(b, "realloc");
         let growths = h.growths;
@@ -74,7 +75,7 @@ fn realloc_heap(b: Block, n: usize) -> *mut u8 {
             return nb.payload();
         }
     }
-    move_block(p, old_bytes.min(n), n, || free(p, "realloc"))
+    move_block(p, old_bytes.min(n), n, || free_heap_block(held, my_cache(), "realloc"))
 }
 
 /// realloc by moving: a new block of `n` bytes, the first `keep` bytes of
