@@ -6,7 +6,7 @@ use crate::alloc::{after_growth, alloc_block, wants_mapping, TCACHE_MAX_REQUEST}
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
-use crate::free::{free_heap_block, free_large};
+use crate::free::{free_large, free_moved};
 use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, Held, Ptr};
@@ -58,11 +58,11 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             let q = nb.payload();
             // SAFETY: both blocks are held; `old_bytes.min(n)` fits in each.
             unsafe { core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n)) };
-            free_heap_block(held, Some(t), "realloc");
+            free_moved(held, Some(t), "realloc");
             return q;
         }
         if slab {
-            return move_block(p, old_bytes.min(n), n, || free_heap_block(held, my_cache(), "realloc"));
+            return move_block(p, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"));
         }
         let mut h = heap_of(b, "realloc");
         let growths = h.growths;
@@ -75,7 +75,7 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             return nb.payload();
         }
     }
-    move_block(p, old_bytes.min(n), n, || free_heap_block(held, my_cache(), "realloc"))
+    move_block(p, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"))
 }
 
 /// realloc by moving: a new block of `n` bytes, the first `keep` bytes of
