@@ -123,11 +123,6 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
 
 fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
-    // Only while the process has one thread: with several, a list's idle
-    // blocks would go to the depot or home, a change not measured yet.
-    if crate::sync::single_threaded() && t.note_refill(units) {
-        crate::free::scavenge(t, call_name(call));
-    }
     // Before the decay, which may send the depot's chains home.
     if let Some(p) = refill_from_depot(t, units, zero, call) {
         return p;

@@ -128,7 +128,6 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
         if !crate::sync::single_threaded() {
             pass_on(t, units, half, func);
         } else {
-            t.note_overflow(units);
             drain_home(t, units, half, func);
         }
         if t.has_room(units) {
@@ -158,14 +157,15 @@ fn pass_on(t: &Tcache, units: u32, n: usize, func: &'static str) {
     }
 }
 
-/// Gives the first `n` (at most 64) blocks of this thread's list `units`
-/// back home (their slab or heap).
-fn drain_home(t: &Tcache, units: u32, n: usize, func: &'static str) {
+/// Gives the first `half` blocks of this thread's full list `units` back
+/// home (their slab or heap).
+fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
+    t.note_overflow(units);
     let mut out = [Block::NULL; 64];
     let mut k = 0;
     // SAFETY: this thread's cache, whose blocks are held blocks.
     let r = unsafe {
-        t.drain(units, n.min(out.len()), |c| {
+        t.drain(units, half, |c| {
             out[k] = c;
             k += 1;
         })
@@ -175,28 +175,6 @@ fn drain_home(t: &Tcache, units: u32, n: usize, func: &'static str) {
     }
     // SAFETY: the drained blocks left the cache, checked.
     unsafe { release_blocks(func, &out[..k]) };
-}
-
-/// Gives home half of what each list of this thread's cache kept idle
-/// since the last scavenge (tcmalloc's thread-cache scavenging; called
-/// every [`tcache::SCAVENGE_EVERY`] refills while the process has one
-/// thread).
-///
-/// Why: a list that never overflows keeps its blocks for good, so a
-/// program whose sizes drift leaves cached blocks in the heap that would
-/// otherwise merge with their neighbours and serve the sizes it uses now.
-/// Measured (`bench/published/2026-12-01-scavenge/`): sqlite's replay
-/// takes 0.82x the time, the other traces 0.98x-1.00x, at the same
-/// utilization.
-pub fn scavenge(t: &Tcache, func: &'static str) {
-    let refilled = t.take_refilled();
-    for u in MIN_UNITS..=TCACHE_MAX_UNITS {
-        let idle = t.idle(u, refilled);
-        if idle >= 2 {
-            drain_home(t, u, idle / 2, func);
-        }
-        t.mark_scavenged(u);
-    }
 }
 
 /// Frees the large block whose payload is `a` (resolved by the caller; a

@@ -11,7 +11,7 @@
 //! | leaves | `config`, `diag`, `tls`, `sync`, `options`, `modes`, `os` | constants; messages; two TLS words; the locks and their rank table; run-time options; which per-call hooks are on; the only memory system calls |
 //! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `slab`, `tcache`, `depot`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; pages of small blocks of one size; thread caches; chains of cached blocks passed between threads; large blocks' mappings; an address-keyed hash map for the recorder |
 //! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
-//! | call paths | `trim`, `free`, `alloc`, `realloc` | memory given back (malloc_trim, and the decay); free (and the thread cache's scavenge, which refills call); malloc/calloc/memalign; realloc |
+//! | call paths | `trim`, `alloc`, `free`, `realloc` | memory given back (malloc_trim, and the decay); malloc/calloc/memalign; free; realloc |
 //! | top | `harden`, `stats`, `check`, `trace`, `stack`, `profile`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; call stacks without allocating (cached DWARF rules); the heap profiler (sampled stacks, pinned free space);  fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
 //! | other ways in | `cxxapi`, `cxx`, `rustalloc` | C++ `new`/`delete` semantics over `api`; their mangled exports; [`FitAlloc`], a Rust `GlobalAlloc` over `api` (feature `std`; `rust-global` also drops the C names' exports) |
 //!
@@ -57,8 +57,8 @@ mod process;
 mod registry;
 mod pointer;
 mod trim;
-mod free;
 mod alloc;
+mod free;
 mod realloc;
 mod harden;
 mod stats;
@@ -107,8 +107,8 @@ pub const LAYERS: &[&str] = &[
     "registry",
     "pointer",
     "trim",
-    "free",
     "alloc",
+    "free",
     "realloc",
     "harden",
     "stats",

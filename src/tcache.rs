@@ -34,12 +34,6 @@ pub(crate) const CLASSES: usize = TCACHE_MAX_UNITS as usize + 1;
 /// ([`Tcache::pop_aligned`]).
 const ALIGNED_SCAN: usize = 16;
 
-/// Refills of a cache between two scavenges ([`crate::free::scavenge`]).
-/// Measured on the shared traces with a first version (half of every list
-/// that had not run empty went home): every 16 refills made ls-R slower
-/// (its blocks went home and came back), every 256 gained less than 64.
-pub(crate) const SCAVENGE_EVERY: u32 = 64;
-
 /// Keys of the cache marks.
 static MARK_KEY: AtomicU64 = AtomicU64::new(0x5bd1_e995_2f7a_3c61);
 static MARK_MUL: AtomicU64 = AtomicU64::new(0xc2b2_ae3d_27d4_eb4f);
@@ -251,13 +245,6 @@ pub struct Tcache {
     /// Bit `u` set: list `u` (a slab size) has overflowed home (owner
     /// only): see [`Tcache::churning`].
     overflowed: AtomicU32,
-    /// Bit `u` set: list `u` was refilled (it ran empty) since the last
-    /// scavenge (owner only): see [`Tcache::idle`].
-    refilled: [AtomicU64; 2],
-    /// The blocks each list held at the last scavenge (owner only).
-    held_then: [AtomicU16; CLASSES],
-    /// Refills of this cache so far, for the next scavenge (owner only).
-    refills: AtomicU32,
     /// The arena whose heap refills this cache ([`crate::process`]).
     arena: usize,
     pub counters: ThreadCounters,
@@ -296,9 +283,6 @@ impl Tcache {
             max_bytes,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             overflowed: AtomicU32::new(0),
-            refilled: [const { AtomicU64::new(0) }; 2],
-            held_then: [const { AtomicU16::new(0) }; CLASSES],
-            refills: AtomicU32::new(0),
             arena,
             counters: ThreadCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
@@ -340,43 +324,6 @@ impl Tcache {
     /// heap, and half-used slabs pin their pages.
     pub fn churning(&self, units: u32) -> bool {
         self.overflowed.load(Relaxed) & 1 << units != 0
-    }
-
-    /// Notes that list `units` ran empty and is being refilled; true when a
-    /// scavenge is due (every [`SCAVENGE_EVERY`] refills).
-    pub fn note_refill(&self, units: u32) -> bool {
-        let w = &self.refilled[units as usize / 64];
-        w.store(w.load(Relaxed) | 1 << (units % 64), Relaxed);
-        let n = self.refills.load(Relaxed).wrapping_add(1);
-        self.refills.store(n, Relaxed);
-        n.is_multiple_of(SCAVENGE_EVERY)
-    }
-
-    /// Lists refilled since the last scavenge (bit `u` for list `u`), the
-    /// bits cleared: a scavenge starts.
-    pub fn take_refilled(&self) -> u128 {
-        let lo = self.refilled[0].swap(0, Relaxed) as u128;
-        let hi = self.refilled[1].swap(0, Relaxed) as u128;
-        lo | hi << 64
-    }
-
-    /// At most how many blocks list `units` kept idle since the last
-    /// scavenge, `refilled` being [`Tcache::take_refilled`]'s answer: none
-    /// if it ran empty, else the fewer of the blocks it held then and
-    /// holds now. (tcmalloc tracks each list's low-water mark on every
-    /// allocation; this bound costs the hit path nothing: measured, the
-    /// exact mark made the cached malloc 5 instructions longer for no
-    /// gain on the traces.)
-    pub fn idle(&self, units: u32, refilled: u128) -> usize {
-        if refilled >> units & 1 != 0 {
-            return 0;
-        }
-        self.count(units).min(self.held_then[units as usize].load(Relaxed) as usize)
-    }
-
-    /// Records what list `units` holds now, for the next scavenge.
-    pub fn mark_scavenged(&self, units: u32) {
-        self.held_then[units as usize].store(self.count(units) as u16, Relaxed);
     }
 
     /// Every size's current slab.
