@@ -85,18 +85,27 @@ fn free_slow(p: *mut u8, func: &'static str) {
 }
 
 /// Frees held block `b`, which realloc has just moved out of (checked
-/// already), into cache `t` when its list has room, else as
-/// [`free_heap_block`] does.
+/// when realloc began), into cache `t` when its list has room, else as
+/// [`free_heap_block`] does. Only its cache mark is looked at again: a
+/// free of the same pointer by another thread during the copy would have
+/// cached it.
 pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
     if let Some(t) = t {
         let blk = b.block();
         // SAFETY: a held block's header is valid; its size field decides,
         // as in `free_heap_block`.
-        let units = crate::block::used_units(unsafe { blk.header() });
-        if units <= TCACHE_MAX_UNITS && t.has_room(units) {
-            // SAFETY: this thread's cache, with room; `b` is held.
-            unsafe { t.push(blk, units) };
-            return;
+        let h = unsafe { blk.header() };
+        let units = crate::block::used_units(h);
+        if units <= TCACHE_MAX_UNITS {
+            // SAFETY: a used block of a cacheable size, in a heap region.
+            if unsafe { tcache::is_marked(blk, h) } {
+                diag::fatal(func, pointer::double_free_text(func), blk.payload() as usize);
+            }
+            if t.has_room(units) {
+                // SAFETY: this thread's cache, with room; `b` is held.
+                unsafe { t.push_header(blk, units, h) };
+                return;
+            }
         }
     }
     free_heap_block(b, t, func)
