@@ -512,6 +512,45 @@ static void racing_double_free(void *arg)
     sink_ptr(guard);
 }
 
+/* realloc of a 600 KiB heap block on this thread while another thread
+ * frees the same pointer (the program gives it back twice). Whichever
+ * wins, the block must not end up both free in the heap and in a cache:
+ * a malloc must never return memory inside another live block. */
+static void *race_free_one(void *arg)
+{
+    (void)arg;
+    free(malloc(2040)); /* the thread's cache */
+    atomic_fetch_add(&race_ready, 1);
+    while (!atomic_load(&race_go))
+        ;
+    free(race_block);
+    return NULL;
+}
+static void realloc_racing_free(void *arg)
+{
+    (void)arg;
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    void *before = malloc(3000);
+    race_block = malloc(600 << 10);
+    void *after = malloc(3000); /* keeps the block off the top */
+    memset(race_block, 0x11, 600 << 10);
+    free(realloc(malloc(3000), 3100)); /* realloc's first call behind us */
+    pthread_t t;
+    pthread_create(&t, NULL, race_free_one, NULL);
+    while (atomic_load(&race_ready) != 1)
+        ;
+    atomic_store(&race_go, 1);
+    void *moved = realloc(race_block, 2 << 20);
+    pthread_join(t, NULL);
+    sink_ptr(moved);
+    sink_ptr(before);
+    sink_ptr(after);
+    char *a = malloc(20), *b = malloc(100000);
+    if (a && b && a >= b && a < b + 100000)
+        _exit(3);
+    _exit(0);
+}
+
 /* Hardened mode (the child runs this program again with FITALLOC_HARDEN=1
  * and a small quarantine): a freed block's header rewritten while it waits
  * in quarantine, as an overflow of the live block before it would (that
@@ -572,5 +611,18 @@ int main(int argc, char **argv)
     }
     check(caught == runs, "two threads freeing one heap block at once: a double free, every time",
           "%d of %d runs reported; last stderr: %s", caught, runs, err);
+
+    int wrong = 0, reported = 0;
+    for (int k = 0; k < runs; k++) {
+        status = run_child_stderr(realloc_racing_free, NULL, err, sizeof err, 60);
+        int clean = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        int named = aborted_with_one_line(status, err, "fitalloc: realloc(): ", "realloc of a freed block", NULL) ||
+                    aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL);
+        reported += named;
+        wrong += !clean && !named;
+    }
+    check(wrong == 0,
+          "realloc racing a free of the same block: reported, or no harm; never a block handed out inside a live one",
+          "%d of %d runs neither (%d reported); last status %#x, stderr: %s", wrong, runs, reported, status, err);
     return tap_done("test_hostile");
 }

@@ -84,31 +84,31 @@ fn free_slow(p: *mut u8, func: &'static str) {
     }
 }
 
-/// Frees held block `b`, which realloc has just moved out of (checked
-/// when realloc began), into cache `t` when its list has room, else as
-/// [`free_heap_block`] does. Only its cache mark is looked at again: a
-/// free of the same pointer by another thread during the copy would have
-/// cached it.
+/// Frees block `b`, which realloc has just moved out of, into cache `t`
+/// when its list has room; otherwise, or when its header or cache mark is
+/// no longer that of a held block, as [`free`] does (which reports the
+/// misuse). realloc checked the block when it began; the header and the
+/// mark are checked again here, as free's fast path would, because another
+/// thread may have freed the same pointer during the copy (a race the
+/// program made): the block may be free in the heap, or in a cache, by
+/// now, and must not be cached a second time.
 pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
+    let blk = b.block();
     if let Some(t) = t {
-        let blk = b.block();
-        // SAFETY: a held block's header is valid; its size field decides,
-        // as in `free_heap_block`.
-        let h = unsafe { blk.header() };
-        let units = crate::block::used_units(h);
-        if units <= TCACHE_MAX_UNITS {
-            // SAFETY: a used block of a cacheable size, in a heap region.
-            if unsafe { tcache::is_marked(blk, h) } {
-                diag::fatal(func, pointer::double_free_text(func), blk.payload() as usize);
-            }
-            if t.has_room(units) {
-                // SAFETY: this thread's cache, with room; `b` is held.
-                unsafe { t.push_header(blk, units, h) };
+        // SAFETY: `b` was a held block when realloc began, so its header
+        // lies in a heap region; the payload words are read (by
+        // `push_freed`) only once the header is a valid used header of a
+        // cacheable size.
+        unsafe {
+            let h = blk.header();
+            let units = crate::block::used_units(h);
+            let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
+            if cacheable && crate::block::is_used_header(blk.addr(), h) && t.push_freed(blk, units, h) {
                 return;
             }
         }
     }
-    free_heap_block(b, t, func)
+    free(blk.payload(), func)
 }
 
 /// Frees held block `b` (of a slab or the heap) that the fast path did

@@ -33,6 +33,14 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 fn realloc_heap(held: Held, n: usize) -> *mut u8 {
     let b = held.block();
     let p = b.payload();
+    // `resolve` checked the header; it is read again for the size, and
+    // checked again, because another thread may have freed the same
+    // pointer since (a race the program made): a size read from a free
+    // header would send the copy below past the heap.
+    // SAFETY: the header of a block that was held lies in a heap region.
+    if !crate::block::is_block_header(b.addr(), unsafe { b.header() }) {
+        diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
+    }
     // SAFETY: a held block's header is valid (a big block's checked whole).
     let (have, big) = unsafe { (b.units(), b.held_span().2) };
     let old_bytes = Block::payload_bytes(have);
