@@ -137,11 +137,16 @@ static void resized_reuse(void)
         struct fitalloc_stats a = stats();
         unsigned char *q = malloc(hide_size(second));
         struct fitalloc_stats b = stats();
-        check(q && b.mmap_calls == a.mmap_calls && b.mremap_calls == a.mremap_calls + 1,
+        /* Replaced would be an mmap for the block and a munmap of the kept
+         * mapping. A mapping grown by moving it may land where the page map
+         * has no leaf yet, which takes one mmap of the page map's own (seen
+         * about once in 30 runs): so no munmap, and at most one mmap. */
+        check(q && b.mmap_calls <= a.mmap_calls + 1 && b.munmap_calls == a.munmap_calls &&
+                  b.mremap_calls == a.mremap_calls + 1,
               first < second ? "a kept 6 MiB mapping is grown for a 20 MiB request, not replaced"
                              : "a kept 20 MiB mapping is shrunk for a 6 MiB request, not replaced",
-              "%llu mmap, %llu mremap calls", (unsigned long long)(b.mmap_calls - a.mmap_calls),
-              (unsigned long long)(b.mremap_calls - a.mremap_calls));
+              "%llu mmap, %llu munmap, %llu mremap calls", (unsigned long long)(b.mmap_calls - a.mmap_calls),
+              (unsigned long long)(b.munmap_calls - a.munmap_calls), (unsigned long long)(b.mremap_calls - a.mremap_calls));
         long faults = minor_faults();
         memset(q, 0x33, second);
         faults = minor_faults() - faults;
