@@ -92,6 +92,13 @@ fn free_slow(p: *mut u8, func: &'static str) {
 /// thread may have freed the same pointer during the copy (a race the
 /// program made): the block may be free in the heap, or in a cache, by
 /// now, and must not be cached a second time.
+///
+/// The old block's size counts as churning ([`Tcache::churning`]): a block
+/// realloc moves out of is one such size's block going back while another
+/// size's comes out, as a string or an array grows. Measured: perl-hash
+/// 2.9% and py-json 2.0% fewer allocator instructions per operation,
+/// utilization 0.903 -> 0.905 and 0.836 -> 0.838, and python3 with
+/// `PYTHONMALLOC=malloc` at 64.7 MiB in 4 runs of 4 (64.6-66.1 without).
 pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
     let blk = b.block();
     if let Some(t) = t {
@@ -103,8 +110,11 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
             let h = blk.header();
             let units = crate::block::used_units(h);
             let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
-            if cacheable && crate::block::is_used_header(blk.addr(), h) && t.push_freed(blk, units, h) {
-                return;
+            if cacheable && crate::block::is_used_header(blk.addr(), h) {
+                t.note_overflow(units);
+                if t.push_freed(blk, units, h) {
+                    return;
+                }
             }
         }
     }
