@@ -59,7 +59,11 @@ struct Slot {
 const NONE: u32 = u32::MAX;
 const CHUNK_SHIFT: u32 = 12;
 const CHUNK: usize = 1 << CHUNK_SHIFT;
-const CHUNKS: usize = 4096;
+/// 8 Mi slots: more large blocks than the system lets a process map
+/// (`vm.max_map_count`, 65,530 by default), within what a page map entry
+/// can name.
+const CHUNKS: usize = 2048;
+const _: () = assert!(CHUNK * CHUNKS <= crate::pagemap::MAX_ID as usize + 1);
 /// Freed slots kept as tombstones before one is reused.
 const KEEP_FREED: usize = 256;
 

@@ -24,9 +24,13 @@
 //! # Entries
 //!
 //! ```text
-//!   | kind (3) | EDGE (1) | id (28) |
+//!   | kind (3) | EDGE (1) | 0 (5) | id (23) |
 //!   | SLAB (3) | 0 | units (5) | slab id (23) |
 //! ```
+//!
+//! Bits 23..28 are 0 in every entry but a slab page's, where they hold
+//! its block size (at least 2): so `free`'s fast path finds whether a
+//! page is a slab's, and its size, with one shift and one mask.
 //!
 //! - `NONE` (0): nothing of ours.
 //! - `REGION`: a page of heap region `id`. `EDGE` is set on a first or last
@@ -58,11 +62,12 @@ const LEAF_BYTES: usize = LEAF_ENTRIES * 4;
 
 const KIND_SHIFT: u32 = 29;
 const EDGE: u32 = 1 << 28;
-const ID_MASK: u32 = EDGE - 1;
+const SLAB_UNITS_SHIFT: u32 = 23;
+const SLAB_UNITS_MASK: u32 = 0x1F;
+const ID_MASK: u32 = (1 << SLAB_UNITS_SHIFT) - 1;
 /// Largest id an entry can name.
 pub(crate) const MAX_ID: u32 = ID_MASK;
-const SLAB_UNITS_SHIFT: u32 = 23;
-const SLAB_ID_MASK: u32 = (1 << SLAB_UNITS_SHIFT) - 1;
+const SLAB_ID_MASK: u32 = ID_MASK;
 /// Largest slab id an entry can name.
 pub(crate) const MAX_SLAB_ID: u32 = SLAB_ID_MASK;
 
@@ -104,7 +109,7 @@ impl Owner {
             K_REGION => Owner::Region { id, edge: e & EDGE != 0 },
             K_LARGE => Owner::Large { id },
             K_FREED => Owner::Freed { id },
-            K_SLAB => Owner::Slab { id: e & SLAB_ID_MASK, units: (e & ID_MASK) >> SLAB_UNITS_SHIFT },
+            K_SLAB => Owner::Slab { id: slab_id(e), units: slab_units(e) },
             _ => Owner::None,
         }
     }
@@ -120,7 +125,14 @@ pub const fn interior_region_entry(e: u32) -> bool {
 /// the fast path's test.
 #[inline(always)]
 pub const fn slab_units(e: u32) -> u32 {
-    if e >> KIND_SHIFT == K_SLAB { (e & ID_MASK) >> SLAB_UNITS_SHIFT } else { 0 }
+    (e >> SLAB_UNITS_SHIFT) & SLAB_UNITS_MASK
+}
+
+/// The slab id of a slab page's entry (meaningful only where
+/// [`slab_units`] is not 0).
+#[inline(always)]
+pub const fn slab_id(e: u32) -> u32 {
+    e & SLAB_ID_MASK
 }
 
 type Leaf = [AtomicU32; LEAF_ENTRIES];

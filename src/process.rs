@@ -26,7 +26,7 @@ use crate::heap::{Heap, HeapParams};
 use crate::large::MapTable;
 use crate::options::OPT;
 use crate::os::Os;
-use crate::pagemap::{slab_units, PageMap};
+use crate::pagemap::{slab_id, slab_units, PageMap};
 use crate::region::RegionTable;
 use crate::slab::{GiveFault, Slabs, CONTAINER_UNITS, SLAB_BYTES};
 use crate::depot::Depot;
@@ -193,18 +193,22 @@ pub fn in_slab(b: Block) -> bool {
 /// ownership and tag checks (a block given twice is reported).
 pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
     debug_assert!(blocks.len() <= 64);
-    // Sorted once: a slab emptied below changes its page's entry.
+    // Sorted once, by the entries of their pages before any is given: a
+    // slab emptied below changes its page's entry.
     let mut slab = 0u64;
+    let mut entries = [0u32; 64];
     for (i, &b) in blocks.iter().enumerate() {
-        slab |= (in_slab(b) as u64) << i;
+        entries[i] = PAGEMAP.entry(b.payload() as usize);
+        slab |= ((slab_units(entries[i]) != 0) as u64) << i;
     }
     if slab != 0 {
         let mut s = SLABS.lock();
         for (i, &b) in blocks.iter().enumerate() {
             if slab & (1 << i) != 0 {
+                let (id, units) = (slab_id(entries[i]), slab_units(entries[i]));
                 // SAFETY: forwarded; an emptied slab's container is a used
                 // heap block that nothing else holds.
-                let r = unsafe { s.give(b, |c| free_container(c, op)) };
+                let r = unsafe { s.give_to(b, id, units, |c| free_container(c, op)) };
                 match r {
                     Ok(()) => {}
                     Err(GiveFault::AlreadyFree) => {

@@ -91,9 +91,27 @@ pub fn block_at(page: usize, units: u32, i: usize) -> Block {
 /// `None` when `b` is not the header position of one of the slab's blocks.
 #[inline]
 pub fn index_of(b: Block, page: usize, units: u32) -> Option<usize> {
-    let i = b.units_after(Block::slab_first(page))? / units as usize;
+    let off = b.units_after(Block::slab_first(page))?;
+    if off >= SLAB_BYTES / 16 || units > SLAB_MAX_UNITS {
+        return None;
+    }
+    let i = ((off as u32 * RECIPROCALS[units as usize]) >> 16) as usize;
     (block_at(page, units, i) == b && i < blocks_per_slab(units)).then_some(i)
 }
+
+/// `ceil(2^16 / u)` for each block size `u` (0 for sizes below 2): `off *
+/// RECIPROCALS[u] >> 16` is `off / u` for every offset in a page (`off <
+/// 256` units, and `off * (RECIPROCALS[u] * u - 2^16) < 2^16`), without
+/// a division on `free`'s way back to a slab.
+const RECIPROCALS: [u32; SLAB_MAX_UNITS as usize + 1] = {
+    let mut r = [0u32; SLAB_MAX_UNITS as usize + 1];
+    let mut u = 2;
+    while u <= SLAB_MAX_UNITS as usize {
+        r[u] = 65536u32.div_ceil(u as u32);
+        u += 1;
+    }
+    r
+};
 
 /// One slab's descriptor.
 #[derive(Clone, Copy)]
@@ -429,11 +447,32 @@ impl Slabs {
     /// # Safety
     /// `b` must not be used by the program or a cache any more (a double
     /// give is reported, not trusted).
-    pub unsafe fn give(&mut self, b: Block, mut release: impl FnMut(Block)) -> Result<(), GiveFault> {
+    #[cfg(test)]
+    pub unsafe fn give(&mut self, b: Block, release: impl FnMut(Block)) -> Result<(), GiveFault> {
         let Owner::Slab { id, units } = self.map.owner(b.addr()) else {
             return Err(GiveFault::NotABlock);
         };
+        // SAFETY: forwarded.
+        unsafe { self.give_to(b, id, units, release) }
+    }
+
+    /// [`Slabs::give`] of block `b` whose page's entry, read before the
+    /// slab lock was taken, named slab `id` of `units`. The entry of a
+    /// held block's page cannot change while the program holds it (its
+    /// slab is not empty); for a block given twice it may have, so the
+    /// descriptor is checked: a block not in slab `id` as it is now is
+    /// reported.
+    ///
+    /// # Safety
+    /// As for [`Slabs::give`].
+    pub unsafe fn give_to(&mut self, b: Block, id: u32, units: u32, mut release: impl FnMut(Block)) -> Result<(), GiveFault> {
+        if id >= self.made {
+            return Err(GiveFault::NotABlock);
+        }
         let d = self.desc(id);
+        if d.page == 0 || d.units != units {
+            return Err(GiveFault::NotABlock);
+        }
         let Some(i) = index_of(b, d.page, units) else {
             return Err(GiveFault::NotABlock);
         };
@@ -591,6 +630,34 @@ impl Slabs {
         }
         if container_bytes != self.counters.container_bytes {
             problem("slab container bytes wrong", container_bytes);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reciprocals_divide_every_offset_in_a_page_exactly() {
+        for u in crate::config::MIN_UNITS..=SLAB_MAX_UNITS {
+            for off in 0..(SLAB_BYTES / 16) as u32 {
+                assert_eq!((off * RECIPROCALS[u as usize]) >> 16, off / u, "units {u}, offset {off}");
+            }
+        }
+    }
+
+    #[test]
+    fn index_of_names_block_starts_only() {
+        let page = 0x7000_0000_0000usize;
+        for u in crate::config::MIN_UNITS..=SLAB_MAX_UNITS {
+            for i in 0..blocks_per_slab(u) {
+                let b = block_at(page, u, i);
+                assert_eq!(index_of(b, page, u), Some(i));
+                assert_eq!(index_of(b.offset(1), page, u), None);
+            }
+            assert_eq!(index_of(block_at(page, u, blocks_per_slab(u)), page, u), None);
+            assert_eq!(index_of(Block::at((page - 4) as *mut u8), page, u), None);
         }
     }
 }
