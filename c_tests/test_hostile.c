@@ -186,6 +186,43 @@ static void fake_prev_size_then_free(void)
     sink_ptr(guard);
 }
 
+/* House of Einherjar through the parked block: a freed block's footer
+ * gives away the footer's mask at its address (read after free, or left
+ * in the payload when malloc took the block whole); with it, a footer
+ * forged there and a free header forged on the parked block (a write after
+ * free) claim that the parked block reaches the victim, whose PREV_USED an
+ * overflow cleared. The stale footer is cleared when the block is taken;
+ * the parked block's size is the one recorded when it was parked. */
+static void einherjar_parked(int read_while_free)
+{
+    char *g0 = malloc(6000), *p = malloc(6000), *g1 = malloc(6000);
+    char *a = malloc(6000), *b = malloc(6000), *g2 = malloc(6000);
+    size_t us = malloc_usable_size(a);
+    uint32_t ua = (uint32_t)((us + 4) / 16);
+    /* Beyond the 6000 bytes asked for: volatile, so the compiler keeps it. */
+    volatile uint32_t *foot = (volatile uint32_t *)(a + us - 4);
+    free(a);
+    uint32_t stale = *foot; /* a use after free reads a's footer */
+    char *a2 = malloc(6000);
+    if (a2 != a || g1 != p + us + 4 || a != g1 + us + 4 || b != a + us + 4) {
+        say("the layout this attack needs did not arise\n");
+        _exit(4);
+    }
+    uint32_t mask = (read_while_free ? stale : *foot) ^ ((ua << 2) | 2);
+    free(p);
+    uint32_t u = (uint32_t)((b - p) / 16);
+    *header(p) = (u << 2) | 2;
+    *foot = ((u << 2) | 2) ^ mask;
+    *(volatile uint32_t *)header(b) &= ~2u;
+    free(b);
+    void *z = malloc((size_t)(b - p) + 1000);
+    no_overlap(z, (size_t)(b - p) + 1000, g1, 6000);
+    sink_ptr(g0);
+    sink_ptr(g2);
+}
+static void einherjar_through_a_stale_footer(void) { einherjar_parked(0); }
+static void einherjar_through_a_footer_read_after_free(void) { einherjar_parked(1); }
+
 /* A slab's page is the payload of a used heap block (its container): an
  * overflow of the block before it rewrites the container's size, which
  * nothing reads while the slab lives; when the slab empties, the heap must
@@ -401,6 +438,10 @@ static const struct hcase cases[] = {
      overflow_parked_footer_and_prev_used, "malloc", "corrupted free"},
     {"a fake previous size and a cleared PREV_USED (House of Einherjar), then free", fake_prev_size_then_free, "free",
      "corrupted"},
+    {"a stale footer's mask forges the parked block's size (House of Einherjar), then free",
+     einherjar_through_a_stale_footer, "free", "corrupted"},
+    {"a footer read after free forges the parked block's size (House of Einherjar), then free",
+     einherjar_through_a_footer_read_after_free, "free", "corrupted"},
     {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,
      "malloc_trim", "corrupted heap block header"},
     {"a freed block's header written back, then freed again", header_written_back_then_free_again, "free",

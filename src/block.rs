@@ -569,6 +569,19 @@ impl Block {
         }
     }
 
+    /// Clears the 4 bytes before this header, where the footer of a free
+    /// block that is now a used one's payload was: the program must not
+    /// read a masked value, from which it could forge a footer there.
+    ///
+    /// # Safety
+    /// The block before `self` must be a used block of at least
+    /// `MIN_UNITS` (the bytes are its payload's last).
+    #[inline(always)]
+    pub unsafe fn clear_footer_before(self) {
+        // SAFETY: forwarded to the caller.
+        unsafe { self.footer_before().write(0) }
+    }
+
     /// The 4 bytes just before this header: the previous block's footer when
     /// `PREV_USED` is clear.
     #[inline(always)]

@@ -311,6 +311,13 @@ impl<S: Source> Heap<S> {
     /// `b` must be a free block of the heap in a bin, or the parked block.
     unsafe fn unfile(&mut self, b: Block, units: u32) {
         if b == self.parked {
+            // The parked block is in no list whose links would give a
+            // forged size away: its size is the one recorded when it was
+            // parked, or its header was rewritten (an overflow, or a write
+            // after free with a footer forged to match).
+            if units != self.parked_units {
+                self.corrupt("corrupted free block at", b.payload() as usize);
+            }
             self.parked = Block::NULL;
         } else {
             // SAFETY: forwarded to the caller.
@@ -500,7 +507,12 @@ impl<S: Source> Heap<S> {
                 held
             } else {
                 let held = b.set_used_as(have, big);
-                b.offset(have).set_prev_used(true);
+                let next = b.offset(have);
+                next.set_prev_used(true);
+                // The free block's footer, now the payload's last bytes:
+                // cleared, so the program never reads a masked value (from
+                // which it could forge a footer at that address).
+                next.clear_footer_before();
                 self.account_used(have);
                 held
             }
@@ -1044,7 +1056,9 @@ impl<S: Source> Heap<S> {
                     tail.set_header(PREV_USED);
                     self.release_span(tail, total - units);
                 } else {
-                    s.offset(total).set_prev_used(true);
+                    let after = s.offset(total);
+                    after.set_prev_used(true);
+                    after.clear_footer_before();
                 }
                 self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
                 return Some(b);
@@ -1141,7 +1155,9 @@ impl<S: Source> Heap<S> {
                 self.counters.used_bytes -= units_to_bytes(total - units);
                 self.release_span(tail, total - units);
             } else {
-                p.offset(units).set_prev_used(true);
+                let after = p.offset(units);
+                after.set_prev_used(true);
+                after.clear_footer_before();
             }
             self.counters.peak_used_bytes = self.counters.peak_used_bytes.max(self.counters.used_bytes);
             Some(held)
