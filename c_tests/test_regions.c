@@ -159,8 +159,45 @@ static void edge_case(const char *func, int edge, const char *cause)
     free(keep);
 }
 
+/* ---- memory given back: a pointer into it was freed before ----------------- */
+
+/* An 8 MiB heap block (the threshold raised: no mapping), freed into the
+ * top and given back by malloc_trim(0), then a free inside it. */
+static void free_after_trim(void *arg)
+{
+    (void)arg;
+    mallopt(M_MMAP_THRESHOLD, 32 << 20);
+    char *big = malloc(hide_size(8 << 20));
+    free(big);
+    malloc_trim(0);
+    free(hide_ptr(big + (4 << 20)));
+}
+
+/* An interior pointer of a large block already freed (and unmapped). */
+static void interior_of_a_freed_large_block(void *arg)
+{
+    (void)arg;
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+    char *a = malloc(hide_size(4 << 20));
+    free(a);
+    malloc_trim(0);
+    free(hide_ptr(a + 4096));
+}
+
+static void given_back_case(void (*fn)(void *), const char *name, const char *cause)
+{
+    char err[1024];
+    int status = run_child_stderr(fn, NULL, err, sizeof err, 60);
+    check(aborted_with_one_line(status, err, "fitalloc: free(): ", cause, NULL), name,
+          "status %#x, stderr: %s (expected \"%s\")", status, err, cause);
+}
+
 int main(void)
 {
+    given_back_case(free_after_trim, "free into heap memory malloc_trim gave back: named as freed before",
+                    "already freed and given back to the system");
+    given_back_case(interior_of_a_freed_large_block, "free inside a freed large block: named as freed before",
+                    "inside a large block already freed");
     const char *funcs[] = {"free", "realloc", "malloc_usable_size"};
     for (int f = 0; f < 3; f++) {
         edge_case(funcs[f], EDGE_FIRST, "not a block start");

@@ -45,6 +45,9 @@ pub enum Lookup {
     Interior(Mapping),
     /// The payload of a large block that was freed.
     Freed,
+    /// An address inside the mapping of a large block that was freed
+    /// (one of the last freed, whose slots are kept as tombstones).
+    InFreed,
     Unknown,
 }
 
@@ -266,8 +269,22 @@ impl MapTable {
             Owner::Freed { id } if id < self.used && !self.slot(id).live && self.slot(id).m.payload == a => {
                 Lookup::Freed
             }
-            _ => self.containing(a).map_or(Lookup::Unknown, Lookup::Interior),
+            _ => match self.containing(a) {
+                Some(m) => Lookup::Interior(m),
+                None if self.in_tombstone(a) => Lookup::InFreed,
+                None => Lookup::Unknown,
+            },
         }
+    }
+
+    /// Whether `a` lies in the mapping of a freed large block whose slot
+    /// is still a tombstone (misuse path only: a look at every slot).
+    #[cold]
+    fn in_tombstone(&self, a: usize) -> bool {
+        (0..self.used).any(|id| {
+            let s = self.slot(id);
+            !s.live && s.m.len != 0 && a >= s.m.base && a < s.m.base + s.m.len
+        })
     }
 
     /// The live mapping holding `a`, found by visiting every one: only the

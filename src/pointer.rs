@@ -171,10 +171,16 @@ fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
     match found {
         Lookup::Interior(_) => diag::fatal(func, "invalid pointer (inside a large block, not its start)", a),
         Lookup::Freed => diag::fatal(func, double_free_text(func), a),
+        Lookup::InFreed => diag::fatal(func, "invalid pointer (inside a large block already freed)", a),
         _ => match PAGEMAP.owner(a) {
             Owner::Slab { .. } => diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a),
             Owner::Region { .. } if REGIONS.find(a).is_some() => {
                 diag::fatal(func, "invalid pointer (inside the heap, not a block start)", a)
+            }
+            // The top was trimmed below it: its block (if it was one) was
+            // freed, and the memory went back to the system.
+            Owner::None if REGIONS.gave_back(a) => {
+                diag::fatal(func, "invalid pointer (in heap memory already freed and given back to the system)", a)
             }
             _ => diag::fatal(func, "invalid pointer (not allocated by fitalloc)", a),
         },

@@ -38,6 +38,9 @@ pub enum RegionKind {
 struct Desc {
     start: AtomicUsize,
     end: AtomicUsize,
+    /// The highest `end` the region ever had (the break moves back down
+    /// when the top is trimmed).
+    peak_end: AtomicUsize,
     fresh: AtomicUsize,
     kind: AtomicU8,
     /// The heap (arena) whose blocks tile the region.
@@ -164,6 +167,7 @@ impl RegionTable {
         let d = self.desc(i);
         d.start.store(start, Relaxed);
         d.end.store(end, Relaxed);
+        d.peak_end.store(end, Relaxed);
         d.fresh.store(Block::first_in_region(start).payload() as usize, Relaxed);
         d.kind.store(kind as u8, Relaxed);
         d.arena.store(arena as u8, Relaxed);
@@ -205,6 +209,7 @@ impl RegionTable {
         let page = 1usize << crate::pagemap::PAGE_SHIFT;
         if end >= old {
             d.end.store(end, Relaxed);
+            d.peak_end.store(d.peak_end.load(Relaxed).max(end), Relaxed);
             // From the old last page if the region covered it in part.
             self.record(i, old & !(page - 1), end);
         } else {
@@ -215,6 +220,15 @@ impl RegionTable {
                 self.map.set(end - 1, Owner::Region { id: i as u32, edge: true }.entry());
             }
         }
+    }
+
+    /// Whether `addr` lies where a region's memory was and is no longer
+    /// (above its end, below the highest end it had): heap memory given
+    /// back to the system. For misuse reports only (a look at every
+    /// region).
+    #[cold]
+    pub fn gave_back(&self, addr: usize) -> bool {
+        (0..self.len()).any(|i| addr >= self.end(i) && addr < self.desc(i).peak_end.load(Relaxed))
     }
 
     pub fn len(&self) -> usize {
