@@ -704,9 +704,21 @@ impl Block {
         unsafe {
             self.set_header(0);
             let w = self.payload() as *mut usize;
-            w.write(link_mask(self, 0));
-            w.add(1).write(link_mask(self, 1));
+            let (m0, m1) = self.slab_marks();
+            w.write(m0);
+            w.add(1).write(m1);
         }
+    }
+
+    /// The two marks of a block free in its slab: a keyed value of its
+    /// address, and that value turned half-way round (one keyed hash for
+    /// both words: reading one gives the other away, but a program that
+    /// can read them can as well write back what it read, which changes
+    /// nothing; a write of anything else into either word fails).
+    #[inline(always)]
+    fn slab_marks(self) -> (usize, usize) {
+        let m = link_mask(self, 0);
+        (m, m.rotate_left(32))
     }
 
     /// Takes a block marked by [`Block::put_in_slab`] out of its slab as a
@@ -722,7 +734,8 @@ impl Block {
         // SAFETY: as for `put_in_slab`.
         unsafe {
             let w = self.payload() as *mut usize;
-            if self.header() != 0 || w.read() != link_mask(self, 0) || w.add(1).read() != link_mask(self, 1) {
+            let (m0, m1) = self.slab_marks();
+            if self.header() != 0 || w.read() != m0 || w.add(1).read() != m1 {
                 return false;
             }
             w.write(0);
@@ -741,7 +754,8 @@ impl Block {
         // SAFETY: as for `put_in_slab`.
         unsafe {
             let w = self.payload() as *const usize;
-            self.header() == 0 && w.read() == link_mask(self, 0) && w.add(1).read() == link_mask(self, 1)
+            let (m0, m1) = self.slab_marks();
+            self.header() == 0 && w.read() == m0 && w.add(1).read() == m1
         }
     }
 

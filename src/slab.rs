@@ -96,8 +96,11 @@ pub fn index_of(b: Block, page: usize, units: u32) -> Option<usize> {
         return None;
     }
     let i = ((off as u32 * RECIPROCALS[units as usize]) >> 16) as usize;
-    (block_at(page, units, i) == b && i < blocks_per_slab(units)).then_some(i)
+    // Block `i` starts at `off` and ends inside the room: `i <
+    // blocks_per_slab(units)` without a division.
+    (block_at(page, units, i) == b && off + units as usize <= ROOM / 16).then_some(i)
 }
+const _: () = assert!(ROOM.is_multiple_of(16), "index_of's room test needs whole units");
 
 /// `ceil(2^16 / u)` for each block size `u` (0 for sizes below 2): `off *
 /// RECIPROCALS[u] >> 16` is `off / u` for every offset in a page (`off <
