@@ -220,6 +220,32 @@ static void einherjar_parked(int read_while_free)
     sink_ptr(g0);
     sink_ptr(g2);
 }
+/* The parked block's header and footer forged alike, the footer's mask
+ * read after free where the forged block would end: then malloc takes
+ * the parked block as the best fit. */
+static void parked_block_enlarged_with_a_leaked_mask(void)
+{
+    char *g0 = malloc(6000), *p = malloc(6000), *g1 = malloc(6000), *g2 = malloc(6000);
+    size_t us = malloc_usable_size(g1);
+    uint32_t u1 = (uint32_t)((us + 4) / 16);
+    volatile uint32_t *foot = (volatile uint32_t *)(g1 + us - 4);
+    free(g1);
+    uint32_t mask = *foot ^ ((u1 << 2) | 2); /* a use after free reads g1's footer */
+    char *g1b = malloc(6000);
+    if (g1b != g1 || g1 != p + us + 4) {
+        say("the layout this attack needs did not arise\n");
+        _exit(4);
+    }
+    free(p);
+    uint32_t u = (uint32_t)((g1 + us + 4 - p) / 16); /* p and g1 as one block */
+    *header(p) = (u << 2) | 2;
+    *foot = ((u << 2) | 2) ^ mask;
+    *(volatile uint32_t *)header(g2) &= ~2u;
+    void *z = malloc(2 * us);
+    no_overlap(z, 2 * us, g1, 6000);
+    sink_ptr(g0);
+}
+
 static void einherjar_through_a_stale_footer(void) { einherjar_parked(0); }
 static void einherjar_through_a_footer_read_after_free(void) { einherjar_parked(1); }
 
@@ -442,6 +468,8 @@ static const struct hcase cases[] = {
      einherjar_through_a_stale_footer, "free", "corrupted"},
     {"a footer read after free forges the parked block's size (House of Einherjar), then free",
      einherjar_through_a_footer_read_after_free, "free", "corrupted"},
+    {"the parked block's header and footer enlarged alike (mask read after free), then malloc",
+     parked_block_enlarged_with_a_leaked_mask, "malloc", "corrupted free block"},
     {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,
      "malloc_trim", "corrupted heap block header"},
     {"a freed block's header written back, then freed again", header_written_back_then_free_again, "free",

@@ -358,8 +358,9 @@ impl<S: Source> Heap<S> {
         let (_, hi) = self.bounds(p);
         // SAFETY: the parked block lies in a heap region.
         match unsafe { self.free_size(p, hi, p, "corrupted free block at") } {
-            Some(units) => (p, units),
-            None => self.corrupt("corrupted free block at", p.payload() as usize),
+            // Its size the one it was parked with (see `unfile`).
+            Some(units) if units == self.parked_units => (p, units),
+            _ => self.corrupt("corrupted free block at", p.payload() as usize),
         }
     }
 
@@ -408,6 +409,10 @@ impl<S: Source> Heap<S> {
             None if parked => {
                 // SAFETY: the parked block lies in a heap region.
                 unsafe { self.check_taken(p, pu) };
+                if pu != self.parked_units {
+                    // Header and footer forged alike (see `unfile`).
+                    self.corrupt("corrupted free block at", p.payload() as usize);
+                }
                 self.parked = Block::NULL;
                 Some((p, pu))
             }
