@@ -246,6 +246,62 @@ static void parked_block_enlarged_with_a_leaked_mask(void)
     sink_ptr(g0);
 }
 
+/* House of Einherjar through a tree-binned block: p (4,100 units) filed in
+ * its tree bin, its header rewritten to claim the live blocks after it (a
+ * size in the same bin), a footer forged to match where the claim ends.
+ * The footer's mask there comes from a read after free of a's footer
+ * (from_top 0), or from the footer a merge into the top left in memory
+ * that malloc hands out again (from_top 1: no read after free). */
+static void einherjar_tree(int from_top)
+{
+    size_t ps = 4100 * 16 - 4, n = 2000;
+    char *g0 = malloc(ps), *p = malloc(ps), *g1 = malloc(n), *a = malloc(n), *b;
+    size_t us = malloc_usable_size(a);
+    uint32_t ua = (uint32_t)((us + 4) / 16), stale = 0;
+    if (from_top) {
+        char *b0 = malloc(n);
+        free(a);
+        free(b0); /* a and b0 merge into the top */
+        char *a2 = malloc(n);
+        if (a2 != a) {
+            say("the layout this attack needs did not arise\n");
+            _exit(4);
+        }
+        stale = *(volatile uint32_t *)(a + us - 4);
+    }
+    b = malloc(n);
+    char *g2 = malloc(n), *x = malloc(n), *g3 = malloc(n);
+    if (g1 != p + ps + 4 || a != g1 + us + 4 || b != a + us + 4) {
+        say("the layout this attack needs did not arise\n");
+        _exit(4);
+    }
+    volatile uint32_t *foot = (volatile uint32_t *)(b - 8);
+    if (!from_top) {
+        free(a);
+        stale = *foot; /* a use after free reads a's footer */
+        if (malloc(n) != a) {
+            say("the layout this attack needs did not arise\n");
+            _exit(4);
+        }
+    }
+    uint32_t mask = stale ^ ((ua << 2) | 2);
+    free(p);
+    free(x); /* parks x, files p in its tree bin */
+    uint32_t u = (uint32_t)((b - p) / 16);
+    *header(p) = (u << 2) | 2;
+    *foot = ((u << 2) | 2) ^ mask;
+    *(volatile uint32_t *)header(b) &= ~2u;
+    free(b);
+    size_t want = (size_t)(b - p) + 1000;
+    void *z = malloc(want);
+    no_overlap(z, want, g1, n);
+    sink_ptr(g0);
+    sink_ptr(g2);
+    sink_ptr(g3);
+}
+static void einherjar_tree_mask_read_after_free(void) { einherjar_tree(0); }
+static void einherjar_tree_mask_left_in_the_top(void) { einherjar_tree(1); }
+
 static void einherjar_through_a_stale_footer(void) { einherjar_parked(0); }
 static void einherjar_through_a_footer_read_after_free(void) { einherjar_parked(1); }
 
@@ -468,6 +524,10 @@ static const struct hcase cases[] = {
      einherjar_through_a_stale_footer, "free", "corrupted"},
     {"a footer read after free forges the parked block's size (House of Einherjar), then free",
      einherjar_through_a_footer_read_after_free, "free", "corrupted"},
+    {"a tree-binned block's size forged, footer mask read after free (House of Einherjar), then free",
+     einherjar_tree_mask_read_after_free, "free", "corrupted"},
+    {"a tree-binned block's size forged, footer mask left in memory carved from the top, then free",
+     einherjar_tree_mask_left_in_the_top, "free", "corrupted"},
     {"the parked block's header and footer enlarged alike (mask read after free), then malloc",
      parked_block_enlarged_with_a_leaked_mask, "malloc", "corrupted free block"},
     {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,

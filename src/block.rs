@@ -15,6 +15,7 @@
 //!  │ payload, 16-aligned      │ b+4     │ link 0: next / left      │ b+4
 //!  │   ...                    │         │ link 1: prev / right     │ b+12
 //!  │   ...                    │         │ link 2: parent (trees)   │ b+20
+//!  │   ...                    │         │ link 3: size (trees)     │ b+28
 //!  │   ...                    │         │ (links stored masked)    │
 //!  │   ...                    │         │   ...                    │
 //!  │   ...                    │         ├──────────────────────────┤
@@ -570,12 +571,13 @@ impl Block {
     }
 
     /// Clears the 4 bytes before this header, where the footer of a free
-    /// block that is now a used one's payload was: the program must not
-    /// read a masked value, from which it could forge a footer there.
+    /// block that is now inside a used block's payload, or inside a larger
+    /// free block, was: the program must not read a masked value, from
+    /// which it could forge a footer there.
     ///
     /// # Safety
-    /// The block before `self` must be a used block of at least
-    /// `MIN_UNITS` (the bytes are its payload's last).
+    /// The 4 bytes before `self` must lie in a block of the heap (the one
+    /// before it, used or merged) that no one else is writing.
     #[inline(always)]
     pub unsafe fn clear_footer_before(self) {
         // SAFETY: forwarded to the caller.
@@ -643,10 +645,11 @@ impl Block {
     }
 
     /// The bytes of free block `self` of `units` that hold neither its
-    /// header, its three links nor its footer: `[lo, hi)`, possibly empty.
+    /// header, its links (four in a tree node) nor its footer: `[lo, hi)`,
+    /// possibly empty.
     #[inline]
     pub fn spare_span(self, units: u32) -> (usize, usize) {
-        let lo = self.payload() as usize + 3 * core::mem::size_of::<usize>();
+        let lo = self.payload() as usize + 4 * core::mem::size_of::<usize>();
         let hi = self.offset(units).footer_before() as usize;
         (lo, hi.max(lo))
     }

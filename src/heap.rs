@@ -847,6 +847,10 @@ impl<S: Source> Heap<S> {
                 let (p, pu) = self.free_before(b, lo);
                 self.unfile(p, pu);
                 b.set_header(MERGED);
+                // The predecessor's footer is inside the merged block now:
+                // a footer left there would give its mask away to whoever
+                // is handed this memory next.
+                b.clear_footer_before();
                 start = p;
                 total += pu;
             }
@@ -1147,6 +1151,9 @@ impl<S: Source> Heap<S> {
             // inside the free tail) and hand it out again.
             let (from, to) = if big { (s.body(), p.body()) } else { (s, p) };
             s.set_header(MERGED);
+            // The predecessor's footer, inside the new block (as in
+            // `release_span`); cleared before the copy, which may cover it.
+            s.clear_footer_before();
             if big {
                 from.set_header(MERGED);
             }

@@ -271,20 +271,26 @@ impl MapTable {
             }
             _ => match self.containing(a) {
                 Some(m) => Lookup::Interior(m),
-                None if self.in_tombstone(a) => Lookup::InFreed,
+                None if self.in_freed(a) => Lookup::InFreed,
                 None => Lookup::Unknown,
             },
         }
     }
 
-    /// Whether `a` lies in the mapping of a freed large block whose slot
-    /// is still a tombstone (misuse path only: a look at every slot).
+    /// Whether `a` lies in the mapping of a freed large block: one kept
+    /// for reuse, or one unmapped whose slot is still a tombstone and whose
+    /// pages nothing has mapped since (else they may be the program's own).
+    /// Misuse path only: a look at every slot, and a system call.
     #[cold]
-    fn in_tombstone(&self, a: usize) -> bool {
+    fn in_freed(&self, a: usize) -> bool {
+        let within = |m: Mapping| m.len != 0 && a >= m.base && a < m.base + m.len;
+        if self.retained[..self.retained_count].iter().any(|&(m, _)| within(m)) {
+            return true;
+        }
         (0..self.used).any(|id| {
             let s = self.slot(id);
-            !s.live && s.m.len != 0 && a >= s.m.base && a < s.m.base + s.m.len
-        })
+            !s.live && within(s.m)
+        }) && !crate::os::is_mapped(a)
     }
 
     /// The live mapping holding `a`, found by visiting every one: only the

@@ -268,7 +268,17 @@ pub fn now_ms() -> u64 {
     ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000
 }
 
-/// The system page size.
+/// Whether the page holding `addr` is mapped in this process (by anyone):
+/// for misuse reports only (a system call).
+pub fn is_mapped(addr: usize) -> bool {
+    let page = addr & !(page_size() - 1);
+    let mut resident = 0u8;
+    // SAFETY: mincore reads the page tables only, and writes one byte into
+    // `resident` for the one page asked about; it fails with ENOMEM when
+    // the page is not mapped.
+    unsafe { libc::mincore(page as *mut libc::c_void, 1, &mut resident) == 0 }
+}
+
 /// The CPUs this process may run on (1 when the system will not say).
 pub fn cpus() -> usize {
     // SAFETY: a zeroed set, filled by the kernel; no allocation.
@@ -281,6 +291,7 @@ pub fn cpus() -> usize {
     }
 }
 
+/// The system page size.
 pub fn page_size() -> usize {
     // SAFETY: getauxval reads the auxiliary vector; it never allocates.
     let p = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;

@@ -223,12 +223,14 @@ impl RegionTable {
     }
 
     /// Whether `addr` lies where a region's memory was and is no longer
-    /// (above its end, below the highest end it had): heap memory given
-    /// back to the system. For misuse reports only (a look at every
-    /// region).
+    /// (above its end, below the highest end it had), and nothing has
+    /// mapped it since (the program may move the break itself): heap
+    /// memory given back to the system. For misuse reports only (a look at
+    /// every region, and a system call).
     #[cold]
     pub fn gave_back(&self, addr: usize) -> bool {
         (0..self.len()).any(|i| addr >= self.end(i) && addr < self.desc(i).peak_end.load(Relaxed))
+            && !crate::os::is_mapped(addr)
     }
 
     pub fn len(&self) -> usize {

@@ -6,7 +6,14 @@
 //! address), and insert, remove and search take O(log n) expected steps.
 //! Balance comes from a heap order on a priority that is a hash of the
 //! block's address (a treap), so nothing but the three links is stored:
-//! left (link 0), right (link 1) and parent (link 2).
+//! left (link 0), right (link 1) and parent (link 2), and a copy of the
+//! block's size in link 3, masked as the links are.
+//!
+//! The copy is what [`Treap::remove`] checks the header against: links
+//! are checked by where they point, but a header rewritten to a larger
+//! size in the same bin (with a footer forged to match, its mask read
+//! after a free) would otherwise be taken out of the tree whole, merged,
+//! and handed out over the live blocks it now claims.
 //!
 //! Invariants: in-order traversal is strictly increasing in key; each
 //! node's priority is at least its children's; `c.parent == n` iff `c` is a
@@ -19,6 +26,18 @@ use crate::region::RegionTable;
 const LEFT: usize = 0;
 const RIGHT: usize = 1;
 const PARENT: usize = 2;
+/// The link slot that keeps a node's size (see the module notes).
+const SIZE: usize = 3;
+
+/// Whether tree node `b`'s header size is the size it was inserted with.
+///
+/// # Safety
+/// `b` must be a free tree block in a heap region.
+#[inline(always)]
+unsafe fn size_intact(b: Block) -> bool {
+    // SAFETY: forwarded to the caller; a tree block holds four links.
+    unsafe { b.link(SIZE).addr() == b.units() as usize }
+}
 
 #[inline(always)]
 fn priority(b: Block) -> (u64, usize) {
@@ -120,11 +139,12 @@ impl Treap {
     /// Inserts free block `b` (header and footer written).
     ///
     /// # Safety
-    /// `b` must be a free block of at least 3 links' room, on no list.
+    /// `b` must be a free block of at least 4 links' room, on no list.
     pub unsafe fn insert(&mut self, regions: &RegionTable, b: Block) -> Result<(), BadLink> {
         // SAFETY: nodes are reached through `child`, which checks them.
         unsafe {
             let k = key(b);
+            b.set_link(SIZE, Block::at(k.0 as usize as *mut u8));
             let mut parent = Block::NULL;
             let mut cur = self.root;
             let mut side = LEFT;
@@ -168,7 +188,7 @@ impl Treap {
                 regions.holds_header(parent.addr())
                     && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
             };
-            if !linked {
+            if !linked || !size_intact(b) {
                 return Err(BadLink(b.addr()));
             }
             // Rotate `b` down until it has at most one child.
@@ -278,7 +298,7 @@ impl Treap {
                 }
                 last = Some(k);
                 let p = b.link(PARENT);
-                if !p.is_null() && priority(p) < priority(b) && bad.is_none() {
+                if (!p.is_null() && priority(p) < priority(b) || !size_intact(b)) && bad.is_none() {
                     bad = Some(b.addr());
                 }
             })?;
