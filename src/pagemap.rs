@@ -118,7 +118,9 @@ impl Owner {
 /// The entry of a heap region's interior page: the fast path's test.
 #[inline(always)]
 pub const fn interior_region_entry(e: u32) -> bool {
-    e >> KIND_SHIFT == K_REGION && e & EDGE == 0
+    // The kind and the EDGE bit at once (EDGE is the bit below the kind).
+    const _: () = assert!(EDGE == 1 << (KIND_SHIFT - 1));
+    e >> (KIND_SHIFT - 1) == K_REGION << 1
 }
 
 /// The block size in units of a slab page's entry, 0 for any other entry:
