@@ -186,33 +186,42 @@ static void fake_prev_size_then_free(void)
     sink_ptr(guard);
 }
 
+/* A free block's footer: the 8 bytes before the next block's header (whose
+ * payload is `next`), the block's header word, then a keyed check of it and
+ * of the footer's address. A program that has seen one footer somewhere
+ * can write that footer back, or a footer of another size with the check
+ * it saw: the best forgery short of the key. */
+struct footer { uint32_t header, check; };
+static volatile struct footer *footer_before(char *next) { return (volatile struct footer *)(next - 4 - 8); }
+static void forge_footer(char *next, uint32_t units, struct footer seen)
+{
+    footer_before(next)->header = (units << 2) | 2;
+    footer_before(next)->check = seen.check;
+}
+
 /* House of Einherjar through the parked block: a freed block's footer
- * gives away the footer's mask at its address (read after free, or left
- * in the payload when malloc took the block whole); with it, a footer
- * forged there and a free header forged on the parked block (a write after
- * free) claim that the parked block reaches the victim, whose PREV_USED an
- * overflow cleared. The stale footer is cleared when the block is taken;
- * the parked block's size is the one recorded when it was parked. */
+ * seen (read after free, or left in the payload when malloc took the block
+ * whole); a footer forged there with that footer's check, and a free header
+ * forged on the parked block (a write after free), claim that the parked
+ * block reaches the victim, whose PREV_USED an overflow cleared. */
 static void einherjar_parked(int read_while_free)
 {
     char *g0 = malloc(6000), *p = malloc(6000), *g1 = malloc(6000);
     char *a = malloc(6000), *b = malloc(6000), *g2 = malloc(6000);
     size_t us = malloc_usable_size(a);
-    uint32_t ua = (uint32_t)((us + 4) / 16);
-    /* Beyond the 6000 bytes asked for: volatile, so the compiler keeps it. */
-    volatile uint32_t *foot = (volatile uint32_t *)(a + us - 4);
     free(a);
-    uint32_t stale = *foot; /* a use after free reads a's footer */
+    struct footer seen = *footer_before(b); /* a use after free reads a's footer */
     char *a2 = malloc(6000);
     if (a2 != a || g1 != p + us + 4 || a != g1 + us + 4 || b != a + us + 4) {
         say("the layout this attack needs did not arise\n");
         _exit(4);
     }
-    uint32_t mask = (read_while_free ? stale : *foot) ^ ((ua << 2) | 2);
+    if (!read_while_free)
+        seen = *footer_before(b); /* what the payload kept of it */
     free(p);
     uint32_t u = (uint32_t)((b - p) / 16);
     *header(p) = (u << 2) | 2;
-    *foot = ((u << 2) | 2) ^ mask;
+    forge_footer(b, u, seen);
     *(volatile uint32_t *)header(b) &= ~2u;
     free(b);
     void *z = malloc((size_t)(b - p) + 1000);
@@ -220,26 +229,24 @@ static void einherjar_parked(int read_while_free)
     sink_ptr(g0);
     sink_ptr(g2);
 }
-/* The parked block's header and footer forged alike, the footer's mask
- * read after free where the forged block would end: then malloc takes
- * the parked block as the best fit. */
+/* The parked block's header and footer forged alike, with the check of the
+ * footer seen after free where the forged block would end: then malloc
+ * takes the parked block as the best fit. */
 static void parked_block_enlarged_with_a_leaked_mask(void)
 {
     char *g0 = malloc(6000), *p = malloc(6000), *g1 = malloc(6000), *g2 = malloc(6000);
     size_t us = malloc_usable_size(g1);
-    uint32_t u1 = (uint32_t)((us + 4) / 16);
-    volatile uint32_t *foot = (volatile uint32_t *)(g1 + us - 4);
     free(g1);
-    uint32_t mask = *foot ^ ((u1 << 2) | 2); /* a use after free reads g1's footer */
+    struct footer seen = *footer_before(g2); /* a use after free reads g1's footer */
     char *g1b = malloc(6000);
-    if (g1b != g1 || g1 != p + us + 4) {
+    if (g1b != g1 || g1 != p + us + 4 || g2 != g1 + us + 4) {
         say("the layout this attack needs did not arise\n");
         _exit(4);
     }
     free(p);
-    uint32_t u = (uint32_t)((g1 + us + 4 - p) / 16); /* p and g1 as one block */
+    uint32_t u = (uint32_t)((g2 - p) / 16); /* p and g1 as one block */
     *header(p) = (u << 2) | 2;
-    *foot = ((u << 2) | 2) ^ mask;
+    forge_footer(g2, u, seen);
     *(volatile uint32_t *)header(g2) &= ~2u;
     void *z = malloc(2 * us);
     no_overlap(z, 2 * us, g1, 6000);
@@ -248,16 +255,16 @@ static void parked_block_enlarged_with_a_leaked_mask(void)
 
 /* House of Einherjar through a tree-binned block: p (4,100 units) filed in
  * its tree bin, its header rewritten to claim the live blocks after it (a
- * size in the same bin), a footer forged to match where the claim ends.
- * The footer's mask there comes from a read after free of a's footer
- * (from_top 0), or from the footer a merge into the top left in memory
- * that malloc hands out again (from_top 1: no read after free). */
+ * size in the same bin), a footer forged where the claim ends with the
+ * check of a's footer there, read after free (from_top 0), or left in
+ * memory a merge into the top buried and malloc hands out again (from_top
+ * 1: no read after free). */
 static void einherjar_tree(int from_top)
 {
     size_t ps = 4100 * 16 - 4, n = 2000;
     char *g0 = malloc(ps), *p = malloc(ps), *g1 = malloc(n), *a = malloc(n), *b;
     size_t us = malloc_usable_size(a);
-    uint32_t ua = (uint32_t)((us + 4) / 16), stale = 0;
+    struct footer seen = {0, 0};
     if (from_top) {
         char *b0 = malloc(n);
         free(a);
@@ -267,7 +274,7 @@ static void einherjar_tree(int from_top)
             say("the layout this attack needs did not arise\n");
             _exit(4);
         }
-        stale = *(volatile uint32_t *)(a + us - 4);
+        seen = *footer_before(a + us + 4);
     }
     b = malloc(n);
     char *g2 = malloc(n), *x = malloc(n), *g3 = malloc(n);
@@ -275,21 +282,19 @@ static void einherjar_tree(int from_top)
         say("the layout this attack needs did not arise\n");
         _exit(4);
     }
-    volatile uint32_t *foot = (volatile uint32_t *)(b - 8);
     if (!from_top) {
         free(a);
-        stale = *foot; /* a use after free reads a's footer */
+        seen = *footer_before(b); /* a use after free reads a's footer */
         if (malloc(n) != a) {
             say("the layout this attack needs did not arise\n");
             _exit(4);
         }
     }
-    uint32_t mask = stale ^ ((ua << 2) | 2);
     free(p);
     free(x); /* parks x, files p in its tree bin */
     uint32_t u = (uint32_t)((b - p) / 16);
     *header(p) = (u << 2) | 2;
-    *foot = ((u << 2) | 2) ^ mask;
+    forge_footer(b, u, seen);
     *(volatile uint32_t *)header(b) &= ~2u;
     free(b);
     size_t want = (size_t)(b - p) + 1000;
@@ -520,15 +525,15 @@ static const struct hcase cases[] = {
      overflow_parked_footer_and_prev_used, "malloc", "corrupted free"},
     {"a fake previous size and a cleared PREV_USED (House of Einherjar), then free", fake_prev_size_then_free, "free",
      "corrupted"},
-    {"a stale footer's mask forges the parked block's size (House of Einherjar), then free",
+    {"a footer left in a reused block forges the parked block's size (House of Einherjar), then free",
      einherjar_through_a_stale_footer, "free", "corrupted"},
     {"a footer read after free forges the parked block's size (House of Einherjar), then free",
      einherjar_through_a_footer_read_after_free, "free", "corrupted"},
-    {"a tree-binned block's size forged, footer mask read after free (House of Einherjar), then free",
+    {"a tree-binned block's size forged, the footer's check read after free (House of Einherjar), then free",
      einherjar_tree_mask_read_after_free, "free", "corrupted"},
-    {"a tree-binned block's size forged, footer mask left in memory carved from the top, then free",
+    {"a tree-binned block's size forged, the footer's check left in memory carved from the top, then free",
      einherjar_tree_mask_left_in_the_top, "free", "corrupted"},
-    {"the parked block's header and footer enlarged alike (mask read after free), then malloc",
+    {"the parked block's header and footer enlarged alike (the footer's check read after free), then malloc",
      parked_block_enlarged_with_a_leaked_mask, "malloc", "corrupted free block"},
     {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,
      "malloc_trim", "corrupted heap block header"},

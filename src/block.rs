@@ -19,22 +19,25 @@
 //!  │   ...                    │         │ (links stored masked)    │
 //!  │   ...                    │         │   ...                    │
 //!  │   ...                    │         ├──────────────────────────┤
-//!  │   ...                    │         │ footer u32 (header,      │ b+size-4
-//!  │                          │         │   stored masked)         │
+//!  │   ...                    │         │ footer: header u32, and  │ b+size-8
+//!  │                          │         │   its keyed check u32    │
 //!  └──────────────────────────┘         └──────────────────────────┘
 //!  next block's header at b+size        next block's header at b+size
 //! ```
 //!
-//! A footer is stored masked with a keyed value of its own address, as the
-//! links are: a footer the program forged (a fake previous size before a
-//! header whose `PREV_USED` it cleared, or a free block's header enlarged
-//! over a live block with a matching footer written inside it) decodes to
-//! a wild size that fails the checks, while a genuine one decodes to the
-//! header.
+//! A footer is the block's header beside a 32-bit keyed hash of that header
+//! and the footer's own address: a footer the program forged (a fake
+//! previous size before a header whose `PREV_USED` it cleared, or a free
+//! block's header enlarged over a live block with a matching footer
+//! written inside it) fails its check. Unlike a value masked with a keyed
+//! value of its address, a footer the program has seen (read after a free,
+//! or by an underflow of the block after it) tells nothing of the footer
+//! of another size at the same place. The smallest free block (32 bytes)
+//! has room for it after its two list links.
 //!
 //! An allocated block has no footer: the next block's `PREV_USED` bit says
-//! whether the four bytes before its header are a footer or the end of our
-//! payload. So the whole overhead of an allocated block is its 4-byte header
+//! whether the eight bytes before its header are a footer or the end of
+//! our payload. So the whole overhead of an allocated block is its 4-byte header
 //! (glibc's is 8), and `malloc(n)` takes `max(32, round_up(n + 4, 16))` bytes.
 //!
 //! # Header bits
@@ -154,11 +157,14 @@ fn link_mask(b: Block, i: usize) -> usize {
     keyed(b.addr() + 8 * i, LINK_KEY.load(Ordering::Relaxed), LINK_MUL.load(Ordering::Relaxed))
 }
 
-/// The mask of a footer stored at `at` (see the module notes).
+/// The check of footer `h` stored at `at` (see the module notes): a keyed
+/// hash of both, the header hashed first so that no two (address, header)
+/// pairs are one input.
 #[inline(always)]
-fn footer_mask(at: usize) -> u32 {
+fn footer_check(at: usize, h: u32) -> u32 {
     let key = LINK_KEY.load(Ordering::Relaxed).rotate_left(31);
-    (keyed(at, key, LINK_MUL.load(Ordering::Relaxed)) >> 16) as u32
+    let mul = LINK_MUL.load(Ordering::Relaxed);
+    (keyed(at ^ keyed(h as usize, key.rotate_left(17), mul), key, mul) >> 32) as u32
 }
 
 /// The tag bits (already in place) of a used header.
@@ -560,39 +566,44 @@ impl Block {
     /// `self .. self + units` must lie in a heap region.
     #[inline(always)]
     pub unsafe fn set_free(self, units: u32) {
-        // SAFETY: forwarded to the caller; the footer is the last 4 bytes
-        // of the block, before the next header.
+        // SAFETY: forwarded to the caller; the footer is the last 8 bytes
+        // of the block, before the next header (a free block has at least
+        // 32 bytes: header, two links and the footer).
         unsafe {
             let h = free_header(units);
             self.set_header(h);
             let f = self.offset(units).footer_before();
-            f.write(h ^ footer_mask(f as usize));
+            f.write(h);
+            f.add(1).write(footer_check(f as usize, h));
         }
     }
 
-    /// Clears the 4 bytes before this header, where the footer of a free
+    /// Clears the 8 bytes before this header, where the footer of a free
     /// block that is now inside a used block's payload, or inside a larger
-    /// free block, was: the program must not read a masked value, from
-    /// which it could forge a footer there.
+    /// free block, was: the program is not shown a footer's check.
     ///
     /// # Safety
-    /// The 4 bytes before `self` must lie in a block of the heap (the one
+    /// The 8 bytes before `self` must lie in a block of the heap (the one
     /// before it, used or merged) that no one else is writing.
     #[inline(always)]
     pub unsafe fn clear_footer_before(self) {
         // SAFETY: forwarded to the caller.
-        unsafe { self.footer_before().write(0) }
+        unsafe {
+            let f = self.footer_before();
+            f.write(0);
+            f.add(1).write(0);
+        }
     }
 
-    /// The 4 bytes just before this header: the previous block's footer when
-    /// `PREV_USED` is clear.
+    /// The 8 bytes just before this header (two 4-aligned words): the
+    /// previous block's footer when `PREV_USED` is clear.
     #[inline(always)]
     fn footer_before(self) -> *mut u32 {
-        self.0.wrapping_sub(4) as *mut u32
+        self.0.wrapping_sub(8) as *mut u32
     }
 
-    /// The footer of a free block, unmasked (equal to its header when
-    /// intact).
+    /// The header a free block's footer records (equal to its header when
+    /// intact; `u32::MAX`, a used value, when the footer fails its check).
     ///
     /// # Safety
     /// `self` must be a free block with `units` in a heap region.
@@ -602,7 +613,9 @@ impl Block {
         unsafe { self.offset(units).prev_footer() }
     }
 
-    /// The size in units of the previous block, read from its footer.
+    /// The header the previous block's footer records, or `u32::MAX` (a
+    /// used value, which every caller refuses) when the footer fails its
+    /// check.
     ///
     /// # Safety
     /// `self` must be a block in a heap region whose `PREV_USED` is clear.
@@ -610,7 +623,8 @@ impl Block {
     pub unsafe fn prev_footer(self) -> u32 {
         let f = self.footer_before();
         // SAFETY: forwarded to the caller.
-        unsafe { f.read() ^ footer_mask(f as usize) }
+        let (h, check) = unsafe { (f.read(), f.add(1).read()) };
+        if check == footer_check(f as usize, h) { h } else { u32::MAX }
     }
 
     /// The previous block, found through its footer.

@@ -364,9 +364,10 @@ impl<S: Source> Heap<S> {
         }
     }
 
-    /// The parked block and the size its header claims (0 when none),
-    /// unchecked beyond its header being a free one: for weighing it and
-    /// filing it. Whoever takes it checks it ([`Heap::check_taken`]).
+    /// The parked block and its size (0 when none), checked only against
+    /// the size it was parked with (its header must still claim it): for
+    /// weighing it and filing it. Whoever takes it checks the rest
+    /// ([`Heap::check_taken`]).
     fn parked_claim(&self) -> (Block, u32) {
         let p = self.parked;
         if p.is_null() {
@@ -374,11 +375,13 @@ impl<S: Source> Heap<S> {
         }
         // SAFETY: the parked block lies in a heap region.
         let h = unsafe { p.header() };
-        let units = crate::block::header_units(h);
-        if h & crate::block::USED != 0 || units < MIN_UNITS {
+        if h != free_header(self.parked_units) {
+            // A header rewritten while the block waited (an overflow, or a
+            // write after free): filed or taken at the size it claims, the
+            // block would reach over live ones.
             self.corrupt("corrupted free block at", p.payload() as usize);
         }
-        (p, units)
+        (p, self.parked_units)
     }
 
     /// Removes the best fit for `units` from the bins or the parked block.
