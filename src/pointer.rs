@@ -21,11 +21,16 @@ use crate::tcache;
 /// the program (not free, not waiting in a thread cache). Only [`resolve`]
 /// and [`held`] make one, so code that receives it need not check again.
 #[derive(Clone, Copy, Debug)]
-pub struct Held(Block);
+pub struct Held(Block, bool);
 
 impl Held {
     pub fn block(self) -> Block {
         self.0
+    }
+
+    /// Whether the block is a slab's (its payload is on a slab page).
+    pub fn in_slab(self) -> bool {
+        self.1
     }
 }
 
@@ -110,7 +115,7 @@ fn held_header(b: Block, func: &'static str) -> Held {
             && (!crate::block::is_big_body(h) || is_whole_big_block(b))
             && !tcache::is_marked(b, h)
         {
-            return Held(b);
+            return Held(b, false);
         }
     }
     bad_heap_pointer(b, func)
@@ -131,7 +136,7 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
     };
     if h == crate::block::used_header(b.addr(), units) {
         if !marked {
-            return Held(b);
+            return Held(b, true);
         }
         diag::fatal(func, double_free_text(func), p);
     }

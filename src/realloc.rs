@@ -10,7 +10,7 @@ use crate::free::{free_large, free_moved};
 use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, Held, Ptr};
-use crate::process::{heap_of, in_slab, large};
+use crate::process::{heap_of, large};
 use crate::registry::{count, my_cache, served};
 use crate::tcache::Call;
 use core::sync::atomic::Ordering::Relaxed;
@@ -33,18 +33,19 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
 fn realloc_heap(held: Held, n: usize) -> *mut u8 {
     let b = held.block();
     let p = b.payload();
-    // `resolve` checked the header; it is read again for the size, and
-    // checked again, because another thread may have freed the same
-    // pointer since (a race the program made): a size read from a free
-    // header would send the copy below past the heap.
+    // `resolve` checked the header; it is read again for the size, and,
+    // once the process has a second thread, checked again, because another
+    // thread may have freed the same pointer since (a race the program
+    // made): a size read from a free header would send the copy below past
+    // the heap.
     // SAFETY: the header of a block that was held lies in a heap region.
-    if !crate::block::is_block_header(b.addr(), unsafe { b.header() }) {
+    if !crate::sync::single_threaded() && !crate::block::is_block_header(b.addr(), unsafe { b.header() }) {
         diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
     }
     // SAFETY: a held block's header is valid (a big block's checked whole).
     let (have, big) = unsafe { (b.units(), b.held_span().2) };
     let old_bytes = Block::payload_bytes(have);
-    let slab = in_slab(b);
+    let slab = held.in_slab();
     if n <= config::MAX_HEAP_REQUEST || (big && n <= config::MAX_BIG_REQUEST) {
         let want = config::request_units(n);
         // A slab block cannot be split: it keeps its size when it shrinks
