@@ -304,6 +304,67 @@ static void einherjar_tree(int from_top)
     sink_ptr(g2);
     sink_ptr(g3);
 }
+/* Free-block links are stored XOR a keyed mask of their slot, so a link
+ * whose value the program knows (NULL) gives that slot's mask away when read
+ * after free. */
+static volatile uint64_t *link_slot(void *free_payload, int i) { return (volatile uint64_t *)((char *)free_payload + 8 * i); }
+
+/* A tree node's left link forged (its mask from the NULL it held) to the
+ * heap region's last header position, where a live block's payload holds a
+ * free-looking header: its links would lie past the region's end, past the
+ * break. */
+static void tree_link_to_the_region_end(void)
+{
+    mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    char *n = malloc(5000), *g = malloc(2000), *g2 = malloc(2000);
+    char *top = g2 + malloc_usable_size(g2); /* the top's header */
+    uintptr_t end = (uintptr_t)sbrk(0);
+    if ((uintptr_t)top > end || end - (uintptr_t)top > (64u << 20)) {
+        say("the layout this attack needs did not arise\n");
+        _exit(4);
+    }
+    char *x = malloc(end - 4 - (uintptr_t)top - 4); /* the whole top */
+    if (x != top + 4) {
+        say("the layout this attack needs did not arise\n");
+        _exit(4);
+    }
+    free(n);  /* parked */
+    free(g2); /* files n in its tree bin, a lone root */
+    uint64_t mask = *link_slot(n, 0);
+    uintptr_t c = end - 20;
+    *(volatile uint32_t *)c = (300u << 2) | 2; /* inside live x */
+    *link_slot(n, 0) = (uint64_t)c ^ mask;
+    sink_ptr(malloc(4500));
+    sink_ptr(g);
+}
+
+/* A tree root's parent link forged (its mask from the NULL it held) to a
+ * global of the program: a rotation above the root would write there. */
+static volatile uint64_t hostile_global[64];
+static void tree_root_parent_to_a_global(void)
+{
+    char *a = malloc(5000), *g0 = malloc(2000), *b = malloc(5000), *g1 = malloc(2000);
+    char *s0 = malloc(1500), *g2 = malloc(1500), *s1 = malloc(1500), *g3 = malloc(1500);
+    for (int i = 0; i < 64; i++)
+        hostile_global[i] = 0x5a5a5a5a5a5a5a5aULL;
+    free(a);
+    free(s0); /* files a in its tree bin, a lone root */
+    uint64_t mask = *link_slot(a, 2);
+    *link_slot(a, 2) = (uint64_t)(uintptr_t)&hostile_global[8] ^ mask;
+    free(b);
+    free(s1); /* files b in the same bin: an insert, perhaps a rotation */
+    for (int i = 0; i < 64; i++)
+        if (hostile_global[i] != 0x5a5a5a5a5a5a5a5aULL) {
+            say("the allocator wrote outside the heap\n");
+            _exit(3);
+        }
+    sink_ptr(malloc(4000));
+    sink_ptr(g0);
+    sink_ptr(g1);
+    sink_ptr(g2);
+    sink_ptr(g3);
+}
+
 static void einherjar_tree_mask_read_after_free(void) { einherjar_tree(0); }
 static void einherjar_tree_mask_left_in_the_top(void) { einherjar_tree(1); }
 
@@ -533,6 +594,10 @@ static const struct hcase cases[] = {
      einherjar_tree_mask_read_after_free, "free", "corrupted"},
     {"a tree-binned block's size forged, the footer's check left in memory carved from the top, then free",
      einherjar_tree_mask_left_in_the_top, "free", "corrupted"},
+    {"a tree node's link forged to the heap region's last header position, then malloc", tree_link_to_the_region_end,
+     "malloc", "corrupted free list"},
+    {"a tree root's parent link forged to a global of the program, then a free into its bin",
+     tree_root_parent_to_a_global, "free", "corrupted free list"},
     {"the parked block's header and footer enlarged alike (the footer's check read after free), then malloc",
      parked_block_enlarged_with_a_leaked_mask, "malloc", "corrupted free block"},
     {"an overflow rewrites a slab container's size, then the slab empties", overflow_rewrites_a_slab_container,

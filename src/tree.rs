@@ -72,26 +72,57 @@ impl Treap {
         self.root.is_null()
     }
 
-    /// Follows link `side` of `n` after checking that the target is a free
-    /// block in a heap region whose parent link is `n`.
+    /// Whether `c`, read from a link, can be a node: its header and its four
+    /// links lie in a heap region (a header position three units on is one
+    /// too, so no byte in between is past the region's end, where a forged
+    /// header right before the epilogue would lead), and its header is a
+    /// free one.
+    ///
+    /// # Safety
+    /// None beyond `regions` describing the heap: nothing is read before
+    /// the region checks.
+    #[inline]
+    unsafe fn is_node(regions: &RegionTable, c: Block) -> bool {
+        regions.holds_header(c.addr())
+            && regions.holds_header(c.offset(3).addr())
+            // SAFETY: `c` lies in a heap region (just checked).
+            && !unsafe { c.is_used() }
+    }
+
+    /// Follows link `side` of `n` after checking that the target is a node
+    /// ([`Treap::is_node`]) whose parent link is `n`.
     ///
     /// # Safety
     /// `n` must be a checked node of this tree.
     #[inline]
     unsafe fn child(regions: &RegionTable, n: Block, side: usize) -> Result<Block, BadLink> {
         // SAFETY: `n` is a checked free tree block; `c` is read only after
-        // the region check.
+        // the region checks.
         unsafe {
             let c = n.link(side);
-            if c.is_null()
-                || (regions.holds_header(c.addr())
-                    && !c.is_used()
-                    && c.link(PARENT) == n)
-            {
+            if c.is_null() || (Self::is_node(regions, c) && c.link(PARENT) == n) {
                 Ok(c)
             } else {
                 Err(BadLink(n.addr()))
             }
+        }
+    }
+
+    /// Checks the root: a node whose parent link is null. Every other
+    /// node's parent link is checked on the way down to it ([`Treap::child`]);
+    /// the root's must be, before a rotation or a walk climbs through it
+    /// (a forged one would send them to write, or read, where the program
+    /// chose).
+    ///
+    /// # Safety
+    /// The root must be null or a header position the tree put there.
+    unsafe fn check_root(&self, regions: &RegionTable) -> Result<(), BadLink> {
+        let r = self.root;
+        // SAFETY: the root's links are read only once it is a node.
+        if r.is_null() || unsafe { Self::is_node(regions, r) && r.link(PARENT).is_null() } {
+            Ok(())
+        } else {
+            Err(BadLink(r.addr()))
         }
     }
 
@@ -143,6 +174,7 @@ impl Treap {
     pub unsafe fn insert(&mut self, regions: &RegionTable, b: Block) -> Result<(), BadLink> {
         // SAFETY: nodes are reached through `child`, which checks them.
         unsafe {
+            self.check_root(regions)?;
             let k = key(b);
             b.set_link(SIZE, Block::at(k.0 as usize as *mut u8));
             let mut parent = Block::NULL;
@@ -181,12 +213,12 @@ impl Treap {
         // SAFETY: `b` is a free block in a region (caller); its parent and
         // children are checked before use.
         unsafe {
+            self.check_root(regions)?;
             let parent = b.link(PARENT);
             let linked = if parent.is_null() {
                 self.root == b
             } else {
-                regions.holds_header(parent.addr())
-                    && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
+                Self::is_node(regions, parent) && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
             };
             if !linked || !size_intact(b) {
                 return Err(BadLink(b.addr()));
@@ -239,6 +271,8 @@ impl Treap {
         if cur.is_null() {
             return Ok(());
         }
+        // SAFETY: forwarded.
+        unsafe { self.check_root(regions)? };
         // SAFETY: every step goes through `child` or a parent link of a
         // checked node.
         unsafe {
