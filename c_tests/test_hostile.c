@@ -365,6 +365,30 @@ static void tree_root_parent_to_a_global(void)
     sink_ptr(g3);
 }
 
+/* A tree root's empty child link forged (its mask from the NULL it held) to
+ * name its one child: the child on both sides, which a walk (here
+ * malloc_trim's purge) went round forever, under the heap's lock. Of two
+ * nodes, the root is the one of higher treap priority (a hash of the
+ * address, tree.rs), and a node's right child is the larger key. */
+static uint64_t treap_priority(char *payload) { return ((uint64_t)((uintptr_t)payload - 4) * 0x9E3779B97F4A7C15ULL) >> 16; }
+static void tree_child_named_twice(void)
+{
+    char *n1 = malloc(5000), *g1 = malloc(2000), *n2 = malloc(5000), *g2 = malloc(2000);
+    char *x = malloc(2000), *g3 = malloc(2000);
+    free(n1);
+    free(n2);
+    free(x); /* n1 and n2 filed in one tree bin (equal sizes: keyed by address); x parked */
+    char *root = treap_priority(n1) >= treap_priority(n2) ? n1 : n2;
+    char *child = root == n1 ? n2 : n1;
+    int empty = child > root ? 0 : 1; /* the child is on the other side */
+    uint64_t mask = *link_slot(root, empty);
+    *link_slot(root, empty) = (uint64_t)(uintptr_t)(child - 4) ^ mask;
+    malloc_trim(0);
+    sink_ptr(g1);
+    sink_ptr(g2);
+    sink_ptr(g3);
+}
+
 static void einherjar_tree_mask_read_after_free(void) { einherjar_tree(0); }
 static void einherjar_tree_mask_left_in_the_top(void) { einherjar_tree(1); }
 
@@ -596,6 +620,8 @@ static const struct hcase cases[] = {
      einherjar_tree_mask_left_in_the_top, "free", "corrupted"},
     {"a tree node's link forged to the heap region's last header position, then malloc", tree_link_to_the_region_end,
      "malloc", "corrupted free list"},
+    {"a tree node's one child named on both sides, then malloc_trim walks the tree", tree_child_named_twice,
+     "malloc_trim", "corrupted free list"},
     {"a tree root's parent link forged to a global of the program, then a free into its bin",
      tree_root_parent_to_a_global, "free", "corrupted free list"},
     {"the parked block's header and footer enlarged alike (the footer's check read after free), then malloc",

@@ -173,6 +173,23 @@ fn walk(frames: &mut [usize; MAX_FRAMES], own: &core::ops::Range<usize>) -> Opti
     let mut skipping = true;
     // The first address is inside this function, not a return address.
     let mut key = ip;
+    // Memory is known mapped from this frame up to `mapped_to`: a frame
+    // pointer the program overwrote (an overflow of a buffer on its stack)
+    // could lead past the stack's mapping, so a read beyond it first asks
+    // whether its page is mapped (a system call per page the walk enters).
+    // Reads only go up the stack, so the pages skipped are never read.
+    let page = crate::os::page_size();
+    let mut mapped_to = (sp | (page - 1)) + 1;
+    let mut readable = |a: usize| {
+        if a < mapped_to {
+            return true;
+        }
+        if !crate::os::is_mapped(a) {
+            return false;
+        }
+        mapped_to = (a | (page - 1)) + 1;
+        true
+    };
     for _ in 0..MAX_STEPS {
         let r = cached_rule(key)?;
         let Some(ra_at) = r.ra_at else { return Some(depth) };
@@ -189,6 +206,15 @@ fn walk(frames: &mut [usize; MAX_FRAMES], own: &core::ops::Range<usize>) -> Opti
             Some(at) => Some(in_frame(at)?),
             None => None,
         };
+        // Not mapped: not the program's stack. The walk stops here
+        // (libgcc's would read there too).
+        let (lo, hi) = match bp_slot {
+            Some(b) => (ra_slot.min(b), ra_slot.max(b)),
+            None => (ra_slot, ra_slot),
+        };
+        if !readable(lo) || !readable(hi) {
+            return Some(depth);
+        }
         // SAFETY: both slots are in this frame, between its stack pointer
         // and its CFA, on this thread's stack, where the frame's description
         // says the return address and the caller's frame pointer are.

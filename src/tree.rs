@@ -90,7 +90,11 @@ impl Treap {
     }
 
     /// Follows link `side` of `n` after checking that the target is a node
-    /// ([`Treap::is_node`]) whose parent link is `n`.
+    /// ([`Treap::is_node`]) whose parent link is `n`, and not also `n`'s
+    /// other child. A node has one parent link, so no node is the child of
+    /// two others, and the links followed from the root form no cycle: a
+    /// walk ends (a forged link naming one node as both children sent
+    /// `for_each` round in a loop, under the heap's lock).
     ///
     /// # Safety
     /// `n` must be a checked node of this tree.
@@ -100,7 +104,7 @@ impl Treap {
         // the region checks.
         unsafe {
             let c = n.link(side);
-            if c.is_null() || (Self::is_node(regions, c) && c.link(PARENT) == n) {
+            if c.is_null() || (Self::is_node(regions, c) && c.link(PARENT) == n && n.link(1 - side) != c) {
                 Ok(c)
             } else {
                 Err(BadLink(n.addr()))
