@@ -11,6 +11,7 @@
 #endif
 
 #include <errno.h>
+#include <poll.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -238,18 +239,34 @@ static inline int run_child_stderr(void (*fn)(void *), void *arg, char *err, siz
         _exit(0);
     }
     close(fds[1]);
+    /* The pipe is read against the same deadline: a child that hangs
+     * (a loop inside the allocator) keeps its end open forever. */
+    double deadline = now_s() + timeout_s;
     size_t got = 0;
-    ssize_t r;
-    while (got < cap - 1 && (r = read(fds[0], err + got, cap - 1 - got)) > 0)
-        got += (size_t)r;
+    for (;;) {
+        struct pollfd pfd = {fds[0], POLLIN, 0};
+        int left_ms = (int)((deadline - now_s()) * 1000);
+        if (left_ms <= 0)
+            break;
+        int n = poll(&pfd, 1, left_ms);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            break;
+        char sink_buf[256];
+        char *to = got < cap - 1 ? err + got : sink_buf;
+        size_t room = got < cap - 1 ? cap - 1 - got : sizeof sink_buf;
+        ssize_t r = read(fds[0], to, room);
+        if (r <= 0)
+            break;
+        if (to != sink_buf)
+            got += (size_t)r;
+    }
     err[got] = 0;
     close(fds[0]);
     int status = 0;
-    if (!wait_child(pid, timeout_s, &status)) {
-        kill(pid, SIGKILL);
-        waitpid(pid, &status, 0);
+    if (!wait_child_until(pid, deadline, 1, &status))
         return -1;
-    }
     return status;
 }
 
