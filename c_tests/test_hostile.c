@@ -389,6 +389,58 @@ static void tree_child_named_twice(void)
     sink_ptr(g3);
 }
 
+/* Three blocks in one tree bin, the middle-sized one the root, the others
+ * leaves (addresses tried until the treap priorities, tree.rs, fall so);
+ * the leaf that rotates up when the root is removed has its inner child
+ * link forged (its mask from the NULL it held) to a global of the program:
+ * the rotation would move that "child" under the root, writing its parent
+ * link there. */
+static volatile uint8_t rotation_target[256];
+/* The allocator aborts after such a write too (a later check finds the
+ * link): the write is looked for when it does. */
+static void rotation_target_checked(int sig)
+{
+    for (int i = 0; i < 256; i++)
+        if (rotation_target[i]) {
+            say("the allocator wrote outside the heap\n");
+            _exit(3);
+        }
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+static void tree_inner_child_to_a_global(void)
+{
+    signal(SIGABRT, rotation_target_checked);
+    char *w = malloc(8000), *gw = malloc(1200), *x, *y, *z;
+    for (int tries = 0;; tries++) {
+        x = malloc(4700);
+        sink_ptr(malloc(1200));
+        y = malloc(4800);
+        sink_ptr(malloc(1200));
+        z = malloc(4900);
+        sink_ptr(malloc(1200));
+        if (treap_priority(y) > treap_priority(z) && treap_priority(z) > treap_priority(x))
+            break; /* y the root, x its left leaf, z its right leaf: z rotates up */
+        if (tries > 1000) {
+            say("the layout this attack needs did not arise\n");
+            _exit(4);
+        }
+    }
+    free(x);
+    free(y);
+    free(z);
+    free(w); /* parks w, files z */
+    uint64_t mask = *link_slot(z, 0);
+    *link_slot(z, 0) = ((uint64_t)(uintptr_t)&rotation_target[64] - 20) ^ mask;
+    sink_ptr(malloc(4800)); /* takes y out of the tree */
+    for (int i = 0; i < 256; i++)
+        if (rotation_target[i]) {
+            say("the allocator wrote outside the heap\n");
+            _exit(3);
+        }
+    sink_ptr(gw);
+}
+
 static void einherjar_tree_mask_read_after_free(void) { einherjar_tree(0); }
 static void einherjar_tree_mask_left_in_the_top(void) { einherjar_tree(1); }
 
@@ -622,6 +674,8 @@ static const struct hcase cases[] = {
      "malloc", "corrupted free list"},
     {"a tree node's one child named on both sides, then malloc_trim walks the tree", tree_child_named_twice,
      "malloc_trim", "corrupted free list"},
+    {"a tree leaf's inner child link forged to a global, then malloc takes the root (a rotation)",
+     tree_inner_child_to_a_global, "malloc", "corrupted free list"},
     {"a tree root's parent link forged to a global of the program, then a free into its bin",
      tree_root_parent_to_a_global, "free", "corrupted free list"},
     {"the parked block's header and footer enlarged alike (the footer's check read after free), then malloc",

@@ -151,16 +151,19 @@ impl Treap {
     }
 
     /// Rotates `x` above its parent `p`, keeping the in-order sequence.
+    /// `x`'s inner child, which moves under `p`, is checked first (a link
+    /// forged there would have the rotation write where it points).
     ///
     /// # Safety
     /// `x` must be a child of `p`, both checked nodes of this tree.
-    unsafe fn rotate_up(&mut self, x: Block, p: Block) {
-        // SAFETY: `x`, `p` and their links are nodes of this tree (checked
-        // by the callers before the rotation).
+    unsafe fn rotate_up(&mut self, regions: &RegionTable, x: Block, p: Block) -> Result<(), BadLink> {
+        // SAFETY: `x`, `p` and `p`'s parent are checked nodes of this tree
+        // (by the callers, before the rotation); `x`'s inner child is
+        // checked here.
         unsafe {
             let g = p.link(PARENT);
             let (toward, away) = if p.link(LEFT) == x { (LEFT, RIGHT) } else { (RIGHT, LEFT) };
-            let inner = x.link(away);
+            let inner = Self::child(regions, x, away)?;
             p.set_link(toward, inner);
             if !inner.is_null() {
                 inner.set_link(PARENT, p);
@@ -169,6 +172,7 @@ impl Treap {
             p.set_link(PARENT, x);
             self.replace_child(g, p, x);
         }
+        Ok(())
     }
 
     /// Inserts free block `b` (header and footer written).
@@ -203,7 +207,7 @@ impl Treap {
                 if p.is_null() || priority(p) >= pb {
                     break;
                 }
-                self.rotate_up(b, p);
+                self.rotate_up(regions, b, p)?;
             }
         }
         Ok(())
@@ -237,7 +241,7 @@ impl Treap {
                     return Ok(());
                 }
                 let up = if priority(l) > priority(r) { l } else { r };
-                self.rotate_up(up, b);
+                self.rotate_up(regions, up, b)?;
             }
         }
     }
