@@ -721,6 +721,37 @@ static void run_case(const struct hcase *k)
           how, status, err, want, k->cause);
 }
 
+/* A small list's tail link forged (its mask from the NULL it held, read
+ * after free) to the heap region's end marker, whose "links" lie past the
+ * region; then the heap checker walks the list. Exits 0 when the checker
+ * reported it and returned. */
+struct region_find { uintptr_t a, lo, hi; };
+static void region_of_cb(void *ctx, size_t addr, uint64_t size, uint32_t kind)
+{
+    struct region_find *f = ctx;
+    if (kind == FITALLOC_WALK_REGION && f->a >= addr && f->a < addr + size) {
+        f->lo = addr;
+        f->hi = addr + size;
+    }
+}
+static void checker_walks_a_list_link_to_the_region_end(void *arg)
+{
+    (void)arg;
+    char *a = malloc(2000), *g1 = malloc(2000), *c = malloc(3000), *g2 = malloc(2000);
+    struct region_find f = {(uintptr_t)a, 0, 0};
+    fitalloc_heap_walk(region_of_cb, &f);
+    if (!f.hi)
+        _exit(4);
+    free(a); /* alone in its exact list: its next link holds NULL */
+    free(c); /* parks c, files a */
+    uint64_t mask = *link_slot(a, 0);
+    *link_slot(a, 0) = (uint64_t)(f.hi - 4) ^ mask;
+    size_t problems = fitalloc_check_heap();
+    sink_ptr(g1);
+    sink_ptr(g2);
+    _exit(problems > 0 ? 0 : 5);
+}
+
 /* calloc after a stale write into a freed block that went back to the top
  * and was purged (the break moved by the program, so the heap madvises
  * instead of shrinking): the purged pages stay mapped, so calloc must not
@@ -877,6 +908,11 @@ int main(int argc, char **argv)
     int status = run_child_stderr(calloc_after_purge_and_stale_write, NULL, err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "calloc after a purge of the top and a stale write there returns zeroes", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(checker_walks_a_list_link_to_the_region_end, NULL, err, sizeof err, 60);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(err, "small list link outside the heap"),
+          "the heap checker on a small list link forged to the region's end: reported, no fault",
+          "status %#x; stderr: %s", status, err);
 
     status = run_child_stderr(overflow_past_a_large_block, NULL, err, sizeof err, 60);
     check(status != -1 && (WIFEXITED(status) ? WEXITSTATUS(status) == 0 : WTERMSIG(status) == SIGSEGV),

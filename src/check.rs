@@ -287,14 +287,22 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
         let mut prev = Block::NULL;
         let mut n = 0;
         while !b.is_null() && n <= limit {
-            if !regions.holds_header(b.addr()) {
+            // The smallest block from `b` must fit in the region (a header
+            // position right before the region's end has its links past
+            // it), and be a free block of the list's size, before its links
+            // are read.
+            if !regions.holds_header(b.addr()) || !regions.holds_header(b.offset(MIN_UNITS).addr()) {
                 rep.problem("small list link outside the heap", b.addr());
                 break;
             }
             rep.expect(arena_holds(h, b), "small list holds another arena's block", b.addr());
-            // SAFETY: `b` is a header position in a region.
+            // SAFETY: `b` and the smallest block's span from it lie in a
+            // region.
             unsafe {
-                rep.expect(b.header() == block::free_header(u), "block in the wrong small list", b.addr());
+                if b.header() != block::free_header(u) {
+                    rep.problem("block in the wrong small list", b.addr());
+                    break;
+                }
                 // The head's back link is not kept.
                 rep.expect(prev.is_null() || b.link(1) == prev, "small list back link wrong", b.addr());
                 prev = b;

@@ -115,8 +115,10 @@ impl SmallBins {
     /// `b` must be a checked member of list `units`.
     #[inline]
     unsafe fn follows(regions: &RegionTable, b: Block, next: Block, units: u32) -> bool {
-        // SAFETY: `next` is dereferenced only after `is_member`.
-        next.is_null() || unsafe { Self::is_member(regions, next, units) && next.link(PREV) == b }
+        // SAFETY: `next` is dereferenced only after `is_member`. A block
+        // does not follow itself (a list looped on one block would hand it
+        // out and keep it at the head).
+        next.is_null() || (next != b && unsafe { Self::is_member(regions, next, units) && next.link(PREV) == b })
     }
 
     /// Removes `b` (of `units`) from its list after checking it and its
