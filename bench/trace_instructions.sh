@@ -9,9 +9,10 @@
 # that names its source files); the counts are of fitalloc's own functions.
 #
 # For each trace: one timed replay (`bench/replay --mode=time -n 1`) under
-# callgrind with LIB preloaded; the instructions of the C entry points
-# (malloc, free, calloc, realloc, memalign, posix_memalign, aligned_alloc),
-# everything they call included, divided by the trace's operations.
+# callgrind with LIB preloaded, collecting only inside the C entry points
+# (malloc, free, calloc, realloc, memalign, posix_memalign, aligned_alloc;
+# callgrind's --toggle-collect, so everything they call counts, whatever
+# the compiler inlined), divided by the trace's operations.
 # Prints one line per trace: "name instructions-per-op".
 set -euo pipefail
 if [ $# -lt 2 ]; then
@@ -34,13 +35,14 @@ for t in "$@"; do
         *) cp "$t" "$plain" ;;
     esac
     ops=$(sed -n 3p "$plain")
-    LD_PRELOAD="$lib" valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.out" \
+    LD_PRELOAD="$lib" valgrind --tool=callgrind --callgrind-out-file=/dev/null \
+        --toggle-collect=malloc --toggle-collect=free --toggle-collect=calloc \
+        --toggle-collect=realloc --toggle-collect=memalign --toggle-collect=posix_memalign \
+        --toggle-collect=aligned_alloc \
         "$here/replay" --mode=time -n 1 "$plain" > /dev/null 2> "$tmp/err" \
         || { cat "$tmp/err" >&2; exit 1; }
-    # Inclusive counts of the exported entry points (free is api.rs's).
-    callgrind_annotate --inclusive=yes "$tmp/cg.out" 2>/dev/null \
-        | grep -v '=>' \
-        | grep -E 'src/ffi\.rs:(malloc|calloc|realloc|memalign|posix_memalign|aligned_alloc)( |$)|src/api\.rs:free( |$)' \
-        | awk -v ops="$ops" -v name="$name" '{ gsub(",", "", $1); s += $1 } END { printf "%-10s %7.1f\n", name, s / ops }'
-    rm -f "$tmp/cg.out" "$plain"
+    collected=$(awk '/Collected :/ { print $NF }' "$tmp/err")
+    [ -n "$collected" ] || { echo "$0: callgrind collected nothing for $name" >&2; exit 1; }
+    awk -v c="$collected" -v ops="$ops" -v name="$name" 'BEGIN { printf "%-10s %7.1f\n", name, c / ops }'
+    rm -f "$plain"
 done

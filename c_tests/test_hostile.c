@@ -18,6 +18,7 @@
  * whole prefix copied elsewhere, must be refused (item 10's big blocks).
  */
 #define _GNU_SOURCE
+#include <fcntl.h>
 #include <malloc.h>
 #include <signal.h>
 #include <stdint.h>
@@ -441,6 +442,57 @@ static void tree_inner_child_to_a_global(void)
     sink_ptr(gw);
 }
 
+/* A cached block's mark was a keyed hash of its address XOR its link (and
+ * its header): a mark read after free from block a was then also the mark
+ * of block b, of the same header (14-bit tags collide among a few thousand
+ * blocks), with a's link moved by the two addresses' difference. Such a
+ * link is forged on b, aimed at unmapped memory; two mallocs follow it. */
+static char maps_text[1 << 16];
+static int is_mapped_here(uintptr_t x)
+{
+    for (char *l = maps_text; l && *l; l = strchr(l, '\n') ? strchr(l, '\n') + 1 : NULL) {
+        unsigned long lo, hi;
+        if (sscanf(l, "%lx-%lx", &lo, &hi) == 2 && x >= lo && x < hi)
+            return 1;
+    }
+    return 0;
+}
+static void cache_mark_moved_to_a_block_of_the_same_header(void)
+{
+    enum { N = 6000 };
+    static char *p[N];
+    for (int i = 0; i < N; i++)
+        p[i] = malloc(40);
+    malloc_trim(0); /* empties this thread's cache: a freed block's link is then null */
+    int fd = open("/proc/self/maps", O_RDONLY), n = 0, r;
+    while (fd >= 0 && (r = (int)read(fd, maps_text + n, sizeof maps_text - 1 - (size_t)n)) > 0)
+        n += r;
+    maps_text[n] = 0;
+    close(fd);
+    for (int i = 0; i < N; i++)
+        for (int j = i + 1; j < N; j++) {
+            if ((*header(p[i]) & ~2u) != (*header(p[j]) & ~2u))
+                continue;
+            uintptr_t at_a = (uintptr_t)p[i] - 4, at_b = (uintptr_t)p[j] - 4;
+            free(p[i]);
+            uint64_t link = *link_slot(p[i], 0), mark = *link_slot(p[i], 1); /* read after free */
+            uintptr_t forged = at_a ^ link ^ at_b;
+            if (forged == 0 || is_mapped_here(forged)) {
+                if (malloc(40) != p[i]) /* takes a back */
+                    _exit(4);
+                break;
+            }
+            free(p[j]);
+            *link_slot(p[j], 0) = forged;
+            *link_slot(p[j], 1) = mark;
+            sink_ptr(malloc(40));
+            sink_ptr(malloc(40));
+            return;
+        }
+    say("the layout this attack needs did not arise\n");
+    _exit(4);
+}
+
 static void einherjar_tree_mask_read_after_free(void) { einherjar_tree(0); }
 static void einherjar_tree_mask_left_in_the_top(void) { einherjar_tree(1); }
 
@@ -676,6 +728,8 @@ static const struct hcase cases[] = {
      "malloc_trim", "corrupted free list"},
     {"a tree leaf's inner child link forged to a global, then malloc takes the root (a rotation)",
      tree_inner_child_to_a_global, "malloc", "corrupted free list"},
+    {"a cached block's mark moved onto a block of the same header, its link aimed at unmapped memory, then malloc",
+     cache_mark_moved_to_a_block_of_the_same_header, "malloc", "corrupted thread cache"},
     {"a tree root's parent link forged to a global of the program, then a free into its bin",
      tree_root_parent_to_a_global, "free", "corrupted free list"},
     {"the parked block's header and footer enlarged alike (the footer's check read after free), then malloc",

@@ -51,36 +51,42 @@ pub fn set_secrets(key: u64, mul: u64) {
 /// header is the one the block had when it was cached (checked then by
 /// `free`, or written by the heap), and one read of it reveals no key.
 ///
-/// The header enters through a multiplication by the secret multiplier,
-/// not a plain XOR: otherwise an overflow that changed the header could
-/// redirect the link by the same bits and keep the mark valid. The
+/// The header and the address enter through a multiplication by the
+/// secret multiplier, not a plain XOR with the link: otherwise an overflow
+/// that changed the header could redirect the link by the same bits and
+/// keep the mark valid, and a mark read after free from one block would
+/// also be the mark of any block with the same header (14-bit tags
+/// collide) and the link shifted by the two addresses' difference (found
+/// by a hostile review: a forged link sent malloc to unmapped memory). The
 /// header's `PREV_USED` bit is left out: the heap changes it in a cached
 /// block when the block before it is freed or taken.
 #[inline(always)]
 fn seal(at: usize, link: usize, header: u32) -> usize {
-    Sealer::new(header).seal(at, link)
+    Sealer::new(at, header).seal(link)
 }
 
 /// The part of [`seal`] that does not depend on the link, computed once
-/// when a call seals two links of one block (the keys are loaded once).
+/// when a call checks one link of a block and seals another (the keys are
+/// loaded, and the address and header multiplied, once).
 #[derive(Clone, Copy)]
 struct Sealer {
     key: u64,
     mul: u64,
-    header: usize,
+    base: usize,
 }
 
 impl Sealer {
     #[inline(always)]
-    fn new(header: u32) -> Self {
+    fn new(at: usize, header: u32) -> Self {
         let mul = MARK_MUL.load(Relaxed);
-        let header = ((header & !crate::block::PREV_USED) as u64).wrapping_mul(mul) as usize;
-        Sealer { key: MARK_KEY.load(Relaxed), mul, header }
+        let header = ((header & !crate::block::PREV_USED) as u64).wrapping_mul(mul);
+        let base = ((at as u64).wrapping_mul(mul) ^ header) as usize;
+        Sealer { key: MARK_KEY.load(Relaxed), mul, base }
     }
 
     #[inline(always)]
-    fn seal(self, at: usize, link: usize) -> usize {
-        keyed(at ^ link ^ self.header, self.key, self.mul)
+    fn seal(self, link: usize) -> usize {
+        keyed(self.base ^ link, self.key, self.mul)
     }
 }
 
@@ -463,7 +469,7 @@ impl Tcache {
     #[inline(always)]
     pub unsafe fn push_header(&self, b: Block, units: u32, header: u32) {
         // SAFETY: forwarded.
-        unsafe { self.push_sealed(b, units, Sealer::new(header)) }
+        unsafe { self.push_sealed(b, units, Sealer::new(b.addr(), header)) }
     }
 
     /// Caches block `b` that the program frees, whose header `header` the
@@ -477,9 +483,9 @@ impl Tcache {
     /// `header` is its header.
     #[inline(always)]
     pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32) -> bool {
-        let sealer = Sealer::new(header);
+        let sealer = Sealer::new(b.addr(), header);
         // SAFETY: the payload holds both words (caller).
-        let marked = unsafe { b.cache_key() == sealer.seal(b.addr(), b.cache_link()) };
+        let marked = unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
         if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
             return false;
         }
@@ -496,7 +502,7 @@ impl Tcache {
             let heads = self.heads();
             let next = heads[units as usize];
             b.set_cache_link(next);
-            b.set_cache_key(sealer.seal(b.addr(), next));
+            b.set_cache_key(sealer.seal(next));
             heads[units as usize] = b.addr();
         }
         bump16(&self.room[units as usize], u16::MAX);
