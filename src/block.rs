@@ -172,7 +172,15 @@ fn footer_check(at: usize, h: u32) -> u32 {
 fn tag(addr: usize, units: u32) -> u32 {
     let key = TAG_KEY.load(Ordering::Relaxed);
     let mul = TAG_MUL.load(Ordering::Relaxed);
-    let x = (addr as u64 ^ key ^ ((units as u64) << 40)).wrapping_mul(mul);
+    // The address is hashed first, the size then mixed into the result
+    // before a second multiplication. Had the size gone into the same
+    // product as the address (as it did: XORed in above the address's
+    // bits), its share of the top bits would be a sum independent of the
+    // address, so the tags of one block at two sizes (a block shrunk in
+    // place, read out of bounds) would give away how to change any tag to
+    // any other size. Here the size's share depends on the hashed address.
+    let x = (addr as u64 ^ key).wrapping_mul(mul);
+    let x = ((x ^ (x >> 29)) ^ units as u64).wrapping_mul(mul);
     ((x >> 50) as u32) << 2
 }
 
@@ -185,11 +193,15 @@ pub fn used_header(addr: usize, units: u32) -> u32 {
 
 /// The keyed check of a big block's record: 32 bits of a keyed hash of
 /// the block's address and size (the tags' key, turned, so that the two
-/// keyed values are not the same function).
+/// keyed values are not the same function). The size is hashed first: as
+/// a plain XOR into the address's high bits, the record of a block at one
+/// address would also check for a block 2^34 bytes away with its size
+/// changed by the same bits.
 #[inline]
 fn big_check(addr: usize, units: u32) -> u32 {
     let key = TAG_KEY.load(Ordering::Relaxed).rotate_left(23);
-    (keyed(addr ^ ((units as usize) << 34), key, TAG_MUL.load(Ordering::Relaxed)) >> 32) as u32
+    let mul = TAG_MUL.load(Ordering::Relaxed);
+    (keyed(addr ^ keyed(units as usize, key.rotate_left(11), mul), key, mul) >> 32) as u32
 }
 
 /// Whether `h`, read at block address `addr`, is a correct used header.
