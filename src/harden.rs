@@ -69,13 +69,27 @@ pub enum Kind {
 
 const KINDS: [Kind; 3] = [Kind::Malloc, Kind::New, Kind::NewArray];
 
+/// The trailer's check: a keyed hash of the block's address, its
+/// requested size and its kind, the size hashed first (XORed into the
+/// address's high bits, a trailer would also check on a block 4 GiB away
+/// with its size changed by the same bits).
 fn check_word(p: usize, n: u32, kind: Kind) -> u32 {
     let key = KEY.load(Relaxed) ^ (kind as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    (crate::block::keyed(p ^ ((n as usize) << 32), key, MUL.load(Relaxed)) >> 32) as u32
+    let mul = MUL.load(Relaxed);
+    let size = crate::block::keyed(n as usize, key.rotate_left(29), mul);
+    (crate::block::keyed(p ^ size, key, mul) >> 32) as u32
 }
 
-fn canary_byte(p: usize, i: usize) -> u8 {
-    (KEY.load(Relaxed) >> 56) as u8 ^ (p.wrapping_add(i) as u8).wrapping_mul(31)
+/// The canary's bytes for the block at `p`: a keyed hash of its address,
+/// byte `i` of the slack taking byte `i % 8` of it, so the canary of one
+/// block says nothing of another's (with one key byte for every block, a
+/// byte read past one block's request gave them all away).
+fn canary_word(p: usize) -> usize {
+    crate::block::keyed(p ^ 0x4341_4e41_5259_2121, KEY.load(Relaxed).rotate_left(17), MUL.load(Relaxed))
+}
+
+fn canary_byte(word: usize, i: usize) -> u8 {
+    (word >> (8 * (i % 8))) as u8
 }
 
 /// The keyed mark a quarantined block carries in its payload's word 1.
@@ -90,10 +104,11 @@ fn quarantine_mark(p: usize) -> usize {
 /// `p .. p + usable` must be ours, with `usable >= n + OVERHEAD`.
 unsafe fn seal(p: *mut u8, n: usize, usable: usize, kind: Kind) {
     let a = p as usize;
+    let word = canary_word(a);
     // SAFETY: the canary and trailer lie inside the block (caller).
     unsafe {
         for i in n..usable - TRAILER {
-            *p.add(i) = canary_byte(a, i);
+            *p.add(i) = canary_byte(word, i);
         }
         let t = p.add(usable - TRAILER) as *mut u32;
         t.write_unaligned(n as u32);
@@ -133,9 +148,10 @@ unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<(usize
         return None;
     };
     let n = full;
+    let word = canary_word(a);
     for i in n..usable - TRAILER {
         // SAFETY: as above.
-        if unsafe { *p.add(i) } != canary_byte(a, i) {
+        if unsafe { *p.add(i) } != canary_byte(word, i) {
             diag::fatal(func, "heap overflow: the canary after the block was overwritten at", a);
         }
     }
