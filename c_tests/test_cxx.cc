@@ -344,6 +344,29 @@ static void test_failure()
     std::set_new_handler(nullptr);
     check(odd_threw && !g && handler_calls == 0, "an alignment of 48: bad_alloc, or NULL, without the new-handler",
           "threw " + std::to_string(odd_threw) + ", handler calls " + std::to_string(handler_calls));
+    // align_val_t(0) is no power of two either (libstdc++ refuses it).
+    handler_calls = 0;
+    std::set_new_handler(counting_handler);
+    bool zero_threw = false, zero_array_threw = false;
+    try {
+        void *p = ::operator new(16, std::align_val_t(0));
+        ::operator delete(hide_ptr(p));
+    } catch (const std::bad_alloc &) {
+        zero_threw = true;
+    }
+    try {
+        void *p = ::operator new[](16, std::align_val_t(0));
+        ::operator delete[](hide_ptr(p));
+    } catch (const std::bad_alloc &) {
+        zero_array_threw = true;
+    }
+    void *z = ::operator new(16, std::align_val_t(0), std::nothrow);
+    void *za = ::operator new[](16, std::align_val_t(0), std::nothrow);
+    std::set_new_handler(nullptr);
+    check(zero_threw && zero_array_threw && !z && !za && handler_calls == 0,
+          "an alignment of 0: bad_alloc, or NULL, without the new-handler",
+          "threw " + std::to_string(zero_threw) + "/" + std::to_string(zero_array_threw) + ", handler calls " +
+              std::to_string(handler_calls));
     std::set_new_handler(nullptr);
 
     // The heap is usable afterwards.

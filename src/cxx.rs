@@ -37,7 +37,17 @@ macro_rules! throwing_new {
         #[unsafe(naked)]
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
-            core::arch::naked_asm!(concat!("mov edx, ", $array), "jmp {f}", f = sym cxxapi::new_loop)
+            // An explicit alignment of 0 is not a power of two: it becomes
+            // usize::MAX (`cmp` sets the carry only for 0), which
+            // `new_loop` refuses, where 0 would mean "no alignment given".
+            core::arch::naked_asm!(
+                "cmp rsi, 1",
+                "sbb rax, rax",
+                "or rsi, rax",
+                concat!("mov edx, ", $array),
+                "jmp {f}",
+                f = sym cxxapi::new_loop
+            )
         }
     };
 }
@@ -53,7 +63,7 @@ macro_rules! throwing_new {
     ($name:ident, $array:literal => aligned) => {
         #[unsafe(no_mangle)]
         pub extern "C" fn $name(size: usize, align: usize) -> *mut c_void {
-            cxxapi::new_or_abort(size, align, $array) as *mut c_void
+            cxxapi::new_or_abort(size, cxxapi::given(align), $array) as *mut c_void
         }
     };
 }
@@ -82,10 +92,10 @@ export!(_ZnamRKSt9nothrow_t => fn(size: usize, _nt: *const c_void) -> *mut c_voi
     cxxapi::new_nothrow(size, 0, 1, _nt) as *mut c_void
 });
 export!(_ZnwmSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, align, 0, _nt) as *mut c_void
+    cxxapi::new_nothrow(size, cxxapi::given(align), 0, _nt) as *mut c_void
 });
 export!(_ZnamSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt: *const c_void) -> *mut c_void {
-    cxxapi::new_nothrow(size, align, 1, _nt) as *mut c_void
+    cxxapi::new_nothrow(size, cxxapi::given(align), 1, _nt) as *mut c_void
 });
 
 export!(_ZdlPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 0, 0) });

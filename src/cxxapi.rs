@@ -55,6 +55,15 @@ pub extern "C" fn try_new(size: usize, align: usize, array: usize) -> *mut u8 {
     api::cxx_new(size, align, kind(array))
 }
 
+/// The alignment an `align_val_t` form passes on for argument `align`:
+/// itself, except 0, which is no power of two and so must be refused, and
+/// becomes `usize::MAX` (0 stands for "no alignment given" in the calls
+/// below). libstdc++ throws `bad_alloc` for `align_val_t(0)`.
+#[inline(always)]
+pub const fn given(align: usize) -> usize {
+    if align == 0 { usize::MAX } else { align }
+}
+
 /// Whether `align` (0: none given) is an alignment `new` accepts: a power
 /// of two, as libstdc++ requires (it throws `bad_alloc` at once for any
 /// other, without calling the new-handler).
