@@ -1024,6 +1024,14 @@ impl<S: Source> Heap<S> {
         // SAFETY: neighbours are checked as in `release_span`; data moves
         // stay inside the merged span.
         unsafe {
+            // realloc checked the header, but without this lock: a free of
+            // the same block by another thread at the same moment may have
+            // freed it since, even merged it into the block before (its
+            // header then holds no size at all), as in `free`. With one
+            // thread nothing can have changed it.
+            if !crate::sync::single_threaded() && !crate::block::is_block_header(b.addr(), b.header()) {
+                self.corrupt("realloc of a block freed at the same time by another thread (double free) at", b.payload() as usize);
+            }
             let (s, have, big) = b.held_span();
             if !big && want >= MAX_USED_UNITS {
                 return None;
