@@ -694,6 +694,31 @@ static void uaf_mid_list_then_memalign(void)
 
 /* ---- the runner ---------------------------------------------------------- */
 
+/* A 4-byte overflow of zeroes from one slab block into the header of the
+ * live block after it (a slab block free in its slab has header 0), then
+ * free of that block: reported as the overflow, not as a double free
+ * (found by a hostile review). */
+static void slab_header_zeroed_then_free(void)
+{
+    char *b[64];
+    for (int i = 0; i < 64; i++)
+        b[i] = malloc(hide_size(40));
+    size_t u = malloc_usable_size(b[0]);
+    char *x = NULL, *y = NULL;
+    for (int i = 0; i < 64 && !y; i++)
+        for (int j = 0; j < 64; j++)
+            if (b[j] == b[i] + u + 4) {
+                x = b[i];
+                y = b[j];
+                break;
+            }
+    if (!y)
+        _exit(9);
+    for (size_t i = u; i < u + 4; i++)
+        ((volatile char *)x)[i] = 0;
+    free(y);
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -702,6 +727,8 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"an overflow of zeroes into a live slab block's header, then free of it", slab_header_zeroed_then_free, "free",
+     "heap overflow into the header of a held block"},
     {"UAF rewrites the head of a 2000 B list, the head is taken", uaf_list_head_taken, "malloc", "corrupted free list"},
     {"UAF rewrites the head of a 2000 B list, the head is merged", uaf_list_head_merged, "free", "corrupted free list"},
     {"overflow enlarges a tree-bin free block's header, then malloc", overflow_tree_then_malloc, "malloc",
@@ -1001,7 +1028,29 @@ static int realloc_race_merged(long skew, int layout)
     return 0;
 }
 
+/* An overflow past the heap's last block, into the free space after it
+ * (the top), then calloc from there (found by a hostile review: calloc
+ * returned the overflow's bytes, trusting memory never handed out to read
+ * as zero). In a fresh process ("calloc-top SKIP/N": N bytes written from
+ * SKIP bytes past the block's usable end). Writing the top's header must
+ * be reported; memory past it must come back zeroed (exit 3 otherwise). */
+static int calloc_after_top_overflow(size_t skip, size_t n)
+{
+    volatile unsigned char *a = malloc(hide_size(2000)); /* carved from the top */
+    size_t u = malloc_usable_size((void *)a);
+    for (size_t i = u + skip; i < u + skip + n; i++)
+        a[i] = 0x41;
+    unsigned char *q = calloc(1, hide_size(3000));
+    return zero_check(q, 3000) == SIZE_MAX ? 0 : 3;
+}
+
 static char *self_path;
+static void run_calloc_top(void *arg)
+{
+    char *argv[] = {self_path, "calloc-top", (char *)arg, NULL};
+    execv("/proc/self/exe", argv);
+    _exit(126);
+}
 static void run_realloc_race(void *arg)
 {
     char *argv[] = {self_path, "realloc-race", (char *)arg, NULL};
@@ -1035,6 +1084,12 @@ static void run_hardened(void *arg)
 int main(int argc, char **argv)
 {
     self_path = argv[0];
+    if (argc > 2 && strcmp(argv[1], "calloc-top") == 0) {
+        size_t skip = 0, n = 0;
+        if (sscanf(argv[2], "%zu/%zu", &skip, &n) != 2)
+            return 2;
+        return calloc_after_top_overflow(skip, n);
+    }
     if (argc > 2 && strcmp(argv[1], "realloc-race") == 0) {
         long skew = 0;
         int layout = 0;
@@ -1062,6 +1117,14 @@ int main(int argc, char **argv)
     int status = run_child_stderr(calloc_after_purge_and_stale_write, NULL, err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "calloc after a purge of the top and a stale write there returns zeroes", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(run_calloc_top, "0/8", err, sizeof err, 60);
+    check(aborted_with_one_line(status, err, "fitalloc: calloc(): ", "heap overflow into the header of the free space", NULL),
+          "an 8-byte overflow of the heap's last block into the top, then calloc: reported",
+          "status %#x; stderr: %s", status, err);
+    status = run_child_stderr(run_calloc_top, "8/8", err, sizeof err, 60);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a write into the top past its header, then calloc from there: zeroes", "status %#x; stderr: %s", status, err);
 
     status = run_child_stderr(checker_walks_a_list_link_to_the_region_end, NULL, err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0 && strstr(err, "small list link outside the heap"),

@@ -16,9 +16,17 @@
 //!
 //! # Fresh memory
 //!
-//! Memory from the system reads as zero. Each region remembers `fresh`: no
-//! byte at or above it (below the epilogue) has been written since the
-//! system gave it to us, so calloc need not clear a block carved there.
+//! Memory from the system reads as zero, so calloc need not clear a block
+//! carved from memory the heap took from the system in the same call: only
+//! then can nothing have written there. Memory taken in an earlier call
+//! and never handed out is not trusted, because a program's overflow past
+//! its last block, or a stray write, can reach it: calloc clears it, as
+//! glibc's does (found by a hostile review: an 8-byte overflow into the
+//! top came back from calloc). [`Heap::begin`] forgets the trust at every
+//! call; growth sets it ([`Heap::zero_from`]).
+//!
+//! Each region also remembers `fresh`, its high-water mark (no block was
+//! ever handed out at or above it), for messages about pointers there.
 //!
 //! # Invariants (checked by [`crate::check`])
 //!
@@ -123,6 +131,11 @@ pub struct Heap<S: Source> {
     /// below it, so that a top that stays large in a mapped region is not
     /// purged again at every free that reaches it.
     clean_from: usize,
+    /// Memory of the current region at or above this address, up to its
+    /// epilogue, came from the system during this call (since
+    /// [`Heap::begin`]) and has not been handed out since: it reads as
+    /// zero. `usize::MAX`: none.
+    zero_from: usize,
     pub bins: Bins,
     pub counters: HeapCounters,
     pub params: HeapParams,
@@ -171,6 +184,7 @@ impl<S: Source> Heap<S> {
             parked: Block::NULL,
             parked_units: 0,
             clean_from: 0,
+            zero_from: usize::MAX,
             bins: Bins::new(),
             counters: HeapCounters {
                 used_bytes: 0,
@@ -193,6 +207,15 @@ impl<S: Source> Heap<S> {
     #[cold]
     fn corrupt(&self, what: &str, addr: usize) -> ! {
         diag::fatal(self.op, what, addr)
+    }
+
+    /// Starts serving C function `op` (named in messages): called whenever
+    /// the heap's lock is taken. Memory the heap took from the system
+    /// before is no longer known to read as zero (see *Fresh memory*).
+    #[inline]
+    pub fn begin(&mut self, op: &'static str) {
+        self.op = op;
+        self.zero_from = usize::MAX;
     }
 
     fn ok<T>(&self, r: Result<T, BadLink>) -> T {
@@ -534,6 +557,12 @@ impl<S: Source> Heap<S> {
     unsafe fn carve(&mut self, units: u32, big: bool) -> Grant {
         let (b, have) = self.top();
         debug_assert!(have >= units);
+        // An overflow of the heap's last block lands in the top's header
+        // (nothing else reads it): caught before the top is carved.
+        // SAFETY: the top's header lies in the current region.
+        if unsafe { b.header() } != free_header(have) {
+            self.corrupt("heap overflow into the header of the free space at the heap's end, at", b.payload() as usize);
+        }
         let units = if have - units == 1 { have } else { units };
         // SAFETY: `b` is the top, a free block of `have` units.
         let held = unsafe {
@@ -544,9 +573,11 @@ impl<S: Source> Heap<S> {
         self.account_used(units);
         let payload = held.payload() as usize;
         let next = b.offset(units);
+        let dirty = self.zero_from.saturating_sub(payload).min(next.addr() - payload);
+        // The next header is written at `next`; everything after it is
+        // still as the system gave it.
+        self.zero_from = self.zero_from.max(next.payload() as usize);
         let fresh = self.regions.fresh(self.cur);
-        let dirty = fresh.saturating_sub(payload).min(next.addr() - payload);
-        // The next header is written at `next`; everything after it is fresh.
         self.regions.set_fresh(self.cur, fresh.max(next.payload() as usize));
         Grant { block: held, dirty, from_top: true }
     }
@@ -646,8 +677,12 @@ impl<S: Source> Heap<S> {
         let r = self.cur;
         let old_epi = self.epilogue(r);
         let top_was_empty = self.top().1 == 0;
-        let new_end = self.regions.end(r) + more;
+        let old_end = self.regions.end(r);
+        let new_end = old_end + more;
         self.regions.set_end(r, new_end);
+        // Below the old end, the old epilogue and what the program may have
+        // written: only the new memory reads as zero.
+        self.zero_from = self.zero_from.min(old_end);
         self.growths = self.growths.wrapping_add(1);
         self.counters.heap_bytes += more;
         self.note_peak();
@@ -692,6 +727,7 @@ impl<S: Source> Heap<S> {
             self.cur = i;
             self.reframe(Block::first_in_region(start));
             self.clean_from = Block::first_in_region(start).addr();
+            self.zero_from = Block::first_in_region(start).payload() as usize;
         }
         true
     }
@@ -1059,6 +1095,7 @@ impl<S: Source> Heap<S> {
                 self.set_top(s.offset(units));
                 let fresh = self.regions.fresh(self.cur).max(s.offset(units).payload() as usize);
                 self.regions.set_fresh(self.cur, fresh);
+                self.zero_from = self.zero_from.max(s.offset(units).payload() as usize);
                 return Some(b);
             }
             let (_, hi) = self.bounds(s);

@@ -141,8 +141,14 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
         diag::fatal(func, double_free_text(func), p);
     }
     if h == 0 {
-        // Header 0: the block is free in its slab.
-        diag::fatal(func, double_free_text(func), p);
+        // Header 0: the block is free in its slab (a double free), or an
+        // overflow of the block before zeroed a held block's header: the
+        // slab's bitmap tells which.
+        let e = crate::process::PAGEMAP.entry(p);
+        if crate::process::slabs().is_free_in_slab(b, crate::pagemap::slab_id(e), units) {
+            diag::fatal(func, double_free_text(func), p);
+        }
+        diag::fatal(func, "heap overflow into the header of a held block (its header was overwritten) at", p);
     }
     diag::fatal(func, "invalid pointer (not a block start, or its header was overwritten)", p)
 }

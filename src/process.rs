@@ -116,7 +116,7 @@ pub fn arena_of(addr: usize) -> usize {
 #[inline]
 pub fn heap(arena: usize, op: &'static str) -> Guard<'static, Heap<Os>> {
     let mut h = HEAPS[arena].lock();
-    h.op = op;
+    h.begin(op);
     h
 }
 

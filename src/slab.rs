@@ -459,6 +459,17 @@ impl Slabs {
         unsafe { self.give_to(b, id, units, release) }
     }
 
+    /// Whether block `b` of slab `id` (of `units`) is free in its slab: for
+    /// the message of a free whose header reads 0 (a double free, or an
+    /// overflow that zeroed a held block's header).
+    pub fn is_free_in_slab(&mut self, b: Block, id: u32, units: u32) -> bool {
+        if id >= self.made {
+            return false;
+        }
+        let d = self.desc(id);
+        d.page != 0 && d.units == units && index_of(b, d.page, units).is_some_and(|i| d.free_bits[i / 64] & (1 << (i % 64)) != 0)
+    }
+
     /// [`Slabs::give`] of block `b` whose page's entry, read before the
     /// slab lock was taken, named slab `id` of `units`. The entry of a
     /// held block's page cannot change while the program holds it (its
