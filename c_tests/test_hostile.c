@@ -1044,7 +1044,30 @@ static int calloc_after_top_overflow(size_t skip, size_t n)
     return zero_check(q, 3000) == SIZE_MAX ? 0 : 3;
 }
 
+/* A slab block freed twice after every block of its slab was freed (the
+ * slab emptied and its page went back to the heap): a double free, not
+ * "an invalid pointer" (found by a hostile review). In a fresh process
+ * ("slab-df"), so that the 600 blocks fill slabs of their own. */
+static int slab_double_free_after_empty(void)
+{
+    char *b[600];
+    for (int i = 0; i < 600; i++)
+        b[i] = malloc(hide_size(24));
+    char *p = b[300];
+    for (int i = 0; i < 600; i++)
+        free(b[i]);
+    free(hide_ptr(p));
+    return 0;
+}
+
 static char *self_path;
+static void run_slab_df(void *arg)
+{
+    (void)arg;
+    char *argv[] = {self_path, "slab-df", NULL};
+    execv("/proc/self/exe", argv);
+    _exit(126);
+}
 static void run_calloc_top(void *arg)
 {
     char *argv[] = {self_path, "calloc-top", (char *)arg, NULL};
@@ -1084,6 +1107,8 @@ static void run_hardened(void *arg)
 int main(int argc, char **argv)
 {
     self_path = argv[0];
+    if (argc > 1 && strcmp(argv[1], "slab-df") == 0)
+        return slab_double_free_after_empty();
     if (argc > 2 && strcmp(argv[1], "calloc-top") == 0) {
         size_t skip = 0, n = 0;
         if (sscanf(argv[2], "%zu/%zu", &skip, &n) != 2)
@@ -1117,6 +1142,11 @@ int main(int argc, char **argv)
     int status = run_child_stderr(calloc_after_purge_and_stale_write, NULL, err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "calloc after a purge of the top and a stale write there returns zeroes", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(run_slab_df, NULL, err, sizeof err, 60);
+    check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),
+          "a slab block freed again after its slab emptied and went back to the heap: a double free",
+          "status %#x; stderr: %s", status, err);
 
     status = run_child_stderr(run_calloc_top, "0/8", err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: calloc(): ", "heap overflow into the header of the free space", NULL),

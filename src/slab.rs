@@ -542,6 +542,15 @@ impl Slabs {
         self.counters.free_blocks -= d.total as usize;
         self.counters.free_bytes -= d.total as usize * d.units as usize * 16;
         self.unuse(id);
+        // Each block's header position says "merged" from now on, as a heap
+        // block's does once merged into a neighbour: a stale pointer to one,
+        // freed again once the page is the heap's, is reported as the double
+        // free it is ([`crate::pointer::bad_heap_pointer`]).
+        for i in 0..d.total as usize {
+            // SAFETY: block `i` of the slab lies in its page, still ours
+            // until `release` below.
+            unsafe { block_at(d.page, d.units, i).set_header(block::MERGED) };
+        }
         release(Block::from_payload(d.page as *mut u8));
     }
 
