@@ -56,12 +56,91 @@ static IDENTS: [AtomicU64; CACHE] = [const { AtomicU64::new(0) }; CACHE];
 /// glibc's `_dl_find_object` (2.35 and later), or 0.
 static FIND_OBJECT: AtomicUsize = AtomicUsize::new(0);
 
-/// Looks up `_dl_find_object` (when profiling starts: `dlsym` may
-/// allocate).
+/// Looks up `_dl_find_object` and libgcc's unwinder (when profiling
+/// starts: `dlsym` and `dlopen` may allocate).
 pub fn init() {
     // SAFETY: a NUL-terminated name; RTLD_DEFAULT searches every object.
     let f = unsafe { libc::dlsym(libc::RTLD_DEFAULT, c"_dl_find_object".as_ptr()) };
     FIND_OBJECT.store(f as usize, Relaxed);
+    Unwinder::load();
+}
+
+/// libgcc's unwinder (`libgcc_s.so.1`), looked up when profiling starts
+/// rather than linked: a process that never profiles does not load the
+/// library (about 100 KiB of resident memory in a C program, which has no
+/// other use for it). A C++ program has it loaded already. Without it, the
+/// cached walk covers the frames it can and stops at the first it cannot.
+struct Unwinder;
+
+/// `_Unwind_Find_FDE`, `_Unwind_Backtrace` and `_Unwind_GetIP`, or 0.
+static UNWIND: [AtomicUsize; 3] = [const { AtomicUsize::new(0) }; 3];
+const FIND_FDE: usize = 0;
+const BACKTRACE: usize = 1;
+const GET_IP: usize = 2;
+
+impl Unwinder {
+    fn load() {
+        const NAMES: [&core::ffi::CStr; 3] = [c"_Unwind_Find_FDE", c"_Unwind_Backtrace", c"_Unwind_GetIP"];
+        // SAFETY: NUL-terminated names; a handle from dlopen, checked.
+        unsafe {
+            let mut handle = libc::RTLD_DEFAULT;
+            if libc::dlsym(handle, NAMES[0].as_ptr()).is_null() {
+                handle = libc::dlopen(c"libgcc_s.so.1".as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL);
+                if handle.is_null() {
+                    return;
+                }
+            }
+            let found = NAMES.map(|n| libc::dlsym(handle, n.as_ptr()) as usize);
+            if found.iter().all(|&f| f != 0) {
+                for (slot, f) in UNWIND.iter().zip(found) {
+                    slot.store(f, Relaxed);
+                }
+            }
+        }
+    }
+
+    /// `_Unwind_Find_FDE(pc, bases)`; null when libgcc is not loaded.
+    fn find_fde(pc: usize, bases: &mut DwarfEhBases) -> usize {
+        let f = UNWIND[FIND_FDE].load(Relaxed);
+        if f == 0 {
+            return 0;
+        }
+        // SAFETY: `f` is libgcc's `_Unwind_Find_FDE` (looked up by its
+        // name), whose signature this is; it reads the loaded objects'
+        // tables and writes `bases`.
+        unsafe {
+            let f: unsafe extern "C" fn(*mut c_void, *mut DwarfEhBases) -> *const u8 = core::mem::transmute(f);
+            f(pc as *mut c_void, bases) as usize
+        }
+    }
+
+    /// `_Unwind_Backtrace(step, arg)`; false when libgcc is not loaded.
+    fn backtrace(step: extern "C" fn(*mut c_void, *mut c_void) -> i32, arg: *mut c_void) -> bool {
+        let f = UNWIND[BACKTRACE].load(Relaxed);
+        if f == 0 {
+            return false;
+        }
+        // SAFETY: `f` is libgcc's `_Unwind_Backtrace`; `step` matches the
+        // callback's C signature and `arg` is the caller's.
+        unsafe {
+            type Trace = extern "C" fn(*mut c_void, *mut c_void) -> i32;
+            let f: unsafe extern "C" fn(Trace, *mut c_void) -> i32 = core::mem::transmute(f);
+            f(step, arg);
+        }
+        true
+    }
+
+    /// `_Unwind_GetIP(ctx)`, for a context libgcc passed to a callback
+    /// (which it only does once loaded).
+    fn ip(ctx: *mut c_void) -> usize {
+        let f = UNWIND[GET_IP].load(Relaxed);
+        // SAFETY: `f` is libgcc's `_Unwind_GetIP`, set before any
+        // backtrace could call back; `ctx` is the unwinder's context.
+        unsafe {
+            let f: unsafe extern "C" fn(*mut c_void) -> usize = core::mem::transmute(f);
+            f(ctx)
+        }
+    }
 }
 
 /// glibc's `struct dl_find_object`.
@@ -283,12 +362,6 @@ struct DwarfEhBases {
     func: *mut c_void,
 }
 
-#[link(name = "gcc_s")]
-unsafe extern "C" {
-    fn _Unwind_Find_FDE(pc: *mut c_void, bases: *mut DwarfEhBases) -> *const u8;
-    fn _Unwind_Backtrace(trace: extern "C" fn(*mut c_void, *mut c_void) -> i32, arg: *mut c_void) -> i32;
-    fn _Unwind_GetIP(ctx: *mut c_void) -> usize;
-}
 
 /// A reader of call-frame information between two addresses; every read
 /// past the end fails.
@@ -381,9 +454,7 @@ struct Row {
 /// entry; `None` for anything the walk does not handle.
 fn rule_for(pc: usize) -> Option<Rule> {
     let mut bases = DwarfEhBases { tbase: core::ptr::null_mut(), dbase: core::ptr::null_mut(), func: core::ptr::null_mut() };
-    // SAFETY: libgcc's lookup; it reads the loaded objects' tables and
-    // writes `bases`.
-    let fde = unsafe { _Unwind_Find_FDE(pc as *mut c_void, &mut bases) } as usize;
+    let fde = Unwinder::find_fde(pc, &mut bases);
     if fde == 0 || bases.func.is_null() || pc < bases.func as usize {
         return None;
     }
@@ -616,9 +687,8 @@ fn run(c: &mut Cursor, mut row: Row, initial: Row, code_align: u64, data_align: 
 /// libgcc's walk, for the stacks [`walk`] gives up on.
 fn backtrace(frames: &mut [usize; MAX_FRAMES], own: core::ops::Range<usize>) -> usize {
     let mut w = Unwind { frames, depth: 0, skipping: true, own };
-    // SAFETY: `step` matches the callback's C signature and receives `&mut w`
-    // as its argument, which outlives the call.
-    unsafe { _Unwind_Backtrace(step, &mut w as *mut Unwind as *mut c_void) };
+    // `step` receives `&mut w` as its argument, which outlives the call.
+    Unwinder::backtrace(step, &mut w as *mut Unwind as *mut c_void);
     w.depth
 }
 
@@ -636,7 +706,7 @@ const URC_NORMAL_STOP: i32 = 4;
 extern "C" fn step(ctx: *mut c_void, arg: *mut c_void) -> i32 {
     // SAFETY: `arg` is the `Unwind` that `backtrace` passed; `ctx` is the
     // unwinder's context for this frame.
-    let (w, ip) = unsafe { (&mut *(arg as *mut Unwind), _Unwind_GetIP(ctx)) };
+    let (w, ip) = unsafe { (&mut *(arg as *mut Unwind), Unwinder::ip(ctx)) };
     if ip == 0 {
         return URC_NORMAL_STOP;
     }
