@@ -9,6 +9,8 @@
 #   bench-programs real programs' wall time and peak RSS under each allocator
 #   bench-mt      only the multi-threaded patterns (mt_patterns.py; --quick
 #                 with MT_ARGS=--quick)
+#   bench-mimalloc mimalloc-bench's C/C++ programs under each allocator
+#                 (mimalloc_bench.py, about 20 min; not part of bench)
 #   bench/replay bench/mt bench/micro ...   the tools themselves
 #   bench-deps    install the peer allocators' Debian packages if missing
 #   bench-asan    replay every trace under an ASan/UBSan build of replay
@@ -18,7 +20,8 @@
 # Makefile.  CFLAGS is deliberately NOT used: the top Makefile's flags are
 # for the tests (-O0, sanitizers) and would distort the measurements; set
 # BENCH_CFLAGS to change how the tools are built.  BENCH_ARGS is passed to
-# bench.py (e.g. BENCH_ARGS="--allocators fitalloc,glibc --reps 3").
+# bench.py (e.g. BENCH_ARGS="--allocators fitalloc,glibc --reps 3");
+# MIMALLOC_BENCH_ARGS to mimalloc_bench.py (e.g. "--src DIR --reps 1").
 
 LIB ?= target/release/libfitalloc.so
 PYTHON ?= python3
@@ -29,9 +32,10 @@ BENCH_TRACES ?= ../shared/traces
 MT_PATTERNS := bench/larson bench/prodcons bench/churn bench/thrash
 BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/buffers bench/hitpath $(MT_PATTERNS)
 MT_ARGS ?=
+MIMALLOC_BENCH_ARGS ?=
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
-.PHONY: bench bench-hitpath bench-programs bench-mt bench-returns bench-quick bench-deps bench-asan bench-clean
+.PHONY: bench bench-hitpath bench-programs bench-mt bench-mimalloc bench-returns bench-quick bench-deps bench-asan bench-clean
 
 bench/replay: bench/replay.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
@@ -74,6 +78,15 @@ bench: bench-deps $(BENCH_TOOLS) $(LIB)
 # mt with cross-thread frees, at 1, 2 and 4 threads (about 3 minutes).
 bench-mt: bench-deps bench/mt $(MT_PATTERNS) $(LIB)
 	$(PYTHON) bench/mt_patterns.py $(MT_ARGS)
+
+# mimalloc-bench (daanx/mimalloc-bench at a pinned commit): cfrac, espresso,
+# barnes, larson, alloc-test, cache-scratch/thrash, xmalloc-test,
+# malloc-large, mstress, mleak, rptest, glibc-simple/thread.  Clones the
+# sources into bench/mimalloc-bench-work (git-ignored); without network,
+# MIMALLOC_BENCH_ARGS="--src DIR" (a checkout, or a git directory with
+# that commit).
+bench-mimalloc: bench-deps $(LIB)
+	$(PYTHON) bench/mimalloc_bench.py $(MIMALLOC_BENCH_ARGS)
 
 # Memory that comes back: large buffers and a freed spike (bench/large.c).
 bench-returns: bench-deps bench/large bench/buffers $(LIB)
@@ -119,4 +132,4 @@ bench-asan: bench/replay-asan
 
 bench-clean:
 	rm -f $(BENCH_TOOLS) bench/replay-asan
-	rm -rf bench/results
+	rm -rf bench/results bench/mimalloc-bench-work
