@@ -174,7 +174,7 @@ def get_sources(args):
             head = git("-C", str(src), "rev-parse", "HEAD").stdout.strip()
             if head and head != PINNED:
                 bench.note(f"warning: {src} is at {head[:12]}, not the pinned {PINNED[:12]}")
-            return src, head or "unknown (not a git checkout)"
+            return src, head or "(commit unknown: not a git checkout)"
         # A (bare) git directory: extract bench/ at the pinned commit.
         out = args.work / f"src-{PINNED[:12]}"
         if not (out / "bench" / "CMakeLists.txt").exists():
@@ -220,7 +220,8 @@ def build(progs, src, work):
         bench.note(f"building {prog}")
         p = subprocess.run(cmd, capture_output=True, text=True)
         if p.returncode != 0:
-            err = [ln for ln in p.stderr.splitlines() if "error" in ln] or p.stderr.splitlines() or ["?"]
+            err = ([ln for ln in p.stderr.splitlines() if "error" in ln] or p.stderr.splitlines()
+                   or [f"{cc} exited with status {p.returncode}"])
             bench.note(f"{prog}: build failed, skipped: {err[0].strip()[:200]}")
             continue
         stamp.write_text(" ".join(cmd))
@@ -405,7 +406,7 @@ def main():
     head += "  |" + "".join(f"{'f/' + p[:7]:>{w}}" for p in peers)
     load = os.getloadavg()
     lines = [
-        f"mimalloc-bench (daanx/mimalloc-bench {commit[:12]}), procs={args.threads}, "
+        f"mimalloc-bench (daanx/mimalloc-bench {commit[:12] if commit == PINNED else commit}), procs={args.threads}, "
         f"medians of {args.reps} interleaved rounds; load average {load[0]:.1f} at the end.",
         "time: wall seconds; * = bench.sh's relative time from the program's own throughput (fixed-duration",
         "  runs: larson, xmalloc-test, glibc-thread; rptest counts ops per CPU second).  CPU: user+sys seconds.",
