@@ -1060,7 +1060,74 @@ static int slab_double_free_after_empty(void)
     return 0;
 }
 
+/* A free (mode 0; 3: of a 2 MiB heap block), malloc_usable_size (1) or
+ * realloc (2) of a heap block on this thread while another thread frees
+ * it, when that free merges it into a large free block before it and the
+ * top, and the heap gives the break back below its header (no top pad, a
+ * 4 KiB trim threshold; found by a hostile review: the second call read
+ * the header where the memory was gone, SIGSEGV in 5-98 of 100 runs). In
+ * a fresh process ("trim-race MODE/SKEW"). */
+static atomic_int trim_ready;
+static volatile uint64_t trim_start;
+static void *volatile trim_block;
+static long trim_skew;
+static void trim_wait(long skew)
+{
+    while (trim_start == 0)
+        ;
+    while ((long)(__builtin_ia32_rdtsc() - trim_start) < skew)
+        ;
+}
+static void *trim_race_free(void *arg)
+{
+    (void)arg;
+    free(malloc(hide_size(2040))); /* the thread's cache */
+    atomic_fetch_add(&trim_ready, 1);
+    while (trim_block == NULL)
+        ;
+    void *b = trim_block;
+    trim_wait(trim_skew);
+    free(b);
+    return NULL;
+}
+static int trim_race(int mode, long skew)
+{
+    trim_skew = skew;
+    mallopt(M_TOP_PAD, 0);
+    mallopt(M_TRIM_THRESHOLD, 4096);
+    mallopt(M_MMAP_THRESHOLD, 1 << 20); /* the 300 KiB block in the heap */
+    free(realloc(malloc(3000), 3100));  /* realloc's first call behind us */
+    pthread_t t;
+    pthread_create(&t, NULL, trim_race_free, NULL);
+    while (atomic_load(&trim_ready) < 1)
+        ;
+    void *g = malloc(3000);
+    void *f = malloc(300 << 10);
+    if (mode == 3)
+        mallopt(M_MMAP_THRESHOLD, 64 << 20);
+    void *b = malloc(hide_size(mode == 3 ? (2 << 20) + 4096 : 2000));
+    free(f);
+    trim_block = b;
+    trim_start = __builtin_ia32_rdtsc() + 300000;
+    trim_wait(0);
+    if (mode == 1)
+        sink_ptr((void *)malloc_usable_size(b));
+    else if (mode == 2)
+        sink_ptr(realloc(b, hide_size(2500)));
+    else
+        free(b);
+    pthread_join(t, NULL);
+    sink_ptr(g);
+    return 0;
+}
+
 static char *self_path;
+static void run_trim_race(void *arg)
+{
+    char *argv[] = {self_path, "trim-race", (char *)arg, NULL};
+    execv("/proc/self/exe", argv);
+    _exit(126);
+}
 static void run_slab_df(void *arg)
 {
     (void)arg;
@@ -1107,6 +1174,13 @@ static void run_hardened(void *arg)
 int main(int argc, char **argv)
 {
     self_path = argv[0];
+    if (argc > 2 && strcmp(argv[1], "trim-race") == 0) {
+        int mode = 0;
+        long skew = 0;
+        if (sscanf(argv[2], "%d/%ld", &mode, &skew) != 2)
+            return 2;
+        return trim_race(mode, skew);
+    }
     if (argc > 1 && strcmp(argv[1], "slab-df") == 0)
         return slab_double_free_after_empty();
     if (argc > 2 && strcmp(argv[1], "calloc-top") == 0) {
@@ -1186,6 +1260,23 @@ int main(int argc, char **argv)
     check(wrong == 0,
           "realloc racing a free of the same block: reported, or no harm; never a block handed out inside a live one",
           "%d of %d runs neither (%d reported); last status %#x, stderr: %s", wrong, runs, reported, status, err);
+
+    /* Two threads give one heap block back while the heap gives the break
+     * back below it: 4 calls x 40 skews. */
+    int trim_bad = 0, trim_named = 0;
+    for (int k = 0; k < 160; k++) {
+        char arg[64];
+        snprintf(arg, sizeof arg, "%d/%ld", k % 4, (long)(k / 4) * 1000 - 20000);
+        status = run_child_stderr(run_trim_race, arg, err, sizeof err, 60);
+        int clean = status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0;
+        int named = aborted_with_one_line(status, err, "fitalloc: ", NULL, NULL);
+        trim_named += named;
+        trim_bad += !clean && !named;
+    }
+    check(trim_bad == 0,
+          "free, malloc_usable_size or realloc racing a free that gives the memory back to the system: "
+          "one line or no harm, never a fault",
+          "%d of 160 runs neither (%d reported); last status %#x, stderr: %s", trim_bad, trim_named, status, err);
 
     /* The free merging the block backward first; 200 runs over a sweep of
      * skews (before the fix, about 7% of such runs overlapped a live block

@@ -835,8 +835,9 @@ impl<S: Source> Heap<S> {
         unsafe {
             // Checked by the caller, but without this lock: a second free of
             // the same block by another thread at the same moment finds the
-            // header freed here.
-            if !crate::block::is_block_header(b.addr(), b.header()) {
+            // header freed here, or gone with the memory the first free gave
+            // back to the system.
+            if !self.regions.holds_header(b.addr()) || !crate::block::is_block_header(b.addr(), b.header()) {
                 self.corrupt("double free (two threads at once) of", b.payload() as usize);
             }
             // A block already free whose old header the program wrote back
@@ -947,15 +948,22 @@ impl<S: Source> Heap<S> {
         let new_end = end - release;
         // SAFETY: `[new_end, end)` lies inside the top, which holds nothing.
         unsafe {
-            if self.regions.kind(r) == RegionKind::Brk
-                && self.source.brk_grow(0) == Some(end)
-                && self.source.brk_shrink(release)
-            {
+            // The page map forgets the pages before the break gives them
+            // back: a racing free of a block that lay there (a double free
+            // another thread makes while this one holds the lock) finds
+            // them gone before it could read them.
+            let brk = self.regions.kind(r) == RegionKind::Brk && self.source.brk_grow(0) == Some(end);
+            if brk {
                 self.regions.set_end(r, new_end);
+            }
+            if brk && self.source.brk_shrink(release) {
                 self.counters.heap_bytes -= release;
                 self.regions.set_fresh(r, self.regions.fresh(r).min(Block::epilogue_of(new_end).addr()));
                 self.reframe(top);
             } else {
+                if brk {
+                    self.regions.set_end(r, end);
+                }
                 // Keep the address range; let the system take the pages that
                 // were written since the last purge. The epilogue's page is
                 // kept so the frame stays intact.
@@ -1064,8 +1072,11 @@ impl<S: Source> Heap<S> {
             // the same block by another thread at the same moment may have
             // freed it since, even merged it into the block before (its
             // header then holds no size at all), as in `free`. With one
-            // thread nothing can have changed it.
-            if !crate::sync::single_threaded() && !crate::block::is_block_header(b.addr(), b.header()) {
+            // thread nothing can have changed it. The memory itself may have
+            // gone back to the system since.
+            if !crate::sync::single_threaded()
+                && (!self.regions.holds_header(b.addr()) || !crate::block::is_block_header(b.addr(), b.header()))
+            {
                 self.corrupt("realloc of a block freed at the same time by another thread (double free) at", b.payload() as usize);
             }
             let (s, have, big) = b.held_span();

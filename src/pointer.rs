@@ -204,7 +204,14 @@ fn bad_pointer(a: usize, found: Lookup, func: &'static str) -> ! {
 pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
     let p = b.payload() as usize;
     let h = heap_of(b, func);
-    // SAFETY: `b` is a header position inside a heap region (callers).
+    // Another thread's free of the same block (a double free it races) may
+    // have given the memory back to the system since the caller looked.
+    if !REGIONS.holds_header(b.addr()) {
+        drop(h);
+        diag::fatal(func, "invalid pointer (in heap memory already freed and given back to the system)", p);
+    }
+    // SAFETY: `b` is a header position inside a heap region (checked under
+    // the heap's lock, which a trim holds).
     let what = unsafe {
         let hd = b.header();
         let (top, top_units) = h.top();
