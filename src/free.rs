@@ -11,11 +11,13 @@
 use crate::block::Block;
 use crate::config::{MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
+use crate::large::{MapTable, Mapping};
 use crate::options::OPT;
 use crate::pagemap::{interior_region_entry, slab_units};
 use crate::pointer::{self, Held, Ptr};
 use crate::process::{depot_put, large, release_blocks, send_home, PAGEMAP};
 use crate::registry::{count, my_cache, my_cache_for_free};
+use crate::sync::Guard;
 use crate::tcache::{self, Call, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -210,17 +212,21 @@ fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
 /// Frees the large block whose payload is `a` (resolved by the caller; a
 /// racing second free is caught here, under the table's lock).
 pub fn free_large(a: usize, func: &'static str) {
-    let now = crate::os::now_ms();
-    let (evicted, size) = {
-        let mut l = large();
-        let Some(m) = l.remove(a) else {
-            drop(l);
-            diag::fatal(func, pointer::double_free_text(func), a)
-        };
-        (l.retain(m, now), m.base + m.len - a)
+    let mut l = large();
+    let Some(m) = l.remove(a) else {
+        drop(l);
+        diag::fatal(func, pointer::double_free_text(func), a)
     };
+    release_large(l, m, func);
+}
+
+/// Gives back mapping `m` of a large block already out of the table `l`
+/// (locked): kept for reuse or unmapped.
+pub fn release_large(mut l: Guard<'static, MapTable>, m: Mapping, func: &'static str) {
+    let evicted = l.retain(m, crate::os::now_ms());
+    drop(l);
     evicted.unmap();
-    raise_mmap_threshold(size);
+    raise_mmap_threshold(m.base + m.len - m.payload);
     crate::trim::maybe_decay(func);
 }
 

@@ -6,7 +6,7 @@ use crate::alloc::{after_growth, alloc_block, wants_mapping, TCACHE_MAX_REQUEST}
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
-use crate::free::{free_large, free_moved};
+use crate::free::{free_moved, release_large};
 use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, Held, Ptr};
@@ -109,7 +109,7 @@ fn realloc_large(m: Mapping, n: usize) -> *mut u8 {
     let offset = a - m.base;
     // Small enough for the heap: move there, so the mapping can go.
     if !wants_mapping(n, ALIGN) && n < usable {
-        let q = move_block(a as *mut u8, n, n, || free_large(a, "realloc"));
+        let q = move_large(m, n, n);
         if !q.is_null() {
             return q;
         }
@@ -126,8 +126,35 @@ fn realloc_large(m: Mapping, n: usize) -> *mut u8 {
     match remap(m, new_len) {
         Some(nm) => nm.payload as *mut u8,
         // mremap failed; a fresh block and a copy may still work.
-        None => move_block(a as *mut u8, usable.min(n), n, || free_large(a, "realloc")),
+        None => move_large(m, usable.min(n), n),
     }
+}
+
+/// realloc of large block `m` by moving it: a new block of `n` bytes with
+/// the first `keep` bytes copied; null (the block as it was) when no
+/// memory. The block leaves the table before the copy, as [`remap`] makes
+/// it: a free of it on another thread meanwhile (a double free the
+/// program races) is then reported, instead of unmapping the memory being
+/// copied (found by a hostile review: a fault in the copy).
+fn move_large(m: Mapping, keep: usize, n: usize) -> *mut u8 {
+    {
+        let mut l = large();
+        if !l.reserve() || l.remove(m.payload).is_none() {
+            drop(l);
+            diag::fatal("realloc", pointer::double_free_text("realloc"), m.payload);
+        }
+    }
+    let q = alloc_block(n, ALIGN, false, false, Call::Realloc);
+    if q.is_null() {
+        let back = large().insert(m);
+        assert!(back, "room was reserved");
+        return q;
+    }
+    // SAFETY: the mapping is ours alone now (out of the table), and `q` a
+    // new block; `keep` fits in each.
+    unsafe { core::ptr::copy_nonoverlapping(m.payload as *const u8, q, keep) };
+    release_large(large(), m, "realloc");
+    q
 }
 
 /// Resizes mapping `m` to `new_len` bytes, in place if possible, else by
