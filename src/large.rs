@@ -128,10 +128,10 @@ impl Evicted {
 /// it is: at least `want`, and at most twice as much (or 64 KiB more). A
 /// mapping shrunk to each request must fault its pages in again when the
 /// next one is larger; one kept whole serves larger requests later as it
-/// is. Measured on mimalloc-bench's malloc-large (buffers of 5 to 25 MiB
-/// replaced at random): a quarter of slack at most took 1.75 million page
-/// faults, twice as much 1.37 million, 20% less time, at 8% more peak RSS
-/// (still below glibc's; `bench/returns.py`).
+/// is. Measured on mimalloc-bench's malloc-large pattern (buffers of 5 to
+/// 25 MiB replaced at random, `bench/buffers.c`): 4.3 s against 5.0 with a
+/// quarter of slack at most, at 445 MiB of peak RSS against 419 (glibc's
+/// 537; `bench/published/2026-12-01-review/returns.txt`).
 pub fn close_enough(have: usize, want: usize) -> bool {
     (want..=want + want.max(64 << 10)).contains(&have)
 }
