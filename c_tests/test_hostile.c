@@ -1151,6 +1151,21 @@ static int large_race(long skew)
     return 0;
 }
 
+/* calloc served from a kept mapping larger than the request (found by a
+ * hostile review: the bytes past the request, up to the block's usable
+ * size, still held the last user's data). Exits 3 if any byte up to the
+ * usable size is not zero. */
+static void calloc_from_a_larger_kept_mapping(void *arg)
+{
+    (void)arg;
+    char *a = malloc(hide_size(20000000));
+    memset(a, 0xAB, 20000000);
+    free(a);
+    unsigned char *c = calloc(1, hide_size(10500000));
+    size_t u = malloc_usable_size(c);
+    _exit(c && zero_check(c, u) == SIZE_MAX ? 0 : 3);
+}
+
 static char *self_path;
 static void run_large_race(void *arg)
 {
@@ -1254,6 +1269,10 @@ int main(int argc, char **argv)
     int status = run_child_stderr(calloc_after_purge_and_stale_write, NULL, err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "calloc after a purge of the top and a stale write there returns zeroes", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(calloc_from_a_larger_kept_mapping, NULL, err, sizeof err, 60);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "calloc from a kept mapping twice its size: zero up to its usable size", "status %#x; stderr: %s", status, err);
 
     status = run_child_stderr(run_slab_df, NULL, err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),

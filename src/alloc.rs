@@ -459,9 +459,13 @@ fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u
             return None;
         }
         if zero {
-            // Pages beyond the kept part are fresh, and read as zero.
+            // Every byte the block's usable size shows that the mapping's
+            // last user may have written, not only the `n` asked for (a
+            // kept mapping may be up to twice `n`: its tail would show the
+            // last user's bytes; found by a hostile review). Pages beyond
+            // the kept part are fresh, and read as zero.
             let kept_bytes = kept.map_or(0, |k| k.len) - ALIGN;
-            clear(m.payload as *mut u8, n.min(kept_bytes));
+            clear(m.payload as *mut u8, m.usable(page).min(kept_bytes));
         }
         return Some(m.payload as *mut u8);
     }

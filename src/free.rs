@@ -18,7 +18,7 @@ use crate::pointer::{self, Held, Ptr};
 use crate::process::{depot_put, large, release_blocks, send_home, PAGEMAP};
 use crate::registry::{count, my_cache, my_cache_for_free};
 use crate::sync::Guard;
-use crate::tcache::{self, Call, Tcache};
+use crate::tcache::{self, Call, Chain, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Frees `p` (non-null) for C function `func`.
@@ -158,14 +158,31 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     {
         let half = t.count(units).div_ceil(2).min(64);
         if !crate::sync::single_threaded() {
-            pass_on(t, units, half, func);
+            // The half is cut off, `b` cached, and only then the half passed
+            // on: that may wait for a lock, while another thread's free of
+            // `b` (a double free the program races) could give `b`'s
+            // memory back to the system; `b` is written right after the
+            // look-up that checked it (found by a hostile review: a fault
+            // in the push after a wait).
+            let chain = cut_chain(t, units, half, func);
+            let cached = t.has_room(units);
+            if cached {
+                // SAFETY: this thread's cache, with room; `b` is held.
+                unsafe { t.push(b, units) };
+            }
+            if let Some(chain) = chain {
+                pass_on(units, chain, func);
+            }
+            if cached {
+                return;
+            }
         } else {
             drain_home(t, units, half, func);
-        }
-        if t.has_room(units) {
-            // SAFETY: this thread's cache, with room; `b` is held.
-            unsafe { t.push(b, units) };
-            return;
+            if t.has_room(units) {
+                // SAFETY: this thread's cache, with room; `b` is held.
+                unsafe { t.push(b, units) };
+                return;
+            }
         }
     }
     // SAFETY: `b` is held, and the program gives it up.
@@ -173,19 +190,22 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     crate::trim::maybe_decay(func);
 }
 
-/// Moves the first `n` blocks of this thread's full list `units` to the
-/// depot as one chain, for another thread's cache ([`crate::depot`]); home
-/// when the depot has no room.
-fn pass_on(t: &Tcache, units: u32, n: usize, func: &'static str) {
+/// Cuts the first `n` blocks off this thread's full list `units` as one
+/// chain, if it has any.
+fn cut_chain(t: &Tcache, units: u32, n: usize, func: &'static str) -> Option<Chain> {
     // SAFETY: this thread's cache.
     match unsafe { t.take_chain(units, n) } {
-        Ok(Some(chain)) => {
-            if let Err(chain) = depot_put(units, chain) {
-                send_home(func, units, chain);
-            }
-        }
-        Ok(None) => {}
+        Ok(chain) => chain,
         Err(tcache::CacheFault::Corrupted(a)) => diag::fatal(func, "corrupted thread cache at", a),
+    }
+}
+
+/// Puts `chain` (of blocks of `units`, cut off a thread's list) in the
+/// depot, for another thread's cache ([`crate::depot`]); home when the
+/// depot has no room.
+fn pass_on(units: u32, chain: Chain, func: &'static str) {
+    if let Err(chain) = depot_put(units, chain) {
+        send_home(func, units, chain);
     }
 }
 
