@@ -164,12 +164,19 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             // memory back to the system; `b` is written right after the
             // look-up that checked it (found by a hostile review: a fault
             // in the push after a wait).
+            // Another thread may have cached `b` since it was checked (its
+            // free took the fast path): `push_freed` looks at the mark again
+            // and refuses it then.
             let chain = cut_chain(t, units, half, func);
-            let cached = t.has_room(units);
-            if cached {
-                // SAFETY: this thread's cache, with room; `b` is held.
-                unsafe { t.push(b, units) };
-            }
+            let room = t.has_room(units);
+            // SAFETY: this thread's cache; `b` is a used block of `units`
+            // (checked by the caller) and `h` its header.
+            let cached = room && unsafe {
+                let h = b.header();
+                t.push_freed(b, units, h) || {
+                    diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
+                }
+            };
             if let Some(chain) = chain {
                 pass_on(units, chain, func);
             }

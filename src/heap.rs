@@ -838,13 +838,8 @@ impl<S: Source> Heap<S> {
             // header freed here, or gone with the memory the first free gave
             // back to the system (with one thread, the caller's look-up
             // still holds).
-            // Nor may another thread have cached it meanwhile (its free
-            // took the fast path): freed here too, its memory could go
-            // back to the system under that cache (found by a hostile
-            // review: a fault when the cache was drained).
-            let multi = !crate::sync::single_threaded();
-            let gone = multi && !self.regions.holds_header(b.addr());
-            if gone || !crate::block::is_block_header(b.addr(), b.header()) || multi && crate::tcache::is_marked(b, b.header()) {
+            let gone = !crate::sync::single_threaded() && !self.regions.holds_header(b.addr());
+            if gone || !crate::block::is_block_header(b.addr(), b.header()) {
                 self.corrupt("double free (two threads at once) of", b.payload() as usize);
             }
             // A block already free whose old header the program wrote back
@@ -1082,9 +1077,7 @@ impl<S: Source> Heap<S> {
             // thread nothing can have changed it. The memory itself may have
             // gone back to the system since.
             if !crate::sync::single_threaded()
-                && (!self.regions.holds_header(b.addr())
-                    || !crate::block::is_block_header(b.addr(), b.header())
-                    || crate::tcache::is_marked(b, b.header()))
+                && (!self.regions.holds_header(b.addr()) || !crate::block::is_block_header(b.addr(), b.header()))
             {
                 self.corrupt("realloc of a block freed at the same time by another thread (double free) at", b.payload() as usize);
             }

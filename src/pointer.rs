@@ -274,13 +274,7 @@ unsafe fn freed_big_body(b: Block, region: Option<usize>) -> bool {
     }
 }
 
-pub fn double_free_text(func: &str) -> &'static str {
-    match func {
-        "free" => "double free of",
-        "realloc" => "realloc of a freed block",
-        _ => "pointer to a freed block",
-    }
-}
+pub use crate::diag::double_free_text;
 
 /// The usable size of block `p` (non-null).
 pub fn usable_size(p: *mut u8, func: &'static str) -> usize {

@@ -243,11 +243,32 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
             left &= left - 1;
             if arena[i] == a {
                 heap_blocks &= !(1 << i);
+                if cached_meanwhile(blocks[i]) {
+                    drop(h);
+                    crate::diag::fatal(op, crate::diag::double_free_text(op), blocks[i].payload() as usize);
+                }
                 // SAFETY: forwarded; block `i` lies in this heap's region.
                 unsafe { h.free(blocks[i]) };
             }
         }
     }
+}
+
+/// Whether heap block `b`, checked by its caller before the heap's lock
+/// (now held) was taken, has been cached by another thread since: a free
+/// of it there (a double free the program races) took the fast path. The
+/// heap must not take it too: it could give the memory back to the system
+/// under that cache, which faults when it takes the block (found by a
+/// hostile review). With one thread nothing can have changed.
+pub fn cached_meanwhile(b: Block) -> bool {
+    // SAFETY: the header is read only where a region still holds it, and
+    // the payload words only for a valid used header.
+    !crate::sync::single_threaded()
+        && REGIONS.holds_header(b.addr())
+        && unsafe {
+            let h = b.header();
+            crate::block::is_block_header(b.addr(), h) && crate::tcache::is_marked(b, h)
+        }
 }
 
 /// Gives an emptied slab's container back to its heap, once its header is

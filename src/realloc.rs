@@ -74,6 +74,10 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             return move_block(p, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"));
         }
         let mut h = heap_of(b, "realloc");
+        if crate::process::cached_meanwhile(b) {
+            drop(h);
+            diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
+        }
         let growths = h.growths;
         // SAFETY: `b` is a held heap block; the kept bytes fit in it.
         let resized = unsafe { h.resize(b, want, old_bytes.min(n)) };
