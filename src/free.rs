@@ -224,7 +224,7 @@ fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
     let mut k = 0;
     // SAFETY: this thread's cache, whose blocks are held blocks.
     let r = unsafe {
-        t.drain(units, half, |c| {
+        t.drain(units, half, &crate::process::REGIONS, |c| {
             out[k] = c;
             k += 1;
         })

@@ -109,6 +109,14 @@ impl RegionTable {
         interior_region_entry(e) || self.holds_header_at_edge(h, e)
     }
 
+    /// Whether a block whose header is at `h` can lie there: in a heap
+    /// region, or on a slab's page (a slab block's payload page names its
+    /// slab). For a cached block that a racing double free may have given
+    /// back to the system.
+    pub fn holds_block(&self, h: usize) -> bool {
+        self.holds_header(h) || crate::pagemap::slab_units(self.map.entry(h + crate::config::HEADER)) != 0
+    }
+
     #[cold]
     #[inline(never)]
     fn holds_header_at_edge(&self, h: usize, e: u32) -> bool {

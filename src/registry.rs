@@ -273,7 +273,7 @@ unsafe fn release_all(t: &Tcache, op: &'static str) -> Result<(), tcache::CacheF
     // SAFETY: the caller owns `t`; cached blocks are held blocks, checked
     // as they leave the cache.
     let r = unsafe {
-        t.drain_all(|b| {
+        t.drain_all(&crate::process::REGIONS, |b| {
             if k == out.len() {
                 release_blocks(op, &out);
                 k = 0;

@@ -21,6 +21,7 @@
 //! forked child finds caches of threads that do not exist in it.
 
 use crate::block::{keyed, units_to_bytes, Block};
+use crate::region::RegionTable;
 use crate::config::TCACHE_MAX_UNITS;
 use core::cell::UnsafeCell;
 use crate::slab::SLAB_MAX_UNITS;
@@ -510,7 +511,10 @@ impl Tcache {
     }
 
     /// Takes up to `max` blocks off list `units` (checked as [`Tcache::pop`]
-    /// does) and hands each to `f`.
+    /// does, and first looked up in `regions`: a block freed twice at one
+    /// instant by two threads can sit in two caches, and its memory go
+    /// back to the system once one of them gives it home) and hands each
+    /// to `f`.
     ///
     /// # Safety
     /// As for [`Tcache::pop`].
@@ -518,9 +522,15 @@ impl Tcache {
         &self,
         units: u32,
         max: usize,
+        regions: &RegionTable,
         mut f: impl FnMut(Block),
     ) -> Result<(), CacheFault> {
         for _ in 0..max {
+            // SAFETY: the owner's call (caller).
+            let head = unsafe { self.heads()[units as usize] };
+            if head != 0 && !regions.holds_block(head) {
+                return Err(CacheFault::Corrupted(head));
+            }
             // SAFETY: forwarded.
             match unsafe { self.take_head(units)? } {
                 Some(b) => f(b),
@@ -544,10 +554,10 @@ impl Tcache {
     ///
     /// # Safety
     /// As for [`Tcache::pop`].
-    pub unsafe fn drain_all(&self, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
+    pub unsafe fn drain_all(&self, regions: &RegionTable, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
         for u in crate::config::MIN_UNITS..=TCACHE_MAX_UNITS {
             // SAFETY: forwarded.
-            unsafe { self.drain(u, usize::MAX, &mut f)? };
+            unsafe { self.drain(u, usize::MAX, regions, &mut f)? };
         }
         Ok(())
     }
