@@ -719,6 +719,24 @@ static void slab_header_zeroed_then_free(void)
     free(y);
 }
 
+/* A slab block freed into the thread cache, a use after free wiping the
+ * cache's two words in it (its link and its mark), then freed again: the
+ * header's CACHED bit, which the free reads anyway, still says the block
+ * waits in a cache: a double free, at the second free (before the bit, the
+ * fast path saw no mark and cached the block a second time). A second
+ * thread has run, so small blocks come from slabs. */
+static void *nothing(void *arg) { return arg; }
+static void slab_uaf_wipes_the_mark_then_free_again(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    char *p = malloc(hide_size(40));
+    free(p);
+    memset(hide_ptr(p), 0, 16); /* use after free */
+    free(hide_ptr(p));
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -727,6 +745,8 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"a use after free wipes a cached slab block's link and mark, then it is freed again",
+     slab_uaf_wipes_the_mark_then_free_again, "free", "double free"},
     {"an overflow of zeroes into a live slab block's header, then free of it", slab_header_zeroed_then_free, "free",
      "heap overflow into the header of a held block"},
     {"UAF rewrites the head of a 2000 B list, the head is taken", uaf_list_head_taken, "malloc", "corrupted free list"},

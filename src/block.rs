@@ -43,13 +43,15 @@
 //! # Header bits
 //!
 //! ```text
-//!  used:  | units (16) | tag (14) | PREV_USED | USED=1 |
-//!  free:  |         units (30)    | PREV_USED | USED=0 |
+//!  used:  | units (16) | tag (13) | CACHED | PREV_USED | USED=1 |
+//!  free:  |         units (30)             | PREV_USED | USED=0 |
 //! ```
 //!
-//! The 14-bit tag of a used header is a keyed hash of the block's address
+//! The 13-bit tag of a used header is a keyed hash of the block's address
 //! and size: a pointer that is not at a block start, or a header overwritten
 //! by an overflow, fails the tag check before the allocator acts on it.
+//! `CACHED` is set only on a slab's block waiting in a thread cache (see
+//! below); the tag check ignores it.
 //!
 //! # The big form
 //!
@@ -85,12 +87,17 @@
 //! lives (a big block may shrink below 1 MiB in place); the heap's units
 //! are still `u32`, so a block spans at most a region (4 GiB).
 //!
-//! Only the heap writes headers, and only under its lock; `free` reads them
-//! without it. Headers are therefore accessed as relaxed atomics (plain
-//! loads and stores on every target we build for). A block waiting in a
-//! thread cache keeps its used header; the cache marks it in its payload
-//! instead ([`Block::cache_key`]), so it never races with the heap updating
-//! the same header's `PREV_USED` bit.
+//! Only the heap writes the headers of heap blocks, and only under its
+//! lock; `free` reads them without it. Headers are therefore accessed as
+//! relaxed atomics (plain loads and stores on every target we build for).
+//! A heap block waiting in a thread cache keeps its used header; the cache
+//! marks it in its payload instead ([`Block::cache_key`]), so it never
+//! races with the heap updating the same header's `PREV_USED` bit. A
+//! slab's block has no heap neighbour whose state its header records, and
+//! no one but its slab (under the slab lock, while no cache holds it) and
+//! the cache that holds it writes its header: that cache also sets its
+//! `CACHED` bit ([`Block::set_cached`]), so that `free` finds a double
+//! free of it in the header it reads anyway, without reading the mark.
 //!
 //! Each region of the heap is framed so that walks need no bounds checks:
 //! the first block's `PREV_USED` is set, and the region ends with a used
@@ -104,6 +111,9 @@ pub(crate) const USED: u32 = 1;
 /// Header bit: the block just before this one is held, so there is no
 /// footer before this header.
 pub(crate) const PREV_USED: u32 = 2;
+/// Header bit of a used header: this slab block waits in a thread cache
+/// (set and cleared by that cache only; never on a heap block).
+pub(crate) const CACHED: u32 = 4;
 const USED_UNITS_SHIFT: u32 = 16;
 const FREE_UNITS_SHIFT: u32 = 2;
 
@@ -181,7 +191,7 @@ fn tag(addr: usize, units: u32) -> u32 {
     // any other size. Here the size's share depends on the hashed address.
     let x = (addr as u64 ^ key).wrapping_mul(mul);
     let x = ((x ^ (x >> 29)) ^ units as u64).wrapping_mul(mul);
-    ((x >> 50) as u32) << 2
+    ((x >> 51) as u32) << 3
 }
 
 /// A used header for a block at `addr` (flags other than `PREV_USED` clear);
@@ -204,10 +214,11 @@ fn big_check(addr: usize, units: u32) -> u32 {
     (keyed(addr ^ keyed(units as usize, key.rotate_left(11), mul), key, mul) >> 32) as u32
 }
 
-/// Whether `h`, read at block address `addr`, is a correct used header.
+/// Whether `h`, read at block address `addr`, is a correct used header
+/// (of a held block, or of a cached one: its `CACHED` bit is not looked at).
 #[inline(always)]
 pub fn is_used_header(addr: usize, h: u32) -> bool {
-    h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
+    h & USED != 0 && (h & !(PREV_USED | CACHED)) == used_header(addr, h >> USED_UNITS_SHIFT)
 }
 
 /// Whether `h`, read at `addr`, is the used header of a block as handed
@@ -378,6 +389,35 @@ impl Block {
     pub unsafe fn set_header(self, h: u32) {
         // SAFETY: as for `header`.
         unsafe { AtomicU32::from_ptr(self.0 as *mut u32).store(h, Ordering::Relaxed) }
+    }
+
+    /// Sets the `CACHED` bit of this slab block, whose used header is `h`,
+    /// as its thread cache takes it.
+    ///
+    /// # Safety
+    /// `self` is a slab's block (never a heap block: the heap may be
+    /// changing a heap block's `PREV_USED` bit under its lock) that the
+    /// calling thread's cache takes, and `h` its header.
+    #[inline(always)]
+    pub unsafe fn set_cached(self, h: u32) {
+        // SAFETY: forwarded; no other thread writes this header meanwhile.
+        unsafe { self.set_header(h | CACHED) }
+    }
+
+    /// Clears the `CACHED` bit of `h`, this block's header, if it is set,
+    /// as the block leaves a thread cache. A heap block's header, which
+    /// never has it, is not written.
+    ///
+    /// # Safety
+    /// `self` is a block leaving the calling thread's cache (or a chain
+    /// the caller holds alone), and `h` its header.
+    #[inline(always)]
+    pub unsafe fn clear_cached(self, h: u32) {
+        if h & CACHED != 0 {
+            // SAFETY: forwarded; a header with `CACHED` is a slab block's,
+            // written by no one else while a cache holds it.
+            unsafe { self.set_header(h & !CACHED) }
+        }
     }
 
     /// The units from this header to the next block's: a free block's or a

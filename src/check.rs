@@ -94,6 +94,18 @@ unsafe fn looks_cached(b: Block) -> bool {
     crate::tcache::seals(b.addr(), link, header, mark)
 }
 
+/// Whether cached block `b` has its `CACHED` bit as a cache sets it: on
+/// a slab's block, never on a heap block. (The fast `free` of a slab block
+/// reads only that bit to know the block is cached.)
+///
+/// # Safety
+/// `b` must be a cached block whose header was checked.
+unsafe fn cached_bit_right(b: Block) -> bool {
+    // SAFETY: forwarded.
+    let h = unsafe { b.header() };
+    (h & block::CACHED != 0) == crate::process::in_slab(b)
+}
+
 /// The block size of the slab whose container is used heap block `b`, if
 /// it is one.
 fn slab_of_container(b: Block) -> Option<u32> {
@@ -216,11 +228,15 @@ fn check_depot(d: &Depot, rep: &mut Report) {
     for u in crate::config::MIN_UNITS..=crate::config::TCACHE_MAX_UNITS {
         for &chain in d.chains(u) {
             let mut in_heap = true;
+            let mut bits_wrong = 0;
             // SAFETY: the depot's lock is held: its chains do not change;
             // each block is checked before its payload is read.
             let r = unsafe {
                 crate::tcache::walk_chain(chain, u, |b| {
                     in_heap &= crate::process::in_slab(b) || crate::process::REGIONS.holds_header(b.addr());
+                    if !cached_bit_right(b) {
+                        bits_wrong = b.addr();
+                    }
                     blocks += 1;
                 })
             };
@@ -229,6 +245,7 @@ fn check_depot(d: &Depot, rep: &mut Report) {
                 whole = false;
             }
             rep.expect(in_heap, "a block of the depot is outside the heap", chain.head);
+            rep.expect(bits_wrong == 0, "a block of the depot has its CACHED bit wrong", bits_wrong);
         }
     }
     // Its count, when every chain could be walked.
@@ -430,11 +447,20 @@ fn check_region_pages(regions: &RegionTable, rep: &mut Report) -> usize {
 fn check_my_cache(rep: &mut Report) {
     let Some(t) = crate::registry::my_cache() else { return };
     let mut n = 0u64;
-    // SAFETY: `for_each` checks every link before following it.
-    let r = unsafe { t.for_each(|_, _| n += 1) };
+    let mut bits_wrong = 0;
+    // SAFETY: `for_each` checks every block before handing it on.
+    let r = unsafe {
+        t.for_each(|b, _| {
+            n += 1;
+            if !cached_bit_right(b) {
+                bits_wrong = b.addr();
+            }
+        })
+    };
     if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
         rep.problem("corrupted thread cache", a);
     }
+    rep.expect(bits_wrong == 0, "a block of the thread cache has its CACHED bit wrong", bits_wrong);
     rep.expect(n == t.held().1, "thread cache count wrong", n as usize);
 }
 

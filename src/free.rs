@@ -1,7 +1,8 @@
 //! The free path.
 //!
 //! - A block of at most 1 KiB (of a slab or the heap) on a thread with a
-//!   cache: checked (page map, tag, cache mark), then pushed on the cache
+//!   cache: checked (page map, header tag; for a slab block its `CACHED`
+//!   bit, for a heap block its cache mark), then pushed on the cache
 //!   ([`free`], inline). A full list first moves half of itself home
 //!   ([`free_heap_block`]: slab blocks to their slabs, others to the heap).
 //! - Everything else: [`free_slow`] resolves the pointer
@@ -49,7 +50,8 @@ pub fn free(p: *mut u8, func: &'static str) {
         unsafe {
             if slab != 0 {
                 let expect = crate::block::used_header(b.addr(), slab);
-                if b.header() == expect && t.push_freed(b, slab, expect) {
+                // A cached block's header has `CACHED` set: not `expect`.
+                if b.header() == expect && t.push_slab_freed(b, slab, expect) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;
                 }
@@ -62,7 +64,7 @@ pub fn free(p: *mut u8, func: &'static str) {
                 } else {
                     crate::block::is_used_header(b.addr(), h)
                 };
-                if cacheable && checked && t.push_freed(b, units, h) {
+                if cacheable && checked && t.push_freed(b, units, h, false) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;
                 }
@@ -120,12 +122,12 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
                 // realloc checked it: its header and mark are as they were.
                 t.note_overflow(units);
                 if t.has_room(units) {
-                    t.push_header(blk, units, h);
+                    t.push_header(blk, units, h, b.in_slab());
                     return;
                 }
             } else if cacheable && crate::block::is_used_header(blk.addr(), h) {
                 t.note_overflow(units);
-                if t.push_freed(blk, units, h) {
+                if t.push_freed(blk, units, h, b.in_slab()) {
                     return;
                 }
             }
@@ -148,6 +150,7 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
 /// 67.7 MiB instead of 64.7 (medians of 5), and no trace was faster.
 #[inline(never)]
 fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
+    let slab = b.in_slab();
     let b = b.block();
     // SAFETY: a held block's header is valid. Its size field, not its size:
     // a big block (crate::block's big form) shrunk below the caches' limit
@@ -173,7 +176,7 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             // (checked by the caller) and `h` its header.
             let cached = room && unsafe {
                 let h = b.header();
-                t.push_freed(b, units, h) || {
+                t.push_freed(b, units, h, slab) || {
                     diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
                 }
             };
@@ -187,7 +190,7 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             drain_home(t, units, half, func);
             if t.has_room(units) {
                 // SAFETY: this thread's cache, with room; `b` is held.
-                unsafe { t.push(b, units) };
+                unsafe { t.push(b, units, slab) };
                 return;
             }
         }

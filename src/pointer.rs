@@ -134,8 +134,11 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
         let h = b.header();
         (h, tcache::is_marked(b, h))
     };
-    if h == crate::block::used_header(b.addr(), units) {
-        if !marked {
+    if h & !crate::block::CACHED == crate::block::used_header(b.addr(), units) {
+        // A cache sets `CACHED` on a slab block it takes: the bit, or the
+        // mark (which a write after free may have wiped), says it waits in
+        // one.
+        if !marked && h & crate::block::CACHED == 0 {
             return Held(b, true);
         }
         diag::fatal(func, double_free_text(func), p);

@@ -4,17 +4,22 @@
 //! for its exact size instead of into the heap; the next malloc of that size
 //! on that thread pops it. Neither touches the heap lock, the bins or the
 //! neighbours. A cached block stays *used* as far as the heap is concerned
-//! (its header is not touched: only the heap writes headers), so the heap
-//! never merges it away.
+//! (its used header keeps its size and tag), so the heap never merges it
+//! away.
 //!
 //! A cached block's payload holds two words: the link to the next cached
 //! block of its size, masked with a keyed value of its own address (as
 //! glibc's safe-linking masks with the address, but keyed so that a link
 //! read after a free reveals no secret), and a keyed mark that says
-//! "cached", which `free`
-//! checks to report a double free (a 2^-64 chance of a false alarm). A link
-//! overwritten after free decodes to an arbitrary address, which fails the
-//! region, tag and mark checks before anything is handed out.
+//! "cached", which `free` checks to report a double free of a heap block
+//! (a 2^-64 chance of a false alarm). A slab's block also gets the
+//! `CACHED` bit of its header ([`crate::block`]), set as it is cached and
+//! cleared as it leaves: `free` reads the header anyway, so the free of a
+//! slab block finds a double free without reading the payload (a heap
+//! block's header is the heap's to write, under its lock: the heap may be
+//! changing its `PREV_USED` bit). A link overwritten after free decodes to
+//! an arbitrary address, which fails the region, tag and mark checks
+//! before anything is handed out.
 //!
 //! Caches are bounded (a count per size and bytes per thread), go back to
 //! the heap when their thread exits (a pthread key destructor), and when a
@@ -56,11 +61,12 @@ pub fn set_secrets(key: u64, mul: u64) {
 /// secret multiplier, not a plain XOR with the link: otherwise an overflow
 /// that changed the header could redirect the link by the same bits and
 /// keep the mark valid, and a mark read after free from one block would
-/// also be the mark of any block with the same header (14-bit tags
+/// also be the mark of any block with the same header (13-bit tags
 /// collide) and the link shifted by the two addresses' difference (found
 /// by a hostile review: a forged link sent malloc to unmapped memory). The
 /// header's `PREV_USED` bit is left out: the heap changes it in a cached
-/// block when the block before it is freed or taken.
+/// block when the block before it is freed or taken; so is its `CACHED`
+/// bit, which the cache sets on a slab block it holds.
 #[inline(always)]
 fn seal(at: usize, link: usize, header: u32) -> usize {
     Sealer::new(at, header).seal(link)
@@ -80,7 +86,10 @@ impl Sealer {
     #[inline(always)]
     fn new(at: usize, header: u32) -> Self {
         let mul = MARK_MUL.load(Relaxed);
-        let header = ((header & !crate::block::PREV_USED) as u64).wrapping_mul(mul);
+        // Without the bits that change while the block is cached: the
+        // heap's `PREV_USED` (a heap block's), the cache's own `CACHED` (a
+        // slab block's).
+        let header = ((header & !(crate::block::PREV_USED | crate::block::CACHED)) as u64).wrapping_mul(mul);
         let base = ((at as u64).wrapping_mul(mul) ^ header) as usize;
         Sealer { key: MARK_KEY.load(Relaxed), mul, base }
     }
@@ -128,6 +137,22 @@ unsafe fn is_cached(at: usize) -> bool {
     let b = Block::at(at as *mut u8);
     // SAFETY: a cached block is a held block of the heap (caller).
     unsafe { is_marked(b, b.header()) }
+}
+
+/// Takes the cache's marks off block `b`, whose header is `h`, as it
+/// leaves a cache (its link was read): the mark word, and a slab block's
+/// `CACHED` bit.
+///
+/// # Safety
+/// `b` is a cached block the caller has just taken out of its cache or
+/// chain.
+#[inline(always)]
+unsafe fn uncache(b: Block, h: u32) {
+    // SAFETY: forwarded; the payload holds the mark word.
+    unsafe {
+        b.set_cache_key(0);
+        b.clear_cached(h);
+    }
 }
 
 /// The C entry points counted in statistics.
@@ -193,7 +218,7 @@ pub unsafe fn unchain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> Res
     // read, and the walk checks each block before it reads its payload.
     unsafe {
         walk_chain(chain, units, |b| {
-            b.set_cache_key(0);
+            uncache(b, b.header());
             f(b)
         })
     }
@@ -365,7 +390,13 @@ impl Tcache {
         let b = Block::at(head as *mut u8);
         // SAFETY: `b` is checked before its payload is read.
         unsafe {
-            if !is_cached(head) {
+            let h = b.header();
+            // The bit first, the check then (fewer registers live across
+            // the seal): a head is a block this cache cached, whose header
+            // position is a block's; one that fails its seal ends the
+            // process below.
+            b.clear_cached(h);
+            if !cfg!(feature = "unchecked-fast-path") && !is_marked(b, h) {
                 return Err(CacheFault::Corrupted(head));
             }
             heads[units as usize] = b.cache_link();
@@ -425,7 +456,7 @@ impl Tcache {
                         p.set_cache_link(next);
                         p.set_cache_key(seal(prev, next, p.header()));
                     }
-                    b.set_cache_key(0);
+                    uncache(b, b.header());
                     bump16(&self.room[units as usize], 1);
                     add(&self.room_bytes, units_to_bytes(units) as u64);
                     add(&self.counters.hits, 1);
@@ -451,16 +482,17 @@ impl Tcache {
         self.room[units as usize].load(Relaxed) != 0 && self.room_bytes.load(Relaxed) >= units_to_bytes(units) as u64
     }
 
-    /// Caches held block `b` of `units`.
+    /// Caches held block `b` of `units`, a slab's block if `slab` (its
+    /// payload on a slab page), else a heap block.
     ///
     /// # Safety
     /// Only the owner may call this. `b` must be a block held by the program
     /// (header checked), with `units <= TCACHE_MAX_UNITS`, and
-    /// `has_room(units)`.
+    /// `has_room(units)`; `slab` must say where it lies.
     #[inline(always)]
-    pub unsafe fn push(&self, b: Block, units: u32) {
+    pub unsafe fn push(&self, b: Block, units: u32, slab: bool) {
         // SAFETY: forwarded; a held block's header is readable.
-        unsafe { self.push_header(b, units, b.header()) }
+        unsafe { self.push_header(b, units, b.header(), slab) }
     }
 
     /// [`Tcache::push`] for a caller that has read `b`'s header, `header`.
@@ -468,43 +500,69 @@ impl Tcache {
     /// # Safety
     /// As for [`Tcache::push`], and `header` is `b`'s header.
     #[inline(always)]
-    pub unsafe fn push_header(&self, b: Block, units: u32, header: u32) {
+    pub unsafe fn push_header(&self, b: Block, units: u32, header: u32, slab: bool) {
         // SAFETY: forwarded.
-        unsafe { self.push_sealed(b, units, Sealer::new(b.addr(), header)) }
+        unsafe { self.push_sealed(b, units, header, Sealer::new(b.addr(), header), slab) }
+    }
+
+    /// Caches slab block `b` that the program frees, whose header the
+    /// caller found to be exactly `header`, the used header of `units` with
+    /// `CACHED` clear: so the block is in no cache (every cache sets the
+    /// bit on a slab block it takes), and no mark needs to be read. False,
+    /// leaving the cache as it was, when list `units` is full.
+    ///
+    /// # Safety
+    /// Only the owner may call this; `b` is a block of a slab of `units`
+    /// (at most `SLAB_MAX_UNITS`) and `header` its header, as above.
+    #[inline(always)]
+    pub unsafe fn push_slab_freed(&self, b: Block, units: u32, header: u32) -> bool {
+        if !self.has_room(units) {
+            return false;
+        }
+        // SAFETY: forwarded.
+        unsafe { self.push_sealed(b, units, header, Sealer::new(b.addr(), header), true) };
+        true
     }
 
     /// Caches block `b` that the program frees, whose header `header` the
     /// caller found to be a correct used header of `units`: false, leaving
     /// the cache as it was, if `b` already carries the cache's mark (a
-    /// double free, up to a 2^-64 chance) or list `units` is full.
+    /// double free, up to a 2^-64 chance) or its `CACHED` bit, or list
+    /// `units` is full.
     ///
     /// # Safety
     /// Only the owner may call this; `b` is a used block of `units` (at
-    /// least `MIN_UNITS`, at most `TCACHE_MAX_UNITS`) in a heap region, and
-    /// `header` is its header.
+    /// least `MIN_UNITS`, at most `TCACHE_MAX_UNITS`) in a heap region or
+    /// a slab (`slab`), and `header` is its header.
     #[inline(always)]
-    pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32) -> bool {
+    pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32, slab: bool) -> bool {
         let sealer = Sealer::new(b.addr(), header);
         // SAFETY: the payload holds both words (caller).
-        let marked = unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
+        let marked = slab && header & crate::block::CACHED != 0 || unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
         if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
             return false;
         }
         // SAFETY: forwarded; the block is held and checked (caller).
-        unsafe { self.push_sealed(b, units, sealer) };
+        unsafe { self.push_sealed(b, units, header, sealer, slab) };
         true
     }
 
+    /// Links held block `b` (header `header`, `sealer` made of both) into
+    /// list `units` and marks it: its seal, and for a slab's block (`slab`)
+    /// the `CACHED` bit.
     #[inline(always)]
-    unsafe fn push_sealed(&self, b: Block, units: u32, sealer: Sealer) {
+    unsafe fn push_sealed(&self, b: Block, units: u32, header: u32, sealer: Sealer, slab: bool) {
         // SAFETY: the owner's call; `b` is a held block whose payload is at
-        // least 28 bytes.
+        // least 28 bytes, a slab's when `slab` (caller).
         unsafe {
             let heads = self.heads();
             let next = heads[units as usize];
             b.set_cache_link(next);
             b.set_cache_key(sealer.seal(next));
             heads[units as usize] = b.addr();
+            if slab {
+                b.set_cached(header);
+            }
         }
         bump16(&self.room[units as usize], u16::MAX);
         add(&self.room_bytes, (units_to_bytes(units) as u64).wrapping_neg());
