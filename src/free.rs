@@ -183,11 +183,14 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             if let Some(chain) = chain {
                 pass_on(units, chain, func);
             }
+            keep_to_budget(t, func);
             if cached {
                 return;
             }
         } else {
+            t.note_overflow(units);
             drain_home(t, units, half, func);
+            keep_to_budget(t, func);
             if t.has_room(units) {
                 // SAFETY: this thread's cache, with room; `b` is held.
                 unsafe { t.push(b, units, slab) };
@@ -219,10 +222,34 @@ fn pass_on(units: u32, chain: Chain, func: &'static str) {
     }
 }
 
-/// Gives the first `half` blocks of this thread's full list `units` back
-/// home (their slab or heap).
+/// Brings this thread's cache `t`, one of whose lists just overflowed,
+/// back within its byte budget: while it holds more, half of the list
+/// holding the most bytes goes away as an overflowing list's half does (to
+/// the depot once the process has several threads, else home). The hit
+/// paths count blocks only; this is where the bytes are bounded.
+fn keep_to_budget(t: &Tcache, func: &'static str) {
+    // Each round halves one list: a few rounds at most in practice; the
+    // bound only keeps a pathological case finite.
+    for _ in 0..tcache::CLASSES {
+        if !t.over_budget() {
+            return;
+        }
+        let u = t.fullest();
+        if u == 0 {
+            return;
+        }
+        let half = t.count(u).div_ceil(2).min(64);
+        if crate::sync::single_threaded() {
+            drain_home(t, u, half, func);
+        } else if let Some(chain) = cut_chain(t, u, half, func) {
+            pass_on(u, chain, func);
+        }
+    }
+}
+
+/// Gives the first `half` blocks of this thread's list `units` back home
+/// (their slab or heap).
 fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
-    t.note_overflow(units);
     let mut out = [Block::NULL; 64];
     let mut k = 0;
     // SAFETY: this thread's cache, whose blocks are held blocks.

@@ -21,7 +21,8 @@
 //! an arbitrary address, which fails the region, tag and mark checks
 //! before anything is handed out.
 //!
-//! Caches are bounded (a count per size and bytes per thread), go back to
+//! Caches are bounded (a count per size; bytes per thread, enforced when a
+//! list overflows, so that the hit paths count blocks only), go back to
 //! the heap when their thread exits (a pthread key destructor), and when a
 //! forked child finds caches of threads that do not exist in it.
 
@@ -267,9 +268,9 @@ pub struct Tcache {
     /// How many more blocks list `u` may take. Only the owner writes; other
     /// threads read it for statistics.
     room: [AtomicU16; CLASSES],
-    /// How many more bytes the whole cache may take.
-    room_bytes: AtomicU64,
     limits: [u16; CLASSES],
+    /// The bytes the cache should hold at most: enforced when a list
+    /// overflows ([`Tcache::over_budget`]), not on the hit paths.
     max_bytes: u64,
     /// The slab this cache takes blocks of each size from (a hint the slab
     /// lock's holder checks: [`crate::slab::Slabs::take`]).
@@ -299,9 +300,10 @@ fn bump16(c: &AtomicU16, d: u16) {
 impl Tcache {
     /// A cache whose list for each size holds `per_class_bytes` worth of
     /// blocks, but at least `min_count` and at most 64, and whose total
-    /// stays below `max_bytes`. (Measured on the shared traces and the mt
-    /// benchmark: 256 KiB and 16 cost 1% of footprint and halve the time of
-    /// random-size workloads against 64 KiB and byte-proportional counts.)
+    /// is brought back below `max_bytes` whenever a list overflows.
+    /// (Measured on the shared traces and the mt benchmark: 256 KiB and 16
+    /// cost 1% of footprint and halve the time of random-size workloads
+    /// against 64 KiB and byte-proportional counts.)
     pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize, arena: usize) -> Self {
         let mut limits = [0u16; CLASSES];
         for (u, l) in limits.iter_mut().enumerate().skip(crate::config::MIN_UNITS as usize) {
@@ -310,7 +312,6 @@ impl Tcache {
         Tcache {
             heads: UnsafeCell::new([0; CLASSES]),
             room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
-            room_bytes: AtomicU64::new(max_bytes),
             limits,
             max_bytes,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
@@ -403,7 +404,6 @@ impl Tcache {
             b.set_cache_key(0);
         }
         bump16(&self.room[units as usize], 1);
-        add(&self.room_bytes, units_to_bytes(units) as u64);
         Ok(Some(b))
     }
 
@@ -458,7 +458,6 @@ impl Tcache {
                     }
                     uncache(b, b.header());
                     bump16(&self.room[units as usize], 1);
-                    add(&self.room_bytes, units_to_bytes(units) as u64);
                     add(&self.counters.hits, 1);
                     return Ok(Some(b));
                 }
@@ -472,15 +471,40 @@ impl Tcache {
     /// How many more blocks of `units` the cache may take.
     #[inline]
     pub fn room_for(&self, units: u32) -> usize {
-        let by_bytes = self.room_bytes.load(Relaxed) / units_to_bytes(units) as u64;
-        (self.room[units as usize].load(Relaxed) as usize).min(by_bytes as usize)
+        self.room[units as usize].load(Relaxed) as usize
     }
 
-    /// Whether list `units` has room for one more block.
+    /// Whether list `units` has room for one more block. Its count alone
+    /// decides: the byte budget costs the hit paths nothing, and is
+    /// enforced when a list overflows ([`Tcache::over_budget`]).
     #[inline(always)]
     pub fn has_room(&self, units: u32) -> bool {
-        self.room[units as usize].load(Relaxed) != 0 && self.room_bytes.load(Relaxed) >= units_to_bytes(units) as u64
+        self.room[units as usize].load(Relaxed) != 0
     }
+
+    /// Bytes the cache holds (approximate when read by another thread).
+    pub fn held_bytes(&self) -> u64 {
+        (crate::config::MIN_UNITS..CLASSES as u32).map(|u| (self.count(u) * units_to_bytes(u)) as u64).sum()
+    }
+
+    /// Whether the cache holds more than its byte budget: then the list
+    /// holding the most bytes, [`Tcache::fullest`], should give half of
+    /// itself away. Asked when a list overflows (not on the hit paths,
+    /// which count blocks only): between two overflows a cache may grow
+    /// past the budget by what its lists' counts allow (the sum over the
+    /// sizes of count limit times size).
+    pub fn over_budget(&self) -> bool {
+        self.held_bytes() > self.max_bytes
+    }
+
+    /// The list holding the most bytes (0 when the cache is empty).
+    pub fn fullest(&self) -> u32 {
+        (crate::config::MIN_UNITS..CLASSES as u32)
+            .max_by_key(|&u| self.count(u) * units_to_bytes(u))
+            .filter(|&u| self.count(u) > 0)
+            .unwrap_or(0)
+    }
+
 
     /// Caches held block `b` of `units`, a slab's block if `slab` (its
     /// payload on a slab page), else a heap block.
@@ -565,7 +589,6 @@ impl Tcache {
             }
         }
         bump16(&self.room[units as usize], u16::MAX);
-        add(&self.room_bytes, (units_to_bytes(units) as u64).wrapping_neg());
     }
 
     /// Takes up to `max` blocks off list `units` (checked as [`Tcache::pop`]
@@ -601,7 +624,7 @@ impl Tcache {
     /// Bytes and blocks the cache holds (derived from the room counters;
     /// approximate when read by another thread).
     pub fn held(&self) -> (u64, u64) {
-        let bytes = self.max_bytes - self.room_bytes.load(Relaxed).min(self.max_bytes);
+        let bytes = self.held_bytes();
         let blocks = (crate::config::MIN_UNITS as usize..CLASSES)
             .map(|u| (self.limits[u] - self.room[u].load(Relaxed).min(self.limits[u])) as u64)
             .sum();
@@ -658,15 +681,12 @@ impl Tcache {
         }
         heads[units as usize] = rest;
         bump16(&self.room[units as usize], len as u16);
-        add(&self.room_bytes, (units_to_bytes(units) * len) as u64);
         Ok(Some(Chain { head, len: len as u32 }))
     }
 
     /// Whether empty list `units` can take a chain of `len` blocks.
     pub fn can_take_chain(&self, units: u32, len: u32) -> bool {
-        self.count(units) == 0
-            && self.room[units as usize].load(Relaxed) as u32 >= len
-            && self.room_bytes.load(Relaxed) >= (units_to_bytes(units) * len as usize) as u64
+        self.count(units) == 0 && self.room[units as usize].load(Relaxed) as u32 >= len
     }
 
     /// Makes `chain` (of blocks of `units`) list `units`.
@@ -679,7 +699,6 @@ impl Tcache {
         // SAFETY: the owner's call (caller).
         unsafe { self.heads()[units as usize] = chain.head };
         bump16(&self.room[units as usize], (chain.len as u16).wrapping_neg());
-        add(&self.room_bytes, ((units_to_bytes(units) * chain.len as usize) as u64).wrapping_neg());
     }
 
     /// How many blocks list `units` holds.
