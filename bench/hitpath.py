@@ -62,7 +62,15 @@ def main():
     sizes = [int(s) for s in a.sizes.split(",")]
     rows = {}
     for name in names:
-        lib = KNOWN_ALLOCATORS.get(name)
+        # NAME=PATH adds a library (another fitalloc build, say), as in
+        # bench.py; any other name must be a known allocator (glibc's
+        # entry is None: nothing preloaded).
+        if "=" in name:
+            name, lib = name.split("=", 1)
+        elif name in KNOWN_ALLOCATORS:
+            lib = KNOWN_ALLOCATORS[name]
+        else:
+            sys.exit(f"hitpath: unknown allocator {name} (NAME=PATH adds one)")
         if lib is not None and not Path(lib).exists():
             print(f"hitpath: {name}: {lib} missing, skipped", file=sys.stderr)
             continue
