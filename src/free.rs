@@ -231,13 +231,8 @@ fn keep_to_budget(t: &Tcache, func: &'static str) {
     // Each round halves one list: a few rounds at most in practice; the
     // bound only keeps a pathological case finite.
     for _ in 0..tcache::CLASSES {
-        if !t.over_budget() {
-            return;
-        }
-        let u = t.fullest();
-        if u == 0 {
-            return;
-        }
+        // SAFETY: this thread's cache.
+        let Some(u) = (unsafe { t.over_budget() }) else { return };
         let half = t.count(u).div_ceil(2).min(64);
         if crate::sync::single_threaded() {
             drain_home(t, u, half, func);

@@ -269,6 +269,8 @@ pub struct Tcache {
     /// threads read it for statistics.
     room: [AtomicU16; CLASSES],
     limits: [u16; CLASSES],
+    /// Units the lists hold when all are full: `sum(limits[u] * u)`.
+    limit_units: u32,
     /// The bytes the cache should hold at most: enforced when a list
     /// overflows ([`Tcache::over_budget`]), not on the hit paths.
     max_bytes: u64,
@@ -313,6 +315,7 @@ impl Tcache {
             heads: UnsafeCell::new([0; CLASSES]),
             room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
             limits,
+            limit_units: (0..CLASSES).map(|u| limits[u] as u32 * u as u32).sum(),
             max_bytes,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             overflowed: AtomicU32::new(0),
@@ -487,22 +490,28 @@ impl Tcache {
         (crate::config::MIN_UNITS..CLASSES as u32).map(|u| (self.count(u) * units_to_bytes(u)) as u64).sum()
     }
 
-    /// Whether the cache holds more than its byte budget: then the list
-    /// holding the most bytes, [`Tcache::fullest`], should give half of
-    /// itself away. Asked when a list overflows (not on the hit paths,
-    /// which count blocks only): between two overflows a cache may grow
-    /// past the budget by what its lists' counts allow (the sum over the
-    /// sizes of count limit times size).
-    pub fn over_budget(&self) -> bool {
-        self.held_bytes() > self.max_bytes
-    }
-
-    /// The list holding the most bytes (0 when the cache is empty).
-    pub fn fullest(&self) -> u32 {
-        (crate::config::MIN_UNITS..CLASSES as u32)
-            .max_by_key(|&u| self.count(u) * units_to_bytes(u))
-            .filter(|&u| self.count(u) > 0)
-            .unwrap_or(0)
+    /// When the cache holds more than its byte budget, the list holding
+    /// the most bytes, which should give half of itself away. Asked when a
+    /// list overflows (not on the hit paths, which count blocks only):
+    /// between two overflows a cache may grow past the budget by what its
+    /// lists' counts allow (the sum over the sizes of count limit times
+    /// size).
+    ///
+    /// # Safety
+    /// Only the owner may call this.
+    pub unsafe fn over_budget(&self) -> Option<u32> {
+        // SAFETY: only the owner writes the room counters, and the caller
+        // is the owner: a plain read of them races with no write (other
+        // threads only read them). Plain, the sum is one vectorized pass
+        // (an overflow costs it; atomic loads one by one cost sqlite's
+        // replay 4% more allocator instructions).
+        let room = unsafe { &*(self.room.as_ptr() as *const [u16; CLASSES]) };
+        let free_units: u32 = (0..CLASSES).map(|u| room[u] as u32 * u as u32).sum();
+        let total = units_to_bytes(self.limit_units - free_units) as u64;
+        if total <= self.max_bytes {
+            return None;
+        }
+        (crate::config::MIN_UNITS..CLASSES as u32).rev().max_by_key(|&u| self.count(u) * units_to_bytes(u))
     }
 
 
