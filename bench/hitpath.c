@@ -10,7 +10,7 @@
  *
  * Mode "malloc": collection on around each malloc(SIZE) of a block that the
  * allocator just got back from free(SIZE) (a cache hit in every allocator
- * with a thread cache).  Mode "free": around each free of such a block.
+ * with a thread cache), with eight more blocks of the size live.  Mode "free": around each free of such a block.
  * Mode "none": around an empty out-of-line call, the cost of the toggles
  * themselves, which hitpath.py subtracts.
  */
@@ -35,12 +35,19 @@ int main(int argc, char **argv)
     }
     const char *mode = argv[1];
     size_t size = strtoull(argv[2], NULL, 10);
-    /* Warm up: the thread's cache exists and holds blocks of this size. */
-    void *warm[64];
+    /* Warm up: the thread's cache exists and holds blocks of this size.
+     * Eight blocks of the size stay live throughout, so that the block
+     * measured is never the last one of its page (mimalloc retires a page
+     * whose last block is freed: with one block live, its free measured
+     * 87 instructions, the page's retirement, not its hit path). */
+    void *warm[64], *live[8];
     for (int i = 0; i < 64; i++)
         warm[i] = malloc(size);
+    for (int i = 0; i < 8; i++)
+        live[i] = malloc(size);
     for (int i = 0; i < 64; i++)
         free(warm[i]);
+    __asm__ volatile("" ::"r"(live) : "memory");
     int m = strcmp(mode, "malloc") == 0, f = strcmp(mode, "free") == 0;
     for (int i = 0; i < CALLS; i++) {
         void *p;
