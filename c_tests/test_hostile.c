@@ -698,22 +698,12 @@ static void uaf_mid_list_then_memalign(void)
  * live block after it (a slab block free in its slab has header 0), then
  * free of that block: reported as the overflow, not as a double free
  * (found by a hostile review). */
+static void adjacent_pair(size_t n, char **x, char **y, size_t *usable);
 static void slab_header_zeroed_then_free(void)
 {
-    char *b[64];
-    for (int i = 0; i < 64; i++)
-        b[i] = malloc(hide_size(40));
-    size_t u = malloc_usable_size(b[0]);
-    char *x = NULL, *y = NULL;
-    for (int i = 0; i < 64 && !y; i++)
-        for (int j = 0; j < 64; j++)
-            if (b[j] == b[i] + u + 4) {
-                x = b[i];
-                y = b[j];
-                break;
-            }
-    if (!y)
-        _exit(9);
+    char *x, *y;
+    size_t u;
+    adjacent_pair(40, &x, &y, &u);
     for (size_t i = u; i < u + 4; i++)
         ((volatile char *)x)[i] = 0;
     free(y);
@@ -737,6 +727,78 @@ static void slab_uaf_wipes_the_mark_then_free_again(void)
     free(hide_ptr(p));
 }
 
+/* Two live blocks of n bytes, y just after x (y's header in the four
+ * bytes past x's usable size), out of 64 allocated; exits when there is
+ * no such pair. */
+static void adjacent_pair(size_t n, char **x, char **y, size_t *usable)
+{
+    char *b[64];
+    for (int i = 0; i < 64; i++)
+        b[i] = malloc(hide_size(n));
+    size_t u = malloc_usable_size(b[0]);
+    for (int i = 0; i < 64; i++)
+        for (int j = 0; j < 64; j++)
+            if (b[j] == b[i] + u + 4) {
+                *x = b[i];
+                *y = b[j];
+                *usable = u;
+                return;
+            }
+    _exit(9);
+}
+
+/* A slab block freed into the thread cache, then a one-byte overflow from
+ * the live block before it rewrites its header's low byte, the byte read
+ * first with its CACHED bit cleared; then the block is freed again. The
+ * cached form flips the whole tag, so no one-byte write turns it back
+ * into the used header: the second free finds a header overwritten (with
+ * the bit alone, the second free saw a held block and cached it twice:
+ * found by a hostile review). */
+static void slab_cached_bit_cleared_by_overflow_then_free_again(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    char *x, *y;
+    size_t u;
+    adjacent_pair(40, &x, &y, &u);
+    free(y);
+    volatile unsigned char *low = (volatile unsigned char *)x + u; /* y's header, lowest byte */
+    *low = *low & ~4u;
+    free(hide_ptr(y));
+    char *a = malloc(hide_size(40)), *b = malloc(hide_size(40));
+    if (a == b)
+        say("one block handed out twice\n");
+}
+
+/* One heap block's header with the cache's CACHED bit forged by an
+ * overflow of the block before, then freed: a heap block never has the
+ * bit, so its header is overwritten (before, the check ignored the bit and
+ * the block was cached; the cache then wrote its header without the heap's
+ * lock: found by a hostile review). Blocks of 500 bytes are the heap's
+ * (slabs serve up to 268) and cached. */
+static void heap_header_cached_bit_forged_then_free(void)
+{
+    char *x, *y;
+    size_t u;
+    adjacent_pair(500, &x, &y, &u);
+    ((volatile unsigned char *)x)[u] |= 4;
+    free(hide_ptr(y));
+    free(malloc(hide_size(500)));
+}
+
+/* The same bit forged on a heap block while it waits in the thread cache,
+ * then malloc takes it: its seal fails before the cache writes its header. */
+static void cached_heap_block_cached_bit_forged_then_malloc(void)
+{
+    char *x, *y;
+    size_t u;
+    adjacent_pair(500, &x, &y, &u);
+    free(y);
+    ((volatile unsigned char *)x)[u] |= 4;
+    free(malloc(hide_size(500)));
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -745,6 +807,12 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"a one-byte overflow clears a cached slab block's CACHED bit, then it is freed again",
+     slab_cached_bit_cleared_by_overflow_then_free_again, "free", "header was overwritten"},
+    {"an overflow forges the CACHED bit on a live heap block's header, then free of it",
+     heap_header_cached_bit_forged_then_free, "free", "header was overwritten"},
+    {"an overflow forges the CACHED bit on a cached heap block's header, then malloc takes it",
+     cached_heap_block_cached_bit_forged_then_malloc, "malloc", "corrupted thread cache"},
     {"a use after free wipes a cached slab block's link and mark, then it is freed again",
      slab_uaf_wipes_the_mark_then_free_again, "free", "double free"},
     {"an overflow of zeroes into a live slab block's header, then free of it", slab_header_zeroed_then_free, "free",

@@ -51,7 +51,11 @@
 //! and size: a pointer that is not at a block start, or a header overwritten
 //! by an overflow, fails the tag check before the allocator acts on it.
 //! `CACHED` is set only on a slab's block waiting in a thread cache (see
-//! below); the tag check ignores it.
+//! below), and with it every tag bit is inverted ([`CACHED_FLIP`]): the
+//! cached form of a header differs from the used form in both its low and
+//! its high byte, so a one-byte overflow from the block before cannot turn
+//! one into the other, and a used header with `CACHED` forged fails the
+//! tag check.
 //!
 //! # The big form
 //!
@@ -95,9 +99,10 @@
 //! races with the heap updating the same header's `PREV_USED` bit. A
 //! slab's block has no heap neighbour whose state its header records, and
 //! no one but its slab (under the slab lock, while no cache holds it) and
-//! the cache that holds it writes its header: that cache also sets its
-//! `CACHED` bit ([`Block::set_cached`]), so that `free` finds a double
-//! free of it in the header it reads anyway, without reading the mark.
+//! the cache that holds it writes its header: that cache also puts the
+//! header in its cached form ([`Block::set_cached`]), so that `free` finds
+//! a double free of it in the header it reads anyway, without reading the
+//! mark.
 //!
 //! Each region of the heap is framed so that walks need no bounds checks:
 //! the first block's `PREV_USED` is set, and the region ends with a used
@@ -114,6 +119,11 @@ pub(crate) const PREV_USED: u32 = 2;
 /// Header bit of a used header: this slab block waits in a thread cache
 /// (set and cleared by that cache only; never on a heap block).
 pub(crate) const CACHED: u32 = 4;
+/// The bits of a used header that hold its tag.
+const TAG_BITS: u32 = 0xFFF8;
+/// What a cache XORs into a slab block's used header as it takes the
+/// block, and again as it gives it out: `CACHED` and the whole tag.
+pub(crate) const CACHED_FLIP: u32 = CACHED | TAG_BITS;
 const USED_UNITS_SHIFT: u32 = 16;
 const FREE_UNITS_SHIFT: u32 = 2;
 
@@ -214,11 +224,20 @@ fn big_check(addr: usize, units: u32) -> u32 {
     (keyed(addr ^ keyed(units as usize, key.rotate_left(11), mul), key, mul) >> 32) as u32
 }
 
-/// Whether `h`, read at block address `addr`, is a correct used header
-/// (of a held block, or of a cached one: its `CACHED` bit is not looked at).
+/// Whether `h`, read at block address `addr`, is a correct used header:
+/// a held block's, or a cached heap block's (a cached slab block's header
+/// is one only through [`uncached`]).
 #[inline(always)]
 pub fn is_used_header(addr: usize, h: u32) -> bool {
-    h & USED != 0 && (h & !(PREV_USED | CACHED)) == used_header(addr, h >> USED_UNITS_SHIFT)
+    h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
+}
+
+/// Header `h` in its used form: as it is, or, with `CACHED` set (the
+/// cached form of a slab block's header), with `CACHED` and the tag
+/// flipped back.
+#[inline(always)]
+pub const fn uncached(h: u32) -> u32 {
+    if h & CACHED != 0 { h ^ CACHED_FLIP } else { h }
 }
 
 /// Whether `h`, read at `addr`, is the used header of a block as handed
@@ -391,8 +410,8 @@ impl Block {
         unsafe { AtomicU32::from_ptr(self.0 as *mut u32).store(h, Ordering::Relaxed) }
     }
 
-    /// Sets the `CACHED` bit of this slab block, whose used header is `h`,
-    /// as its thread cache takes it.
+    /// Puts this slab block's header, the used header `h`, in its cached
+    /// form (`CACHED` set, the tag flipped) as its thread cache takes it.
     ///
     /// # Safety
     /// `self` is a slab's block (never a heap block: the heap may be
@@ -401,12 +420,12 @@ impl Block {
     #[inline(always)]
     pub unsafe fn set_cached(self, h: u32) {
         // SAFETY: forwarded; no other thread writes this header meanwhile.
-        unsafe { self.set_header(h | CACHED) }
+        unsafe { self.set_header(h ^ CACHED_FLIP) }
     }
 
-    /// Clears the `CACHED` bit of `h`, this block's header, if it is set,
-    /// as the block leaves a thread cache. A heap block's header, which
-    /// never has it, is not written.
+    /// Puts `h`, this block's header, back in its used form if it has the
+    /// cached one, as the block leaves a thread cache. A heap block's
+    /// header, which never has it, is not written.
     ///
     /// # Safety
     /// `self` is a block leaving the calling thread's cache (or a chain
@@ -416,7 +435,7 @@ impl Block {
         if h & CACHED != 0 {
             // SAFETY: forwarded; a header with `CACHED` is a slab block's,
             // written by no one else while a cache holds it.
-            unsafe { self.set_header(h & !CACHED) }
+            unsafe { self.set_header(h ^ CACHED_FLIP) }
         }
     }
 

@@ -94,9 +94,10 @@ unsafe fn looks_cached(b: Block) -> bool {
     crate::tcache::seals(b.addr(), link, header, mark)
 }
 
-/// Whether cached block `b` has its `CACHED` bit as a cache sets it: on
-/// a slab's block, never on a heap block. (The fast `free` of a slab block
-/// reads only that bit to know the block is cached.)
+/// Whether cached block `b` has its header in the form a cache gives it:
+/// the cached form on a slab's block, never on a heap block. (The fast
+/// `free` of a slab block reads only the header to know the block is
+/// cached.)
 ///
 /// # Safety
 /// `b` must be a cached block whose header was checked.
@@ -245,7 +246,7 @@ fn check_depot(d: &Depot, rep: &mut Report) {
                 whole = false;
             }
             rep.expect(in_heap, "a block of the depot is outside the heap", chain.head);
-            rep.expect(bits_wrong == 0, "a block of the depot has its CACHED bit wrong", bits_wrong);
+            rep.expect(bits_wrong == 0, "a block of the depot has its header form wrong (cached form on a heap block, or missing on a slab block)", bits_wrong);
         }
     }
     // Its count, when every chain could be walked.
@@ -460,7 +461,7 @@ fn check_my_cache(rep: &mut Report) {
     if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
         rep.problem("corrupted thread cache", a);
     }
-    rep.expect(bits_wrong == 0, "a block of the thread cache has its CACHED bit wrong", bits_wrong);
+    rep.expect(bits_wrong == 0, "a block of the thread cache has its header form wrong (cached form on a heap block, or missing on a slab block)", bits_wrong);
     rep.expect(n == t.held().1, "thread cache count wrong", n as usize);
 }
 

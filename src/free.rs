@@ -1,8 +1,8 @@
 //! The free path.
 //!
 //! - A block of at most 1 KiB (of a slab or the heap) on a thread with a
-//!   cache: checked (page map, header tag; for a slab block its `CACHED`
-//!   bit, for a heap block its cache mark), then pushed on the cache
+//!   cache: checked (page map, header tag; for a slab block the header's
+//!   cached form, for a heap block its cache mark), then pushed on the cache
 //!   ([`free`], inline). A full list first moves half of itself home
 //!   ([`free_heap_block`]: slab blocks to their slabs, others to the heap).
 //! - Everything else: [`free_slow`] resolves the pointer
@@ -50,7 +50,7 @@ pub fn free(p: *mut u8, func: &'static str) {
         unsafe {
             if slab != 0 {
                 let expect = crate::block::used_header(b.addr(), slab);
-                // A cached block's header has `CACHED` set: not `expect`.
+                // A cached block's header is in the cached form: not `expect`.
                 if b.header() == expect && t.push_slab_freed(b, slab, expect) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;

@@ -134,10 +134,10 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
         let h = b.header();
         (h, tcache::is_marked(b, h))
     };
-    if h & !crate::block::CACHED == crate::block::used_header(b.addr(), units) {
-        // A cache sets `CACHED` on a slab block it takes: the bit, or the
-        // mark (which a write after free may have wiped), says it waits in
-        // one.
+    if crate::block::uncached(h) == crate::block::used_header(b.addr(), units) {
+        // A cache puts a slab block it takes in the cached form: that
+        // form, or the mark (which a write after free may have wiped),
+        // says it waits in one.
         if !marked && h & crate::block::CACHED == 0 {
             return Held(b, true);
         }

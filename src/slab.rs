@@ -628,8 +628,8 @@ impl Slabs {
                 if set && !unsafe { b.slab_marks_intact() } {
                     problem("block free in its slab was written after free", b.addr());
                 }
-                // A block out of its slab: held, or cached (`CACHED` set).
-                if !set && h & !block::CACHED != block::used_header(b.addr(), d.units) {
+                // A block out of its slab: held, or cached (its header in the cached form).
+                if !set && block::uncached(h) != block::used_header(b.addr(), d.units) {
                     problem("slab block has a bad header", b.addr());
                 }
             }

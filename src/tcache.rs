@@ -12,9 +12,10 @@
 //! glibc's safe-linking masks with the address, but keyed so that a link
 //! read after a free reveals no secret), and a keyed mark that says
 //! "cached", which `free` checks to report a double free of a heap block
-//! (a 2^-64 chance of a false alarm). A slab's block also gets the
-//! `CACHED` bit of its header ([`crate::block`]), set as it is cached and
-//! cleared as it leaves: `free` reads the header anyway, so the free of a
+//! (a 2^-64 chance of a false alarm). A slab's block also has its header
+//! put in the cached form (`CACHED` set, its tag flipped: see
+//! [`crate::block`]) as it is cached, and back as it leaves: `free` reads
+//! the header anyway, so the free of a
 //! slab block finds a double free without reading the payload (a heap
 //! block's header is the heap's to write, under its lock: the heap may be
 //! changing its `PREV_USED` bit). A link overwritten after free decodes to
@@ -66,8 +67,10 @@ pub fn set_secrets(key: u64, mul: u64) {
 /// collide) and the link shifted by the two addresses' difference (found
 /// by a hostile review: a forged link sent malloc to unmapped memory). The
 /// header's `PREV_USED` bit is left out: the heap changes it in a cached
-/// block when the block before it is freed or taken; so is its `CACHED`
-/// bit, which the cache sets on a slab block it holds.
+/// block when the block before it is freed or taken. The header sealed is
+/// the one the block has while cached: a slab block's in its cached form
+/// (see [`crate::block`]), so a heap block's header with `CACHED` forged
+/// fails the seal.
 #[inline(always)]
 fn seal(at: usize, link: usize, header: u32) -> usize {
     Sealer::new(at, header).seal(link)
@@ -87,10 +90,9 @@ impl Sealer {
     #[inline(always)]
     fn new(at: usize, header: u32) -> Self {
         let mul = MARK_MUL.load(Relaxed);
-        // Without the bits that change while the block is cached: the
-        // heap's `PREV_USED` (a heap block's), the cache's own `CACHED` (a
-        // slab block's).
-        let header = ((header & !(crate::block::PREV_USED | crate::block::CACHED)) as u64).wrapping_mul(mul);
+        // Without the bit that changes while the block is cached: the
+        // heap's `PREV_USED` (a heap block's).
+        let header = ((header & !crate::block::PREV_USED) as u64).wrapping_mul(mul);
         let base = ((at as u64).wrapping_mul(mul) ^ header) as usize;
         Sealer { key: MARK_KEY.load(Relaxed), mul, base }
     }
@@ -142,7 +144,7 @@ unsafe fn is_cached(at: usize) -> bool {
 
 /// Takes the cache's marks off block `b`, whose header is `h`, as it
 /// leaves a cache (its link was read): the mark word, and a slab block's
-/// `CACHED` bit.
+/// cached header form.
 ///
 /// # Safety
 /// `b` is a cached block the caller has just taken out of its cache or
@@ -244,7 +246,7 @@ pub unsafe fn walk_chain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> 
         // SAFETY: each block is checked before its payload is read.
         unsafe {
             let h = b.header();
-            if !crate::block::is_used_header(at, h) || crate::block::used_units(h) != units || !is_cached(at) {
+            if !crate::block::is_used_header(at, crate::block::uncached(h)) || crate::block::used_units(h) != units || !is_cached(at) {
                 return Err(CacheFault::Corrupted(at));
             }
             at = b.cache_link();
@@ -394,11 +396,12 @@ impl Tcache {
         let b = Block::at(head as *mut u8);
         // SAFETY: `b` is checked before its payload is read.
         unsafe {
+            // The header's used form written back first, the seal checked
+            // then (fewer registers live across the seal): the seal covers
+            // the header as read, so a heap block's header with `CACHED`
+            // forged by an overflow fails it, and the process ends below
+            // before the heap acts on the header written.
             let h = b.header();
-            // The bit first, the check then (fewer registers live across
-            // the seal): a head is a block this cache cached, whose header
-            // position is a block's; one that fails its seal ends the
-            // process below.
             b.clear_cached(h);
             if !cfg!(feature = "unchecked-fast-path") && !is_marked(b, h) {
                 return Err(CacheFault::Corrupted(head));
@@ -507,7 +510,7 @@ impl Tcache {
         // replay 4% more allocator instructions).
         let room = unsafe { &*(self.room.as_ptr() as *const [u16; CLASSES]) };
         let free_units: u32 = (0..CLASSES).map(|u| room[u] as u32 * u as u32).sum();
-        let total = units_to_bytes(self.limit_units - free_units) as u64;
+        let total = units_to_bytes(self.limit_units.saturating_sub(free_units)) as u64;
         if total <= self.max_bytes {
             return None;
         }
@@ -539,9 +542,9 @@ impl Tcache {
     }
 
     /// Caches slab block `b` that the program frees, whose header the
-    /// caller found to be exactly `header`, the used header of `units` with
-    /// `CACHED` clear: so the block is in no cache (every cache sets the
-    /// bit on a slab block it takes), and no mark needs to be read. False,
+    /// caller found to be exactly `header`, the used header of `units`, not
+    /// the cached form: so the block is in no cache (every cache puts a slab
+    /// block it takes in that form), and no mark needs to be read. False,
     /// leaving the cache as it was, when list `units` is full.
     ///
     /// # Safety
@@ -582,9 +585,11 @@ impl Tcache {
 
     /// Links held block `b` (header `header`, `sealer` made of both) into
     /// list `units` and marks it: its seal, and for a slab's block (`slab`)
-    /// the `CACHED` bit.
+    /// the cached header form.
     #[inline(always)]
     unsafe fn push_sealed(&self, b: Block, units: u32, header: u32, sealer: Sealer, slab: bool) {
+        // A slab block is sealed with the header it has while cached.
+        let sealer = if slab { Sealer::new(b.addr(), header ^ crate::block::CACHED_FLIP) } else { sealer };
         // SAFETY: the owner's call; `b` is a held block whose payload is at
         // least 28 bytes, a slab's when `slab` (caller).
         unsafe {
@@ -712,7 +717,9 @@ impl Tcache {
 
     /// How many blocks list `units` holds.
     pub fn count(&self, units: u32) -> usize {
-        (self.limits[units as usize] - self.room[units as usize].load(Relaxed)) as usize
+        // Saturating: a corrupted count (a chain taken by a racing double
+        // free) must not read as a huge one.
+        self.limits[units as usize].saturating_sub(self.room[units as usize].load(Relaxed)) as usize
     }
 
     /// Visits every cached block without changing the cache, stopping at a
@@ -730,7 +737,7 @@ impl Tcache {
                 // SAFETY: as in `pop`.
                 unsafe {
                     let h = b.header();
-                    let intact = crate::block::is_used_header(at, h) && crate::block::used_units(h) == u;
+                    let intact = crate::block::is_used_header(at, crate::block::uncached(h)) && crate::block::used_units(h) == u;
                     if !intact || !is_cached(at) {
                         return Err(CacheFault::Corrupted(at));
                     }
