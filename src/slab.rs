@@ -122,8 +122,13 @@ struct Desc {
     /// The page (0: the descriptor is unused).
     page: usize,
     free_bits: [u64; WORDS],
-    free: u16,
-    total: u16,
+    /// Free blocks and all blocks: 32 bits each, not 16, so that a free's
+    /// `free += 1` is a 32-bit store the next one's 32-bit load reads
+    /// forwarded (as 16-bit fields, read together as one 32-bit load after
+    /// a 16-bit store, each free of a batch stalled about 12 cycles on
+    /// store forwarding: a quarter of `release_blocks`'s time).
+    free: u32,
+    total: u32,
     units: u32,
     /// The page map entry the page had before it became a slab.
     saved: u32,
@@ -414,8 +419,8 @@ impl Slabs {
         *self.desc(id) = Desc {
             page,
             free_bits,
-            free: total as u16,
-            total: total as u16,
+            free: total as u32,
+            total: total as u32,
             units,
             saved,
             next: NIL,
@@ -610,7 +615,7 @@ impl Slabs {
             free_blocks += d.free as usize;
             container_bytes += d.container_bytes;
             let ones: u32 = d.free_bits.iter().map(|w| w.count_ones()).sum();
-            if ones != d.free as u32 {
+            if ones != d.free {
                 problem("slab free count disagrees with its bits", d.page);
             }
             for i in 0..MAX_BLOCKS {

@@ -142,6 +142,14 @@ unsafe fn is_cached(at: usize) -> bool {
     unsafe { is_marked(b, b.header()) }
 }
 
+/// The header a block whose used header is `header` has while it is
+/// cached, which its seal covers: a slab block's (`slab`) cached form, a
+/// heap block's used header.
+#[inline(always)]
+const fn while_cached(header: u32, slab: bool) -> u32 {
+    if slab { header ^ crate::block::CACHED_FLIP } else { header }
+}
+
 /// Takes the cache's marks off block `b`, whose header is `h`, as it
 /// leaves a cache (its link was read): the mark word, and a slab block's
 /// cached header form.
@@ -537,8 +545,9 @@ impl Tcache {
     /// As for [`Tcache::push`], and `header` is `b`'s header.
     #[inline(always)]
     pub unsafe fn push_header(&self, b: Block, units: u32, header: u32, slab: bool) {
+        let sealer = Sealer::new(b.addr(), while_cached(header, slab));
         // SAFETY: forwarded.
-        unsafe { self.push_sealed(b, units, header, Sealer::new(b.addr(), header), slab) }
+        unsafe { self.push_sealed(b, units, header, sealer, slab) }
     }
 
     /// Caches slab block `b` that the program frees, whose header the
@@ -555,16 +564,18 @@ impl Tcache {
         if !self.has_room(units) {
             return false;
         }
+        let sealer = Sealer::new(b.addr(), while_cached(header, true));
         // SAFETY: forwarded.
-        unsafe { self.push_sealed(b, units, header, Sealer::new(b.addr(), header), true) };
+        unsafe { self.push_sealed(b, units, header, sealer, true) };
         true
     }
 
     /// Caches block `b` that the program frees, whose header `header` the
     /// caller found to be a correct used header of `units`: false, leaving
     /// the cache as it was, if `b` already carries the cache's mark (a
-    /// double free, up to a 2^-64 chance) or its `CACHED` bit, or list
-    /// `units` is full.
+    /// double free, up to a 2^-64 chance; for a slab block, also one whose
+    /// header an overflow put back in the used form) or its `CACHED` bit,
+    /// or list `units` is full.
     ///
     /// # Safety
     /// Only the owner may call this; `b` is a used block of `units` (at
@@ -572,7 +583,7 @@ impl Tcache {
     /// a slab (`slab`), and `header` is its header.
     #[inline(always)]
     pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32, slab: bool) -> bool {
-        let sealer = Sealer::new(b.addr(), header);
+        let sealer = Sealer::new(b.addr(), while_cached(header, slab));
         // SAFETY: the payload holds both words (caller).
         let marked = slab && header & crate::block::CACHED != 0 || unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
         if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
@@ -583,13 +594,11 @@ impl Tcache {
         true
     }
 
-    /// Links held block `b` (header `header`, `sealer` made of both) into
-    /// list `units` and marks it: its seal, and for a slab's block (`slab`)
-    /// the cached header form.
+    /// Links held block `b` (header `header`; `sealer` made of its address
+    /// and [`while_cached`] of its header) into list `units` and marks it:
+    /// its seal, and for a slab's block (`slab`) the cached header form.
     #[inline(always)]
     unsafe fn push_sealed(&self, b: Block, units: u32, header: u32, sealer: Sealer, slab: bool) {
-        // A slab block is sealed with the header it has while cached.
-        let sealer = if slab { Sealer::new(b.addr(), header ^ crate::block::CACHED_FLIP) } else { sealer };
         // SAFETY: the owner's call; `b` is a held block whose payload is at
         // least 28 bytes, a slab's when `slab` (caller).
         unsafe {
