@@ -799,6 +799,87 @@ static void cached_heap_block_cached_bit_forged_then_malloc(void)
     free(malloc(hide_size(500)));
 }
 
+/* The same double free, but the overflow, having read the cached header,
+ * writes back both bytes of the used form (the cached form is the used
+ * form with fixed bits flipped, so the program can undo it): the second
+ * free finds the cache's mark, sealed over the cached form, still in the
+ * block (before, the fast path read only the header and cached the block
+ * a second time: found by a hostile review). */
+static void slab_cached_header_put_back_then_free_again(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    char *x, *y;
+    size_t u;
+    adjacent_pair(40, &x, &y, &u);
+    free(y);
+    volatile unsigned char *hdr = (volatile unsigned char *)x + u; /* y's header */
+    hdr[0] ^= 0xFC;
+    hdr[1] ^= 0xFF;
+    free(hide_ptr(y));
+    char *a = malloc(hide_size(40)), *b = malloc(hide_size(40));
+    if (a == b)
+        say("one block handed out twice\n");
+}
+
+/* A header value read where a heap block of 13 units lay, written back
+ * (by the program, into its own live block) where that position now lies
+ * inside a slab block of 13 units, then freed: the tag is a function of
+ * the address and the size only, so it passes; the slab's grid does not
+ * (before, free's fast path compared only the header and cached the
+ * interior block, which malloc then handed out inside the live one: found
+ * by a hostile review). */
+static void stale_heap_header_inside_a_slab_block_then_free(void)
+{
+    enum { K = 160, S = 600 };
+    static char *r[K], *s[S];
+    static uint32_t h[K];
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    /* Heap blocks of 13 units: 100-byte slab blocks realloc moves to 200. */
+    for (int i = 0; i < K; i++) {
+        r[i] = realloc(malloc(hide_size(100)), hide_size(200));
+        h[i] = *header(r[i]);
+    }
+    for (int i = 0; i < K; i++)
+        free(r[i]);
+    malloc_trim(0);
+    for (int i = 0; i < S; i++)
+        s[i] = malloc(hide_size(200));
+    for (int j = 0; j < S; j++)
+        for (int i = 0; i < K; i++) {
+            uintptr_t live = (uintptr_t)s[j], at = (uintptr_t)r[i];
+            if ((h[i] >> 16) == 13 && at > live && at < live + 200 && at % 16 == 0) {
+                *header((void *)at) = h[i] & ~2u; /* without the heap's PREV_USED */
+                free(hide_ptr((void *)at));
+                char *p = malloc(hide_size(200));
+                if ((uintptr_t)p > live && (uintptr_t)p < live + 200)
+                    say("a block handed out inside a live one\n");
+                return;
+            }
+        }
+    _exit(9); /* no slab block over an old heap header position */
+}
+
+/* A use after free wipes a cached slab block's link and mark, then
+ * realloc of another block takes the list's head: the corrupted list is
+ * reported by realloc (before, realloc went on without the cache, and the
+ * block's second free then went unseen: found by a hostile review). */
+static void uaf_wipes_a_cached_block_then_realloc_takes_it(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    char *y = malloc(hide_size(40));
+    free(y);
+    memset(hide_ptr(y), 0, 16); /* use after free */
+    char *q = realloc(malloc(hide_size(20)), hide_size(40));
+    free(hide_ptr(y));
+    sink_ptr(q);
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -807,6 +888,12 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"an overflow puts a cached slab block's header back in the used form, then it is freed again",
+     slab_cached_header_put_back_then_free_again, "free", "double free"},
+    {"a heap block's header read earlier, written back inside a live slab block of its size, then free there",
+     stale_heap_header_inside_a_slab_block_then_free, "free", "not a block start"},
+    {"a use after free wipes a cached slab block's link and mark, then realloc of another block takes it",
+     uaf_wipes_a_cached_block_then_realloc_takes_it, "realloc", "corrupted thread cache"},
     {"a one-byte overflow clears a cached slab block's CACHED bit, then it is freed again",
      slab_cached_bit_cleared_by_overflow_then_free_again, "free", "header was overwritten"},
     {"an overflow forges the CACHED bit on a live heap block's header, then free of it",

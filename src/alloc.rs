@@ -61,15 +61,19 @@ pub fn alloc(n: usize, call: Call, zero: bool) -> *mut u8 {
                 return b.payload();
             }
             Ok(None) => return refill(t, n, call, zero),
-            Err(tcache::CacheFault::Corrupted(a)) => return cache_fault(call, a),
+            Err(tcache::CacheFault::Corrupted(a)) => cache_fault(call, a),
         }
     }
     alloc_slow(n, call, zero)
 }
 
+/// Ends the process on a cache list that failed its checks at `a`: every
+/// caller of [`Tcache::pop`] must, because `pop` has already put the head's
+/// header back in its used form when its seal fails (a caller that went on
+/// would leave a double free of that block unseen).
 #[cold]
 #[inline(never)]
-fn cache_fault(call: Call, a: usize) -> *mut u8 {
+pub(crate) fn cache_fault(call: Call, a: usize) -> ! {
     diag::fatal(call_name(call), "corrupted thread cache at", a)
 }
 
@@ -95,11 +99,15 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
         && n <= TCACHE_MAX_REQUEST
     {
         // SAFETY: as in `alloc`.
-        if let Ok(Some(b)) = unsafe { t.pop(config::request_units(n)) } {
-            if zero {
-                clear(b.payload(), Block::payload_bytes(config::request_units(n)));
+        match unsafe { t.pop(config::request_units(n)) } {
+            Ok(Some(b)) => {
+                if zero {
+                    clear(b.payload(), Block::payload_bytes(config::request_units(n)));
+                }
+                return served(n, b.payload());
             }
-            return served(n, b.payload());
+            Ok(None) => {}
+            Err(tcache::CacheFault::Corrupted(a)) => cache_fault(call, a),
         }
         // A thread's first small block comes from its own slab, as the
         // ones after it will, not from the heap that all threads share (it
@@ -246,7 +254,7 @@ fn refill_from_depot(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*
             Some(b.payload())
         }
         Ok(None) => None,
-        Err(tcache::CacheFault::Corrupted(a)) => Some(cache_fault(call, a)),
+        Err(tcache::CacheFault::Corrupted(a)) => cache_fault(call, a),
     }
 }
 
@@ -495,7 +503,7 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
                 return b.payload();
             }
             Ok(None) => {}
-            Err(tcache::CacheFault::Corrupted(a)) => return cache_fault(Call::Memalign, a),
+            Err(tcache::CacheFault::Corrupted(a)) => cache_fault(Call::Memalign, a),
         }
     }
     count(t, Call::Memalign, 0);

@@ -50,8 +50,10 @@ pub fn free(p: *mut u8, func: &'static str) {
         unsafe {
             if slab != 0 {
                 let expect = crate::block::used_header(b.addr(), slab);
-                // A cached block's header is in the cached form: not `expect`.
-                if b.header() == expect && t.push_slab_freed(b, slab, expect) {
+                // One of the slab's blocks (not inside one), whose header
+                // is a held block's: a cached block's header is in the
+                // cached form, not `expect`.
+                if crate::slab::is_payload(p as usize, slab) && b.header() == expect && t.push_slab_freed(b, slab, expect) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;
                 }

@@ -130,9 +130,12 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
     }
     // SAFETY: `b` is the header position of a block of a live slab, whose
     // page is mapped; its payload holds the cache's two words.
+    // The mark of a cached slab block seals its header's cached form, the
+    // form looked for whatever the header now holds (an overflow may have
+    // put it back in the used form).
     let (h, marked) = unsafe {
         let h = b.header();
-        (h, tcache::is_marked(b, h))
+        (h, tcache::is_marked(b, crate::block::used_header(b.addr(), units) ^ crate::block::CACHED_FLIP))
     };
     if crate::block::uncached(h) == crate::block::used_header(b.addr(), units) {
         // A cache puts a slab block it takes in the cached form: that

@@ -12,7 +12,7 @@ use crate::options::OPT;
 use crate::pointer::{self, Held, Ptr};
 use crate::process::{heap_of, large};
 use crate::registry::{count, my_cache, served};
-use crate::tcache::Call;
+use crate::tcache::{CacheFault, Call};
 use core::sync::atomic::Ordering::Relaxed;
 
 /// Resizes `p` (non-null) to `n` (non-zero) bytes; null (with `p` intact)
@@ -62,7 +62,7 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             && n <= TCACHE_MAX_REQUEST
             && have <= TCACHE_MAX_UNITS
             // SAFETY: this thread's cache.
-            && let Ok(Some(nb)) = unsafe { t.pop(want) }
+            && let Some(nb) = unsafe { t.pop(want) }.unwrap_or_else(|CacheFault::Corrupted(a)| crate::alloc::cache_fault(Call::Realloc, a))
         {
             let q = nb.payload();
             // SAFETY: both blocks are held; `old_bytes.min(n)` fits in each.

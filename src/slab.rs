@@ -102,6 +102,37 @@ pub fn index_of(b: Block, page: usize, units: u32) -> Option<usize> {
 }
 const _: () = assert!(ROOM.is_multiple_of(16), "index_of's room test needs whole units");
 
+/// Whether `p`, a 16-aligned address on a slab page of blocks of `units`
+/// (at most 31: a page map entry's field), is the payload of one of the
+/// slab's blocks: [`index_of`]'s answer, by one look-up in a table, for
+/// `free`'s fast path. A header there is compared only after this: the
+/// tag is a function of the address and the size only, so a header value
+/// a program read where a heap block of that size once lay, written back
+/// inside a live slab block, would pass it (found by a hostile review).
+#[inline(always)]
+pub fn is_payload(p: usize, units: u32) -> bool {
+    SLOT_STARTS[(units & 31) as usize][(p & (SLAB_BYTES - 1)) >> 4]
+}
+
+/// `SLOT_STARTS[u][x]`: whether the address `x` units into a slab's page
+/// is the payload of a block of a slab of `u` units. The first payload is
+/// one unit in ([`Block::slab_first`] is its header); the others follow
+/// every `u` units, as long as the block ends inside the room.
+static SLOT_STARTS: [[bool; SLAB_BYTES / 16]; 32] = {
+    let mut t = [[false; SLAB_BYTES / 16]; 32];
+    let mut u = crate::config::MIN_UNITS as usize;
+    while u <= SLAB_MAX_UNITS as usize {
+        let mut off = 0;
+        while off + u <= ROOM / 16 {
+            t[u][off + (Block::SLAB_FIRST + HEADER) / 16] = true;
+            off += u;
+        }
+        u += 1;
+    }
+    t
+};
+const _: () = assert!(Block::SLAB_FIRST + HEADER == 16, "a slab's first payload is one unit into its page");
+
 /// `ceil(2^16 / u)` for each block size `u` (0 for sizes below 2): `off *
 /// RECIPROCALS[u] >> 16` is `off / u` for every offset in a page (`off <
 /// 256` units, and `off * (RECIPROCALS[u] * u - 2^16) < 2^16`), without

@@ -552,19 +552,27 @@ impl Tcache {
 
     /// Caches slab block `b` that the program frees, whose header the
     /// caller found to be exactly `header`, the used header of `units`, not
-    /// the cached form: so the block is in no cache (every cache puts a slab
-    /// block it takes in that form), and no mark needs to be read. False,
-    /// leaving the cache as it was, when list `units` is full.
+    /// the cached form (every cache puts a slab block it takes in that
+    /// form). False, leaving the cache as it was, when list `units` is full
+    /// or `b` carries the cache's mark all the same: a double free whose
+    /// first free's cached header an overflow put back in the used form
+    /// (the form is a fixed function of the header, so a program that can
+    /// read and write the header can undo it; it would then have to wipe
+    /// the mark too: found by a hostile review). The mark shares the
+    /// header's cache line unless the payload starts one, and the push
+    /// writes that line anyway.
     ///
     /// # Safety
     /// Only the owner may call this; `b` is a block of a slab of `units`
     /// (at most `SLAB_MAX_UNITS`) and `header` its header, as above.
     #[inline(always)]
     pub unsafe fn push_slab_freed(&self, b: Block, units: u32, header: u32) -> bool {
-        if !self.has_room(units) {
+        let sealer = Sealer::new(b.addr(), while_cached(header, true));
+        // SAFETY: the payload holds both words (caller).
+        let marked = unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
+        if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
             return false;
         }
-        let sealer = Sealer::new(b.addr(), while_cached(header, true));
         // SAFETY: forwarded.
         unsafe { self.push_sealed(b, units, header, sealer, true) };
         true
