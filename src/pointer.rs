@@ -128,19 +128,18 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
     if crate::slab::index_of(b, p & !(SLAB_BYTES - 1), units).is_none() {
         diag::fatal(func, "invalid pointer (inside the heap, not a block start)", p);
     }
+    let used = crate::block::used_header(b.addr(), units);
     // SAFETY: `b` is the header position of a block of a live slab, whose
-    // page is mapped; its payload holds the cache's two words.
-    // The mark of a cached slab block seals its header's cached form, the
-    // form looked for whatever the header now holds (an overflow may have
-    // put it back in the used form).
-    let (h, marked) = unsafe {
-        let h = b.header();
-        (h, tcache::is_marked(b, crate::block::used_header(b.addr(), units) ^ crate::block::CACHED_FLIP))
-    };
-    if crate::block::uncached(h) == crate::block::used_header(b.addr(), units) {
-        // A cache puts a slab block it takes in the cached form: that
-        // form, or the mark (which a write after free may have wiped),
-        // says it waits in one.
+    // page is mapped.
+    let h = unsafe { b.header() };
+    if crate::block::uncached(h) == used {
+        // A cache puts a slab block it takes in the cached form, and its
+        // mark seals that form: the form, or the mark (looked for whatever
+        // the header now holds: an overflow may have put it back in the
+        // used form, as a write after free may have wiped the mark), says
+        // it waits in one.
+        // SAFETY: as above; the payload holds the cache's two words.
+        let marked = unsafe { tcache::is_marked(b, used ^ crate::block::CACHED_FLIP) };
         if !marked && h & crate::block::CACHED == 0 {
             return Held(b, true);
         }
