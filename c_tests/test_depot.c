@@ -13,7 +13,9 @@
  *     wait as cached blocks: in the depot; another thread's next malloc of
  *     the size is one of them, and malloc_trim sends the rest home;
  *   - freeing a block that waits in the depot is a double free, reported;
- *   - FITALLOC_DEPOT_BYTES=0 turns the depot off.
+ *   - FITALLOC_DEPOT_BYTES=0 turns the depot off;
+ *   - a thread that frees blocks of every cached size keeps its cache
+ *     within its byte budget.
  *
  * The test runs again on the lock-check build (make lock-check-test).
  */
@@ -201,6 +203,53 @@ static void caches_of_threads_that_only_free(void)
           (unsigned long long)stats().threads, (unsigned long long)base);
 }
 
+/* A thread that only frees blocks of every cached size keeps at most its
+ * byte budget (256 KiB) in its cache: run with the depot off, so that the
+ * process's cached bytes are the two threads' caches, each within its
+ * budget (when the budget was enforced only as a list overflowed, the
+ * consumer's cache held up to 888 KiB between overflows). Exits 0 when the
+ * cached bytes never passed two budgets, 3 otherwise. */
+#define BUDGET_BLOCKS 6000
+static void *budget_blocks[BUDGET_BLOCKS];
+static uint64_t budget_peak;
+static void *free_watching_the_cache(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < BUDGET_BLOCKS; i++) {
+        free(budget_blocks[i]);
+        if (i % 32 == 31) {
+            uint64_t c = stats().cached_bytes;
+            if (c > budget_peak)
+                budget_peak = c;
+        }
+    }
+    return NULL;
+}
+static int cache_within_its_budget(void)
+{
+    uint64_t seed = 12345;
+    for (int i = 0; i < BUDGET_BLOCKS; i++) {
+        seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+        budget_blocks[i] = malloc(hide_size(16 + (seed >> 33) % 1009));
+    }
+    pthread_t t;
+    pthread_create(&t, NULL, free_watching_the_cache, NULL);
+    pthread_join(t, NULL);
+    if (budget_peak > 2 * 256 * 1024) {
+        fprintf(stderr, "cached bytes peaked at %llu\n", (unsigned long long)budget_peak);
+        return 3;
+    }
+    return 0;
+}
+
+static void run_budget(void *arg)
+{
+    char *argv[] = {(char *)arg, "budget", NULL};
+    char *envp[] = {"FITALLOC_DEPOT_BYTES=0", NULL};
+    execve("/proc/self/exe", argv, envp);
+    _exit(126);
+}
+
 /* Run by the test itself with FITALLOC_DEPOT_BYTES=0: exits 0 when no
  * block waits in a depot after the consumer exited. */
 static int no_depot(void)
@@ -221,6 +270,8 @@ int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "no-depot") == 0)
         return no_depot();
+    if (argc > 1 && strcmp(argv[1], "budget") == 0)
+        return cache_within_its_budget();
     producer_consumer();
     caches_of_threads_that_only_free();
     depot_serves_and_trim_empties();
@@ -231,5 +282,9 @@ int main(int argc, char **argv)
     status = run_child_stderr(run_without_a_depot, argv[0], err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "FITALLOC_DEPOT_BYTES=0: no depot", "status %#x; stderr: %s", status, err);
+    status = run_child_stderr(run_budget, argv[0], err, sizeof err, 60);
+    check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
+          "a thread that frees blocks of every cached size keeps its cache within its byte budget",
+          "status %#x; stderr: %s", status, err);
     return tap_done("test_depot");
 }

@@ -139,17 +139,21 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
 }
 
 /// Frees held block `b` (of a slab or the heap) that the fast path did
-/// not cache: half of its cache list goes first (to the depot, for
-/// another thread, once the process has several; else home:
-/// [`release_blocks`], the size then counting as churning) and `b` is
-/// cached. Without a cache, or for a size the caches do not keep, `b`
-/// goes home.
+/// not cache: half of a cache list goes first (to the depot, for another
+/// thread, once the process has several; else home: [`release_blocks`],
+/// the size then counting as churning) and `b` is cached. Without a cache,
+/// or for a size the caches do not keep, `b` goes home.
 ///
-/// The list is full, except when `b` missed the fast path for where it
-/// lies (its payload is a page's first address: the block after a slab's
-/// container). Sending half of the list home then too is kept on
-/// measurement: without it python3 with `PYTHONMALLOC=malloc` peaked at
-/// 67.7 MiB instead of 64.7 (medians of 5), and no trace was faster.
+/// The half is `b`'s own list's, which is usually full. When it is not
+/// and the cache's byte budget is what has no room, the half is the
+/// list's holding the most bytes ([`Tcache::fullest`]): the budget is
+/// spent only when the cache holds 256 KiB over at most 63 lists, so that
+/// half is at least 2 KiB, room for any cached block. When neither is
+/// short, `b` missed the fast path for where it lies (its payload is a
+/// page's first address: the block after a slab's container); sending
+/// half of its list home then too is kept on measurement: without it
+/// python3 with `PYTHONMALLOC=malloc` peaked at 67.7 MiB instead of 64.7
+/// (medians of 5), and no trace was faster.
 #[inline(never)]
 fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     let slab = b.in_slab();
@@ -161,7 +165,9 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     if let Some(t) = t
         && units <= TCACHE_MAX_UNITS
     {
-        let half = t.count(units).div_ceil(2).min(64);
+        let own = t.list_full(units) || t.budget_has_room(units);
+        let cut = if own { units } else { t.fullest().unwrap_or(units) };
+        let half = t.count(cut).div_ceil(2).min(64);
         if !crate::sync::single_threaded() {
             // The half is cut off, `b` cached, and only then the half passed
             // on: that may wait for a lock, while another thread's free of
@@ -172,7 +178,7 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             // Another thread may have cached `b` since it was checked (its
             // free took the fast path): `push_freed` looks at the mark again
             // and refuses it then.
-            let chain = cut_chain(t, units, half, func);
+            let chain = cut_chain(t, cut, half, func);
             let room = t.has_room(units);
             // SAFETY: this thread's cache; `b` is a used block of `units`
             // (checked by the caller) and `h` its header.
@@ -183,16 +189,16 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
                 }
             };
             if let Some(chain) = chain {
-                pass_on(units, chain, func);
+                pass_on(cut, chain, func);
             }
-            keep_to_budget(t, func);
             if cached {
                 return;
             }
         } else {
-            t.note_overflow(units);
-            drain_home(t, units, half, func);
-            keep_to_budget(t, func);
+            if own {
+                t.note_overflow(units);
+            }
+            drain_home(t, cut, half, func);
             if t.has_room(units) {
                 // SAFETY: this thread's cache, with room; `b` is held.
                 unsafe { t.push(b, units, slab) };
@@ -221,26 +227,6 @@ fn cut_chain(t: &Tcache, units: u32, n: usize, func: &'static str) -> Option<Cha
 fn pass_on(units: u32, chain: Chain, func: &'static str) {
     if let Err(chain) = depot_put(units, chain) {
         send_home(func, units, chain);
-    }
-}
-
-/// Brings this thread's cache `t`, one of whose lists just overflowed,
-/// back within its byte budget: while it holds more, half of the list
-/// holding the most bytes goes away as an overflowing list's half does (to
-/// the depot once the process has several threads, else home). The hit
-/// paths count blocks only; this is where the bytes are bounded.
-fn keep_to_budget(t: &Tcache, func: &'static str) {
-    // Each round halves one list: a few rounds at most in practice; the
-    // bound only keeps a pathological case finite.
-    for _ in 0..tcache::CLASSES {
-        // SAFETY: this thread's cache.
-        let Some(u) = (unsafe { t.over_budget() }) else { return };
-        let half = t.count(u).div_ceil(2).min(64);
-        if crate::sync::single_threaded() {
-            drain_home(t, u, half, func);
-        } else if let Some(chain) = cut_chain(t, u, half, func) {
-            pass_on(u, chain, func);
-        }
     }
 }
 

@@ -18,7 +18,7 @@
 //! | `FITALLOC_ARENAS=n` | heaps with a lock of their own (default 1; 0: one per CPU the process may run on; at most 8; read at start-up) |
 //! | `FITALLOC_PROFILE_SIGNAL=sig` | on signal `sig` (`USR1`, `USR2` or a number), write a numbered snapshot of the heap profile |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
-//! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold, enforced when a list overflows (default 256k) |
+//! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
 //! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; up to 64 for small sizes) |
 //! | `FITALLOC_DEPOT_BYTES=n` | bytes of cached blocks the depot may hold between threads (default 64k; 0: no depot; [`crate::depot`]) |
 //! | `FITALLOC_MMAP_THRESHOLD=n` | as `mallopt(M_MMAP_THRESHOLD, n)` |

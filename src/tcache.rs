@@ -11,20 +11,19 @@
 //! block of its size, masked with a keyed value of its own address (as
 //! glibc's safe-linking masks with the address, but keyed so that a link
 //! read after a free reveals no secret), and a keyed mark that says
-//! "cached", which `free` checks to report a double free of a heap block
-//! (a 2^-64 chance of a false alarm). A slab's block also has its header
-//! put in the cached form (`CACHED` set, its tag flipped: see
-//! [`crate::block`]) as it is cached, and back as it leaves: `free` reads
-//! the header anyway, so the free of a
-//! slab block finds a double free without reading the payload (a heap
-//! block's header is the heap's to write, under its lock: the heap may be
-//! changing its `PREV_USED` bit). A link overwritten after free decodes to
-//! an arbitrary address, which fails the region, tag and mark checks
-//! before anything is handed out.
+//! "cached", which `free` checks to report a double free (a 2^-64 chance
+//! of a false alarm). A slab's block also has its header put in the cached
+//! form (`CACHED` set, its tag flipped: see [`crate::block`]) as it is
+//! cached, and back as it leaves, so a double free of it is found even when
+//! a write after free wiped the mark (a heap block's header is the heap's
+//! to write, under its lock: the heap may be changing its `PREV_USED`
+//! bit). A link overwritten after free decodes to an arbitrary address,
+//! which fails the region, tag and mark checks before anything is handed
+//! out.
 //!
-//! Caches are bounded (a count per size; bytes per thread, enforced when a
-//! list overflows, so that the hit paths count blocks only), go back to
-//! the heap when their thread exits (a pthread key destructor), and when a
+//! Caches are bounded (a count per size and bytes per thread, both checked
+//! by every push), go back to the heap when their thread exits (a pthread
+//! key destructor), and when a
 //! forked child finds caches of threads that do not exist in it.
 
 use crate::block::{keyed, units_to_bytes, Block};
@@ -279,11 +278,12 @@ pub struct Tcache {
     /// threads read it for statistics.
     room: [AtomicU16; CLASSES],
     limits: [u16; CLASSES],
-    /// Units the lists hold when all are full: `sum(limits[u] * u)`.
-    limit_units: u32,
-    /// The bytes the cache should hold at most: enforced when a list
-    /// overflows ([`Tcache::over_budget`]), not on the hit paths.
-    max_bytes: u64,
+    /// How many more units (16 bytes each) the whole cache may take: its
+    /// byte budget, checked by every push beside the list's count. Only
+    /// the owner writes; other threads read it for statistics.
+    room_units: AtomicU32,
+    /// The budget, in units.
+    max_units: u32,
     /// The slab this cache takes blocks of each size from (a hint the slab
     /// lock's holder checks: [`crate::slab::Slabs::take`]).
     slab_cur: [AtomicU32; SLAB_MAX_UNITS as usize + 1],
@@ -313,14 +313,22 @@ fn bump16(c: &AtomicU16, d: u16) {
     c.store(c.load(Relaxed).wrapping_add(d), Relaxed);
 }
 
+/// [`bump16`] for a 32-bit counter.
+#[inline(always)]
+fn bump32(c: &AtomicU32, d: u32) {
+    c.store(c.load(Relaxed).wrapping_add(d), Relaxed);
+}
+
 impl Tcache {
     /// A cache whose list for each size holds `per_class_bytes` worth of
     /// blocks, but at least `min_count` and at most 64, and whose total
-    /// is brought back below `max_bytes` whenever a list overflows.
+    /// stays below `max_bytes` (when a free finds it full, half of the list
+    /// holding the most bytes goes away: [`Tcache::fullest`]).
     /// (Measured on the shared traces and the mt benchmark: 256 KiB and 16
     /// cost 1% of footprint and halve the time of random-size workloads
     /// against 64 KiB and byte-proportional counts.)
     pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize, arena: usize) -> Self {
+        let max_units = (max_bytes >> crate::config::UNIT_SHIFT).min(u32::MAX as u64) as u32;
         let mut limits = [0u16; CLASSES];
         for (u, l) in limits.iter_mut().enumerate().skip(crate::config::MIN_UNITS as usize) {
             *l = (per_class_bytes / units_to_bytes(u as u32)).max(min_count).clamp(2, 64) as u16;
@@ -329,8 +337,8 @@ impl Tcache {
             heads: UnsafeCell::new([0; CLASSES]),
             room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
             limits,
-            limit_units: (0..CLASSES).map(|u| limits[u] as u32 * u as u32).sum(),
-            max_bytes,
+            room_units: AtomicU32::new(max_units),
+            max_units,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             overflowed: AtomicU32::new(0),
             scratch: AtomicU32::new(0),
@@ -433,6 +441,7 @@ impl Tcache {
             b.set_cache_key(0);
         }
         bump16(&self.room[units as usize], 1);
+        bump32(&self.room_units, units);
         Ok(Some(b))
     }
 
@@ -487,6 +496,7 @@ impl Tcache {
                     }
                     uncache(b, b.header());
                     bump16(&self.room[units as usize], 1);
+                    bump32(&self.room_units, units);
                     add(&self.counters.hits, 1);
                     return Ok(Some(b));
                 }
@@ -497,47 +507,46 @@ impl Tcache {
         }
     }
 
-    /// How many more blocks of `units` the cache may take.
+    /// How many more blocks of `units` the cache may take: as its list's
+    /// count and its byte budget allow.
     #[inline]
     pub fn room_for(&self, units: u32) -> usize {
-        self.room[units as usize].load(Relaxed) as usize
+        let by_budget = self.room_units.load(Relaxed) / units;
+        (self.room[units as usize].load(Relaxed) as u32).min(by_budget) as usize
     }
 
-    /// Whether list `units` has room for one more block. Its count alone
-    /// decides: the byte budget costs the hit paths nothing, and is
-    /// enforced when a list overflows ([`Tcache::over_budget`]).
+    /// Whether list `units` has room for one more block: its count, and
+    /// the whole cache's byte budget.
     #[inline(always)]
     pub fn has_room(&self, units: u32) -> bool {
-        self.room[units as usize].load(Relaxed) != 0
+        self.room[units as usize].load(Relaxed) != 0 && self.room_units.load(Relaxed) >= units
+    }
+
+    /// Whether list `units` is full (by its count; the budget aside).
+    #[inline]
+    pub fn list_full(&self, units: u32) -> bool {
+        self.room[units as usize].load(Relaxed) == 0
+    }
+
+    /// Whether the byte budget has room for a block of `units`.
+    #[inline]
+    pub fn budget_has_room(&self, units: u32) -> bool {
+        self.room_units.load(Relaxed) >= units
     }
 
     /// Bytes the cache holds (approximate when read by another thread).
     pub fn held_bytes(&self) -> u64 {
-        (crate::config::MIN_UNITS..CLASSES as u32).map(|u| (self.count(u) * units_to_bytes(u)) as u64).sum()
+        units_to_bytes(self.max_units.saturating_sub(self.room_units.load(Relaxed))) as u64
     }
 
-    /// When the cache holds more than its byte budget, the list holding
-    /// the most bytes, which should give half of itself away. Asked when a
-    /// list overflows (not on the hit paths, which count blocks only):
-    /// between two overflows a cache may grow past the budget by what its
-    /// lists' counts allow (the sum over the sizes of count limit times
-    /// size).
-    ///
-    /// # Safety
-    /// Only the owner may call this.
-    pub unsafe fn over_budget(&self) -> Option<u32> {
-        // SAFETY: only the owner writes the room counters, and the caller
-        // is the owner: a plain read of them races with no write (other
-        // threads only read them). Plain, the sum is one vectorized pass
-        // (an overflow costs it; atomic loads one by one cost sqlite's
-        // replay 4% more allocator instructions).
-        let room = unsafe { &*(self.room.as_ptr() as *const [u16; CLASSES]) };
-        let free_units: u32 = (0..CLASSES).map(|u| room[u] as u32 * u as u32).sum();
-        let total = units_to_bytes(self.limit_units.saturating_sub(free_units)) as u64;
-        if total <= self.max_bytes {
-            return None;
-        }
-        (crate::config::MIN_UNITS..CLASSES as u32).rev().max_by_key(|&u| self.count(u) * units_to_bytes(u))
+    /// The list holding the most bytes (`None` when the cache is empty):
+    /// the one that gives half of itself away when a free finds the
+    /// budget spent.
+    pub fn fullest(&self) -> Option<u32> {
+        (crate::config::MIN_UNITS..CLASSES as u32)
+            .rev()
+            .max_by_key(|&u| self.count(u) * units_to_bytes(u))
+            .filter(|&u| self.count(u) > 0)
     }
 
 
@@ -635,6 +644,7 @@ impl Tcache {
             }
         }
         bump16(&self.room[units as usize], u16::MAX);
+        bump32(&self.room_units, units.wrapping_neg());
     }
 
     /// Takes up to `max` blocks off list `units` (checked as [`Tcache::pop`]
@@ -727,12 +737,13 @@ impl Tcache {
         }
         heads[units as usize] = rest;
         bump16(&self.room[units as usize], len as u16);
+        bump32(&self.room_units, units * len as u32);
         Ok(Some(Chain { head, len: len as u32 }))
     }
 
     /// Whether empty list `units` can take a chain of `len` blocks.
     pub fn can_take_chain(&self, units: u32, len: u32) -> bool {
-        self.count(units) == 0 && self.room[units as usize].load(Relaxed) as u32 >= len
+        self.count(units) == 0 && self.room_for(units) as u32 >= len
     }
 
     /// Makes `chain` (of blocks of `units`) list `units`.
@@ -745,6 +756,7 @@ impl Tcache {
         // SAFETY: the owner's call (caller).
         unsafe { self.heads()[units as usize] = chain.head };
         bump16(&self.room[units as usize], (chain.len as u16).wrapping_neg());
+        bump32(&self.room_units, (units * chain.len).wrapping_neg());
     }
 
     /// How many blocks list `units` holds.
