@@ -711,9 +711,9 @@ static void slab_header_zeroed_then_free(void)
 
 /* A slab block freed into the thread cache, a use after free wiping the
  * cache's two words in it (its link and its mark), then freed again: the
- * header's CACHED bit, which the free reads anyway, still says the block
- * waits in a cache: a double free, at the second free (before the bit, the
- * fast path saw no mark and cached the block a second time). A second
+ * header's cached form, which the free reads anyway, still says the block
+ * waits in a cache: a double free, at the second free (before the form,
+ * the fast path saw no mark and cached the block a second time). A second
  * thread has run, so small blocks come from slabs. */
 static void *nothing(void *arg) { return arg; }
 static void slab_uaf_wipes_the_mark_then_free_again(void)
@@ -748,12 +748,12 @@ static void adjacent_pair(size_t n, char **x, char **y, size_t *usable)
 }
 
 /* A slab block freed into the thread cache, then a one-byte overflow from
- * the live block before it rewrites its header's low byte, the byte read
- * first with its CACHED bit cleared; then the block is freed again. The
- * cached form flips the whole tag, so no one-byte write turns it back
- * into the used header: the second free finds a header overwritten (with
- * the bit alone, the second free saw a held block and cached it twice:
- * found by a hostile review). */
+ * the live block before it rewrites its header's low byte (one bit of it
+ * flipped); then the block is freed again. The cached form differs from
+ * the used one in byte 1, which a one-byte overflow does not reach: the
+ * second free finds a header overwritten (when the cached form was a
+ * CACHED bit in byte 0, clearing it made the second free see a held block
+ * and cache it twice: found by a hostile review). */
 static void slab_cached_bit_cleared_by_overflow_then_free_again(void)
 {
     pthread_t t;
@@ -764,38 +764,38 @@ static void slab_cached_bit_cleared_by_overflow_then_free_again(void)
     adjacent_pair(40, &x, &y, &u);
     free(y);
     volatile unsigned char *low = (volatile unsigned char *)x + u; /* y's header, lowest byte */
-    *low = *low & ~4u;
+    *low = *low ^ 4u;
     free(hide_ptr(y));
     char *a = malloc(hide_size(40)), *b = malloc(hide_size(40));
     if (a == b)
         say("one block handed out twice\n");
 }
 
-/* One heap block's header with the cache's CACHED bit forged by an
- * overflow of the block before, then freed: a heap block never has the
- * bit, so its header is overwritten (before, the check ignored the bit and
- * the block was cached; the cache then wrote its header without the heap's
- * lock: found by a hostile review). Blocks of 500 bytes are the heap's
- * (slabs serve up to 268) and cached. */
+/* One heap block's header with a bit of its low byte flipped by an
+ * overflow of the block before, then freed: its header is overwritten
+ * (when that bit was a CACHED bit the tag check ignored, the block was
+ * cached, and the cache then wrote its header without the heap's lock:
+ * found by a hostile review). Blocks of 500 bytes are the heap's (slabs
+ * serve up to 268) and cached. */
 static void heap_header_cached_bit_forged_then_free(void)
 {
     char *x, *y;
     size_t u;
     adjacent_pair(500, &x, &y, &u);
-    ((volatile unsigned char *)x)[u] |= 4;
+    ((volatile unsigned char *)x)[u] ^= 4;
     free(hide_ptr(y));
     free(malloc(hide_size(500)));
 }
 
-/* The same bit forged on a heap block while it waits in the thread cache,
- * then malloc takes it: its seal fails before the cache writes its header. */
+/* The same bit flipped on a heap block while it waits in the thread
+ * cache, then malloc takes it: its seal, which covers the header, fails. */
 static void cached_heap_block_cached_bit_forged_then_malloc(void)
 {
     char *x, *y;
     size_t u;
     adjacent_pair(500, &x, &y, &u);
     free(y);
-    ((volatile unsigned char *)x)[u] |= 4;
+    ((volatile unsigned char *)x)[u] ^= 4;
     free(malloc(hide_size(500)));
 }
 
@@ -815,8 +815,8 @@ static void slab_cached_header_put_back_then_free_again(void)
     adjacent_pair(40, &x, &y, &u);
     free(y);
     volatile unsigned char *hdr = (volatile unsigned char *)x + u; /* y's header */
-    hdr[0] ^= 0xFC;
-    hdr[1] ^= 0xFF;
+    hdr[0] = hdr[0]; /* a two-byte overflow: byte 0 as it was, */
+    hdr[1] ^= 0xFF;  /* byte 1 back in the used form */
     free(hide_ptr(y));
     char *a = malloc(hide_size(40)), *b = malloc(hide_size(40));
     if (a == b)
@@ -880,6 +880,40 @@ static void uaf_wipes_a_cached_block_then_realloc_takes_it(void)
     sink_ptr(q);
 }
 
+/* The same on a heap block (500 bytes: above the slabs' sizes, cached):
+ * before heap blocks had the cached form too, the second free found
+ * neither a mark nor a cached header and cached the block again (found by
+ * a hostile review). */
+static void heap_uaf_wipes_the_mark_then_free_again(void)
+{
+    char *p = malloc(hide_size(500));
+    free(p);
+    memset(hide_ptr(p), 0, 16); /* use after free */
+    free(hide_ptr(p));
+}
+
+/* The same, the second free on a thread that has no cache yet: its slow
+ * path gave the block to the heap, which merged it into the top and gave
+ * the pages back, and the first thread's next malloc of the size faulted
+ * on the block still at its list's head (found by a hostile review). */
+static void *free_it(void *p)
+{
+    free(p);
+    return NULL;
+}
+static void heap_uaf_wipes_the_mark_then_free_on_another_thread(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    char *p = malloc(hide_size(500));
+    free(p);
+    memset(hide_ptr(p), 0, 16); /* use after free */
+    pthread_create(&t, NULL, free_it, hide_ptr(p));
+    pthread_join(t, NULL);
+    free(malloc(hide_size(500)));
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -888,17 +922,21 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"a use after free wipes a cached heap block's link and mark, then it is freed again",
+     heap_uaf_wipes_the_mark_then_free_again, "free", "double free"},
+    {"a use after free wipes a cached heap block's link and mark, then another thread frees it again",
+     heap_uaf_wipes_the_mark_then_free_on_another_thread, "free", "double free"},
     {"an overflow puts a cached slab block's header back in the used form, then it is freed again",
      slab_cached_header_put_back_then_free_again, "free", "double free"},
     {"a heap block's header read earlier, written back inside a live slab block of its size, then free there",
      stale_heap_header_inside_a_slab_block_then_free, "free", "not a block start"},
     {"a use after free wipes a cached slab block's link and mark, then realloc of another block takes it",
      uaf_wipes_a_cached_block_then_realloc_takes_it, "realloc", "corrupted thread cache"},
-    {"a one-byte overflow clears a cached slab block's CACHED bit, then it is freed again",
+    {"a one-byte overflow flips a bit of a cached slab block's header, then it is freed again",
      slab_cached_bit_cleared_by_overflow_then_free_again, "free", "header was overwritten"},
-    {"an overflow forges the CACHED bit on a live heap block's header, then free of it",
+    {"an overflow flips a bit of a live heap block's header's low byte, then free of it",
      heap_header_cached_bit_forged_then_free, "free", "header was overwritten"},
-    {"an overflow forges the CACHED bit on a cached heap block's header, then malloc takes it",
+    {"an overflow flips a bit of a cached heap block's header's low byte, then malloc takes it",
      cached_heap_block_cached_bit_forged_then_malloc, "malloc", "corrupted thread cache"},
     {"a use after free wipes a cached slab block's link and mark, then it is freed again",
      slab_uaf_wipes_the_mark_then_free_again, "free", "double free"},

@@ -187,7 +187,7 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     for &b in &extra[..k] {
         // SAFETY: this thread's cache; `b` is a block of `units` the heap
         // just handed out, and the cache had room for it.
-        unsafe { t.push(b, units, false) };
+        unsafe { t.push(b, units) };
     }
     match grant {
         Some(g) => payload_of(g, zero),
@@ -225,7 +225,7 @@ fn refill_from_fragments(t: &Tcache, units: u32, zero: bool, call: Call) -> Opti
     for &b in &extra[..k] {
         // SAFETY: this thread's cache, with room; `b` is a heap block of
         // `units` just handed out.
-        unsafe { t.push(b, units, false) };
+        unsafe { t.push(b, units) };
     }
     Some(payload_of(g, zero))
 }
@@ -273,7 +273,7 @@ fn refill_from_slabs(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*
     for &b in &got[1..k] {
         // SAFETY: this thread's cache, with room for `want - 1` blocks;
         // `b` is a block of `units` just taken from a slab.
-        unsafe { t.push(b, units, true) };
+        unsafe { t.push(b, units) };
     }
     let b = got[0];
     if zero {

@@ -43,19 +43,25 @@
 //! # Header bits
 //!
 //! ```text
-//!  used:  | units (16) | tag (13) | CACHED | PREV_USED | USED=1 |
-//!  free:  |         units (30)             | PREV_USED | USED=0 |
+//!  used:  | units (16) | tag (14)      | PREV_USED | USED=1 |
+//!  free:  |         units (30)          | PREV_USED | USED=0 |
+//!           byte 3, 2    byte 1 | byte 0 (lowest address)
 //! ```
 //!
-//! The 13-bit tag of a used header is a keyed hash of the block's address
+//! The 14-bit tag of a used header is a keyed hash of the block's address
 //! and size: a pointer that is not at a block start, or a header overwritten
 //! by an overflow, fails the tag check before the allocator acts on it.
-//! `CACHED` is set only on a slab's block waiting in a thread cache (see
-//! below), and with it every tag bit is inverted ([`CACHED_FLIP`]): the
-//! cached form of a header differs from the used form in both its low and
-//! its high byte, so a one-byte overflow from the block before cannot turn
-//! one into the other, and a used header with `CACHED` forged fails the
-//! tag check.
+//!
+//! A block waiting in a thread cache has its header in the *cached form*:
+//! the used header with its byte 1 (the tag's high eight bits) inverted
+//! ([`CACHED_FLIP`]). The cached form fails the tag check, so `free`
+//! finds a double free of a cached block in the header it reads anyway,
+//! even when a write after free wiped the cache's mark in the payload; a
+//! one-byte overflow from the block before reaches byte 0 only, and cannot
+//! turn one form into the other. The cache writes byte 1 alone, and the
+//! heap, which sets and clears a cached heap block's `PREV_USED` under its
+//! lock as the block before it changes, writes byte 0 alone
+//! ([`Block::set_prev_used`]): neither store can undo the other.
 //!
 //! # The big form
 //!
@@ -94,36 +100,29 @@
 //! Only the heap writes the headers of heap blocks, and only under its
 //! lock; `free` reads them without it. Headers are therefore accessed as
 //! relaxed atomics (plain loads and stores on every target we build for).
-//! A heap block waiting in a thread cache keeps its used header; the cache
-//! marks it in its payload instead ([`Block::cache_key`]), so it never
-//! races with the heap updating the same header's `PREV_USED` bit. A
-//! slab's block has no heap neighbour whose state its header records, and
-//! no one but its slab (under the slab lock, while no cache holds it) and
-//! the cache that holds it writes its header: that cache also puts the
-//! header in its cached form ([`Block::set_cached`]), so that `free` finds
-//! a double free of it in the header it reads anyway, without reading the
-//! mark.
+//! The one exception: a thread cache turns the header of a block it takes
+//! into the cached form and back ([`Block::toggle_cached`]) without the
+//! heap's lock, while the heap may be changing the same header's
+//! `PREV_USED` (the block before a cached heap block is freed or taken):
+//! with other threads, each writes its own byte (see *Header bits*). The
+//! cache also marks the block in its payload ([`Block::cache_key`]).
 //!
 //! Each region of the heap is framed so that walks need no bounds checks:
 //! the first block's `PREV_USED` is set, and the region ends with a used
 //! header of size 0, the epilogue.
 
 use crate::config::{HEADER, MAX_USED_UNITS, UNIT_SHIFT};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering};
 
 /// Header bit: this block is held (by the program or a thread cache).
 pub(crate) const USED: u32 = 1;
 /// Header bit: the block just before this one is held, so there is no
 /// footer before this header.
 pub(crate) const PREV_USED: u32 = 2;
-/// Header bit of a used header: this slab block waits in a thread cache
-/// (set and cleared by that cache only; never on a heap block).
-pub(crate) const CACHED: u32 = 4;
-/// The bits of a used header that hold its tag.
-const TAG_BITS: u32 = 0xFFF8;
-/// What a cache XORs into a slab block's used header as it takes the
-/// block, and again as it gives it out: `CACHED` and the whole tag.
-pub(crate) const CACHED_FLIP: u32 = CACHED | TAG_BITS;
+/// What a thread cache XORs into a block's used header as it takes the
+/// block, and again as it gives it out (the cached form): byte 1, the
+/// tag's high eight bits.
+pub(crate) const CACHED_FLIP: u32 = 0xFF00;
 const USED_UNITS_SHIFT: u32 = 16;
 const FREE_UNITS_SHIFT: u32 = 2;
 
@@ -201,7 +200,7 @@ fn tag(addr: usize, units: u32) -> u32 {
     // any other size. Here the size's share depends on the hashed address.
     let x = (addr as u64 ^ key).wrapping_mul(mul);
     let x = ((x ^ (x >> 29)) ^ units as u64).wrapping_mul(mul);
-    ((x >> 51) as u32) << 3
+    ((x >> 50) as u32) << 2
 }
 
 /// A used header for a block at `addr` (flags other than `PREV_USED` clear);
@@ -224,20 +223,26 @@ fn big_check(addr: usize, units: u32) -> u32 {
     (keyed(addr ^ keyed(units as usize, key.rotate_left(11), mul), key, mul) >> 32) as u32
 }
 
-/// Whether `h`, read at block address `addr`, is a correct used header:
-/// a held block's, or a cached heap block's (a cached slab block's header
-/// is one only through [`uncached`]).
+/// Whether `h`, read at block address `addr`, is a correct used header
+/// (of a held block: a cached block's header has the cached form).
 #[inline(always)]
 pub fn is_used_header(addr: usize, h: u32) -> bool {
     h & USED != 0 && (h & !PREV_USED) == used_header(addr, h >> USED_UNITS_SHIFT)
 }
 
-/// Header `h` in its used form: as it is, or, with `CACHED` set (the
-/// cached form of a slab block's header), with `CACHED` and the tag
-/// flipped back.
+/// Whether `h`, read at `addr`, is the cached form of a correct used
+/// header: the block waits in a thread cache (or the depot).
 #[inline(always)]
-pub const fn uncached(h: u32) -> u32 {
-    if h & CACHED != 0 { h ^ CACHED_FLIP } else { h }
+pub fn is_cached_header(addr: usize, h: u32) -> bool {
+    is_used_header(addr, h ^ CACHED_FLIP)
+}
+
+/// Whether `h`, read at `addr`, is a correct used header in either form:
+/// a held block's or a cached one's (what the heap sees as a used
+/// neighbour).
+#[inline(always)]
+pub fn is_held_or_cached(addr: usize, h: u32) -> bool {
+    is_used_header(addr, h) || is_cached_header(addr, h)
 }
 
 /// Whether `h`, read at `addr`, is the used header of a block as handed
@@ -402,6 +407,33 @@ impl Block {
         unsafe { AtomicU32::from_ptr(self.0 as *mut u32).load(Ordering::Relaxed) }
     }
 
+    /// [`Block::header`] for the hit paths, which read the header of a
+    /// block whose form a thread cache may have just changed
+    /// ([`Block::toggle_cached`]). With other threads (`alone` false) that
+    /// store was of byte 1 alone, and one 4-byte load would wait until it
+    /// reached the cache (a load takes its value from a pending store only
+    /// when the store covers it: a free and a malloc of one block in turn
+    /// took twice as long), so the header is read as its parts: byte 0,
+    /// byte 1, the two high bytes.
+    ///
+    /// # Safety
+    /// As for [`Block::header`].
+    #[inline(always)]
+    pub unsafe fn header_hot(self, alone: bool) -> u32 {
+        if alone {
+            // SAFETY: forwarded.
+            return unsafe { self.header() };
+        }
+        let p = self.0;
+        // SAFETY: as for `header`; the three loads cover its four bytes.
+        unsafe {
+            let b0 = AtomicU8::from_ptr(p).load(Ordering::Relaxed) as u32;
+            let b1 = AtomicU8::from_ptr(p.add(1)).load(Ordering::Relaxed) as u32;
+            let hi = AtomicU16::from_ptr(p.add(2) as *mut u16).load(Ordering::Relaxed) as u32;
+            b0 | b1 << 8 | hi << 16
+        }
+    }
+
     /// # Safety
     /// As for [`Block::header`].
     #[inline(always)]
@@ -410,32 +442,29 @@ impl Block {
         unsafe { AtomicU32::from_ptr(self.0 as *mut u32).store(h, Ordering::Relaxed) }
     }
 
-    /// Puts this slab block's header, the used header `h`, in its cached
-    /// form (`CACHED` set, the tag flipped) as its thread cache takes it.
+    /// Turns this block's header `h` (as read) from one form into the
+    /// other, used into cached as a thread cache takes the block and back
+    /// as it leaves. With other threads (`alone` false), one byte store, of
+    /// byte 1 inverted: the heap may be setting or clearing a cached heap
+    /// block's `PREV_USED` meanwhile, in byte 0 ([`Block::set_prev_used`]),
+    /// which this store leaves alone. A thread alone stores the whole
+    /// header, which a later 4-byte load can take from the pending store.
     ///
     /// # Safety
-    /// `self` is a slab's block (never a heap block: the heap may be
-    /// changing a heap block's `PREV_USED` bit under its lock) that the
-    /// calling thread's cache takes, and `h` its header.
+    /// `self` is a block the calling thread's cache takes or gives out (or
+    /// a chain the caller holds alone), and `h` its header; `alone`, that
+    /// the process has had no other thread.
     #[inline(always)]
-    pub unsafe fn set_cached(self, h: u32) {
-        // SAFETY: forwarded; no other thread writes this header meanwhile.
-        unsafe { self.set_header(h ^ CACHED_FLIP) }
-    }
-
-    /// Puts `h`, this block's header, back in its used form if it has the
-    /// cached one, as the block leaves a thread cache. A heap block's
-    /// header, which never has it, is not written.
-    ///
-    /// # Safety
-    /// `self` is a block leaving the calling thread's cache (or a chain
-    /// the caller holds alone), and `h` its header.
-    #[inline(always)]
-    pub unsafe fn clear_cached(self, h: u32) {
-        if h & CACHED != 0 {
-            // SAFETY: forwarded; a header with `CACHED` is a slab block's,
-            // written by no one else while a cache holds it.
-            unsafe { self.set_header(h ^ CACHED_FLIP) }
+    pub unsafe fn toggle_cached(self, h: u32, alone: bool) {
+        // SAFETY: forwarded; byte 1 of the header is written by no one
+        // else while the block is cached (or being cached), and with one
+        // thread no one else writes any of it.
+        unsafe {
+            if alone {
+                self.set_header(h ^ CACHED_FLIP);
+            } else {
+                AtomicU8::from_ptr(self.0.add(1)).store(((h ^ CACHED_FLIP) >> 8) as u8, Ordering::Relaxed);
+            }
         }
     }
 
@@ -552,16 +581,21 @@ impl Block {
     }
 
     /// Sets or clears `PREV_USED`, leaving the rest of the header (and so a
-    /// used header's tag) as it is.
+    /// used header's tag) as it is: a read and a store of byte 0 alone, so
+    /// that a thread cache turning a cached heap block's header between its
+    /// forms at the same moment (byte 1: [`Block::toggle_cached`]) loses
+    /// nothing, and neither does this.
     ///
     /// # Safety
     /// `self` must be a block in a heap region.
     #[inline(always)]
     pub unsafe fn set_prev_used(self, on: bool) {
-        // SAFETY: forwarded to the caller.
+        // SAFETY: forwarded to the caller; byte 0 of a header is written
+        // only under the heap's lock.
         unsafe {
-            let h = self.header();
-            self.set_header(if on { h | PREV_USED } else { h & !PREV_USED });
+            let b0 = AtomicU8::from_ptr(self.0);
+            let v = b0.load(Ordering::Relaxed);
+            b0.store(if on { v | PREV_USED as u8 } else { v & !(PREV_USED as u8) }, Ordering::Relaxed);
         }
     }
 
@@ -573,6 +607,18 @@ impl Block {
     pub unsafe fn is_valid_used(self) -> bool {
         // SAFETY: forwarded to the caller.
         is_used_header(self.addr(), unsafe { self.header() })
+    }
+
+    /// Whether this block's header is a correct used header in either
+    /// form: held, or waiting in a thread cache (what the heap sees as a
+    /// used neighbour).
+    ///
+    /// # Safety
+    /// `self` must be a header position inside a heap region.
+    #[inline(always)]
+    pub unsafe fn is_valid_held_or_cached(self) -> bool {
+        // SAFETY: forwarded to the caller.
+        is_held_or_cached(self.addr(), unsafe { self.header() })
     }
 
     /// Marks the block used with `units` (the small form, at most

@@ -94,17 +94,15 @@ unsafe fn looks_cached(b: Block) -> bool {
     crate::tcache::seals(b.addr(), link, header, mark)
 }
 
-/// Whether cached block `b` has its header in the form a cache gives it:
-/// the cached form on a slab's block, never on a heap block. (The fast
-/// `free` of a slab block reads only the header to know the block is
-/// cached.)
+/// Whether cached block `b` has its header in the cached form, as every
+/// cache gives it (`free` finds a double free of a cached block by that
+/// form).
 ///
 /// # Safety
 /// `b` must be a cached block whose header was checked.
-unsafe fn cached_bit_right(b: Block) -> bool {
+unsafe fn in_cached_form(b: Block) -> bool {
     // SAFETY: forwarded.
-    let h = unsafe { b.header() };
-    (h & block::CACHED != 0) == crate::process::in_slab(b)
+    block::is_cached_header(b.addr(), unsafe { b.header() })
 }
 
 /// The block size of the slab whose container is used heap block `b`, if
@@ -183,7 +181,10 @@ unsafe fn walk_region(
             }
             rep.expect((h & PREV_USED != 0) == prev_used, "PREV_USED disagrees with the previous block", b.addr());
             if h & USED != 0 {
-                rep.expect(b.is_valid_used(), "used header with a bad tag", b.addr());
+                // A cached block's header has the cached form: its mark
+                // says it is one.
+                let ok = b.is_valid_used() || block::is_cached_header(b.addr(), b.header()) && looks_cached(b);
+                rep.expect(ok, "used header with a bad tag", b.addr());
                 prev_used = true;
             } else {
                 rep.expect(prev_used, "two adjacent free blocks", b.addr());
@@ -235,7 +236,7 @@ fn check_depot(d: &Depot, rep: &mut Report) {
             let r = unsafe {
                 crate::tcache::walk_chain(chain, u, |b| {
                     in_heap &= crate::process::in_slab(b) || crate::process::REGIONS.holds_header(b.addr());
-                    if !cached_bit_right(b) {
+                    if !in_cached_form(b) {
                         bits_wrong = b.addr();
                     }
                     blocks += 1;
@@ -246,7 +247,7 @@ fn check_depot(d: &Depot, rep: &mut Report) {
                 whole = false;
             }
             rep.expect(in_heap, "a block of the depot is outside the heap", chain.head);
-            rep.expect(bits_wrong == 0, "a block of the depot has its header form wrong (cached form on a heap block, or missing on a slab block)", bits_wrong);
+            rep.expect(bits_wrong == 0, "a block of the depot is not in the cached form", bits_wrong);
         }
     }
     // Its count, when every chain could be walked.
@@ -453,7 +454,7 @@ fn check_my_cache(rep: &mut Report) {
     let r = unsafe {
         t.for_each(|b, _| {
             n += 1;
-            if !cached_bit_right(b) {
+            if !in_cached_form(b) {
                 bits_wrong = b.addr();
             }
         })
@@ -461,7 +462,7 @@ fn check_my_cache(rep: &mut Report) {
     if let Err(crate::tcache::CacheFault::Corrupted(a)) = r {
         rep.problem("corrupted thread cache", a);
     }
-    rep.expect(bits_wrong == 0, "a block of the thread cache has its header form wrong (cached form on a heap block, or missing on a slab block)", bits_wrong);
+    rep.expect(bits_wrong == 0, "a block of the thread cache is not in the cached form", bits_wrong);
     rep.expect(n == t.held().1, "thread cache count wrong", n as usize);
 }
 

@@ -38,6 +38,7 @@ pub fn free(p: *mut u8, func: &'static str) {
     {
         // By the payload's page (see `crate::slab`).
         let e = PAGEMAP.entry(p as usize);
+        let alone = crate::sync::single_threaded();
         let slab = slab_units(e);
         // SAFETY: `p` is 16-aligned on a page of ours that a slab or a heap
         // region covers wholly, so its first 16 bytes are mapped, and so is
@@ -53,12 +54,12 @@ pub fn free(p: *mut u8, func: &'static str) {
                 // One of the slab's blocks (not inside one), whose header
                 // is a held block's: a cached block's header is in the
                 // cached form, not `expect`.
-                if crate::slab::is_payload(p as usize, slab) && b.header() == expect && t.push_slab_freed(b, slab, expect) {
+                if crate::slab::is_payload(p as usize, slab) && b.header_hot(alone) == expect && t.push_freed(b, slab, expect) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;
                 }
             } else if interior_region_entry(e) && !(p as usize).is_multiple_of(crate::slab::SLAB_BYTES) {
-                let h = b.header();
+                let h = b.header_hot(alone);
                 let units = crate::block::used_units(h);
                 let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
                 let checked = if cfg!(feature = "unchecked-fast-path") {
@@ -66,7 +67,7 @@ pub fn free(p: *mut u8, func: &'static str) {
                 } else {
                     crate::block::is_used_header(b.addr(), h)
                 };
-                if cacheable && checked && t.push_freed(b, units, h, false) {
+                if cacheable && checked && t.push_freed(b, units, h) {
                     tcache::add(&t.counters.calls[Call::Free as usize], 1);
                     return;
                 }
@@ -124,12 +125,12 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
                 // realloc checked it: its header and mark are as they were.
                 t.note_overflow(units);
                 if t.has_room(units) {
-                    t.push_header(blk, units, h, b.in_slab());
+                    t.push_header(blk, units, h);
                     return;
                 }
             } else if cacheable && crate::block::is_used_header(blk.addr(), h) {
                 t.note_overflow(units);
-                if t.push_freed(blk, units, h, b.in_slab()) {
+                if t.push_freed(blk, units, h) {
                     return;
                 }
             }
@@ -156,7 +157,6 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
 /// (medians of 5), and no trace was faster.
 #[inline(never)]
 fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
-    let slab = b.in_slab();
     let b = b.block();
     // SAFETY: a held block's header is valid. Its size field, not its size:
     // a big block (crate::block's big form) shrunk below the caches' limit
@@ -182,9 +182,11 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             let room = t.has_room(units);
             // SAFETY: this thread's cache; `b` is a used block of `units`
             // (checked by the caller) and `h` its header.
+            // A header no longer in the used form: another thread cached
+            // the block (or freed it) since it was checked.
             let cached = room && unsafe {
                 let h = b.header();
-                t.push_freed(b, units, h, slab) || {
+                crate::block::is_used_header(b.addr(), h) && t.push_freed(b, units, h) || {
                     diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
                 }
             };
@@ -201,7 +203,7 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
             drain_home(t, cut, half, func);
             if t.has_room(units) {
                 // SAFETY: this thread's cache, with room; `b` is held.
-                unsafe { t.push(b, units, slab) };
+                unsafe { t.push(b, units) };
                 return;
             }
         }

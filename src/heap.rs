@@ -757,7 +757,7 @@ impl<S: Source> Heap<S> {
     /// Whether `b` is a genuine free block of `units` ending at or before
     /// `hi`: its header is the free header of that size, its footer equals
     /// it, and the block after it (free blocks are never adjacent) carries a
-    /// valid used header, keyed and so unforgeable, whose `PREV_USED` is
+    /// valid used header (either form), keyed and so unforgeable, whose `PREV_USED` is
     /// clear. A header an overflow enlarged, even with a forged footer to
     /// match, fails the last test: the enlarged block would end inside or at
     /// the end of a held block, where no such header is.
@@ -774,7 +774,7 @@ impl<S: Source> Heap<S> {
                 return false;
             }
             let next = b.offset(units);
-            next.is_valid_used() && !next.prev_used()
+            next.is_valid_held_or_cached() && !next.prev_used()
         }
     }
 
@@ -906,7 +906,7 @@ impl<S: Source> Heap<S> {
                 self.unfile(next, nu);
                 next.set_header(MERGED);
                 total += nu;
-            } else if !next.is_valid_used() {
+            } else if !next.is_valid_held_or_cached() {
                 self.corrupt("corrupted block after", b.payload() as usize);
             } else {
                 next.set_prev_used(false);

@@ -113,7 +113,7 @@ fn held_header(b: Block, func: &'static str) -> Held {
         let h = b.header();
         if crate::block::is_block_header(b.addr(), h)
             && (!crate::block::is_big_body(h) || is_whole_big_block(b))
-            && !tcache::is_marked(b, h)
+            && !tcache::is_marked(b, h ^ crate::block::CACHED_FLIP)
         {
             return Held(b, false);
         }
@@ -132,7 +132,7 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
     // SAFETY: `b` is the header position of a block of a live slab, whose
     // page is mapped.
     let h = unsafe { b.header() };
-    if crate::block::uncached(h) == used {
+    if h == used || h == used ^ crate::block::CACHED_FLIP {
         // A cache puts a slab block it takes in the cached form, and its
         // mark seals that form: the form, or the mark (looked for whatever
         // the header now holds: an overflow may have put it back in the
@@ -140,7 +140,7 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
         // it waits in one.
         // SAFETY: as above; the payload holds the cache's two words.
         let marked = unsafe { tcache::is_marked(b, used ^ crate::block::CACHED_FLIP) };
-        if !marked && h & crate::block::CACHED == 0 {
+        if !marked && h == used {
             return Held(b, true);
         }
         diag::fatal(func, double_free_text(func), p);
@@ -223,7 +223,15 @@ pub fn bad_heap_pointer(b: Block, func: &'static str) -> ! {
         let in_top = top_units > 0 && b.addr() >= top.addr() && b.addr() < top.offset(top_units).addr();
         let region = REGIONS.find(b.addr());
         let never_used = region.is_some_and(|r| b.addr() >= REGIONS.fresh(r));
-        if crate::block::is_block_header(b.addr(), hd) && !crate::block::is_big_body(hd) && tcache::is_marked(b, hd) {
+        if crate::block::is_cached_header(b.addr(), hd) {
+            // The cached form: the block waits in a thread cache (or the
+            // depot). With the mark that seals that form, a block whose
+            // header an overflow put back in the used form.
+            double_free_text(func)
+        } else if crate::block::is_block_header(b.addr(), hd)
+            && !crate::block::is_big_body(hd)
+            && tcache::is_marked(b, hd ^ crate::block::CACHED_FLIP)
+        {
             double_free_text(func)
         } else if never_used {
             "invalid pointer (inside unused heap space)"

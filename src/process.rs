@@ -267,7 +267,8 @@ pub fn cached_meanwhile(b: Block) -> bool {
         && REGIONS.holds_header(b.addr())
         && unsafe {
             let h = b.header();
-            crate::block::is_block_header(b.addr(), h) && crate::tcache::is_marked(b, h)
+            crate::block::is_cached_header(b.addr(), h)
+                || crate::block::is_block_header(b.addr(), h) && crate::tcache::is_marked(b, h ^ crate::block::CACHED_FLIP)
         }
 }
 

@@ -665,7 +665,8 @@ impl Slabs {
                     problem("block free in its slab was written after free", b.addr());
                 }
                 // A block out of its slab: held, or cached (its header in the cached form).
-                if !set && block::uncached(h) != block::used_header(b.addr(), d.units) {
+                let used = block::used_header(b.addr(), d.units);
+                if !set && h != used && h != used ^ block::CACHED_FLIP {
                     problem("slab block has a bad header", b.addr());
                 }
             }

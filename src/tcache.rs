@@ -12,12 +12,12 @@
 //! glibc's safe-linking masks with the address, but keyed so that a link
 //! read after a free reveals no secret), and a keyed mark that says
 //! "cached", which `free` checks to report a double free (a 2^-64 chance
-//! of a false alarm). A slab's block also has its header put in the cached
-//! form (`CACHED` set, its tag flipped: see [`crate::block`]) as it is
-//! cached, and back as it leaves, so a double free of it is found even when
-//! a write after free wiped the mark (a heap block's header is the heap's
-//! to write, under its lock: the heap may be changing its `PREV_USED`
-//! bit). A link overwritten after free decodes to an arbitrary address,
+//! of a false alarm). The block's header is also put in its cached form
+//! (byte 1 inverted: see [`crate::block`]) as it is cached, and back as it
+//! leaves, so a double free is found even when a write after free wiped
+//! the mark, and one whose header an overflow put back in the used form
+//! still meets the mark. A link overwritten after free decodes to an
+//! arbitrary address,
 //! which fails the region, tag and mark checks before anything is handed
 //! out.
 //!
@@ -62,14 +62,12 @@ pub fn set_secrets(key: u64, mul: u64) {
 /// secret multiplier, not a plain XOR with the link: otherwise an overflow
 /// that changed the header could redirect the link by the same bits and
 /// keep the mark valid, and a mark read after free from one block would
-/// also be the mark of any block with the same header (13-bit tags
+/// also be the mark of any block with the same header (14-bit tags
 /// collide) and the link shifted by the two addresses' difference (found
 /// by a hostile review: a forged link sent malloc to unmapped memory). The
 /// header's `PREV_USED` bit is left out: the heap changes it in a cached
 /// block when the block before it is freed or taken. The header sealed is
-/// the one the block has while cached: a slab block's in its cached form
-/// (see [`crate::block`]), so a heap block's header with `CACHED` forged
-/// fails the seal.
+/// the one the block has while cached, its cached form.
 #[inline(always)]
 fn seal(at: usize, link: usize, header: u32) -> usize {
     Sealer::new(at, header).seal(link)
@@ -142,16 +140,15 @@ unsafe fn is_cached(at: usize) -> bool {
 }
 
 /// The header a block whose used header is `header` has while it is
-/// cached, which its seal covers: a slab block's (`slab`) cached form, a
-/// heap block's used header.
+/// cached, which its seal covers: its cached form.
 #[inline(always)]
-const fn while_cached(header: u32, slab: bool) -> u32 {
-    if slab { header ^ crate::block::CACHED_FLIP } else { header }
+const fn while_cached(header: u32) -> u32 {
+    header ^ crate::block::CACHED_FLIP
 }
 
 /// Takes the cache's marks off block `b`, whose header is `h`, as it
-/// leaves a cache (its link was read): the mark word, and a slab block's
-/// cached header form.
+/// leaves a cache (its link was read): the mark word, and the header's
+/// cached form.
 ///
 /// # Safety
 /// `b` is a cached block the caller has just taken out of its cache or
@@ -161,7 +158,7 @@ unsafe fn uncache(b: Block, h: u32) {
     // SAFETY: forwarded; the payload holds the mark word.
     unsafe {
         b.set_cache_key(0);
-        b.clear_cached(h);
+        b.toggle_cached(h, crate::sync::single_threaded());
     }
 }
 
@@ -253,7 +250,7 @@ pub unsafe fn walk_chain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> 
         // SAFETY: each block is checked before its payload is read.
         unsafe {
             let h = b.header();
-            if !crate::block::is_used_header(at, crate::block::uncached(h)) || crate::block::used_units(h) != units || !is_cached(at) {
+            if !crate::block::is_cached_header(at, h) || crate::block::used_units(h) != units || !is_cached(at) {
                 return Err(CacheFault::Corrupted(at));
             }
             at = b.cache_link();
@@ -290,10 +287,6 @@ pub struct Tcache {
     /// Bit `u` set: list `u` (a slab size) has overflowed home (owner
     /// only): see [`Tcache::churning`].
     overflowed: AtomicU32,
-    /// What [`Tcache::take_head`] writes to when the block it takes is a
-    /// heap block's, whose header it must not write (owner only; never
-    /// read).
-    scratch: AtomicU32,
     /// The arena whose heap refills this cache ([`crate::process`]).
     arena: usize,
     pub counters: ThreadCounters,
@@ -341,7 +334,6 @@ impl Tcache {
             max_units,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             overflowed: AtomicU32::new(0),
-            scratch: AtomicU32::new(0),
             arena,
             counters: ThreadCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
@@ -417,23 +409,15 @@ impl Tcache {
         let b = Block::at(head as *mut u8);
         // SAFETY: `b` is checked before its payload is read.
         unsafe {
-            // The header's used form written back first, the seal checked
+            // The header's used form written back first (one byte store,
+            // which no branch on the header waits for), the seal checked
             // then (fewer registers live across the seal): the seal covers
-            // the header as read, so a heap block's header with `CACHED`
-            // forged by an overflow fails it, and the process ends below
-            // before the heap acts on the header written.
-            //
-            // Without a branch: the header, often a cache miss, decides
-            // whether the block is a slab's (its header gets its used form
-            // back) or the heap's (its header, the heap's to write, is left
-            // alone: the used form goes to the cache's scratch word). A
-            // branch there mispredicts when the two kinds mix in a list
-            // (random sizes: 10% of the time of `mt 1`), and each
-            // misprediction waits for the miss.
-            let h = b.header();
-            let cached_form = h & crate::block::CACHED != 0;
-            let at = core::hint::select_unpredictable(cached_form, b.addr() as *mut u32, self.scratch.as_ptr());
-            AtomicU32::from_ptr(at).store(crate::block::uncached(h), Relaxed);
+            // the header as read, so one an overflow changed fails it, and
+            // the process ends below before anything acts on the header
+            // written.
+            let alone = crate::sync::single_threaded();
+            let h = b.header_hot(alone);
+            b.toggle_cached(h, alone);
             if !cfg!(feature = "unchecked-fast-path") && !is_marked(b, h) {
                 return Err(CacheFault::Corrupted(head));
             }
@@ -550,17 +534,16 @@ impl Tcache {
     }
 
 
-    /// Caches held block `b` of `units`, a slab's block if `slab` (its
-    /// payload on a slab page), else a heap block.
+    /// Caches held block `b` of `units` (of a slab or the heap).
     ///
     /// # Safety
     /// Only the owner may call this. `b` must be a block held by the program
     /// (header checked), with `units <= TCACHE_MAX_UNITS`, and
-    /// `has_room(units)`; `slab` must say where it lies.
+    /// `has_room(units)`.
     #[inline(always)]
-    pub unsafe fn push(&self, b: Block, units: u32, slab: bool) {
+    pub unsafe fn push(&self, b: Block, units: u32) {
         // SAFETY: forwarded; a held block's header is readable.
-        unsafe { self.push_header(b, units, b.header(), slab) }
+        unsafe { self.push_header(b, units, b.header()) }
     }
 
     /// [`Tcache::push`] for a caller that has read `b`'s header, `header`.
@@ -568,80 +551,55 @@ impl Tcache {
     /// # Safety
     /// As for [`Tcache::push`], and `header` is `b`'s header.
     #[inline(always)]
-    pub unsafe fn push_header(&self, b: Block, units: u32, header: u32, slab: bool) {
-        let sealer = Sealer::new(b.addr(), while_cached(header, slab));
+    pub unsafe fn push_header(&self, b: Block, units: u32, header: u32) {
+        let sealer = Sealer::new(b.addr(), while_cached(header));
         // SAFETY: forwarded.
-        unsafe { self.push_sealed(b, units, header, sealer, slab) }
+        unsafe { self.push_sealed(b, units, header, sealer) }
     }
 
-    /// Caches slab block `b` that the program frees, whose header the
-    /// caller found to be exactly `header`, the used header of `units`, not
-    /// the cached form (every cache puts a slab block it takes in that
-    /// form). False, leaving the cache as it was, when list `units` is full
-    /// or `b` carries the cache's mark all the same: a double free whose
-    /// first free's cached header an overflow put back in the used form
-    /// (the form is a fixed function of the header, so a program that can
-    /// read and write the header can undo it; it would then have to wipe
-    /// the mark too: found by a hostile review). The mark shares the
+    /// Caches block `b` that the program frees, whose header `header` the
+    /// caller found to be a correct used header of `units` (not the cached
+    /// form, which every cache gives a block it takes). False, leaving the
+    /// cache as it was, when list `units` has no room, or `b` carries the
+    /// cache's mark all the same: a double free (up to a 2^-64 chance)
+    /// whose first free's cached header an overflow put back in the used
+    /// form (the form is a fixed function of the header, so a program that
+    /// can read and write the header can undo it; it would then have to
+    /// wipe the mark too: found by a hostile review). The mark shares the
     /// header's cache line unless the payload starts one, and the push
     /// writes that line anyway.
     ///
     /// # Safety
-    /// Only the owner may call this; `b` is a block of a slab of `units`
-    /// (at most `SLAB_MAX_UNITS`) and `header` its header, as above.
+    /// Only the owner may call this; `b` is a used block of `units` (at
+    /// least `MIN_UNITS`, at most `TCACHE_MAX_UNITS`) of a slab or a heap
+    /// region, and `header` is its header.
     #[inline(always)]
-    pub unsafe fn push_slab_freed(&self, b: Block, units: u32, header: u32) -> bool {
-        let sealer = Sealer::new(b.addr(), while_cached(header, true));
+    pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32) -> bool {
+        let sealer = Sealer::new(b.addr(), while_cached(header));
         // SAFETY: the payload holds both words (caller).
         let marked = unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
         if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
             return false;
         }
-        // SAFETY: forwarded.
-        unsafe { self.push_sealed(b, units, header, sealer, true) };
-        true
-    }
-
-    /// Caches block `b` that the program frees, whose header `header` the
-    /// caller found to be a correct used header of `units`: false, leaving
-    /// the cache as it was, if `b` already carries the cache's mark (a
-    /// double free, up to a 2^-64 chance; for a slab block, also one whose
-    /// header an overflow put back in the used form) or its `CACHED` bit,
-    /// or list `units` is full.
-    ///
-    /// # Safety
-    /// Only the owner may call this; `b` is a used block of `units` (at
-    /// least `MIN_UNITS`, at most `TCACHE_MAX_UNITS`) in a heap region or
-    /// a slab (`slab`), and `header` is its header.
-    #[inline(always)]
-    pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32, slab: bool) -> bool {
-        let sealer = Sealer::new(b.addr(), while_cached(header, slab));
-        // SAFETY: the payload holds both words (caller).
-        let marked = slab && header & crate::block::CACHED != 0 || unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
-        if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
-            return false;
-        }
         // SAFETY: forwarded; the block is held and checked (caller).
-        unsafe { self.push_sealed(b, units, header, sealer, slab) };
+        unsafe { self.push_sealed(b, units, header, sealer) };
         true
     }
 
     /// Links held block `b` (header `header`; `sealer` made of its address
     /// and [`while_cached`] of its header) into list `units` and marks it:
-    /// its seal, and for a slab's block (`slab`) the cached header form.
+    /// its seal, and its header's cached form.
     #[inline(always)]
-    unsafe fn push_sealed(&self, b: Block, units: u32, header: u32, sealer: Sealer, slab: bool) {
+    unsafe fn push_sealed(&self, b: Block, units: u32, header: u32, sealer: Sealer) {
         // SAFETY: the owner's call; `b` is a held block whose payload is at
-        // least 28 bytes, a slab's when `slab` (caller).
+        // least 28 bytes (caller).
         unsafe {
             let heads = self.heads();
             let next = heads[units as usize];
             b.set_cache_link(next);
             b.set_cache_key(sealer.seal(next));
             heads[units as usize] = b.addr();
-            if slab {
-                b.set_cached(header);
-            }
+            b.toggle_cached(header, crate::sync::single_threaded());
         }
         bump16(&self.room[units as usize], u16::MAX);
         bump32(&self.room_units, units.wrapping_neg());
@@ -781,7 +739,7 @@ impl Tcache {
                 // SAFETY: as in `pop`.
                 unsafe {
                     let h = b.header();
-                    let intact = crate::block::is_used_header(at, crate::block::uncached(h)) && crate::block::used_units(h) == u;
+                    let intact = crate::block::is_cached_header(at, h) && crate::block::used_units(h) == u;
                     if !intact || !is_cached(at) {
                         return Err(CacheFault::Corrupted(at));
                     }
