@@ -1427,9 +1427,37 @@ static void quarantined_header_overwritten(void)
         free(malloc(hide_size(200)));
 }
 
+/* Hardened mode: a freed block's second word, where its quarantine mark
+ * lies, written after free (a `p->field = 0`), then the block freed again,
+ * or passed to realloc, or left to leave the quarantine: named a double
+ * free, a use of a freed block, a write after free (before, the first two
+ * were named an overflow of the trailer, and the last went unseen: found
+ * by a hostile review). */
+static void quarantine_mark_wiped(const char *then)
+{
+    char *p = malloc(hide_size(100));
+    free(p);
+    ((void *volatile *)hide_ptr(p))[1] = NULL;
+    if (strcmp(then, "free") == 0)
+        free(hide_ptr(p));
+    else if (strcmp(then, "realloc") == 0)
+        sink_ptr(realloc(hide_ptr(p), 200));
+    else
+        for (int i = 0; i < 64; i++)
+            free(malloc(hide_size(200)));
+}
+
 static void run_hardened(void *arg)
 {
     char *argv[] = {self_path, (char *)arg, NULL};
+    char *envp[] = {"FITALLOC_HARDEN=1", "FITALLOC_QUARANTINE=1k", NULL};
+    execve("/proc/self/exe", argv, envp);
+    _exit(126);
+}
+
+static void run_hardened_with(void *arg)
+{
+    char *argv[] = {self_path, "quarantine-mark", (char *)arg, NULL};
     char *envp[] = {"FITALLOC_HARDEN=1", "FITALLOC_QUARANTINE=1k", NULL};
     execve("/proc/self/exe", argv, envp);
     _exit(126);
@@ -1462,6 +1490,11 @@ int main(int argc, char **argv)
             return 2;
         return realloc_race_merged(skew, layout);
     }
+    if (argc > 2 && strcmp(argv[1], "quarantine-mark") == 0) {
+        quarantine_mark_wiped(argv[2]);
+        say("the attack ran to the end unnoticed\n");
+        return 0;
+    }
     if (argc > 1 && strcmp(argv[1], "quarantined-header") == 0) {
         quarantined_header_overwritten();
         say("the attack ran to the end unnoticed\n");
@@ -1476,6 +1509,21 @@ int main(int argc, char **argv)
                                     NULL),
               "hardened mode: a quarantined block's header overwritten, then it leaves quarantine",
               "status %#x; stderr: %s", status, err);
+        static const struct { const char *then, *func, *cause; } wiped[] = {
+            {"free", "free", "double free"},
+            {"realloc", "realloc", "use of a freed block"},
+            {"leave", "free", "write after free"},
+        };
+        for (size_t i = 0; i < sizeof wiped / sizeof wiped[0]; i++) {
+            char arg[64], want[64], name[160];
+            snprintf(arg, sizeof arg, "%s", wiped[i].then);
+            snprintf(want, sizeof want, "fitalloc: %s(): ", wiped[i].func);
+            snprintf(name, sizeof name, "hardened mode: a freed block's quarantine mark written after free, then %s",
+                     wiped[i].then);
+            status = run_child_stderr(run_hardened_with, arg, err, sizeof err, 60);
+            check(aborted_with_one_line(status, err, want, wiped[i].cause, NULL), name, "status %#x; stderr: %s", status,
+                  err);
+        }
     }
 
     char err[2048];

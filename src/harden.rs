@@ -252,8 +252,27 @@ fn quarantine(b: Block) {
     q.bytes += size;
 }
 
+/// Whether held heap block `p` of `usable` bytes looks freed: its first
+/// word and the place of its trailer hold the freed pattern, which a sealed
+/// live block's trailer never is (its check is keyed). Asked when a
+/// block's quarantine mark is not there: a write after free may have
+/// wiped it (a `p->field = 0` of the second word), and the block is a
+/// freed one, not a live one whose trailer an overflow rewrote. Only once
+/// every block is sealed: a block from before hardening was on may hold
+/// the pattern as its data.
+///
+/// # Safety
+/// `p` is the payload of a held heap block of `usable` bytes.
+unsafe fn looks_freed(p: *mut u8, usable: usize) -> bool {
+    let word = usize::from_ne_bytes([FREED; 8]);
+    // SAFETY: the payload is 16-aligned and `usable` bytes long (at least
+    // 28), the trailer its last 8.
+    ALL_SEALED.load(Relaxed)
+        && unsafe { (p as *const usize).read() == word && (p.add(usable - TRAILER) as *const [u8; 8]).read_unaligned() == [FREED; 8] }
+}
+
 /// Checks that a block leaving quarantine still holds the freed pattern
-/// (word 1, the mark, excepted), a word at a time.
+/// and, in word 1, its quarantine mark, a word at a time.
 fn verify_freed(b: Block) {
     let p = b.payload();
     // SAFETY: a held heap block of `units`.
@@ -264,6 +283,7 @@ fn verify_freed(b: Block) {
     let intact = unsafe {
         let w = p as *const usize;
         *w == word
+            && *w.add(MARK_WORD) == quarantine_mark(p as usize)
             && (2..words).all(|i| *w.add(i) == word)
             && (words * 8..n).all(|i| *p.add(i) == FREED)
     };
@@ -327,6 +347,9 @@ fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, usize)>) {
             if b.payload_word(MARK_WORD) == quarantine_mark(a) {
                 diag::fatal(func, "double free (the block is in quarantine) of", a);
             }
+            if looks_freed(p, usable) {
+                diag::fatal(func, "double free (the block is in quarantine; its mark was written after free) of", a);
+            }
             let sealed = unseal(p, usable, func);
             if let Some((want, size)) = delete {
                 check_delete(a, func, want, size, sealed);
@@ -362,6 +385,10 @@ fn checked_size(p: *mut u8, func: &'static str) -> usize {
     }
     let usable = pointer::usable_size(p, func);
     // SAFETY: `usable_size` checked that `p` is a live block of ours.
+    if pointer::in_heap(p) && unsafe { looks_freed(p, usable) } {
+        diag::fatal(func, "use of a freed block (in quarantine; its mark was written after free) at", a);
+    }
+    // SAFETY: as above.
     unsafe { unseal(p, usable, func) }.map_or(usable, |(n, _)| n)
 }
 
