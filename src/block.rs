@@ -599,16 +599,6 @@ impl Block {
         }
     }
 
-    /// Whether this block's header is a correct used header.
-    ///
-    /// # Safety
-    /// `self` must be a header position inside a heap region.
-    #[inline(always)]
-    pub unsafe fn is_valid_used(self) -> bool {
-        // SAFETY: forwarded to the caller.
-        is_used_header(self.addr(), unsafe { self.header() })
-    }
-
     /// Whether this block's header is a correct used header in either
     /// form: held, or waiting in a thread cache (what the heap sees as a
     /// used neighbour).
@@ -961,7 +951,7 @@ mod tests {
             assert_eq!(s.units(), units);
             assert_eq!(body.units(), units - BIG_PREFIX_UNITS);
             assert_eq!(body.held_span(), (s, units, true));
-            assert!(s.prev_used() && s.is_valid_used() && body.is_valid_used());
+            assert!(s.prev_used() && is_used_header(s.addr(), s.header()) && is_used_header(body.addr(), body.header()));
             assert!(is_block_header(body.addr(), body.header()), "the body is handed out");
             assert!(!is_block_header(s.addr(), s.header()), "the head is not a block start");
             assert_eq!(body.payload() as usize % 16, 0);
