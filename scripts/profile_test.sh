@@ -30,6 +30,23 @@ within() {
     awk -v v="$1" -v w="$2" -v p="$3" 'BEGIN { exit !(v >= w * (1 - p / 100) && v <= w * (1 + p / 100)) }'
 }
 
+# A stack buffer overflow over a saved frame pointer, then a sampled
+# malloc: the walk ends the stack there (c_tests/profile_smash.c).
+if gcc -O0 -g -fno-omit-frame-pointer -pthread -o "$work/smash" c_tests/profile_smash.c 2>"$work/smash.err"; then
+    for mode in garbage guard; do
+        out=$(FITALLOC_PROFILE="$work/smash.%p" FITALLOC_PROFILE_RATE=1 LD_PRELOAD="$(pwd)/target/release/libfitalloc.so" \
+            "$work/smash" "$mode" 2>&1)
+        st=$?
+        if [[ $st == 0 && $out == *"no fault"* ]]; then
+            ok "a sampled malloc after an overflow over a saved frame pointer ($mode): no fault"
+        else
+            bad "profile_smash $mode: exit status $st: $out"
+        fi
+    done
+else
+    bad "c_tests/profile_smash.c did not build: $(cat "$work/smash.err")"
+fi
+
 status=0
 "$FA" profile -o "$work/prof.txt" --rate 16k --svg "$work/prof.svg" --raw "$work/raw" -- \
     "$PROG" "$work/dump.raw" 3 >"$work/out" 2>"$work/err" || status=$?

@@ -279,6 +279,26 @@ pub fn is_mapped(addr: usize) -> bool {
     unsafe { libc::mincore(page as *mut libc::c_void, 1, &mut resident) == 0 }
 }
 
+/// Whether the 8 bytes at `addr` can be read, asked of the kernel (a
+/// system call): a copy of them to this process itself, which fails on a
+/// page that is not mapped or not readable (a thread stack's guard page is
+/// mapped, with no access; `is_mapped` says yes to it). False too when the
+/// system refuses the call.
+pub fn is_readable(addr: usize) -> bool {
+    let mut word = 0usize;
+    let local = libc::iovec { iov_base: (&raw mut word).cast(), iov_len: 8 };
+    let remote = libc::iovec { iov_base: addr as *mut libc::c_void, iov_len: 8 };
+    // SAFETY: the kernel writes at most 8 bytes into `word`; it reads the
+    // remote range through the page tables and fails (EFAULT) rather than
+    // faulting. errno is saved and put back: no caller expects it changed.
+    unsafe {
+        let saved = *libc::__errno_location();
+        let n = libc::process_vm_readv(libc::getpid(), &local, 1, &remote, 1, 0);
+        *libc::__errno_location() = saved;
+        n == 8
+    }
+}
+
 /// The CPUs this process may run on (1 when the system will not say).
 pub fn cpus() -> usize {
     // SAFETY: a zeroed set, filled by the kernel; no allocation.

@@ -252,10 +252,11 @@ fn walk(frames: &mut [usize; MAX_FRAMES], own: &core::ops::Range<usize>) -> Opti
     let mut skipping = true;
     // The first address is inside this function, not a return address.
     let mut key = ip;
-    // Memory is known mapped from this frame up to `mapped_to`: a frame
+    // Memory is known readable from this frame up to `mapped_to`: a frame
     // pointer the program overwrote (an overflow of a buffer on its stack)
-    // could lead past the stack's mapping, so a read beyond it first asks
-    // whether its page is mapped (a system call per page the walk enters).
+    // could lead past the stack, so a read beyond it first asks whether it
+    // can be read (a system call per page the walk enters; mapped is not
+    // enough: another thread's stack guard page is mapped, unreadable).
     // Reads only go up the stack, so the pages skipped are never read.
     let page = crate::os::page_size();
     let mut mapped_to = (sp | (page - 1)) + 1;
@@ -263,7 +264,7 @@ fn walk(frames: &mut [usize; MAX_FRAMES], own: &core::ops::Range<usize>) -> Opti
         if a < mapped_to {
             return true;
         }
-        if !crate::os::is_mapped(a) {
+        if !crate::os::is_readable(a & !7) {
             return false;
         }
         mapped_to = (a | (page - 1)) + 1;
@@ -273,16 +274,21 @@ fn walk(frames: &mut [usize; MAX_FRAMES], own: &core::ops::Range<usize>) -> Opti
         let r = cached_rule(key)?;
         let Some(ra_at) = r.ra_at else { return Some(depth) };
         let cfa = (if r.cfa_rbp { bp } else { sp }).wrapping_add(r.cfa_off as isize as usize);
-        // Each frame's CFA is above the one before it, on the stack: a rule
-        // that says otherwise is not believed.
+        // Each frame's CFA is above the one before it, on the stack: a
+        // frame that says otherwise (a frame pointer the program overwrote)
+        // ends the stack here; libgcc's walk would follow it too (found by
+        // a hostile review: handed over, it faulted in libgcc).
         if cfa <= sp || cfa & 7 != 0 || cfa - sp > 1 << 24 {
-            return None;
+            return Some(depth);
         }
         // The saved words lie in the frame: at or above its stack pointer.
         let in_frame = |at: i16| Some(cfa.wrapping_add(at as isize as usize)).filter(|&a| a >= sp && a < cfa);
-        let ra_slot = in_frame(ra_at)?;
+        let Some(ra_slot) = in_frame(ra_at) else { return Some(depth) };
         let bp_slot = match r.rbp_at {
-            Some(at) => Some(in_frame(at)?),
+            Some(at) => match in_frame(at) {
+                Some(b) => Some(b),
+                None => return Some(depth),
+            },
             None => None,
         };
         // Not mapped: not the program's stack. The walk stops here
