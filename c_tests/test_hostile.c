@@ -914,6 +914,19 @@ static void heap_uaf_wipes_the_mark_then_free_on_another_thread(void)
     free(malloc(hide_size(500)));
 }
 
+/* The classic free(b); free(a); free(b), b the heap's last block (2,000
+ * bytes: not cached): b went into the top, then a did, and the top starts
+ * at a. The second free(b) is a double free (it was named an invalid
+ * pointer inside the heap's free space: the top's old start was not
+ * marked; found by a hostile review). */
+static void double_free_of_a_block_merged_into_the_top(void)
+{
+    char *a = malloc(hide_size(2000)), *b = malloc(hide_size(2000));
+    free(b);
+    free(a);
+    free(hide_ptr(b));
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -922,6 +935,8 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"free(b); free(a); free(b) with b the heap's last block, a before it", double_free_of_a_block_merged_into_the_top,
+     "free", "double free"},
     {"a use after free wipes a cached heap block's link and mark, then it is freed again",
      heap_uaf_wipes_the_mark_then_free_again, "free", "double free"},
     {"a use after free wipes a cached heap block's link and mark, then another thread frees it again",
@@ -1438,7 +1453,9 @@ static void quarantine_mark_wiped(const char *then)
     char *p = malloc(hide_size(100));
     free(p);
     ((void *volatile *)hide_ptr(p))[1] = NULL;
-    if (strcmp(then, "free") == 0)
+    if (strcmp(then, "both-free") == 0)
+        ((void *volatile *)hide_ptr(p))[0] = NULL; /* p->next = p->prev = 0 */
+    if (strcmp(then, "free") == 0 || strcmp(then, "both-free") == 0)
         free(hide_ptr(p));
     else if (strcmp(then, "realloc") == 0)
         sink_ptr(realloc(hide_ptr(p), 200));
@@ -1511,6 +1528,7 @@ int main(int argc, char **argv)
               "status %#x; stderr: %s", status, err);
         static const struct { const char *then, *func, *cause; } wiped[] = {
             {"free", "free", "double free"},
+            {"both-free", "free", "double free"},
             {"realloc", "realloc", "use of a freed block"},
             {"leave", "free", "write after free"},
         };

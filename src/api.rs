@@ -333,6 +333,12 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
 /// `memalign`, except that in the hardened mode the block records that it
 /// came from `new` or `new[]` (`kind`), for [`cxx_delete`] to check.
 pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
+    // The process's first call reads the environment first, so that a
+    // `new[]` that is the first allocation is recorded as one (found by a
+    // hostile review: it was sealed as a malloc).
+    if modes::hooks() & modes::START != 0 && crate::init::ensure_init() {
+        modes::set(modes::START, false);
+    }
     if !hardened() {
         return if align == 0 { malloc(n) } else { memalign(align, n) };
     }

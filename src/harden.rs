@@ -252,11 +252,11 @@ fn quarantine(b: Block) {
     q.bytes += size;
 }
 
-/// Whether held heap block `p` of `usable` bytes looks freed: its first
-/// word and the place of its trailer hold the freed pattern, which a sealed
-/// live block's trailer never is (its check is keyed). Asked when a
-/// block's quarantine mark is not there: a write after free may have
-/// wiped it (a `p->field = 0` of the second word), and the block is a
+/// Whether held heap block `p` of `usable` bytes looks freed: the place of
+/// its trailer holds the freed pattern, which a sealed live block's
+/// trailer never is (its check is keyed). Asked when a block's quarantine
+/// mark is not there: a write after free may have wiped it (a
+/// `p->next = p->prev = 0` of the first two words), and the block is a
 /// freed one, not a live one whose trailer an overflow rewrote. Only once
 /// every block is sealed: a block from before hardening was on may hold
 /// the pattern as its data.
@@ -264,11 +264,9 @@ fn quarantine(b: Block) {
 /// # Safety
 /// `p` is the payload of a held heap block of `usable` bytes.
 unsafe fn looks_freed(p: *mut u8, usable: usize) -> bool {
-    let word = usize::from_ne_bytes([FREED; 8]);
-    // SAFETY: the payload is 16-aligned and `usable` bytes long (at least
-    // 28), the trailer its last 8.
-    ALL_SEALED.load(Relaxed)
-        && unsafe { (p as *const usize).read() == word && (p.add(usable - TRAILER) as *const [u8; 8]).read_unaligned() == [FREED; 8] }
+    // SAFETY: the payload is `usable` bytes long (at least 28), the
+    // trailer its last 8.
+    ALL_SEALED.load(Relaxed) && unsafe { (p.add(usable - TRAILER) as *const [u8; 8]).read_unaligned() == [FREED; 8] }
 }
 
 /// Checks that a block leaving quarantine still holds the freed pattern

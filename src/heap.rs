@@ -898,6 +898,13 @@ impl<S: Source> Heap<S> {
             }
             let next = b.offset(units);
             if next == self.top {
+                // The top's old start is inside it now: marked, so that a
+                // stale pointer to the block freed there before is still
+                // named a double free (found by a hostile review). Not when
+                // the top was empty: its start is then the epilogue.
+                if !next.is_used() {
+                    next.set_header(MERGED);
+                }
                 self.set_top(start);
                 self.maybe_trim();
                 return;
