@@ -927,6 +927,19 @@ static void double_free_of_a_block_merged_into_the_top(void)
     free(hide_ptr(b));
 }
 
+/* C++ `delete` of a block deleted before (through the operators' symbols,
+ * which fitalloc exports): named in the operator, as a double free (it
+ * was named in free(), a function the program never called: found by a
+ * hostile review). */
+void *_Znwm(unsigned long n);
+void _ZdlPv(void *p);
+static void delete_twice(void)
+{
+    void *p = _Znwm(hide_size(40));
+    _ZdlPv(p);
+    _ZdlPv(hide_ptr(p));
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -935,6 +948,7 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"C++ delete of a block deleted before", delete_twice, "operator delete", "double free"},
     {"free(b); free(a); free(b) with b the heap's last block, a before it", double_free_of_a_block_merged_into_the_top,
      "free", "double free"},
     {"a use after free wipes a cached heap block's link and mark, then it is freed again",

@@ -131,18 +131,18 @@ fn malloc_profiled(n: usize) -> *mut u8 {
 }
 
 #[inline(never)]
-fn free_profiled(p: *mut u8) {
+fn free_profiled(p: *mut u8, func: &'static str) {
     if crate::profile::maybe_sampled_nonnull(p) {
-        return free_sampled(p);
+        return free_sampled(p, func);
     }
-    crate::free::free(p, "free");
+    crate::free::free(p, func);
 }
 
 #[cold]
 #[inline(never)]
-fn free_sampled(p: *mut u8) {
+fn free_sampled(p: *mut u8, func: &'static str) {
     crate::profile::forget_sampled(p);
-    crate::free::free(p, "free");
+    crate::free::free(p, func);
 }
 
 #[inline(never)]
@@ -170,6 +170,13 @@ fn malloc_plain(n: usize) -> *mut u8 {
 
 #[inline(always)]
 pub fn free(p: *mut u8) {
+    free_named(p, "free")
+}
+
+/// [`free`] for C function `func` (the one its messages name: `free`, or
+/// a C++ `operator delete`).
+#[inline(always)]
+fn free_named(p: *mut u8, func: &'static str) {
     if p.is_null() {
         return;
     }
@@ -177,20 +184,20 @@ pub fn free(p: *mut u8) {
     let hooks = modes::hooks();
     if hooks != 0 {
         if hooks == modes::PROFILE {
-            return free_profiled(p);
+            return free_profiled(p, func);
         }
         return with_hooks(move || {
             crate::profile::forget(p);
             if hardened() {
-                crate::harden::free(p, "free");
+                crate::harden::free(p, func);
             } else {
-                perturb_freed(p, "free");
-                crate::free::free(p, "free");
+                perturb_freed(p, func);
+                crate::free::free(p, func);
             }
             ((), Event::Free { ptr: p })
         });
     }
-    crate::free::free(p, "free");
+    crate::free::free(p, func);
 }
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
@@ -361,10 +368,10 @@ pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: usize) {
     if p.is_null() {
         return;
     }
-    if !hardened() {
-        return free(p);
-    }
     let func = if kind == crate::harden::Kind::NewArray { "operator delete[]" } else { "operator delete" };
+    if !hardened() {
+        return free_named(p, func);
+    }
     with_hooks(|| {
         crate::profile::forget(p);
         crate::harden::delete(p, func, kind, size);
