@@ -53,6 +53,10 @@ static int run_case(const char *c)
     } else if (!std::strcmp(c, "sized-delete[]-wrong-size")) {
         void *p = ::operator new[](100);
         ::operator delete[](p, 99);
+    } else if (!std::strcmp(c, "sized-delete-of-size-0")) {
+        // 0 was taken for an unsized delete (found by a hostile review).
+        void *p = ::operator new(100);
+        ::operator delete(p, std::size_t(0));
     } else if (!std::strcmp(c, "matching-pairs")) {
         void *a = ::operator new(40);
         ::operator delete(a);
@@ -120,6 +124,7 @@ int main(int argc, char **argv)
     expect(argv[0], "delete-of-new[]", "operator delete(): delete of a block from new[]");
     expect(argv[0], "sized-delete-wrong-size", "operator delete(): sized delete with a size other than the block's");
     expect(argv[0], "sized-delete[]-wrong-size", "operator delete[](): sized delete with a size other than the block's");
+    expect(argv[0], "sized-delete-of-size-0", "operator delete(): sized delete with a size other than the block's");
     expect(argv[0], "matching-pairs", nullptr);
     std::printf("1..%d\n# test_cxx_harden: %d passed, %d failed\n", tap_count, tap_count - tap_failures, tap_failures);
     return tap_failures != 0;

@@ -364,7 +364,7 @@ pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
 /// C++ `delete` of `kind` (`New` for `delete`, `NewArray` for `delete[]`),
 /// with the size the sized forms pass (0 otherwise): `free`, except that
 /// the hardened mode checks both against how the block was allocated.
-pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: usize) {
+pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: Option<usize>) {
     if p.is_null() {
         return;
     }

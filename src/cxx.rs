@@ -98,23 +98,23 @@ export!(_ZnamSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt:
     cxxapi::new_nothrow(size, cxxapi::given(align), 1, _nt) as *mut c_void
 });
 
-export!(_ZdlPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 0, 0) });
-export!(_ZdaPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 1, 0) });
-export!(_ZdlPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 0, size) });
-export!(_ZdaPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 1, size) });
-export!(_ZdlPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 0, 0) });
-export!(_ZdaPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 1, 0) });
-export!(_ZdlPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 0, 0) });
-export!(_ZdaPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 1, 0) });
+export!(_ZdlPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 0, None) });
+export!(_ZdaPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 1, None) });
+export!(_ZdlPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 0, Some(size)) });
+export!(_ZdaPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 1, Some(size)) });
+export!(_ZdlPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 0, None) });
+export!(_ZdaPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 1, None) });
+export!(_ZdlPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 0, None) });
+export!(_ZdaPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 1, None) });
 export!(_ZdlPvmSt11align_val_t => fn(p: *mut c_void, size: usize, _align: usize) {
-    cxxapi::delete(p as *mut u8, 0, size)
+    cxxapi::delete(p as *mut u8, 0, Some(size))
 });
 export!(_ZdaPvmSt11align_val_t => fn(p: *mut c_void, size: usize, _align: usize) {
-    cxxapi::delete(p as *mut u8, 1, size)
+    cxxapi::delete(p as *mut u8, 1, Some(size))
 });
 export!(_ZdlPvSt11align_val_tRKSt9nothrow_t => fn(p: *mut c_void, _align: usize, _nt: *const c_void) {
-    cxxapi::delete(p as *mut u8, 0, 0)
+    cxxapi::delete(p as *mut u8, 0, None)
 });
 export!(_ZdaPvSt11align_val_tRKSt9nothrow_t => fn(p: *mut c_void, _align: usize, _nt: *const c_void) {
-    cxxapi::delete(p as *mut u8, 1, 0)
+    cxxapi::delete(p as *mut u8, 1, None)
 });

@@ -155,9 +155,9 @@ fn runtime_nothrow(form: usize) -> usize {
 }
 
 /// Every `delete` form: `array` 1 for `delete[]`, `size` the sized forms'
-/// argument (0 for the others).
+/// argument (`None` for the others: a sized delete of 0 is checked too).
 #[inline(always)]
-pub fn delete(p: *mut u8, array: usize, size: usize) {
+pub fn delete(p: *mut u8, array: usize, size: Option<usize>) {
     api::cxx_delete(p, kind(array), size)
 }
 

@@ -158,17 +158,19 @@ unsafe fn unseal(p: *mut u8, usable: usize, func: &'static str) -> Option<(usize
     Some((n, kind))
 }
 
-/// Aborts if a C++ `delete` (of kind `want`, with `size` when sized, else
-/// 0) does not match how the block at `a` was allocated: `delete` of a
-/// `new[]` block or the reverse, or a size other than the one asked for.
-fn check_delete(a: usize, func: &'static str, want: Kind, size: usize, sealed: Option<(usize, Kind)>) {
+/// Aborts if a C++ `delete` (of kind `want`, with `size` when sized) does
+/// not match how the block at `a` was allocated: `delete` of a `new[]`
+/// block or the reverse, or a size other than the one asked for (0
+/// included: it was taken for an unsized delete, found by a hostile
+/// review).
+fn check_delete(a: usize, func: &'static str, want: Kind, size: Option<usize>, sealed: Option<(usize, Kind)>) {
     let Some((n, kind)) = sealed else { return };
     match (want, kind) {
         (Kind::New, Kind::NewArray) => diag::fatal(func, "delete of a block from new[] (use delete[]) at", a),
         (Kind::NewArray, Kind::New) => diag::fatal(func, "delete[] of a block from new (use delete) at", a),
         _ => {}
     }
-    if size != 0 && size != n {
+    if size.is_some_and(|s| s != n) {
         diag::fatal(func, "sized delete with a size other than the block's at", a);
     }
 }
@@ -328,11 +330,11 @@ pub fn free(p: *mut u8, func: &'static str) {
 /// [`free`] for a C++ `delete` of kind `want` (with its size when sized, else
 /// 0), checked against how the block was allocated.
 #[cfg(not(any(test, feature = "rust-global")))]
-pub fn delete(p: *mut u8, func: &'static str, want: Kind, size: usize) {
+pub fn delete(p: *mut u8, func: &'static str, want: Kind, size: Option<usize>) {
     free_as(p, func, Some((want, size)))
 }
 
-fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, usize)>) {
+fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>) {
     let a = p as usize;
     let b = Block::from_payload(p);
     if pointer::in_heap(p) {
