@@ -932,6 +932,7 @@ static void double_free_of_a_block_merged_into_the_top(void)
  * was named in free(), a function the program never called: found by a
  * hostile review). */
 void *_Znwm(unsigned long n);
+void *_Znam(unsigned long n);
 void _ZdlPv(void *p);
 static void delete_twice(void)
 {
@@ -1521,6 +1522,16 @@ int main(int argc, char **argv)
             return 2;
         return realloc_race_merged(skew, layout);
     }
+    if (argc > 1 && strcmp(argv[1], "first-new-array") == 0) {
+        /* Hardened mode: a new[] that is the process's first allocation,
+         * then delete (not delete[]) of it: the block must be recorded as a
+         * new[] one (it was sealed as malloc's, and the delete passed:
+         * found by a hostile review). */
+        void *p = _Znam(hide_size(40));
+        _ZdlPv(hide_ptr(p));
+        say("the attack ran to the end unnoticed\n");
+        return 0;
+    }
     if (argc > 2 && strcmp(argv[1], "quarantine-mark") == 0) {
         quarantine_mark_wiped(argv[2]);
         say("the attack ran to the end unnoticed\n");
@@ -1540,6 +1551,10 @@ int main(int argc, char **argv)
                                     NULL),
               "hardened mode: a quarantined block's header overwritten, then it leaves quarantine",
               "status %#x; stderr: %s", status, err);
+        status = run_child_stderr(run_hardened, "first-new-array", err, sizeof err, 60);
+        check(aborted_with_one_line(status, err, "fitalloc: operator delete(): ", "delete of a block from new[]", NULL),
+              "hardened mode: delete of a new[] block that was the process's first allocation", "status %#x; stderr: %s",
+              status, err);
         static const struct { const char *then, *func, *cause; } wiped[] = {
             {"free", "free", "double free"},
             {"both-free", "free", "double free"},
