@@ -941,6 +941,76 @@ static void delete_twice(void)
     _ZdlPv(hide_ptr(p));
 }
 
+/* realloc's hit path (a cached size grown to a size whose cache list has
+ * a block: the block moves there, and the old one is cached, without a
+ * look-up of the pointer) on a slab block freed into the cache whose
+ * header an overflow put back in the used form: the cache's mark, still
+ * in the block, says it is freed; realloc must not copy it to a new block
+ * and cache it a second time. The list for 80 bytes is primed first, so
+ * that the hit path, not the slow one, meets the block. */
+static void slab_cached_header_put_back_then_realloc(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, nothing, NULL);
+    pthread_join(t, NULL);
+    char *x, *y;
+    size_t u;
+    adjacent_pair(40, &x, &y, &u);
+    free(malloc(hide_size(80)));
+    free(y);
+    volatile unsigned char *hdr = (volatile unsigned char *)x + u; /* y's header */
+    hdr[1] ^= 0xFF; /* back in the used form */
+    char *q = realloc(hide_ptr(y), hide_size(80));
+    char *a = malloc(hide_size(40)), *b = malloc(hide_size(40));
+    if (a == b)
+        say("one block handed out twice\n");
+    sink_ptr(q);
+}
+
+/* The same with a heap block (500 bytes, grown to 600): its header put
+ * back in the used form after it was cached. */
+static void heap_cached_header_put_back_then_realloc(void)
+{
+    char *x, *y;
+    size_t u;
+    adjacent_pair(500, &x, &y, &u);
+    free(malloc(hide_size(600)));
+    free(y);
+    ((volatile unsigned char *)x)[u + 1] ^= 0xFF;
+    char *q = realloc(hide_ptr(y), hide_size(600));
+    sink_ptr(q);
+    char *a = malloc(hide_size(500)), *b = malloc(hide_size(500));
+    if (a == b)
+        say("one block handed out twice\n");
+}
+
+/* The same, with no cached block of the new size: realloc goes on to the
+ * general path with the block the hit path checked (not looked up again),
+ * which must still find the mark before it resizes or moves the block. */
+static void heap_cached_header_put_back_then_realloc_unprimed(void)
+{
+    char *x, *y;
+    size_t u;
+    adjacent_pair(500, &x, &y, &u);
+    free(y);
+    ((volatile unsigned char *)x)[u + 1] ^= 0xFF;
+    char *q = realloc(hide_ptr(y), hide_size(700));
+    sink_ptr(q);
+    char *a = malloc(hide_size(500)), *b = malloc(hide_size(500));
+    if (a == b)
+        say("one block handed out twice\n");
+}
+
+/* realloc's hit path on a block freed before (its header in the cached
+ * form): the slow path names it, as it did before the hit path. */
+static void realloc_of_a_cached_block_with_the_list_primed(void)
+{
+    char *p = malloc(hide_size(40));
+    free(malloc(hide_size(80)));
+    free(p);
+    sink_ptr(realloc(hide_ptr(p), hide_size(80)));
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -949,6 +1019,14 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"an overflow puts a cached slab block's header back in the used form, then realloc moves it to a cached block",
+     slab_cached_header_put_back_then_realloc, "realloc", "realloc of a freed block"},
+    {"an overflow puts a cached heap block's header back in the used form, then realloc moves it to a cached block",
+     heap_cached_header_put_back_then_realloc, "realloc", "realloc of a freed block"},
+    {"an overflow puts a cached heap block's header back in the used form, then realloc grows it (nothing cached of the new size)",
+     heap_cached_header_put_back_then_realloc_unprimed, "realloc", "realloc of a freed block"},
+    {"realloc of a freed block, the cache holding a block of the new size", realloc_of_a_cached_block_with_the_list_primed,
+     "realloc", "realloc of a freed block"},
     {"C++ delete of a block deleted before", delete_twice, "operator delete", "double free"},
     {"free(b); free(a); free(b) with b the heap's last block, a before it", double_free_of_a_block_merged_into_the_top,
      "free", "double free"},

@@ -14,9 +14,8 @@ use crate::config::{MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::large::{MapTable, Mapping};
 use crate::options::OPT;
-use crate::pagemap::{interior_region_entry, slab_units};
-use crate::pointer::{self, Held, Ptr};
-use crate::process::{depot_put, large, release_blocks, send_home, PAGEMAP};
+use crate::pointer::{self, held_cacheable, Held, Ptr};
+use crate::process::{depot_put, large, release_blocks, send_home};
 use crate::registry::{count, my_cache, my_cache_for_free};
 use crate::sync::Guard;
 use crate::tcache::{self, Call, Chain, Tcache};
@@ -24,53 +23,22 @@ use core::sync::atomic::Ordering::Relaxed;
 
 /// Frees `p` (non-null) for C function `func`.
 ///
-/// The hit path checks the block and pushes it on the thread cache; every
-/// other case leaves by a tail call to [`free_slow`], so the hit path
-/// needs no stack frame. A slab block's size comes from its page's entry
-/// in the page map, so its header, usually in a cold cache line, is only
-/// compared, not waited for.
+/// The hit path checks the block ([`held_cacheable`]) and pushes it on
+/// the thread cache; every other case leaves by a tail call to
+/// [`free_slow`], so the hit path needs no stack frame.
 #[inline(always)]
 pub fn free(p: *mut u8, func: &'static str) {
-    let b = Block::from_payload(p);
-    // A 16-aligned payload: its header is a header position.
-    if let Some(t) = my_cache()
-        && (p as usize).is_multiple_of(crate::config::ALIGN)
-    {
-        // By the payload's page (see `crate::slab`).
-        let e = PAGEMAP.entry(p as usize);
-        let alone = crate::sync::single_threaded();
-        let slab = slab_units(e);
-        // SAFETY: `p` is 16-aligned on a page of ours that a slab or a heap
-        // region covers wholly, so its first 16 bytes are mapped, and so is
-        // the header before it: on the same page, or, for a page's first
-        // address, on the page before, which is ours (a slab's page
-        // follows its container's header; a heap page is used only when
-        // `p` is not the page's first address). The payload words are read
-        // only once the header is a valid used header of a cacheable size
-        // (so not the epilogue, whose size is 0).
+    if let Some(t) = my_cache() {
+        let b = Block::from_payload(p);
+        // SAFETY: `held_cacheable` reads only memory the page map says is
+        // ours; `push_freed` reads and writes the payload words of the
+        // held block it found.
         unsafe {
-            if slab != 0 {
-                let expect = crate::block::used_header(b.addr(), slab);
-                // One of the slab's blocks (not inside one), whose header
-                // is a held block's: a cached block's header is in the
-                // cached form, not `expect`.
-                if crate::slab::is_payload(p as usize, slab) && b.header_hot(alone) == expect && t.push_freed(b, slab, expect) {
-                    tcache::add(&t.counters.calls[Call::Free as usize], 1);
-                    return;
-                }
-            } else if interior_region_entry(e) && !(p as usize).is_multiple_of(crate::slab::SLAB_BYTES) {
-                let h = b.header_hot(alone);
-                let units = crate::block::used_units(h);
-                let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
-                let checked = if cfg!(feature = "unchecked-fast-path") {
-                    h & crate::block::USED != 0
-                } else {
-                    crate::block::is_used_header(b.addr(), h)
-                };
-                if cacheable && checked && t.push_freed(b, units, h) {
-                    tcache::add(&t.counters.calls[Call::Free as usize], 1);
-                    return;
-                }
+            if let Some((units, h, _)) = held_cacheable(p, crate::sync::single_threaded())
+                && t.push_freed(b, units, h)
+            {
+                tcache::add(&t.counters.calls[Call::Free as usize], 1);
+                return;
             }
         }
     }

@@ -9,7 +9,7 @@
 //! keyed tag matches.
 
 use crate::block::{units_to_bytes, Block};
-use crate::config::MIN_UNITS;
+use crate::config::{MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
 use crate::large::{Lookup, Mapping};
 use crate::process::{heap_of, large, PAGEMAP, REGIONS};
@@ -18,8 +18,9 @@ use crate::slab::SLAB_BYTES;
 use crate::tcache;
 
 /// A heap block that passed the ownership and tag checks and is held by
-/// the program (not free, not waiting in a thread cache). Only [`resolve`]
-/// and [`held`] make one, so code that receives it need not check again.
+/// the program (not free, not waiting in a thread cache). Only [`resolve`],
+/// [`held`] and [`held_unmarked`] make one, so code that receives it need
+/// not check again.
 #[derive(Clone, Copy, Debug)]
 pub struct Held(Block, bool);
 
@@ -32,6 +33,73 @@ impl Held {
     pub fn in_slab(self) -> bool {
         self.1
     }
+}
+
+/// The checks of the hit paths (free's and realloc's) on `p`, from a
+/// thread with a cache: `Some((units, header))` when `p` is the payload
+/// of a held block of a size the caches keep, of a slab or the heap, whose
+/// used header is `header`, and whether it is a slab's. `None` sends the
+/// caller to its slow path, which resolves the pointer ([`resolve`]) and
+/// names any misuse. The cache's mark is not looked at: see
+/// [`held_unmarked`].
+///
+/// A slab block's size comes from its page's entry in the page map, so
+/// its header, usually in a cold cache line, is only compared, not waited
+/// for; a heap block's size is its header's.
+///
+/// # Safety
+/// None beyond `p` being the program's pointer: every read is of memory
+/// the page map says is ours (below).
+#[inline(always)]
+pub unsafe fn held_cacheable(p: *mut u8, alone: bool) -> Option<(u32, u32, bool)> {
+    // A 16-aligned payload: its header is a header position.
+    if !(p as usize).is_multiple_of(crate::config::ALIGN) {
+        return None;
+    }
+    let b = Block::from_payload(p);
+    // By the payload's page (see `crate::slab`).
+    let e = PAGEMAP.entry(p as usize);
+    let slab = slab_units(e);
+    // SAFETY: `p` is 16-aligned on a page of ours that a slab or a heap
+    // region covers wholly, so its first 16 bytes are mapped, and so is
+    // the header before it: on the same page, or, for a page's first
+    // address, on the page before, which is ours (a slab's page follows
+    // its container's header; a heap page is used only when `p` is not the
+    // page's first address).
+    unsafe {
+        if slab != 0 {
+            let expect = crate::block::used_header(b.addr(), slab);
+            // One of the slab's blocks (not inside one), whose header is a
+            // held block's: a cached block's header is in the cached form,
+            // not `expect`.
+            (crate::slab::is_payload(p as usize, slab) && b.header_hot(alone) == expect).then_some((slab, expect, true))
+        } else if interior_region_entry(e) && !(p as usize).is_multiple_of(crate::slab::SLAB_BYTES) {
+            let h = b.header_hot(alone);
+            let units = crate::block::used_units(h);
+            let cacheable = units.wrapping_sub(MIN_UNITS) <= TCACHE_MAX_UNITS - MIN_UNITS;
+            let checked = if cfg!(feature = "unchecked-fast-path") {
+                h & crate::block::USED != 0
+            } else {
+                crate::block::is_used_header(b.addr(), h)
+            };
+            (cacheable && checked).then_some((units, h, false))
+        } else {
+            None
+        }
+    }
+}
+
+/// `b`, which [`held_cacheable`] found held with used header `h` (`slab`:
+/// a slab's block), as a [`Held`], once its payload is seen not to carry
+/// the cache's mark; else its misuse is reported for `func` (an overflow
+/// may have put a cached block's header back in the used form).
+pub fn held_unmarked(b: Block, h: u32, slab: bool, func: &'static str) -> Held {
+    // SAFETY: a held block of at least MIN_UNITS (held_cacheable's check)
+    // holds the cache's two words.
+    if unsafe { tcache::is_marked(b, h ^ crate::block::CACHED_FLIP) } {
+        diag::fatal(func, double_free_text(func), b.payload() as usize);
+    }
+    Held(b, slab)
 }
 
 /// A pointer the program may give back.
