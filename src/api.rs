@@ -186,18 +186,27 @@ fn free_named(p: *mut u8, func: &'static str) {
         if hooks == modes::PROFILE {
             return free_profiled(p, func);
         }
-        return with_hooks(move || {
-            crate::profile::forget(p);
-            if hardened() {
-                crate::harden::free(p, func);
-            } else {
-                perturb_freed(p, func);
-                crate::free::free(p, func);
-            }
-            ((), Event::Free { ptr: p })
-        });
+        return free_hooked(p, func);
     }
     crate::free::free(p, func);
+}
+
+/// [`free_named`] with hooks other than the profiler's. Out of line, so
+/// that `free` reaches it by a tail call: built in place, its closure
+/// (three words) gave `free`'s hit path a stack frame.
+#[cold]
+#[inline(never)]
+fn free_hooked(p: *mut u8, func: &'static str) {
+    with_hooks(move || {
+        crate::profile::forget(p);
+        if hardened() {
+            crate::harden::free(p, func);
+        } else {
+            perturb_freed(p, func);
+            crate::free::free(p, func);
+        }
+        ((), Event::Free { ptr: p })
+    })
 }
 
 pub fn calloc(nmemb: usize, size: usize) -> *mut u8 {
