@@ -153,6 +153,28 @@ static int child_glibc_knobs(void)
     res((mi.smblks == 0) == (mi.fsmblks == 0) && mi.ordblks >= 1, "mallinfo2: smblks counts fsmblks's blocks",
         "smblks %zu fsmblks %zu ordblks %zu", mi.smblks, mi.fsmblks, mi.ordblks);
 
+    /* M_MXFAST bounds the blocks mallinfo counts as fastbin chunks
+     * (glibc's tst-mxfast: after mallopt(M_MXFAST, 0), a freed 3-byte
+     * block is not one); 500 bytes is above the default (128). */
+    free(malloc(hide_size(500)));
+    struct mallinfo2 dflt = mallinfo2();
+    size_t small_bytes = dflt.fsmblks;
+    free(malloc(hide_size(24)));
+    struct mallinfo2 more = mallinfo2();
+    res(dflt.smblks >= 1 && dflt.fsmblks <= 128 * dflt.smblks && more.fsmblks > small_bytes &&
+            more.fsmblks - small_bytes <= 128,
+        "mallinfo2: a cached 64-byte block is a fastbin chunk, a 500-byte one is not",
+        "smblks %zu fsmblks %zu, then %zu %zu", dflt.smblks, dflt.fsmblks, more.smblks, more.fsmblks);
+    res(mallopt(M_MXFAST, 0) == 1 && mallopt(M_MXFAST, 161) == 0, "mallopt(M_MXFAST): 0 accepted, 161 refused", " ");
+    char *volatile p1 = malloc(hide_size(3));
+    char *volatile p2 = malloc(hide_size(512));
+    free(p1);
+    struct mallinfo2 none = mallinfo2();
+    res(none.smblks == 0 && none.fsmblks == 0, "mallinfo2 after mallopt(M_MXFAST, 0): no fastbin chunks (tst-mxfast)",
+        "smblks %zu fsmblks %zu", none.smblks, none.fsmblks);
+    free(p2);
+    mallopt(M_MXFAST, 128);
+
     int devnull = open("/dev/null", O_WRONLY);
     int saved = dup(2);
     dup2(devnull, 2);

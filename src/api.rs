@@ -455,7 +455,13 @@ pub fn mallopt(param: i32, value: i32) -> i32 {
     crate::init::ensure_init();
     let v = value as usize;
     let ok = match param {
-        M_MXFAST => (0..=80 * core::mem::size_of::<usize>() as i32 / 4).contains(&value),
+        M_MXFAST => {
+            let ok = (0..=crate::config::MAX_MXFAST as i32).contains(&value);
+            if ok {
+                OPT.mxfast.store(v, core::sync::atomic::Ordering::Relaxed);
+            }
+            ok
+        }
         M_TRIM_THRESHOLD => {
             set_fixed(&OPT.trim_threshold, v);
             true

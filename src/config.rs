@@ -78,6 +78,11 @@ pub(crate) const DEPOT_BYTES: usize = 64 << 10;
 /// start-up.
 pub(crate) const PAGE: usize = 4096;
 
+/// Default `M_MXFAST` (glibc's `DEFAULT_MXFAST`: 64 * sizeof(size_t) / 4)
+/// and the largest value `mallopt` accepts (80 * sizeof(size_t) / 4).
+pub(crate) const DEFAULT_MXFAST: usize = 64 * core::mem::size_of::<usize>() / 4;
+pub(crate) const MAX_MXFAST: usize = 80 * core::mem::size_of::<usize>() / 4;
+
 /// Default threshold (bytes) at and above which a request gets its own
 /// mapping (glibc's `M_MMAP_THRESHOLD` default).
 pub(crate) const DEFAULT_MMAP_THRESHOLD: usize = 128 * 1024;

@@ -94,6 +94,19 @@ impl Depot {
     pub fn held(&self) -> (u64, u64) {
         (self.bytes as u64, self.blocks as u64)
     }
+
+    /// Bytes and blocks of the chains of blocks of at most `max_units`.
+    pub fn held_up_to(&self, max_units: u32) -> (u64, u64) {
+        let last = (max_units as usize).min(CLASSES - 1);
+        let mut held = (0, 0);
+        for u in 0..=last {
+            for c in &self.chains[u][..self.count[u] as usize] {
+                held.0 += (units_to_bytes(u as u32) * c.len as usize) as u64;
+                held.1 += c.len as u64;
+            }
+        }
+        held
+    }
 }
 
 impl Default for Depot {

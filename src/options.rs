@@ -73,6 +73,11 @@ pub struct Options {
     /// the byte freed blocks are filled with (its complement fills blocks
     /// handed out, calloc's excepted).
     pub perturb: AtomicUsize,
+    /// `M_MXFAST` (bytes): the largest block `mallinfo` counts in
+    /// `smblks` and `fsmblks` when it waits in a thread cache or the depot,
+    /// as glibc counts its fastbins' chunks there (see
+    /// [`crate::stats::mallinfo2`]). It changes nothing else.
+    pub mxfast: AtomicUsize,
     /// Arenas (0: one per CPU the process may run on; read at start-up).
     /// One by default: see `crate::process` on what several measured.
     pub arenas: AtomicUsize,
@@ -98,6 +103,7 @@ pub static OPT: Options = Options {
     profile_rate: AtomicUsize::new(512 * 1024),
     profile_signal: AtomicUsize::new(0),
     perturb: AtomicUsize::new(0),
+    mxfast: AtomicUsize::new(config::DEFAULT_MXFAST),
     arenas: AtomicUsize::new(1),
 };
 
@@ -366,8 +372,8 @@ fn apply(name: &[u8], value: &[u8]) {
 
 /// glibc's `GLIBC_TUNABLES=name=value:name=value...`: the malloc tunables
 /// that have a meaning here (`glibc.malloc.mmap_threshold`,
-/// `trim_threshold`, `top_pad`, `mmap_max`, `perturb`); the others are
-/// glibc's own and left alone.
+/// `trim_threshold`, `top_pad`, `mmap_max`, `perturb`, `mxfast`); the
+/// others are glibc's own and left alone.
 fn tunables(value: &[u8]) {
     for item in value.split(|&c| c == b':') {
         let Some(eq) = item.iter().position(|&c| c == b'=') else { continue };
@@ -378,6 +384,14 @@ fn tunables(value: &[u8]) {
             b"glibc.malloc.top_pad" => b"MALLOC_TOP_PAD_",
             b"glibc.malloc.mmap_max" => b"MALLOC_MMAP_MAX_",
             b"glibc.malloc.perturb" => b"MALLOC_PERTURB_",
+            b"glibc.malloc.mxfast" => {
+                // As glibc: a value above its limit is ignored.
+                match parse_size(v).filter(|&n| n <= config::MAX_MXFAST) {
+                    Some(n) => OPT.mxfast.store(n, Relaxed),
+                    None => warn(b"glibc.malloc.mxfast", v, "is not a number up to 160; ignored"),
+                }
+                continue;
+            }
             _ => continue,
         };
         apply(ours, v);

@@ -348,6 +348,11 @@ pub fn depot_held() -> (u64, u64) {
     DEPOT.lock().held()
 }
 
+/// [`depot_held`] of the chains of blocks of at most `max_units`.
+pub fn depot_held_up_to(max_units: u32) -> (u64, u64) {
+    DEPOT.lock().held_up_to(max_units)
+}
+
 /// Locks the depot (for the checker).
 pub fn depot() -> Guard<'static, Depot> {
     DEPOT.lock()

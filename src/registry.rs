@@ -365,6 +365,10 @@ pub struct Totals {
     pub cached_blocks: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Of the cached bytes and blocks, those of blocks of at most
+    /// `M_MXFAST` bytes (`mallinfo`'s fastbin figures).
+    pub fast_bytes: u64,
+    pub fast_blocks: u64,
     pub threads: usize,
 }
 
@@ -377,6 +381,7 @@ pub fn totals() -> Totals {
     s.requested = r.retired_requested.wrapping_add(SHARED.requested.load(Relaxed));
     s.cache_hits = r.retired_hits;
     s.cache_misses = r.retired_misses;
+    let fast = fastbin_units(OPT.mxfast.load(Relaxed));
     r.for_each(|t| {
         for i in 0..CALLS {
             s.calls[i] = s.calls[i].wrapping_add(t.counters.calls[i].load(Relaxed));
@@ -385,6 +390,9 @@ pub fn totals() -> Totals {
         let (bytes, blocks) = t.held();
         s.cached_bytes += bytes;
         s.cached_blocks += blocks;
+        let (bytes, blocks) = t.held_up_to(fast);
+        s.fast_bytes += bytes;
+        s.fast_blocks += blocks;
         s.cache_hits += t.counters.hits.load(Relaxed);
         s.cache_misses += t.counters.misses.load(Relaxed);
     });
@@ -393,7 +401,21 @@ pub fn totals() -> Totals {
     let (bytes, blocks) = crate::process::depot_held();
     s.cached_bytes += bytes;
     s.cached_blocks += blocks;
+    let (bytes, blocks) = crate::process::depot_held_up_to(fast);
+    s.fast_bytes += bytes;
+    s.fast_blocks += blocks;
     s
+}
+
+/// The largest block, in units, that glibc would keep in a fastbin with
+/// `M_MXFAST` at `mxfast` bytes: chunks up to `(mxfast + 8) & !15` bytes
+/// (a chunk's size is the request's plus 8, rounded to 16; a block's is
+/// the request's plus 4, rounded to 16); none for 0.
+fn fastbin_units(mxfast: usize) -> u32 {
+    if mxfast == 0 {
+        return 0;
+    }
+    ((mxfast + core::mem::size_of::<usize>()) >> crate::config::UNIT_SHIFT) as u32
 }
 
 /// Runs `f` with the registry locked (the checker and heap walks).

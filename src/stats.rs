@@ -289,14 +289,16 @@ pub fn mallinfo2() -> Mallinfo2 {
         arena: s.heap.heap_bytes,
         // glibc always counts its top chunk.
         ordblks: (st.free_blocks as usize).max(1),
-        // Thread-cached blocks, whose bytes are `fsmblks` below.
-        smblks: st.cached_blocks as usize,
+        // Blocks of at most `M_MXFAST` bytes waiting in a thread cache or
+        // the depot, whose bytes are `fsmblks` below: free to the program,
+        // and in glibc they would be fastbin chunks (its own thread cache
+        // it counts as in use, but fitalloc's caches are its only
+        // fastbins). `mallopt(M_MXFAST, 0)` makes both 0, as in glibc.
+        smblks: s.threads.fast_blocks as usize,
         hblks: s.mapped_blocks,
         hblkhd: s.mapped_bytes,
         usmblks: 0,
-        // Thread-cached blocks are free to the program: glibc reports its
-        // fastbin chunks here.
-        fsmblks: s.threads.cached_bytes as usize,
+        fsmblks: s.threads.fast_bytes as usize,
         uordblks: (st.in_use_bytes - st.mapped_bytes) as usize,
         // As in glibc, arena == uordblks + fordblks: the bytes that frame
         // each region (16) count as free.
@@ -442,19 +444,22 @@ pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
         // glibc returns the error number and leaves errno alone.
         return libc::EINVAL;
     }
-    let s = FitallocStats::current();
+    let snap = snapshot();
+    let s = FitallocStats::from_snapshot(&snap);
+    // glibc's fastbins: as mallinfo2's smblks and fsmblks.
+    let (fast_blocks, fast_bytes) = (snap.threads.fast_blocks, snap.threads.fast_bytes);
     let mut b = Buf::<1024>::new();
     let _ = writeln!(b, "<malloc version=\"1\">");
     let _ = writeln!(b, "<heap nr=\"0\">");
     let _ = writeln!(b, "<sizes>\n</sizes>");
-    let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", s.cached_blocks, s.cached_bytes);
+    let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", fast_blocks, fast_bytes);
     let _ = writeln!(b, "<total type=\"rest\" count=\"{}\" size=\"{}\"/>", s.free_blocks, s.free_bytes);
     let _ = writeln!(b, "<system type=\"current\" size=\"{}\"/>", s.heap_bytes);
     let _ = writeln!(b, "<system type=\"max\" size=\"{}\"/>", s.peak_heap_bytes);
     let _ = writeln!(b, "<aspace type=\"total\" size=\"{}\"/>", s.heap_bytes);
     let _ = writeln!(b, "<aspace type=\"mprotect\" size=\"{}\"/>", s.heap_bytes);
     let _ = writeln!(b, "</heap>");
-    let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", s.cached_blocks, s.cached_bytes);
+    let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", fast_blocks, fast_bytes);
     let _ = writeln!(b, "<total type=\"rest\" count=\"{}\" size=\"{}\"/>", s.free_blocks, s.free_bytes);
     let _ = writeln!(b, "<total type=\"mmap\" count=\"{}\" size=\"{}\"/>", s.mapped_blocks, s.mapped_bytes);
     let _ = writeln!(b, "<system type=\"current\" size=\"{}\"/>", s.system_bytes);

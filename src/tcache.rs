@@ -637,6 +637,16 @@ impl Tcache {
 
     /// Bytes and blocks the cache holds (derived from the room counters;
     /// approximate when read by another thread).
+    /// Bytes and blocks of the cache's lists of at most `max_units` (for
+    /// `mallinfo`'s fastbin figures).
+    pub fn held_up_to(&self, max_units: u32) -> (u64, u64) {
+        let last = (max_units as usize).min(CLASSES - 1);
+        (crate::config::MIN_UNITS as usize..=last).fold((0, 0), |(bytes, blocks), u| {
+            let n = (self.limits[u] - self.room[u].load(Relaxed).min(self.limits[u])) as u64;
+            (bytes + n * units_to_bytes(u as u32) as u64, blocks + n)
+        })
+    }
+
     pub fn held(&self) -> (u64, u64) {
         let bytes = self.held_bytes();
         let blocks = (crate::config::MIN_UNITS as usize..CLASSES)
