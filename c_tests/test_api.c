@@ -1470,6 +1470,38 @@ static void test_random(uint64_t seed)
     check(errs.count == 0, "random: no free changed errno", "%s (%d)", errs.msg, errs.count);
 }
 
+/* C23's free_sized and free_aligned_sized (glibc 2.36's headers do not
+ * declare them): free, the size and alignment the block was allocated
+ * with passed along. */
+void free_sized(void *, size_t);
+void free_aligned_sized(void *, size_t, size_t);
+
+static void test_free_sized(void)
+{
+    struct first_err e = {0};
+    for (size_t n = 0; n < 3000; n += 7) {
+        void *p = malloc(hide_size(n));
+        errno = 1234;
+        free_sized(p, n);
+        void *q = aligned_alloc(64, hide_size(n * 8 + 64));
+        free_aligned_sized(q, 64, n * 8 + 64);
+        if (errno != 1234)
+            note_err(&e, "errno changed to %d at n=%zu", errno, n);
+    }
+    void *big = malloc(hide_size(1 << 20));
+    free_sized(big, 1 << 20);
+    free_sized(NULL, 10);
+    free_aligned_sized(NULL, 64, 10);
+    void *p = malloc(hide_size(100));
+    free_sized(p, 100);
+    void *q = malloc(hide_size(100));
+    if (q != p)
+        note_err(&e, "a block freed by free_sized did not come back (%p, then %p)", p, q);
+    free(q);
+    check(e.count == 0 && heap_problems() == 0,
+          "free_sized and free_aligned_sized free (small, aligned, large, NULL), errno unchanged", "%s", e.msg);
+}
+
 int main(void)
 {
     setvbuf(stdout, NULL, _IOLBF, 0);
@@ -1496,6 +1528,7 @@ int main(void)
     }
     test_aligned_reuse();
     test_cross_api();
+    test_free_sized();
     test_mallopt();
     test_mallinfo();
     test_trim();

@@ -1,8 +1,8 @@
 // test_cxx_harden: in the hardened mode (FITALLOC_HARDEN=1) a block records
 // whether it came from new or new[], so delete of a new[] block, delete[]
-// of a new block, and a sized delete with another size than the one asked
-// for end in SIGABRT with one line naming the mismatch; matching pairs
-// (plain, array, sized, aligned) run clean. Each case runs in a fresh
+// of a new block, and a sized delete (or C23 free_sized) with another size
+// than the one asked for end in SIGABRT with one line naming the mismatch;
+// matching pairs (plain, array, sized, aligned) run clean. Each case runs in a fresh
 // process (this program again, with the mode in its environment).
 #include <csignal>
 #include <cstdio>
@@ -12,6 +12,9 @@
 #include <string>
 #include <sys/wait.h>
 #include <unistd.h>
+
+extern "C" void free_sized(void *, std::size_t);
+extern "C" void free_aligned_sized(void *, std::size_t, std::size_t);
 
 static int tap_count, tap_failures;
 
@@ -57,6 +60,15 @@ static int run_case(const char *c)
         // 0 was taken for an unsized delete (found by a hostile review).
         void *p = ::operator new(100);
         ::operator delete(p, std::size_t(0));
+    } else if (!std::strcmp(c, "free_sized-wrong-size")) {
+        void *p = hide(std::malloc(40));
+        free_sized(p, 48);
+    } else if (!std::strcmp(c, "free_sized-of-a-calloc-block-wrong-size")) {
+        void *p = hide(std::calloc(10, 4));
+        free_sized(p, 4);
+    } else if (!std::strcmp(c, "free_aligned_sized-wrong-size")) {
+        void *p = hide(std::aligned_alloc(256, 512));
+        free_aligned_sized(p, 256, 256);
     } else if (!std::strcmp(c, "matching-pairs")) {
         void *a = ::operator new(40);
         ::operator delete(a);
@@ -74,6 +86,11 @@ static int run_case(const char *c)
         delete[] w;
         std::string *x = new std::string(200, 'x');
         delete x;
+        free_sized(hide(std::malloc(40)), 40);
+        free_sized(hide(std::calloc(10, 4)), 40);
+        free_sized(hide(std::realloc(std::malloc(10), 3000)), 3000);
+        free_aligned_sized(hide(std::aligned_alloc(256, 512)), 256, 512);
+        free_sized(nullptr, 5);
     } else {
         return 2;
     }
@@ -125,6 +142,9 @@ int main(int argc, char **argv)
     expect(argv[0], "sized-delete-wrong-size", "operator delete(): sized delete with a size other than the block's");
     expect(argv[0], "sized-delete[]-wrong-size", "operator delete[](): sized delete with a size other than the block's");
     expect(argv[0], "sized-delete-of-size-0", "operator delete(): sized delete with a size other than the block's");
+    expect(argv[0], "free_sized-wrong-size", "free_sized(): a size other than the block's");
+    expect(argv[0], "free_sized-of-a-calloc-block-wrong-size", "free_sized(): a size other than the block's");
+    expect(argv[0], "free_aligned_sized-wrong-size", "free_aligned_sized(): a size other than the block's");
     expect(argv[0], "matching-pairs", nullptr);
     std::printf("1..%d\n# test_cxx_harden: %d passed, %d failed\n", tap_count, tap_count - tap_failures, tap_failures);
     return tap_failures != 0;

@@ -1011,6 +1011,36 @@ static void realloc_of_a_cached_block_with_the_list_primed(void)
     sink_ptr(realloc(hide_ptr(p), hide_size(80)));
 }
 
+/* C23's free_sized and free_aligned_sized (glibc 2.36's headers do not
+ * declare them). */
+void free_sized(void *, size_t);
+void free_aligned_sized(void *, size_t, size_t);
+
+/* free_sized of a block freed before: a double free, named in free_sized. */
+static void free_sized_twice(void)
+{
+    char *p = malloc(hide_size(40));
+    free_sized(p, 40);
+    free_sized(hide_ptr(p), 40);
+}
+
+/* free_aligned_sized with an alignment the block does not have (a power of
+ * two above the block's, or not a power of two): reported, not freed. */
+static void free_aligned_sized_wrong_alignment(void)
+{
+    char *p = aligned_alloc(64, hide_size(128));
+    size_t align = ((uintptr_t)p & 4095) ? 4096 : 8192;
+    if ((uintptr_t)p % align == 0)
+        _exit(9);
+    free_aligned_sized(hide_ptr(p), align, 128);
+}
+
+static void free_aligned_sized_alignment_not_a_power_of_two(void)
+{
+    char *p = aligned_alloc(64, hide_size(128));
+    free_aligned_sized(hide_ptr(p), 48, 128);
+}
+
 struct hcase {
     const char *name;
     void (*run)(void);
@@ -1019,6 +1049,11 @@ struct hcase {
 };
 
 static const struct hcase cases[] = {
+    {"free_sized of a block freed before", free_sized_twice, "free_sized", "double free"},
+    {"free_aligned_sized with a larger alignment than the block's", free_aligned_sized_wrong_alignment,
+     "free_aligned_sized", "an alignment the block does not have"},
+    {"free_aligned_sized with an alignment that is not a power of two", free_aligned_sized_alignment_not_a_power_of_two,
+     "free_aligned_sized", "an alignment the block does not have"},
     {"an overflow puts a cached slab block's header back in the used form, then realloc moves it to a cached block",
      slab_cached_header_put_back_then_realloc, "realloc", "realloc of a freed block"},
     {"an overflow puts a cached heap block's header back in the used form, then realloc moves it to a cached block",

@@ -141,6 +141,14 @@ void *fitalloc_malloc(size_t size);
 // `free` without preloading.
 void fitalloc_free(void *ptr);
 
+// C23's `free_sized` without preloading: `free`; the hardened mode checks
+// `size` against the block's requested size.
+void fitalloc_free_sized(void *ptr, size_t size);
+
+// C23's `free_aligned_sized` without preloading: as `fitalloc_free_sized`,
+// and an alignment `ptr` does not have is reported.
+void fitalloc_free_aligned_sized(void *ptr, size_t alignment, size_t size);
+
 // `calloc` without preloading.
 void *fitalloc_calloc(size_t nmemb, size_t size);
 

@@ -369,6 +369,38 @@ pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
     })
 }
 
+/// C23's `free_sized(p, size)`: `free`, `size` being what the block was
+/// allocated with (anything else is undefined). The hardened mode checks
+/// it against the requested size it keeps; otherwise it is not looked at
+/// (glibc's `free_sized` ignores it too).
+pub fn free_sized(p: *mut u8, size: usize) {
+    free_with_size(p, "free_sized", size)
+}
+
+/// C23's `free_aligned_sized(p, align, size)`, for a block from
+/// `aligned_alloc(align, size)`: as [`free_sized`], and an alignment that
+/// is not a power of two, or that `p` does not have, is reported.
+pub fn free_aligned_sized(p: *mut u8, align: usize, size: usize) {
+    if !p.is_null() && (!align.is_power_of_two() || !(p as usize).is_multiple_of(align)) {
+        crate::diag::fatal("free_aligned_sized", "an alignment the block does not have, for the block at", p as usize);
+    }
+    free_with_size(p, "free_aligned_sized", size)
+}
+
+fn free_with_size(p: *mut u8, func: &'static str, size: usize) {
+    if p.is_null() {
+        return;
+    }
+    if !hardened() {
+        return free_named(p, func);
+    }
+    with_hooks(|| {
+        crate::profile::forget(p);
+        crate::harden::free_sized(p, func, size);
+        ((), Event::Free { ptr: p })
+    })
+}
+
 #[cfg(not(any(test, feature = "rust-global")))]
 /// C++ `delete` of `kind` (`New` for `delete`, `NewArray` for `delete[]`),
 /// with the size the sized forms pass (0 otherwise): `free`, except that

@@ -208,7 +208,7 @@ pub fn errno_text(e: i32) -> &'static str {
 /// The words naming a block already freed, for C function `func`.
 pub fn double_free_text(func: &str) -> &'static str {
     match func {
-        "free" | "operator delete" | "operator delete[]" => "double free of",
+        "free" | "free_sized" | "free_aligned_sized" | "operator delete" | "operator delete[]" => "double free of",
         "realloc" => "realloc of a freed block",
         _ => "pointer to a freed block",
     }

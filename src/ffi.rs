@@ -30,6 +30,10 @@ macro_rules! export {
 
 export!(malloc, __libc_malloc => fn(size: usize) -> *mut c_void { api::malloc(size) as *mut c_void });
 export!(free, cfree, __libc_free, __libc_cfree => fn(ptr: *mut c_void) { api::free(ptr as *mut u8) });
+export!(free_sized => fn(ptr: *mut c_void, size: usize) { api::free_sized(ptr as *mut u8, size) });
+export!(free_aligned_sized => fn(ptr: *mut c_void, alignment: usize, size: usize) {
+    api::free_aligned_sized(ptr as *mut u8, alignment, size)
+});
 export!(calloc, __libc_calloc => fn(nmemb: usize, size: usize) -> *mut c_void { api::calloc(nmemb, size) as *mut c_void });
 export!(realloc, __libc_realloc => fn(ptr: *mut c_void, size: usize) -> *mut c_void {
     api::realloc(ptr as *mut u8, size) as *mut c_void
@@ -72,6 +76,20 @@ pub extern "C" fn fitalloc_malloc(size: usize) -> *mut c_void {
 #[unsafe(no_mangle)]
 pub extern "C" fn fitalloc_free(ptr: *mut c_void) {
     api::free(ptr as *mut u8)
+}
+
+/// C23's `free_sized` without preloading: `free`; the hardened mode checks
+/// `size` against the block's requested size.
+#[unsafe(no_mangle)]
+pub extern "C" fn fitalloc_free_sized(ptr: *mut c_void, size: usize) {
+    api::free_sized(ptr as *mut u8, size)
+}
+
+/// C23's `free_aligned_sized` without preloading: as `fitalloc_free_sized`,
+/// and an alignment `ptr` does not have is reported.
+#[unsafe(no_mangle)]
+pub extern "C" fn fitalloc_free_aligned_sized(ptr: *mut c_void, alignment: usize, size: usize) {
+    api::free_aligned_sized(ptr as *mut u8, alignment, size)
 }
 
 /// `calloc` without preloading.

@@ -171,7 +171,12 @@ fn check_delete(a: usize, func: &'static str, want: Kind, size: Option<usize>, s
         _ => {}
     }
     if size.is_some_and(|s| s != n) {
-        diag::fatal(func, "sized delete with a size other than the block's at", a);
+        let what = if func.starts_with("operator") {
+            "sized delete with a size other than the block's at"
+        } else {
+            "a size other than the block's at"
+        };
+        diag::fatal(func, what, a);
     }
 }
 
@@ -332,6 +337,12 @@ pub fn free(p: *mut u8, func: &'static str) {
 #[cfg(not(any(test, feature = "rust-global")))]
 pub fn delete(p: *mut u8, func: &'static str, want: Kind, size: Option<usize>) {
     free_as(p, func, Some((want, size)))
+}
+
+/// [`free`] for C23's `free_sized` (and `free_aligned_sized`), whose
+/// size is checked against the block's requested size.
+pub fn free_sized(p: *mut u8, func: &'static str, size: usize) {
+    free_as(p, func, Some((Kind::Malloc, Some(size))))
 }
 
 fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>) {
