@@ -468,6 +468,43 @@ impl Block {
         }
     }
 
+    /// Claims held block `self`, whose used header was `h`, for a realloc
+    /// that copies it elsewhere (with other threads): its header goes to
+    /// the cached form in one atomic step, so that a free or realloc of the
+    /// block on another thread during the copy (a double free the program
+    /// races) finds it freed, and none of its memory can be handed out.
+    /// False when the header is no longer `h` but for `PREV_USED` (which
+    /// the heap's lock holder may change meanwhile, and which is kept):
+    /// another thread freed the block since it was checked.
+    ///
+    /// # Safety
+    /// `self` must be a block in a heap region (its header readable and
+    /// writable).
+    pub unsafe fn claim(self, h: u32) -> bool {
+        // SAFETY: forwarded; the header is a 4-aligned word of a region.
+        let a = unsafe { AtomicU32::from_ptr(self.0 as *mut u32) };
+        let mut cur = a.load(Ordering::Relaxed);
+        loop {
+            if (cur ^ h) & !PREV_USED != 0 {
+                return false;
+            }
+            match a.compare_exchange_weak(cur, cur ^ CACHED_FLIP, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => return true,
+                Err(now) => cur = now,
+            }
+        }
+    }
+
+    /// Gives back a claim ([`Block::claim`]): the header's used form again
+    /// (one atomic step, `PREV_USED` kept), before the block is freed.
+    ///
+    /// # Safety
+    /// As for [`Block::claim`], on a block this thread claimed.
+    pub unsafe fn unclaim(self) {
+        // SAFETY: forwarded.
+        unsafe { AtomicU32::from_ptr(self.0 as *mut u32).fetch_xor(CACHED_FLIP, Ordering::Relaxed) };
+    }
+
     /// The units from this header to the next block's: a free block's or a
     /// small-form block's size; for a big block's head its whole size, for
     /// its body the size less the prefix (both read from the record,

@@ -26,7 +26,7 @@ use crate::diag;
 use crate::options::OPT;
 use crate::pointer::{self, Ptr};
 use crate::process::heap_of;
-use crate::sync::{Locked, Rank};
+use crate::sync::{Guard, Locked, Rank};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// Payload word holding the quarantine mark (word 0 is left to the
@@ -216,8 +216,9 @@ pub fn release_after_fork() {
 
 /// Puts freed heap block `b` (pattern-filled, marked) into quarantine and
 /// releases the oldest blocks beyond the budget to the heap.
-fn quarantine(b: Block) {
-    let mut q = QUARANTINE.lock();
+/// Puts freed block `b` at the quarantine's tail (`q`: its lock, held),
+/// releasing the oldest blocks to the heap while it holds too much.
+fn quarantine(mut q: Guard<'static, Quarantine>, b: Block) {
     if q.ring.is_null() {
         match crate::os::map_metadata(RING * core::mem::size_of::<usize>()) {
             Some(m) => {
@@ -349,6 +350,13 @@ fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>
     let a = p as usize;
     let b = Block::from_payload(p);
     if pointer::in_heap(p) {
+        // One hardened free of a heap block at a time, from its checks to
+        // its place in the quarantine: two threads freeing one block at
+        // once (a double free the program races) both found it live, both
+        // quarantined it (the second copy later released a block the
+        // program held), or one read the canary the other's fill had
+        // overwritten and named an overflow (found by a hostile review).
+        let q = QUARANTINE.lock();
         // Aborts unless `b` is a held block (a big one checked whole).
         let b = pointer::held(b, func).block();
         // SAFETY: `b` is a held block of a heap region; nothing is read
@@ -368,7 +376,7 @@ fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>
             core::ptr::write_bytes(p, FREED, usable);
             b.set_payload_word(MARK_WORD, quarantine_mark(a));
         }
-        quarantine(b);
+        quarantine(q, b);
         return;
     }
     if let Ptr::Large(m) = pointer::resolve(p, func) {

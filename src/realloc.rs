@@ -43,7 +43,11 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
         unsafe {
             if let Some((have, h, slab)) = held_cacheable(p, alone) {
                 let want = config::request_units(n);
+                let b = Block::from_payload(p);
                 if want <= have && have - want < MIN_UNITS {
+                    // A cached block whose header an overflow put back in
+                    // the used form still carries the cache's mark.
+                    held_unmarked(b, h, slab, "realloc");
                     count(Some(t), Call::Realloc, n);
                     return p;
                 }
@@ -52,24 +56,31 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
                     && let Some(nb) = t.pop(want).unwrap_or_else(|CacheFault::Corrupted(a)| crate::alloc::cache_fault(Call::Realloc, a))
                 {
                     let q = nb.payload();
-                    let b = Block::from_payload(p);
-                    core::ptr::copy_nonoverlapping(p, q, Block::payload_bytes(have));
-                    // With threads, another thread may have freed `p` since
-                    // it was checked (a race the program made): its header
-                    // (but for `PREV_USED`, which the heap's lock holder
-                    // changes when the block before comes or goes) or its
-                    // mark then says so, and it must not be cached twice.
-                    // (`push_freed` cannot fail for room: checked.)
-                    let changed = (b.header() ^ h) & !crate::block::PREV_USED != 0;
-                    if !alone && changed || !t.push_freed(b, have, h) {
+                    // `p` is cached before it is copied, not after: from
+                    // then on a free of it on another thread (a double free
+                    // the program races) finds it cached and is reported,
+                    // and no malloc hands it out, however long the copy
+                    // takes. (Cached after the copy, a free and a malloc of
+                    // it on another thread meanwhile left its header and
+                    // mark as they were, and it was cached while that
+                    // thread held it: found by a hostile review.) Its first
+                    // two words, where the cache writes, are kept aside.
+                    let (w0, w1) = (b.payload_word(0), b.payload_word(1));
+                    // The mark found: it was cached already (freed). No
+                    // room is not why: checked above.
+                    if !t.push_freed(b, have, h) {
                         diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
                     }
+                    const KEPT: usize = 2 * core::mem::size_of::<usize>();
+                    core::ptr::copy_nonoverlapping(p.add(KEPT), q.add(KEPT), Block::payload_bytes(have) - KEPT);
+                    nb.set_payload_word(0, w0);
+                    nb.set_payload_word(1, w1);
                     count(Some(t), Call::Realloc, n);
                     return q;
                 }
                 // Checked already: the general path, without resolving
                 // the pointer again.
-                return realloc_checked(Block::from_payload(p), h, slab, n);
+                return realloc_checked(b, h, slab, n);
             }
         }
     }
@@ -136,13 +147,12 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             && let Some(nb) = unsafe { t.pop(want) }.unwrap_or_else(|CacheFault::Corrupted(a)| crate::alloc::cache_fault(Call::Realloc, a))
         {
             let q = nb.payload();
-            // SAFETY: both blocks are held; `old_bytes.min(n)` fits in each.
-            unsafe { core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n)) };
+            copy_claimed(b, q, old_bytes.min(n));
             free_moved(held, Some(t), "realloc");
             return q;
         }
         if slab {
-            return move_block(p, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"));
+            return move_block(b, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"));
         }
         let mut h = heap_of(b, "realloc");
         if crate::process::cached_meanwhile(b) {
@@ -159,20 +169,53 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             return nb.payload();
         }
     }
-    move_block(p, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"))
+    move_block(b, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"))
 }
 
-/// realloc by moving: a new block of `n` bytes, the first `keep` bytes of
-/// the block at `p` copied, then `release` frees the old one. Null (the old
+/// realloc by moving held block `b`: a new block of `n` bytes, the first
+/// `keep` bytes copied, then `release` frees the old one. Null (the old
 /// block untouched) when no memory.
-fn move_block(p: *mut u8, keep: usize, n: usize, release: impl FnOnce()) -> *mut u8 {
+fn move_block(b: Block, keep: usize, n: usize, release: impl FnOnce()) -> *mut u8 {
     let q = alloc_block(n, ALIGN, false, false, Call::Realloc);
     if !q.is_null() {
-        // SAFETY: both blocks are live and ours; `keep` fits in each.
-        unsafe { core::ptr::copy_nonoverlapping(p, q, keep) };
+        copy_claimed(b, q, keep);
         release();
     }
     q
+}
+
+/// Copies the first `keep` bytes of held block `b` to `q`. With other
+/// threads, `b` is claimed for the copy ([`Block::claim`]): a free of it
+/// there meanwhile (a double free the program races) is reported, where it
+/// could free and malloc the block back while the copy ran and leave its
+/// header and mark as they were, so that the release after the copy
+/// freed the block it held (found by a hostile review: one block handed
+/// out twice).
+fn copy_claimed(b: Block, q: *mut u8, keep: usize) {
+    let p = b.payload();
+    if crate::sync::single_threaded() {
+        // SAFETY: both blocks are held; `keep` fits in each.
+        unsafe { core::ptr::copy_nonoverlapping(p, q, keep) };
+        return;
+    }
+    // SAFETY: `b` is a held block of a heap region (the caller's check);
+    // once claimed, no other thread frees or hands it out.
+    unsafe {
+        let h = b.header();
+        if crate::block::is_used_header(b.addr(), h) {
+            if !b.claim(h) {
+                diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
+            }
+            core::ptr::copy_nonoverlapping(p, q, keep);
+            b.unclaim();
+        } else if crate::block::is_block_header(b.addr(), h) {
+            // A big block (above 1 MiB, in the heap only when no mapping
+            // could be made) is not claimed: its header has no cached form.
+            core::ptr::copy_nonoverlapping(p, q, keep);
+        } else {
+            diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
+        }
+    }
 }
 
 /// realloc of large block `m`: to the heap when it becomes small, else
