@@ -314,17 +314,23 @@ fn bump32(c: &AtomicU32, d: u32) {
 
 impl Tcache {
     /// A cache whose list for each size holds `per_class_bytes` worth of
-    /// blocks, but at least `min_count` and at most 64, and whose total
-    /// stays below `max_bytes` (when a free finds it full, half of the list
-    /// holding the most bytes goes away: [`Tcache::fullest`]).
+    /// blocks, but at least `min_count`, and whose total stays below
+    /// `max_bytes` (when a free finds it full, half of the list holding the
+    /// most bytes goes away: [`Tcache::fullest`]).
     /// (Measured on the shared traces and the mt benchmark: 256 KiB and 16
     /// cost 1% of footprint and halve the time of random-size workloads
-    /// against 64 KiB and byte-proportional counts.)
+    /// against 64 KiB and byte-proportional counts. Capping every list at
+    /// 64 blocks, as before 2026-12-02, held the sizes below 256 bytes to
+    /// 2-12 KiB each: a program that mallocs and frees 400 blocks of 32
+    /// bytes in turn overflowed its list every round, 45 ns a block against
+    /// 19 without the cap, and ls-R's replay took 10% more allocator
+    /// instructions per operation, at the same utilization:
+    /// `bench/published/2026-12-02-realloc/lists.txt`.)
     pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize, arena: usize) -> Self {
         let max_units = (max_bytes >> crate::config::UNIT_SHIFT).min(u32::MAX as u64) as u32;
         let mut limits = [0u16; CLASSES];
         for (u, l) in limits.iter_mut().enumerate().skip(crate::config::MIN_UNITS as usize) {
-            *l = (per_class_bytes / units_to_bytes(u as u32)).max(min_count).clamp(2, 64) as u16;
+            *l = (per_class_bytes / units_to_bytes(u as u32)).max(min_count).clamp(2, u16::MAX as usize) as u16;
         }
         Tcache {
             heads: UnsafeCell::new([0; CLASSES]),
