@@ -322,8 +322,8 @@ impl Tcache {
     /// against 64 KiB and byte-proportional counts. Capping every list at
     /// 64 blocks, as before 2026-12-02, held the sizes below 256 bytes to
     /// 2-12 KiB each: a program that mallocs and frees 400 blocks of 32
-    /// bytes in turn overflowed its list every round, 45 ns a block against
-    /// 19 without the cap, and ls-R's replay took 10% more allocator
+    /// bytes in turn overflowed its list every round, 34-47 ns a block
+    /// against 20-22 without the cap, and ls-R's replay took 10% more allocator
     /// instructions per operation, at the same utilization:
     /// `bench/published/2026-12-02-realloc/lists.txt`.)
     pub fn new(max_bytes: u64, per_class_bytes: usize, min_count: usize, arena: usize) -> Self {
