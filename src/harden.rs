@@ -347,16 +347,21 @@ pub fn free_sized(p: *mut u8, func: &'static str, size: usize) {
 }
 
 fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>) {
+    free_locked(QUARANTINE.lock(), p, func, delete)
+}
+
+/// [`free_as`] with the quarantine's lock `q` held: one hardened free at a
+/// time, from its checks to the block's place in the quarantine (or its
+/// mapping's unmapping), and none while a hardened realloc copies a block
+/// ([`realloc`]). Two threads freeing one block at once (a double free
+/// the program races) both found it live, both quarantined it (the second
+/// copy later released a block the program held), or one read the canary
+/// the other's fill had overwritten and named an overflow (found by a
+/// hostile review).
+fn free_locked(q: Guard<'static, Quarantine>, p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>) {
     let a = p as usize;
     let b = Block::from_payload(p);
     if pointer::in_heap(p) {
-        // One hardened free of a heap block at a time, from its checks to
-        // its place in the quarantine: two threads freeing one block at
-        // once (a double free the program races) both found it live, both
-        // quarantined it (the second copy later released a block the
-        // program held), or one read the canary the other's fill had
-        // overwritten and named an overflow (found by a hostile review).
-        let q = QUARANTINE.lock();
         // Aborts unless `b` is a held block (a big one checked whole).
         let b = pointer::held(b, func).block();
         // SAFETY: `b` is a held block of a heap region; nothing is read
@@ -388,6 +393,7 @@ fn free_as(p: *mut u8, func: &'static str, delete: Option<(Kind, Option<usize>)>
         }
         crate::free::free_large(a, func);
     }
+    drop(q);
 }
 
 /// Checks `p` (non-null) and returns its requested size.
@@ -417,13 +423,23 @@ pub fn usable_size(p: *mut u8) -> usize {
 
 /// Resizes by moving: a new sealed block, the contents copied, the old
 /// block quarantined. Null (with `p` intact) when out of memory.
+///
+/// It holds the quarantine's lock from its check of `p` to `p`'s place in
+/// the quarantine, so that a free of `p` on another thread meanwhile (a
+/// double free the program races) waits, then finds it freed. Before, that
+/// free, and mallocs that brought the block back out of the quarantine,
+/// could happen while the new block was made or the old one copied, and
+/// realloc then freed the block the other thread held (found by a hostile
+/// review: one block handed out twice).
 pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
+    let lock = QUARANTINE.lock();
     let old = checked_size(p, "realloc");
     let q = malloc(n, 16, false);
-    if !q.is_null() {
-        // SAFETY: both blocks are ours; `min(old, n)` bytes fit in each.
-        unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(n)) };
-        free(p, "realloc");
+    if q.is_null() {
+        return q;
     }
+    // SAFETY: both blocks are ours; `min(old, n)` bytes fit in each.
+    unsafe { core::ptr::copy_nonoverlapping(p, q, old.min(n)) };
+    free_locked(lock, p, "realloc", None);
     q
 }

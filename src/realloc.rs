@@ -143,16 +143,23 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
         if let Some(t) = my_cache()
             && n <= TCACHE_MAX_REQUEST
             && have <= TCACHE_MAX_UNITS
-            // SAFETY: this thread's cache.
-            && let Some(nb) = unsafe { t.pop(want) }.unwrap_or_else(|CacheFault::Corrupted(a)| crate::alloc::cache_fault(Call::Realloc, a))
+            && t.count(want) > 0
         {
-            let q = nb.payload();
-            copy_claimed(b, q, old_bytes.min(n));
-            free_moved(held, Some(t), "realloc");
-            return q;
+            let claim = Claim::take(b);
+            // SAFETY: this thread's cache, with a block of `want`.
+            if let Some(nb) = unsafe { t.pop(want) }.unwrap_or_else(|CacheFault::Corrupted(a)| crate::alloc::cache_fault(Call::Realloc, a)) {
+                let q = nb.payload();
+                // SAFETY: both blocks are held (the old one claimed); the
+                // kept bytes fit in each.
+                unsafe { core::ptr::copy_nonoverlapping(p, q, old_bytes.min(n)) };
+                claim.release();
+                free_moved(held, Some(t), "realloc");
+                return q;
+            }
+            claim.release();
         }
         if slab {
-            return move_block(b, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"));
+            return move_block(held, old_bytes.min(n), n);
         }
         let mut h = heap_of(b, "realloc");
         if crate::process::cached_meanwhile(b) {
@@ -169,51 +176,96 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
             return nb.payload();
         }
     }
-    move_block(b, old_bytes.min(n), n, || free_moved(held, my_cache(), "realloc"))
+    move_block(held, old_bytes.min(n), n)
 }
 
-/// realloc by moving held block `b`: a new block of `n` bytes, the first
-/// `keep` bytes copied, then `release` frees the old one. Null (the old
-/// block untouched) when no memory.
-fn move_block(b: Block, keep: usize, n: usize, release: impl FnOnce()) -> *mut u8 {
+/// realloc by moving held block `held`: a new block of `n` bytes, the
+/// first `keep` bytes copied, then the old one freed. Null (the old block
+/// untouched) when no memory. The old block is claimed ([`Claim`]) from
+/// before the new one is sought until it is freed.
+fn move_block(held: Held, keep: usize, n: usize) -> *mut u8 {
+    let b = held.block();
+    let claim = Claim::take(b);
     let q = alloc_block(n, ALIGN, false, false, Call::Realloc);
-    if !q.is_null() {
-        copy_claimed(b, q, keep);
-        release();
+    if q.is_null() {
+        claim.release();
+        return q;
+    }
+    // SAFETY: both blocks are held (the old one claimed); `keep` fits in
+    // each.
+    unsafe { core::ptr::copy_nonoverlapping(b.payload(), q, keep) };
+    // SAFETY: a held block's header is valid (a big block's checked whole).
+    if unsafe { b.units() } > TCACHE_MAX_UNITS {
+        // Freed into its heap with the claim given back under the heap's
+        // lock: a free of it on another thread then finds it claimed, or
+        // waits for the lock and finds it freed. (Given back before, such a
+        // free could pass its look-up in between and was named an invalid
+        // pointer.)
+        claim.release_into_heap(b);
+        crate::trim::maybe_decay("realloc");
+    } else {
+        claim.release();
+        free_moved(held, my_cache(), "realloc");
     }
     q
 }
 
-/// Copies the first `keep` bytes of held block `b` to `q`. With other
-/// threads, `b` is claimed for the copy ([`Block::claim`]): a free of it
-/// there meanwhile (a double free the program races) is reported, where it
-/// could free and malloc the block back while the copy ran and leave its
-/// header and mark as they were, so that the release after the copy
-/// freed the block it held (found by a hostile review: one block handed
-/// out twice).
-fn copy_claimed(b: Block, q: *mut u8, keep: usize) {
-    let p = b.payload();
-    if crate::sync::single_threaded() {
-        // SAFETY: both blocks are held; `keep` fits in each.
-        unsafe { core::ptr::copy_nonoverlapping(p, q, keep) };
-        return;
-    }
-    // SAFETY: `b` is a held block of a heap region (the caller's check);
-    // once claimed, no other thread frees or hands it out.
-    unsafe {
-        let h = b.header();
-        if crate::block::is_used_header(b.addr(), h) {
-            if !b.claim(h) {
-                diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
+/// A held heap block that realloc moves, claimed for the time it takes
+/// (with other threads; with one there is no one to claim it from): its
+/// header in the cached form ([`Block::claim`]), so that a free or realloc
+/// of it on another thread meanwhile (a double free the program races) is
+/// reported. Unclaimed, the block's header and mark could return to what
+/// they were when realloc checked them (that thread frees the block and
+/// mallocs it back while this one waits to make the new block or copies
+/// the old one) and realloc then freed the block the other thread held:
+/// one block handed out twice (found by two hostile reviews, the waits
+/// made with a signal). A big block (above 1 MiB in the heap, only where no
+/// mapping could be made) is not claimed: its header has no cached form
+/// the heap checker accepts.
+struct Claim(Option<Block>);
+
+impl Claim {
+    /// Claims `b`, or reports a double free when another thread freed it
+    /// since it was checked.
+    fn take(b: Block) -> Claim {
+        if crate::sync::single_threaded() {
+            return Claim(None);
+        }
+        // SAFETY: `b` is a block of a heap region whose header was checked
+        // (the caller's); once claimed, no other thread frees it.
+        unsafe {
+            let h = b.header();
+            if crate::block::is_used_header(b.addr(), h) && !crate::block::is_big_body(h) {
+                if b.claim(h) {
+                    return Claim(Some(b));
+                }
+            } else if crate::block::is_block_header(b.addr(), h) {
+                return Claim(None);
             }
-            core::ptr::copy_nonoverlapping(p, q, keep);
-            b.unclaim();
-        } else if crate::block::is_block_header(b.addr(), h) {
-            // A big block (above 1 MiB, in the heap only when no mapping
-            // could be made) is not claimed: its header has no cached form.
-            core::ptr::copy_nonoverlapping(p, q, keep);
-        } else {
-            diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
+        }
+        diag::fatal("realloc", pointer::double_free_text("realloc"), b.payload() as usize)
+    }
+
+    /// Gives the claim back: the header's used form again, for the free
+    /// that follows.
+    fn release(self) {
+        if let Some(b) = self.0 {
+            // SAFETY: this thread claimed `b`.
+            unsafe { b.unclaim() };
+        }
+    }
+
+    /// Frees held block `b`, this claim's, into its heap: the claim is
+    /// given back under the heap's lock, right before the free.
+    fn release_into_heap(self, b: Block) {
+        let mut h = heap_of(b, "realloc");
+        // SAFETY: this thread claimed `b` (if anyone did) and holds it; the
+        // heap's lock is held, so its memory stays in the heap.
+        unsafe {
+            if self.0.is_some() {
+                b.unclaim();
+            }
+            h.free(b);
         }
     }
 }
