@@ -69,6 +69,12 @@ static int run_case(const char *c)
     } else if (!std::strcmp(c, "free_aligned_sized-wrong-size")) {
         void *p = hide(std::aligned_alloc(256, 512));
         free_aligned_sized(p, 256, 256);
+    } else if (!std::strcmp(c, "free_aligned_sized-of-a-freed-block")) {
+        // The freed block named, not the alignment (found by a hostile
+        // review: the quarantined block passed the look-up).
+        void *p = hide(std::aligned_alloc(64, 128));
+        std::free(hide(p));
+        free_aligned_sized(p, 3, 128);
     } else if (!std::strcmp(c, "matching-pairs")) {
         void *a = ::operator new(40);
         ::operator delete(a);
@@ -145,6 +151,7 @@ int main(int argc, char **argv)
     expect(argv[0], "free_sized-wrong-size", "free_sized(): a size other than the block's");
     expect(argv[0], "free_sized-of-a-calloc-block-wrong-size", "free_sized(): a size other than the block's");
     expect(argv[0], "free_aligned_sized-wrong-size", "free_aligned_sized(): a size other than the block's");
+    expect(argv[0], "free_aligned_sized-of-a-freed-block", "free_aligned_sized(): double free");
     expect(argv[0], "matching-pairs", nullptr);
     std::printf("1..%d\n# test_cxx_harden: %d passed, %d failed\n", tap_count, tap_count - tap_failures, tap_failures);
     return tap_failures != 0;

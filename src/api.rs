@@ -384,7 +384,11 @@ pub fn free_aligned_sized(p: *mut u8, align: usize, size: usize) {
     if !p.is_null() && (!align.is_power_of_two() || !(p as usize).is_multiple_of(align)) {
         // The pointer first: one that is not a block of ours, or a freed
         // one, is named as such, not as a wrong alignment.
-        crate::pointer::resolve(p, "free_aligned_sized");
+        if hardened() {
+            crate::harden::check_freeable(p, "free_aligned_sized");
+        } else {
+            crate::pointer::resolve(p, "free_aligned_sized");
+        }
         crate::diag::fatal("free_aligned_sized", "an alignment the block does not have, for the block at", p as usize);
     }
     free_with_size(p, "free_aligned_sized", size)

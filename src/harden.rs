@@ -396,6 +396,25 @@ fn free_locked(q: Guard<'static, Quarantine>, p: *mut u8, func: &'static str, de
     drop(q);
 }
 
+/// Reports `p` (non-null) for free-like C function `func` as its free
+/// would when it is not a live block (foreign, interior, freed: in
+/// quarantine), without freeing it.
+pub fn check_freeable(p: *mut u8, func: &'static str) {
+    let a = p as usize;
+    if pointer::in_heap(p) {
+        let b = pointer::held(Block::from_payload(p), func).block();
+        // SAFETY: `b` is a held block of a heap region.
+        unsafe {
+            let usable = Block::payload_bytes(b.units());
+            if b.payload_word(MARK_WORD) == quarantine_mark(a) || looks_freed(p, usable) {
+                diag::fatal(func, "double free (the block is in quarantine) of", a);
+            }
+        }
+    } else {
+        pointer::resolve(p, func);
+    }
+}
+
 /// Checks `p` (non-null) and returns its requested size.
 fn checked_size(p: *mut u8, func: &'static str) -> usize {
     let a = p as usize;
