@@ -15,7 +15,7 @@
 
 C_TESTS_DIR     := c_tests
 C_TESTS_BINDIR  := $(C_TESTS_DIR)/bin
-C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom test_regions test_hostile test_promises test_return test_cxx_noruntime test_contention test_arenas test_depot test_churn
+C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom test_regions test_hostile test_promises test_return test_cxx_noruntime test_contention test_arenas test_depot test_churn test_atfork
 C_TESTS         := $(addprefix $(C_TESTS_BINDIR)/,$(C_TESTS_NAMES))
 # C++ tests (g++ links -lstdc++ after -lfitalloc, so fitalloc's operators win).
 CXX             ?= g++

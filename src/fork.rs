@@ -32,6 +32,10 @@ extern "C" fn prepare() {
     crate::profile::hold_for_fork();
     crate::registry::hold_for_fork();
     crate::process::hold_for_fork();
+    // Until `parent` or `child`, a handler of the program's that runs in
+    // this thread (one registered before ours) allocates as the locks'
+    // holder (`crate::sync::Locked::lock`).
+    crate::sync::begin_fork_hold();
 }
 
 fn release() {
@@ -41,6 +45,7 @@ fn release() {
 }
 
 extern "C" fn parent() {
+    crate::sync::end_fork_hold();
     release();
     crate::trace::fork_parent();
     crate::profile::fork_parent();
@@ -53,6 +58,7 @@ extern "C" fn child() {
     // SAFETY: the child has one thread; the lock `prepare` took goes back
     // to its initial state (glibc may have done so already).
     unsafe { _IO_list_resetlock() };
+    crate::sync::end_fork_hold();
     release();
     crate::trace::fork_child();
     crate::profile::fork_child();

@@ -14,7 +14,7 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 
 /// A mutex word: 0 free, 1 held, 2 held with (possibly) sleeping waiters.
 pub struct RawLock {
@@ -179,14 +179,41 @@ const _: () = assert!(RANKS == Rank::Report as usize + 1);
 
 const CHECK_ORDER: bool = cfg!(any(debug_assertions, feature = "lock-check"));
 
+/// The thread inside fork's window, which holds every lock for it
+/// ([`Locked::hold`]), by its `pthread_self()`; 0 outside the window. The
+/// same in a forked child, whose one thread is the one that called fork.
+static FORK_HOLDER: AtomicUsize = AtomicUsize::new(0);
+
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
+/// Fork, before the locks are held: this thread is the holder.
+pub fn begin_fork_hold() {
+    FORK_HOLDER.store(this_thread(), Relaxed);
+}
+
+/// Fork, after every lock was released (in the parent and in the child).
+pub fn end_fork_hold() {
+    FORK_HOLDER.store(0, Relaxed);
+}
+
+/// Whether this thread holds the locks for fork.
+fn is_fork_holder() -> bool {
+    let h = FORK_HOLDER.load(Relaxed);
+    h != 0 && h == this_thread()
+}
+
 /// Notes that this thread takes a lock of `rank`; aborts if it already
-/// holds one of the same or a higher rank.
+/// holds one of the same or a higher rank (unless it holds them all for
+/// fork: see [`Locked::lock_contended`]).
 #[inline(always)]
 fn note_acquire(rank: Rank) {
     if CHECK_ORDER {
         let held = crate::tls::get::<{ crate::tls::LOCKS }>();
         let bit = 1usize << rank as u8;
-        if held & !(bit - 1) != 0 {
+        if held & !(bit - 1) != 0 && !is_fork_holder() {
             crate::diag::fatal("lock order", "a lock was taken while holding one of equal or higher rank; rank", rank as usize);
         }
         crate::tls::set::<{ crate::tls::LOCKS }>(held | bit);
@@ -259,12 +286,32 @@ impl<T> Locked<T> {
         note_acquire(self.rank);
         let held = if single_threaded() {
             None
-        } else {
-            self.lock.lock(&CONTENTION[self.rank as usize]);
+        } else if self.lock.try_lock() {
             Some(&self.lock)
+        } else {
+            self.lock_contended()
         };
-        // SAFETY: we hold the lock, or no other thread exists.
+        // SAFETY: we hold the lock (or this thread holds it for fork), or
+        // no other thread exists.
         Guard { held, rank: self.rank, value: unsafe { &mut *self.value.get() } }
+    }
+
+    /// [`Locked::lock`] when the lock is held: waits for it, unless this
+    /// thread holds it for fork ([`Locked::hold`]). Then the caller is a
+    /// fork handler of the program's that runs inside fork's window and
+    /// allocates (one registered before ours, whose prepare handler runs
+    /// after ours and whose parent and child handlers before ours): it uses
+    /// the value as the holder, and its guard releases nothing. The value is
+    /// consistent: the lock was taken between two calls. Waiting deadlocked
+    /// (found by a hostile review).
+    #[cold]
+    #[inline(never)]
+    fn lock_contended(&self) -> Option<&RawLock> {
+        if self.held_for_fork.load(Relaxed) && is_fork_holder() {
+            return None;
+        }
+        self.lock.lock_slow(&CONTENTION[self.rank as usize]);
+        Some(&self.lock)
     }
 
     /// Fork, before: takes the lock and keeps it held until
