@@ -1718,6 +1718,44 @@ static void run_hardened_with(void *arg)
     _exit(126);
 }
 
+/* A SIGABRT handler that allocates (a crash reporter, backtrace(), a
+ * logger), in a process with a second thread, after a corruption found
+ * under the heap's lock: a free list's links overwritten after free. The
+ * handler's malloc waited forever for the lock its own thread held (found
+ * by a hostile review); the process must end in SIGABRT. */
+static void handler_mallocs(int sig)
+{
+    (void)sig;
+    write_all(2, "handler: malloc\n", 16);
+    free(malloc(hide_size(5000)));
+}
+
+static void *idle_forever(void *arg)
+{
+    (void)arg;
+    for (;;)
+        pause();
+    return NULL;
+}
+
+static void abort_handler_allocates(void *arg)
+{
+    (void)arg;
+    signal(SIGABRT, handler_mallocs);
+    pthread_t t;
+    pthread_create(&t, NULL, idle_forever, NULL);
+    char *b[6];
+    for (int i = 0; i < 6; i++)
+        b[i] = malloc(hide_size(3000));
+    for (int i = 1; i < 6; i += 2)
+        free(b[i]);
+    for (int i = 1; i < 6; i += 2)
+        memset(hide_ptr(b[i]), 0x41, 32);
+    for (int i = 0; i < 3; i++)
+        sink = malloc(hide_size(3000));
+    write_all(2, "the attack ran to the end unnoticed\n", 36);
+}
+
 int main(int argc, char **argv)
 {
     self_path = argv[0];
@@ -1814,6 +1852,11 @@ int main(int argc, char **argv)
     status = run_child_stderr(calloc_from_a_larger_kept_mapping, NULL, err, sizeof err, 60);
     check(status != -1 && WIFEXITED(status) && WEXITSTATUS(status) == 0,
           "calloc from a kept mapping twice its size: zero up to its usable size", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(abort_handler_allocates, NULL, err, sizeof err, 60);
+    check(aborted_with_one_line(status, err, "fitalloc: malloc(): ", "corrupted free list", NULL),
+          "a SIGABRT handler that mallocs, after a corrupted free list found under the heap's lock (two threads): "
+          "SIGABRT, not a wait for the lock", "status %#x; stderr: %s", status, err);
 
     status = run_child_stderr(run_slab_df, NULL, err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),

@@ -2,6 +2,7 @@
 //! `write(2)` per message.
 
 use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// A fixed-capacity text buffer; text beyond its capacity is dropped.
 pub struct Buf<const N: usize> {
@@ -78,10 +79,40 @@ pub fn fatal(func: &str, what: &str, addr: usize) -> ! {
     abort()
 }
 
+/// The thread that called [`abort`], by its `pthread_self()`; 0 before.
+static ABORTING: AtomicUsize = AtomicUsize::new(0);
+
+fn this_thread() -> usize {
+    // SAFETY: pthread_self has no preconditions.
+    unsafe { libc::pthread_self() as usize }
+}
+
 /// Aborts the process with SIGABRT.
 pub fn abort() -> ! {
+    ABORTING.store(this_thread(), Relaxed);
     // SAFETY: abort never returns and does not allocate.
     unsafe { libc::abort() }
+}
+
+/// Ends the process with SIGABRT from inside a SIGABRT handler of the
+/// program's (see [`aborting_here`]): the default action first, since
+/// glibc's abort, re-entered, runs the handler again (which allocated
+/// again: a recursion until the stack overflowed).
+pub fn abort_from_handler() -> ! {
+    // SAFETY: restoring SIGABRT's default action has no preconditions;
+    // abort then unblocks SIGABRT and raises it.
+    unsafe {
+        libc::signal(libc::SIGABRT, libc::SIG_DFL);
+        libc::abort()
+    }
+}
+
+/// Whether this thread is aborting: a SIGABRT handler of the program's
+/// runs in it (a crash reporter, a logger), maybe while this thread holds
+/// the lock under which the misuse was found.
+pub fn aborting_here() -> bool {
+    let a = ABORTING.load(Relaxed);
+    a != 0 && a == this_thread()
 }
 
 /// The panic handler's body: an allocator bug, reported in one line.
