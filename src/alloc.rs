@@ -459,9 +459,17 @@ fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u
     };
     evicted.unmap();
     // Resized outside the table's lock (a system call).
-    if let Some(k) = kept.and_then(|k| large::fit(k, want)) {
+    if let Some((k, tail)) = kept.and_then(|k| large::fit(k, want)) {
         let m = large::Mapping { payload: k.base + ALIGN, ..k };
-        if !large().insert(m) {
+        let mut l = large();
+        let recorded = l.insert(m);
+        // The tail of a kept mapping split for a smaller request stays kept.
+        let evicted = tail.map(|t| l.retain(t, crate::os::now_ms()));
+        drop(l);
+        if let Some(e) = evicted {
+            e.unmap();
+        }
+        if !recorded {
             // SAFETY: the kept mapping is ours and unused.
             unsafe { crate::os::unmap(m.base, m.len) };
             return None;
