@@ -1059,6 +1059,10 @@ static void free_aligned_sized_alignment_not_a_power_of_two(void)
 static int paused_n1, paused_n2;
 static char *volatile paused_p, *volatile paused_q;
 static atomic_int paused_in_realloc, paused_go, paused_done, paused_fired;
+/* The timer that pauses the copy; disarmed by the handler once it fired
+ * (a signal every 7 us to a thread that is left with little CPU, as on a
+ * loaded machine, kept it from finishing its realloc: the case timed out). */
+static timer_t paused_timer;
 static void paused_handler(int sig, siginfo_t *si, void *uc)
 {
     (void)sig;
@@ -1070,6 +1074,8 @@ static void paused_handler(int sig, siginfo_t *si, void *uc)
     if (!dladdr(pc, &di) || !di.dli_fname || !strstr(di.dli_fname, "libc.so"))
         return;
     atomic_store(&paused_fired, 1);
+    struct itimerspec off = {{0, 0}, {0, 0}};
+    timer_settime(paused_timer, 0, &off, NULL); /* async-signal-safe */
     atomic_store(&paused_go, 1);
     /* Bounded: in the hardened mode the other thread's free waits for
      * this realloc to finish (it holds the quarantine's lock). */
@@ -1096,16 +1102,15 @@ static void realloc_copy_paused(int n1, int n2)
     sa.sa_sigaction = paused_handler;
     sa.sa_flags = SA_SIGINFO | SA_RESTART;
     sigaction(SIGRTMIN, &sa, NULL);
-    timer_t tm;
     struct sigevent sev = {0};
     sev.sigev_notify = SIGEV_THREAD_ID;
     sev.sigev_signo = SIGRTMIN;
     sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
-    timer_create(CLOCK_MONOTONIC, &sev, &tm);
+    timer_create(CLOCK_MONOTONIC, &sev, &paused_timer);
     pthread_t t;
     pthread_create(&t, NULL, paused_other, NULL);
     struct itimerspec its = {{0, 7000}, {0, 7000}};
-    timer_settime(tm, 0, &its, NULL);
+    timer_settime(paused_timer, 0, &its, NULL);
     time_t end = time(NULL) + 40;
     while (!atomic_load(&paused_fired) && time(NULL) < end) {
         free(malloc(hide_size(n2))); /* the cache has a block of the new size */
@@ -1117,7 +1122,7 @@ static void realloc_copy_paused(int n1, int n2)
         atomic_store(&paused_in_realloc, 0);
         if (atomic_load(&paused_fired)) {
             struct itimerspec off = {{0, 0}, {0, 0}};
-            timer_settime(tm, 0, &off, NULL);
+            timer_settime(paused_timer, 0, &off, NULL);
             while (!atomic_load(&paused_done))
                 ;
             char *r = malloc(hide_size(n1));
