@@ -1761,6 +1761,26 @@ static void abort_handler_allocates(void *arg)
     write_all(2, "the attack ran to the end unnoticed\n", 36);
 }
 
+/* A SIGABRT handler that frees the block just reported as a double free
+ * once more: the second report ends the process (SIGABRT after two lines),
+ * where the handler ran again at every abort until the stack overflowed. */
+static void *volatile freed_twice;
+static void handler_frees_again(int sig)
+{
+    (void)sig;
+    free(freed_twice);
+}
+
+static void abort_handler_frees_again(void *arg)
+{
+    (void)arg;
+    signal(SIGABRT, handler_frees_again);
+    freed_twice = malloc(hide_size(40));
+    free(freed_twice);
+    free(freed_twice);
+    write_all(2, "the attack ran to the end unnoticed\n", 36);
+}
+
 int main(int argc, char **argv)
 {
     self_path = argv[0];
@@ -1862,6 +1882,16 @@ int main(int argc, char **argv)
     check(aborted_with_one_line(status, err, "fitalloc: malloc(): ", "corrupted free list", NULL),
           "a SIGABRT handler that mallocs, after a corrupted free list found under the heap's lock (two threads): "
           "SIGABRT, not a wait for the lock", "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(abort_handler_frees_again, NULL, err, sizeof err, 60);
+    {
+        int lines = 0;
+        for (const char *c = err; (c = strstr(c, "fitalloc: free(): double free")); c++)
+            lines++;
+        check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGABRT && lines == 2,
+              "a SIGABRT handler that frees the reported block again: SIGABRT after two lines, no recursion",
+              "status %#x, %d lines; stderr: %.300s", status, lines, err);
+    }
 
     status = run_child_stderr(run_slab_df, NULL, err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),

@@ -87,8 +87,15 @@ fn this_thread() -> usize {
     unsafe { libc::pthread_self() as usize }
 }
 
-/// Aborts the process with SIGABRT.
+/// Aborts the process with SIGABRT. A second abort of the same thread
+/// comes from a SIGABRT handler of the program's that misused memory again
+/// (freed the same block, say): it ends the process with the default
+/// action, where glibc's abort ran the handler again and again until the
+/// stack overflowed (SIGSEGV after 2,148 lines).
 pub fn abort() -> ! {
+    if aborting_here() {
+        abort_from_handler();
+    }
     ABORTING.store(this_thread(), Relaxed);
     // SAFETY: abort never returns and does not allocate.
     unsafe { libc::abort() }
