@@ -50,7 +50,7 @@ lock-check-test: c-tests-build
 	$(CARGO) build --release --quiet --features lock-check --target-dir $(LOCKCHECK_DIR)
 	@ln -sf libfitalloc.so $(LOCKCHECK_DIR)/release/libfitalloc.so.0
 	@LD_LIBRARY_PATH=$(abspath $(LOCKCHECK_DIR))/release FITALLOC_EXPECT=1 \
-	  bash c_tests/run_tests.sh c_tests/bin/test_threads c_tests/bin/test_fork c_tests/bin/test_contention c_tests/bin/test_arenas c_tests/bin/test_depot c_tests/bin/test_atfork
+	  bash c_tests/run_tests.sh c_tests/bin/test_threads c_tests/bin/test_fork c_tests/bin/test_contention c_tests/bin/test_arenas c_tests/bin/test_depot c_tests/bin/test_atfork c_tests/bin/test_hostile
 
 # fitalloc as a std Rust program's #[global_allocator] (feature rust-global),
 # built in its own target directory: cargo builds every crate type of a

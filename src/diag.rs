@@ -2,7 +2,6 @@
 //! `write(2)` per message.
 
 use core::fmt::{self, Write};
-use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// A fixed-capacity text buffer; text beyond its capacity is dropped.
 pub struct Buf<const N: usize> {
@@ -73,53 +72,33 @@ pub fn write_all(fd: i32, mut bytes: &[u8]) {
 #[cold]
 #[inline(never)]
 pub fn fatal(func: &str, what: &str, addr: usize) -> ! {
-    let mut b = Buf::<200>::new();
-    let _ = writeln!(b, "fitalloc: {func}(): {what} {addr:#x}");
-    b.write_to(2);
+    report(func, what, addr);
     abort()
 }
 
-/// The thread that called [`abort`], by its `pthread_self()`; 0 before.
-static ABORTING: AtomicUsize = AtomicUsize::new(0);
-
-fn this_thread() -> usize {
-    // SAFETY: pthread_self has no preconditions.
-    unsafe { libc::pthread_self() as usize }
+/// Writes [`fatal`]'s line without aborting.
+pub fn report(func: &str, what: &str, addr: usize) {
+    let mut b = Buf::<200>::new();
+    let _ = writeln!(b, "fitalloc: {func}(): {what} {addr:#x}");
+    b.write_to(2);
 }
 
-/// Aborts the process with SIGABRT. A second abort of the same thread
-/// comes from a SIGABRT handler of the program's that misused memory again
-/// (freed the same block, say): it ends the process with the default
-/// action, where glibc's abort ran the handler again and again until the
-/// stack overflowed (SIGSEGV after 2,148 lines).
+/// Aborts the process with SIGABRT.
 pub fn abort() -> ! {
-    if aborting_here() {
-        abort_from_handler();
-    }
-    ABORTING.store(this_thread(), Relaxed);
     // SAFETY: abort never returns and does not allocate.
     unsafe { libc::abort() }
 }
 
-/// Ends the process with SIGABRT from inside a SIGABRT handler of the
-/// program's (see [`aborting_here`]): the default action first, since
-/// glibc's abort, re-entered, runs the handler again (which allocated
-/// again: a recursion until the stack overflowed).
-pub fn abort_from_handler() -> ! {
+/// Aborts the process with SIGABRT's default action, whatever handler the
+/// program set: for a state where the handler could only make things
+/// worse (`crate::sync`'s self-deadlock: it would wait for a lock again).
+pub fn abort_default() -> ! {
     // SAFETY: restoring SIGABRT's default action has no preconditions;
     // abort then unblocks SIGABRT and raises it.
     unsafe {
         libc::signal(libc::SIGABRT, libc::SIG_DFL);
         libc::abort()
     }
-}
-
-/// Whether this thread is aborting: a SIGABRT handler of the program's
-/// runs in it (a crash reporter, a logger), maybe while this thread holds
-/// the lock under which the misuse was found.
-pub fn aborting_here() -> bool {
-    let a = ABORTING.load(Relaxed);
-    a != 0 && a == this_thread()
 }
 
 /// The panic handler's body: an allocator bug, reported in one line.

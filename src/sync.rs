@@ -19,6 +19,11 @@ use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering::*};
 /// A mutex word: 0 free, 1 held, 2 held with (possibly) sleeping waiters.
 pub struct RawLock {
     state: AtomicU32,
+    /// The holder's `pthread_self()`, 0 when free: written after each
+    /// acquisition, cleared before each release. Only a thread that holds
+    /// the lock writes its own value here, so a thread that finds it there
+    /// holds the lock, and would wait for itself forever.
+    owner: AtomicUsize,
 }
 
 const FREE: u32 = 0;
@@ -29,7 +34,7 @@ const SPINS: u32 = 100;
 
 impl RawLock {
     pub const fn new() -> Self {
-        RawLock { state: AtomicU32::new(FREE) }
+        RawLock { state: AtomicU32::new(FREE), owner: AtomicUsize::new(0) }
     }
 
     #[inline]
@@ -38,12 +43,34 @@ impl RawLock {
     }
 
     /// Takes the lock; an acquisition that finds it held is counted in
-    /// `c` (the uncontended one touches nothing but the lock word).
+    /// `c` (the uncontended one touches nothing but the lock's line).
     #[inline]
     pub fn lock(&self, c: &Contention) {
-        if !self.try_lock() {
-            self.lock_slow(c);
+        if !self.try_acquire() {
+            self.wait_and_acquire(c);
         }
+    }
+
+    /// Takes the lock if it is free.
+    #[inline]
+    pub fn try_acquire(&self) -> bool {
+        let got = self.try_lock();
+        if got {
+            self.owner.store(crate::tls::thread_id(), Relaxed);
+        }
+        got
+    }
+
+    /// Takes the lock, waiting for it (counted in `c`).
+    #[cold]
+    pub fn wait_and_acquire(&self, c: &Contention) {
+        self.lock_slow(c);
+        self.owner.store(crate::tls::thread_id(), Relaxed);
+    }
+
+    /// Whether this thread holds the lock.
+    pub fn held_here(&self) -> bool {
+        self.owner.load(Relaxed) == crate::tls::thread_id()
     }
 
     #[cold]
@@ -65,6 +92,7 @@ impl RawLock {
 
     #[inline]
     pub fn unlock(&self) {
+        self.owner.store(0, Relaxed);
         if self.state.swap(FREE, Release) == WAITED {
             futex(&self.state, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG, 1);
         }
@@ -184,14 +212,9 @@ const CHECK_ORDER: bool = cfg!(any(debug_assertions, feature = "lock-check"));
 /// same in a forked child, whose one thread is the one that called fork.
 static FORK_HOLDER: AtomicUsize = AtomicUsize::new(0);
 
-fn this_thread() -> usize {
-    // SAFETY: pthread_self has no preconditions.
-    unsafe { libc::pthread_self() as usize }
-}
-
 /// Fork, before the locks are held: this thread is the holder.
 pub fn begin_fork_hold() {
-    FORK_HOLDER.store(this_thread(), Relaxed);
+    FORK_HOLDER.store(crate::tls::thread_id(), Relaxed);
 }
 
 /// Fork, after every lock was released (in the parent and in the child).
@@ -202,18 +225,20 @@ pub fn end_fork_hold() {
 /// Whether this thread holds the locks for fork.
 fn is_fork_holder() -> bool {
     let h = FORK_HOLDER.load(Relaxed);
-    h != 0 && h == this_thread()
+    h != 0 && h == crate::tls::thread_id()
 }
 
 /// Notes that this thread takes a lock of `rank`; aborts if it already
 /// holds one of the same or a higher rank (unless it holds them all for
 /// fork: see [`Locked::lock_contended`]).
 #[inline(always)]
-fn note_acquire(rank: Rank) {
+fn note_acquire(rank: Rank, lock: &RawLock) {
     if CHECK_ORDER {
         let held = crate::tls::get::<{ crate::tls::LOCKS }>();
         let bit = 1usize << rank as u8;
-        if held & !(bit - 1) != 0 && !is_fork_holder() {
+        // A lock this thread holds is reported by `Locked::lock` itself
+        // (held for fork, or a self-deadlock).
+        if held & !(bit - 1) != 0 && !is_fork_holder() && !lock.held_here() {
             crate::diag::fatal("lock order", "a lock was taken while holding one of equal or higher rank; rank", rank as usize);
         }
         crate::tls::set::<{ crate::tls::LOCKS }>(held | bit);
@@ -226,6 +251,23 @@ fn note_release(rank: Rank) {
         let held = crate::tls::get::<{ crate::tls::LOCKS }>();
         crate::tls::set::<{ crate::tls::LOCKS }>(held & !(1usize << rank as u8));
     }
+}
+
+/// This thread waits for a lock of `rank` it holds itself: a SIGABRT
+/// handler of the program's that allocates (or forks) after a misuse
+/// report made under the lock (found by a hostile review: the process
+/// hung), or an allocation in a signal handler that interrupted one. The
+/// process ends with one line and SIGABRT; the program's SIGABRT handler
+/// does not run again (it could only wait again).
+#[cold]
+#[inline(never)]
+fn self_deadlock(rank: Rank) -> ! {
+    crate::diag::report(
+        "lock",
+        "this thread waits for an allocator lock it holds (an allocation in a signal handler that interrupted one?); rank",
+        rank as usize,
+    );
+    crate::diag::abort_default()
 }
 
 /// A value behind a lock that is elided while the process is single-threaded.
@@ -283,10 +325,10 @@ impl<T> Locked<T> {
 
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
-        note_acquire(self.rank);
+        note_acquire(self.rank, &self.lock);
         let held = if single_threaded() {
             None
-        } else if self.lock.try_lock() {
+        } else if self.lock.try_acquire() {
             Some(&self.lock)
         } else {
             self.lock_contended()
@@ -297,27 +339,26 @@ impl<T> Locked<T> {
     }
 
     /// [`Locked::lock`] when the lock is held: waits for it, unless this
-    /// thread holds it for fork ([`Locked::hold`]). Then the caller is a
-    /// fork handler of the program's that runs inside fork's window and
-    /// allocates (one registered before ours, whose prepare handler runs
-    /// after ours and whose parent and child handlers before ours): it uses
-    /// the value as the holder, and its guard releases nothing. The value is
-    /// consistent: the lock was taken between two calls. Waiting deadlocked
-    /// (found by a hostile review).
+    /// thread holds it.
+    ///
+    /// - For fork ([`Locked::hold`]): the caller is a fork handler of the
+    ///   program's that runs inside fork's window and allocates (one
+    ///   registered before ours, whose prepare handler runs after ours and
+    ///   whose parent and child handlers before ours). It uses the value as
+    ///   the holder, and its guard releases nothing: the value is
+    ///   consistent, since the lock was taken between two calls. Waiting
+    ///   deadlocked (found by a hostile review).
+    /// - Otherwise the wait would last forever: see [`self_deadlock`].
     #[cold]
     #[inline(never)]
     fn lock_contended(&self) -> Option<&RawLock> {
-        if self.held_for_fork.load(Relaxed) && is_fork_holder() {
-            return None;
+        if self.lock.held_here() {
+            if self.held_for_fork.load(Relaxed) && is_fork_holder() {
+                return None;
+            }
+            self_deadlock(self.rank);
         }
-        if crate::diag::aborting_here() {
-            // A SIGABRT handler of the program's allocates after a misuse
-            // report, which may have been made under this very lock: the
-            // wait could last forever (found by a hostile review). The
-            // process ends with SIGABRT, as the report said it would.
-            crate::diag::abort_from_handler();
-        }
-        self.lock.lock_slow(&CONTENTION[self.rank as usize]);
+        self.lock.wait_and_acquire(&CONTENTION[self.rank as usize]);
         Some(&self.lock)
     }
 
@@ -335,7 +376,12 @@ impl<T> Locked<T> {
             crate::tls::set::<{ crate::tls::LOCKS }>(held | 1 << self.rank as u8);
         }
         if !single_threaded() {
-            self.lock.lock(&CONTENTION[self.rank as usize]);
+            if !self.lock.try_acquire() {
+                if self.lock.held_here() {
+                    self_deadlock(self.rank);
+                }
+                self.lock.wait_and_acquire(&CONTENTION[self.rank as usize]);
+            }
             self.held_for_fork.store(true, Relaxed);
         }
     }
