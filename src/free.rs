@@ -113,6 +113,9 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
 /// the size then counting as churning) and `b` is cached. Without a cache,
 /// or for a size the caches do not keep, `b` goes home.
 ///
+/// A full list of a slab size that overflowed before grows instead
+/// ([`Tcache::grow_list`]), and `b` is cached.
+///
 /// The half is `b`'s own list's, which is usually full. When it is not
 /// and the cache's byte budget is what has no room, the half is the
 /// list's holding the most bytes ([`Tcache::fullest`]): the budget is
@@ -133,9 +136,23 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
     if let Some(t) = t
         && units <= TCACHE_MAX_UNITS
     {
+        if t.list_full(units) && t.grow_list(units) && t.has_room(units) {
+            // SAFETY: this thread's cache, with room; `b` is a used block of
+            // `units` (checked by the caller), checked again as below.
+            unsafe {
+                let h = b.header();
+                if crate::block::is_used_header(b.addr(), h) && t.push_freed(b, units, h) {
+                    return;
+                }
+            }
+            diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
+        }
         let own = t.list_full(units) || t.budget_has_room(units);
         let cut = if own { units } else { t.fullest().unwrap_or(units) };
         let half = t.count(cut).div_ceil(2).min(64);
+        if own {
+            t.note_overflow(units);
+        }
         if !crate::sync::single_threaded() {
             // The half is cut off, `b` cached, and only then the half passed
             // on: that may wait for a lock, while another thread's free of
@@ -165,9 +182,6 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
                 return;
             }
         } else {
-            if own {
-                t.note_overflow(units);
-            }
             drain_home(t, cut, half, func);
             if t.has_room(units) {
                 // SAFETY: this thread's cache, with room; `b` is held.

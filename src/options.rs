@@ -19,7 +19,7 @@
 //! | `FITALLOC_PROFILE_SIGNAL=sig` | on signal `sig` (`USR1`, `USR2` or a number), write a numbered snapshot of the heap profile |
 //! | `FITALLOC_TCACHE=0` | no thread caches |
 //! | `FITALLOC_TCACHE_BYTES=n` | bytes a thread cache may hold (default 256k) |
-//! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; more for small sizes: 16 KiB worth of each, a sixteenth of `FITALLOC_TCACHE_BYTES`) |
+//! | `FITALLOC_TCACHE_COUNT=n` | blocks a thread cache may hold of each size, at least (default 16; more for small sizes: 16 KiB worth of each, a sixteenth of `FITALLOC_TCACHE_BYTES`, and up to half of it for a slab size whose list keeps overflowing) |
 //! | `FITALLOC_DEPOT_BYTES=n` | bytes of cached blocks the depot may hold between threads (default 64k; 0: no depot; [`crate::depot`]) |
 //! | `FITALLOC_MMAP_THRESHOLD=n` | as `mallopt(M_MMAP_THRESHOLD, n)` |
 //! | `FITALLOC_TRIM_THRESHOLD=n` | as `mallopt(M_TRIM_THRESHOLD, n)` |
