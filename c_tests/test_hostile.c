@@ -1060,7 +1060,7 @@ static void free_aligned_sized_alignment_not_a_power_of_two(void)
  * other thread's free is a double free. */
 static int paused_n1, paused_n2;
 static char *volatile paused_p, *volatile paused_q;
-static atomic_int paused_in_realloc, paused_go, paused_done, paused_fired;
+static atomic_int paused_in_realloc, paused_go, paused_done, paused_fired, paused_ready;
 /* The timer that pauses the copy; disarmed by the handler once it fired
  * (a signal every 7 us to a thread that is left with little CPU, as on a
  * loaded machine, kept it from finishing its realloc: the case timed out). */
@@ -1088,6 +1088,10 @@ static void *paused_other(void *arg)
 {
     (void)arg;
     free(malloc(hide_size(paused_n1))); /* a cache of its own */
+    /* From here on this thread takes no lock until the pause: the other
+     * thread's realloc never waits for one (a wait in the kernel is in
+     * libc too). */
+    atomic_store(&paused_ready, 1);
     while (!atomic_load(&paused_go))
         ;
     free(paused_p);                           /* the racing free */
@@ -1111,6 +1115,8 @@ static void realloc_copy_paused(int n1, int n2)
     timer_create(CLOCK_MONOTONIC, &sev, &paused_timer);
     pthread_t t;
     pthread_create(&t, NULL, paused_other, NULL);
+    while (!atomic_load(&paused_ready))
+        ;
     struct itimerspec its = {{0, 7000}, {0, 7000}};
     timer_settime(paused_timer, 0, &its, NULL);
     time_t end = time(NULL) + 40;
