@@ -360,7 +360,9 @@ impl Tcache {
         &self.slab_cur[units as usize]
     }
 
-    /// Notes that list `units` overflowed: half of it went home.
+    /// Notes that list `units` overflowed: half of it went home (or, once
+    /// the process has threads, to the depot; only [`Tcache::grow_list`]
+    /// looks at the mark then).
     pub fn note_overflow(&self, units: u32) {
         if units <= SLAB_MAX_UNITS {
             self.overflowed.store(self.overflowed.load(Relaxed) | 1 << units, Relaxed);
@@ -394,7 +396,7 @@ impl Tcache {
 
     /// Lets full list `units` hold twice as many blocks, up to half the
     /// cache's byte budget, when it is a slab size that has overflowed
-    /// home before ([`Tcache::churning`]): true if it grew. A program
+    /// before ([`Tcache::note_overflow`]): true if it grew. A program
     /// that mallocs a batch of blocks of one size and frees them all, in
     /// rounds, otherwise sends the part of each batch beyond the list home
     /// and takes it back every round, a slab's bit and a keyed mark each
