@@ -13,10 +13,17 @@
  * with a thread cache), with eight more blocks of the size live.  Mode "free": around each free of such a block.
  * Mode "none": around an empty out-of-line call, the cost of the toggles
  * themselves, which hitpath.py subtracts.
+ *
+ * With a third argument "threaded", a second thread is created and joined
+ * first: the C library then counts the process as multi-threaded for the
+ * rest of its life (glibc's __libc_single_threaded stays false), and so do
+ * the allocators that read it, whose hit paths may differ (fitalloc's
+ * reads a block header in three parts then, see src/block.rs).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <valgrind/callgrind.h>
 
 #define CALLS 100000
@@ -27,14 +34,26 @@ __attribute__((noinline)) static void *nothing(size_t n)
     return NULL;
 }
 
+static void *idle_thread(void *arg)
+{
+    return arg;
+}
+
 int main(int argc, char **argv)
 {
-    if (argc != 3) {
-        fprintf(stderr, "usage: hitpath malloc|free|none SIZE\n");
+    if (argc != 3 && !(argc == 4 && strcmp(argv[3], "threaded") == 0)) {
+        fprintf(stderr, "usage: hitpath malloc|free|none SIZE [threaded]\n");
         return 2;
     }
     const char *mode = argv[1];
     size_t size = strtoull(argv[2], NULL, 10);
+    if (argc == 4) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, idle_thread, NULL) != 0 || pthread_join(t, NULL) != 0) {
+            fprintf(stderr, "hitpath: cannot create a thread\n");
+            return 1;
+        }
+    }
     /* Warm up: the thread's cache exists and holds blocks of this size.
      * Eight blocks of the size stay live throughout, so that the block
      * measured is never the last one of its page (mimalloc retires a page

@@ -3,8 +3,10 @@
 peers in the same run, counted by callgrind (bench/hitpath.c says how).
 
 Deterministic: instruction counts do not depend on the machine's load, so
-one run of each is enough.  Prints a table and writes it to
-bench/results/hitpath.txt.
+one run of each is enough.  Prints two tables, one thread and after a
+second thread was created (the C library, and allocators that ask it, then
+count the process as multi-threaded: fitalloc's hit paths read a header in
+three parts), and writes them to bench/results/hitpath.txt.
 
     python3 bench/hitpath.py [--sizes 32,256] [--allocators a,b,...]
 """
@@ -24,7 +26,7 @@ TOOL = BENCH_DIR / "hitpath"
 CALLS = 100000  # bench/hitpath.c's CALLS
 
 
-def collected(lib, env, mode, size):
+def collected(lib, env, mode, size, threaded):
     """Instructions callgrind collected for one run of hitpath."""
     with tempfile.TemporaryDirectory() as d:
         cmd = ["valgrind", "--tool=callgrind", "--trace-children=yes",
@@ -32,7 +34,7 @@ def collected(lib, env, mode, size):
                "env"] + [f"{k}={v}" for k, v in env.items()]
         if lib is not None:
             cmd.append(f"LD_PRELOAD={lib}")
-        cmd += [str(TOOL), mode, str(size)]
+        cmd += [str(TOOL), mode, str(size)] + (["threaded"] if threaded else [])
         r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
             raise RuntimeError(f"hitpath {mode} failed: {r.stderr[-400:]}")
@@ -42,9 +44,9 @@ def collected(lib, env, mode, size):
         return max(counts)
 
 
-def per_call(lib, env, size):
-    base = collected(lib, env, "none", size)
-    return tuple((collected(lib, env, m, size) - base) / CALLS
+def per_call(lib, env, size, threaded):
+    base = collected(lib, env, "none", size, threaded)
+    return tuple((collected(lib, env, m, size, threaded) - base) / CALLS
                  for m in ("malloc", "free"))
 
 
@@ -75,25 +77,31 @@ def main():
             print(f"hitpath: {name}: {lib} missing, skipped", file=sys.stderr)
             continue
         env = ALLOCATOR_ENV.get(name, {})
-        rows[name] = [per_call(lib, env, s) for s in sizes]
+        rows[name] = {t: [per_call(lib, env, s, t) for s in sizes]
+                      for t in (False, True)}
         print(f"hitpath: {name} done", file=sys.stderr, flush=True)
-    lines = ["Instructions per cached call (callgrind; the toggles' own cost "
-             "subtracted), one warm block of the size freed and taken again:",
-             ""]
-    head = f"{'allocator':<12}" + "".join(
-        f"{f'malloc({s})':>13}{f'free({s})':>11}{'pair':>7}{'x fitalloc':>12}"
-        for s in sizes)
-    lines.append(head)
-    ref = rows.get("fitalloc")
-    for name, cols in rows.items():
-        line = f"{name:<12}"
-        for i, (m, f) in enumerate(cols):
-            ratio = ""
-            if ref is not None:
-                ratio = f"{(m + f) / sum(ref[i]):.2f}"
-            line += f"{m:>13.0f}{f:>11.0f}{m + f:>7.0f}{ratio:>12}"
-        lines.append(line)
-    text = "\n".join(lines) + "\n"
+    lines = []
+    for threaded in (False, True):
+        when = ("after a second thread was created and joined" if threaded
+                else "one thread")
+        lines += [f"Instructions per cached call (callgrind; the toggles' own cost "
+                  f"subtracted), one warm block of the size freed and taken again; "
+                  f"{when}:", ""]
+        head = f"{'allocator':<12}" + "".join(
+            f"{f'malloc({s})':>13}{f'free({s})':>11}{'pair':>7}{'x fitalloc':>12}"
+            for s in sizes)
+        lines.append(head)
+        ref = rows["fitalloc"][threaded] if "fitalloc" in rows else None
+        for name, by_mode in rows.items():
+            line = f"{name:<12}"
+            for i, (m, f) in enumerate(by_mode[threaded]):
+                ratio = ""
+                if ref is not None:
+                    ratio = f"{(m + f) / sum(ref[i]):.2f}"
+                line += f"{m:>13.0f}{f:>11.0f}{m + f:>7.0f}{ratio:>12}"
+            lines.append(line)
+        lines.append("")
+    text = "\n".join(lines)
     print(text, end="")
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(text)
