@@ -1969,14 +1969,26 @@ int main(int argc, char **argv)
         if (ntimes)
             printf("ns/op        %.2f median of %zu replays (min %.2f, max "
                    "%.2f)\n", ns_med, ntimes, ns_min, ns_max);
-        if (c.have_peak_stats)
+        if (c.have_peak_stats) {
+            const struct fit_stats *ps = &c.peak_stats;
             printf("fitalloc     at peak: heap %s, mapped %s; peak system "
-                   "%s\n", fmt_bytes(c.peak_stats.heap_bytes, b1, 32),
-                   fmt_bytes(c.peak_stats.mapped_bytes, b2, 32),
+                   "%s\n", fmt_bytes(ps->heap_bytes, b1, 32),
+                   fmt_bytes(ps->mapped_bytes, b2, 32),
                    have_end_stats
                        ? fmt_bytes(end_stats.peak_system_bytes,
                                    (char[32]){0}, 32)
                        : "?");
+            /* Where the bytes the allocator holds are, at the peak: the
+             * blocks the program holds (block sizes), freed blocks waiting
+             * in thread caches, free heap space (the top included; only
+             * the part ever written is resident). */
+            printf("             in use %s in %" PRIu64 " blocks, cached %s in %"
+                   PRIu64 ", free %s in %" PRIu64 " (largest %s)\n",
+                   fmt_bytes(ps->in_use_bytes, b1, 32), ps->in_use_blocks,
+                   fmt_bytes(ps->cached_bytes, b2, 32), ps->cached_blocks,
+                   fmt_bytes(ps->free_bytes, (char[32]){0}, 32), ps->free_blocks,
+                   fmt_bytes(ps->largest_free_block, (char[32]){0}, 32));
+        }
         if (failures)
             printf("failures     %" PRIu64 " allocations returned NULL (%"
                    PRIu64 " could never succeed)\n", failures, pp.impossible);
