@@ -1158,6 +1158,33 @@ static void test_malloc_info(void)
           "malloc_info(0, fp) returns 0 and writes <malloc version=...>...</malloc>", "rc %d, output:\n%.300s", rc, buf);
     free(buf);
 
+    /* The closing totals are the heaps' (glibc sums its arenas there);
+     * a large block's mapping counts only in the "mmap" line. */
+    void *big = malloc(hide_size(600000));
+    rewind(tmp);
+    rc = malloc_info(0, tmp);
+    fflush(tmp);
+    len = ftell(tmp);
+    buf = malloc((size_t)len + 1);
+    rewind(tmp);
+    got = fread(buf, 1, (size_t)len, tmp);
+    buf[got] = '\0';
+    unsigned long long heap_cur = 0, total_cur = 0, mmap_size = 0;
+    const char *h = strstr(buf, "<system type=\"current\" size=\"");
+    const char *m = strstr(buf, "<total type=\"mmap\"");
+    const char *t = m ? strstr(m, "<system type=\"current\" size=\"") : NULL;
+    if (h)
+        heap_cur = strtoull(h + strlen("<system type=\"current\" size=\""), NULL, 10);
+    if (t)
+        total_cur = strtoull(t + strlen("<system type=\"current\" size=\""), NULL, 10);
+    if (m && (m = strstr(m, "size=\"")))
+        mmap_size = strtoull(m + strlen("size=\""), NULL, 10);
+    check(rc == 0 && big && h && t && mmap_size >= 600000 && total_cur == heap_cur,
+          "malloc_info's closing system total is the heap's, the 600000-byte mapping only in <total type=\"mmap\">",
+          "heap %llu total %llu mmap %llu", heap_cur, total_cur, mmap_size);
+    free(buf);
+    free(big);
+
     rewind(tmp);
     errno = 4321;
     long before = ftell(tmp);

@@ -462,10 +462,12 @@ pub unsafe fn malloc_info(options: i32, fp: *mut libc::FILE) -> i32 {
     let _ = writeln!(b, "<total type=\"fast\" count=\"{}\" size=\"{}\"/>", fast_blocks, fast_bytes);
     let _ = writeln!(b, "<total type=\"rest\" count=\"{}\" size=\"{}\"/>", s.free_blocks, s.free_bytes);
     let _ = writeln!(b, "<total type=\"mmap\" count=\"{}\" size=\"{}\"/>", s.mapped_blocks, s.mapped_bytes);
-    let _ = writeln!(b, "<system type=\"current\" size=\"{}\"/>", s.system_bytes);
-    let _ = writeln!(b, "<system type=\"max\" size=\"{}\"/>", s.peak_system_bytes);
-    let _ = writeln!(b, "<aspace type=\"total\" size=\"{}\"/>", s.system_bytes);
-    let _ = writeln!(b, "<aspace type=\"mprotect\" size=\"{}\"/>", s.system_bytes);
+    // As glibc's: the totals over the heaps, the large blocks' mappings
+    // not included (they have their line above).
+    let _ = writeln!(b, "<system type=\"current\" size=\"{}\"/>", s.heap_bytes);
+    let _ = writeln!(b, "<system type=\"max\" size=\"{}\"/>", s.peak_heap_bytes);
+    let _ = writeln!(b, "<aspace type=\"total\" size=\"{}\"/>", s.heap_bytes);
+    let _ = writeln!(b, "<aspace type=\"mprotect\" size=\"{}\"/>", s.heap_bytes);
     let _ = writeln!(b, "</malloc>");
     // The text is NUL-free; fwrite may allocate the stream's buffer, which
     // is fine: no lock of ours is held here.
