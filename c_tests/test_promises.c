@@ -47,6 +47,15 @@
  *                        _exit at once) while 8 threads read a file with
  *                        getline and one calls fflush(NULL), for 5 s: the
  *                        program must finish (a watchdog kills a hang).
+ *   first-malloc-signals a SIGALRM handler that mallocs, a timer firing
+ *                        every 100 us, and then the process's first malloc
+ *                        (the allocator's start-up, a heap growth): run
+ *                        150 times, no run may hang or die of anything but
+ *                        SIGABRT (an allocation in a handler that
+ *                        interrupted one is a misuse, reported on one line;
+ *                        it used to spin forever in the start-up, or wait
+ *                        forever for the region table's lock: found by a
+ *                        hostile review).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -122,6 +131,42 @@ static void *stats_with_cancel_pending(void *arg)
     stats_thread_reached = 1;
     pthread_testcancel();
     return NULL;
+}
+
+static void alloc_in_handler(int sig)
+{
+    (void)sig;
+    char *p = malloc(32);
+    if (p) {
+        memset(p, 1, 32);
+        free(p);
+    }
+}
+
+/* The process's first allocation, under a storm of signals whose handler
+ * allocates. Exit 0, or SIGABRT after one line: never a hang. */
+static int child_first_malloc_signals(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = alloc_in_handler;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    timer_t tid;
+    struct sigevent sev;
+    memset(&sev, 0, sizeof sev);
+    sev.sigev_notify = SIGEV_SIGNAL;
+    sev.sigev_signo = SIGALRM;
+    if (timer_create(CLOCK_MONOTONIC, &sev, &tid) != 0)
+        return 3;
+    struct itimerspec its = {{0, 100000}, {0, 100000}};
+    timer_settime(tid, 0, &its, NULL);
+    void *p = malloc(hide_size(100)); /* the first allocation */
+    struct itimerspec off;
+    memset(&off, 0, sizeof off);
+    timer_settime(tid, 0, &off, NULL);
+    free(p);
+    return p ? 0 : 4;
 }
 
 /* Run with MALLOC_PERTURB_=165 and
@@ -955,6 +1000,29 @@ static void fork_stdio_case(struct run *r)
 
 /* ---- main -------------------------------------------------------------------- */
 
+/* first-malloc-signals, 150 fresh processes: every one ends, with exit 0
+ * or SIGABRT after one "fitalloc:" line. */
+static void first_malloc_signals_case(struct run *r)
+{
+    int runs = 150, ok = 0, aborted = 0, bad = 0;
+    char why[64] = "", first_bad[400] = "";
+    for (int i = 0; i < runs; i++) {
+        run_case("first-malloc-signals", NULL, 10, r);
+        int one_line = strncmp(r->err, "fitalloc: ", 10) == 0 && strchr(r->err, '\n') == r->err + strlen(r->err) - 1;
+        if (exited_ok(r)) {
+            ok++;
+        } else if (!r->hung && r->status != -1 && WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT && one_line) {
+            aborted++;
+        } else {
+            if (!bad++)
+                snprintf(first_bad, sizeof first_bad, "%s; stderr: %.200s", ending(r, why, sizeof why), r->err);
+        }
+    }
+    diag("first malloc under signals: %d of %d ran through, %d reported the allocation in the handler", ok, runs, aborted);
+    check(bad == 0, "a signal handler's malloc during the first malloc: no hang, no fault (150 fresh processes)",
+          "%d bad runs, the first: %s", bad, first_bad);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1) {
@@ -980,6 +1048,8 @@ int main(int argc, char **argv)
             return child_fork_stdio();
         if (strcmp(argv[1], "glibc-knobs") == 0)
             return child_glibc_knobs();
+        if (strcmp(argv[1], "first-malloc-signals") == 0)
+            return child_first_malloc_signals();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -1012,6 +1082,8 @@ int main(int argc, char **argv)
     const char *knobs[] = {"MALLOC_PERTURB_=165", "GLIBC_TUNABLES=glibc.malloc.mmap_threshold=300000", NULL};
     run_case("glibc-knobs", knobs, 30, r);
     report("glibc's knobs", r);
+
+    first_malloc_signals_case(r);
 
     free(r);
     return tap_done("test_promises");

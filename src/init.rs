@@ -57,10 +57,41 @@ fn apply_env_effects(at_start: bool) {
     modes::set(modes::PERTURB, OPT.perturb.load(Relaxed) != 0);
 }
 
+/// This thread's signals, blocked while start-up runs on it and delivered
+/// when it is done: a handler that allocates would otherwise wait for the
+/// start-up it interrupted, which cannot go on under it (found by a
+/// hostile review: a `SIGALRM` handler that mallocs, the timer firing
+/// during the process's first malloc, spun forever). One system call each
+/// way, once per process.
+struct SignalsHeld(libc::sigset_t);
+
+impl SignalsHeld {
+    fn hold() -> SignalsHeld {
+        // SAFETY: both sets are ours and written by the calls; glibc leaves
+        // its own internal signals out of the set it blocks.
+        unsafe {
+            let mut all: libc::sigset_t = core::mem::zeroed();
+            let mut old: libc::sigset_t = core::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &all, &mut old);
+            SignalsHeld(old)
+        }
+    }
+}
+
+impl Drop for SignalsHeld {
+    fn drop(&mut self) {
+        // SAFETY: the mask this thread had before `hold`.
+        unsafe { libc::pthread_sigmask(libc::SIG_SETMASK, &self.0, core::ptr::null_mut()) };
+    }
+}
+
 #[cold]
 #[inline(never)]
 fn init_slow() {
+    let held = SignalsHeld::hold();
     if STATE.compare_exchange(UNINIT, STARTING, Acquire, Acquire).is_err() {
+        drop(held);
         // Another thread is starting us; it allocates nothing meanwhile.
         while STATE.load(Acquire) != READY {
             core::hint::spin_loop();
@@ -98,6 +129,7 @@ fn init_slow() {
     crate::process::set_arenas(OPT.arenas.load(Relaxed));
     crate::process::sync_params();
     STATE.store(READY, Release);
+    drop(held);
     // From here on allocation works; these may allocate.
     crate::fork::install();
     if env_read {

@@ -64,6 +64,14 @@ impl RawLock {
     /// Takes the lock, waiting for it (counted in `c`).
     #[cold]
     pub fn wait_and_acquire(&self, c: &Contention) {
+        if self.held_here() || single_threaded() {
+            // Only a lock taken directly (not through `Locked`, which
+            // reports its rank first): the region table's, which heap
+            // growth takes even while the process has one thread. With
+            // one thread, a lock found held can only be held by that
+            // thread, even before it recorded itself as the holder.
+            self_deadlock_unranked(self);
+        }
         self.lock_slow(c);
         self.owner.store(crate::tls::thread_id(), Relaxed);
     }
@@ -266,6 +274,18 @@ fn self_deadlock(rank: Rank) -> ! {
         "lock",
         "this thread waits for an allocator lock it holds (an allocation in a signal handler that interrupted one?); rank",
         rank as usize,
+    );
+    crate::diag::abort_default()
+}
+
+/// [`self_deadlock`] for a lock without a rank, named by its address.
+#[cold]
+#[inline(never)]
+fn self_deadlock_unranked(lock: &RawLock) -> ! {
+    crate::diag::report(
+        "lock",
+        "this thread waits for an allocator lock it holds (an allocation in a signal handler that interrupted one?); lock at",
+        lock as *const RawLock as usize,
     );
     crate::diag::abort_default()
 }
