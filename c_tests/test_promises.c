@@ -56,6 +56,12 @@
  *                        it used to spin forever in the start-up, or wait
  *                        forever for the region table's lock: found by a
  *                        hostile review).
+ *   handler-allocs       one thread mallocs, callocs and frees blocks of up
+ *                        to 200 KB for 0.4 s under a 100 us timer whose
+ *                        handler mallocs and frees blocks of up to 300 KB:
+ *                        10 runs, each ends with exit 0 or one line and
+ *                        SIGABRT (a fault in the heap's growth, or a report
+ *                        of corruption that had not happened, before).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -74,6 +80,7 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysinfo.h>
+#include <sys/time.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -141,6 +148,70 @@ static void alloc_in_handler(int sig)
         memset(p, 1, 32);
         free(p);
     }
+}
+
+static void *handler_slots[64];
+static unsigned handler_seed = 1;
+
+static void heavy_alloc_in_handler(int sig)
+{
+    (void)sig;
+    for (int k = 0; k < 4; k++) {
+        handler_seed = handler_seed * 1103515245u + 12345u;
+        int i = (int)((handler_seed >> 16) % 64);
+        if (handler_slots[i]) {
+            free(handler_slots[i]);
+            handler_slots[i] = NULL;
+        } else {
+            size_t n = 16 + (handler_seed >> 8) % (k == 3 ? 300000 : 3000);
+            char *q = malloc(n);
+            if (q)
+                memset(q, i, n < 64 ? n : 64);
+            handler_slots[i] = q;
+        }
+    }
+}
+
+/* A signal handler's allocations inside the thread's own, in a process
+ * with one thread. */
+static int child_handler_allocs(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = heavy_alloc_in_handler;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGALRM, &sa, NULL);
+    struct itimerval it = {{0, 100}, {0, 100}};
+    setitimer(ITIMER_REAL, &it, NULL);
+    enum { N = 512 };
+    static unsigned char *slot[N];
+    static size_t len[N];
+    unsigned seed = 7;
+    double end = now_s() + 0.4;
+    while (now_s() < end) {
+        for (int r = 0; r < 2000; r++) {
+            seed = seed * 1664525u + 1013904223u;
+            int i = (int)((seed >> 10) % N);
+            if (slot[i]) {
+                for (size_t j = 0; j < len[i]; j++)
+                    if (slot[i][j] != (unsigned char)i)
+                        return 5; /* a block of the program's rewritten */
+                free(slot[i]);
+                slot[i] = NULL;
+            } else {
+                size_t n = 1 + (seed >> 4) % ((seed & 7) == 0 ? 200000 : 1000);
+                slot[i] = (seed & 1) ? malloc(n) : calloc(1, n);
+                if (!slot[i])
+                    return 6;
+                len[i] = n;
+                memset(slot[i], i, n);
+            }
+        }
+    }
+    struct itimerval off;
+    memset(&off, 0, sizeof off);
+    setitimer(ITIMER_REAL, &off, NULL);
+    return 0;
 }
 
 /* The process's first allocation, under a storm of signals whose handler
@@ -1002,12 +1073,12 @@ static void fork_stdio_case(struct run *r)
 
 /* first-malloc-signals, 150 fresh processes: every one ends, with exit 0
  * or SIGABRT after one "fitalloc:" line. */
-static void first_malloc_signals_case(struct run *r)
+static void signals_case(const char *mode, int runs, const char *label, struct run *r)
 {
-    int runs = 150, ok = 0, aborted = 0, bad = 0;
+    int ok = 0, aborted = 0, bad = 0;
     char why[64] = "", first_bad[400] = "";
     for (int i = 0; i < runs; i++) {
-        run_case("first-malloc-signals", NULL, 10, r);
+        run_case(mode, NULL, 10, r);
         int one_line = strncmp(r->err, "fitalloc: ", 10) == 0 && strchr(r->err, '\n') == r->err + strlen(r->err) - 1;
         if (exited_ok(r)) {
             ok++;
@@ -1018,9 +1089,16 @@ static void first_malloc_signals_case(struct run *r)
                 snprintf(first_bad, sizeof first_bad, "%s; stderr: %.200s", ending(r, why, sizeof why), r->err);
         }
     }
-    diag("first malloc under signals: %d of %d ran through, %d reported the allocation in the handler", ok, runs, aborted);
-    check(bad == 0, "a signal handler's malloc during the first malloc: no hang, no fault (150 fresh processes)",
-          "%d bad runs, the first: %s", bad, first_bad);
+    diag("%s: %d of %d ran through, %d reported the allocation in the handler", mode, ok, runs, aborted);
+    check(bad == 0, label, "%d bad runs, the first: %s", bad, first_bad);
+}
+
+static void first_malloc_signals_case(struct run *r)
+{
+    signals_case("first-malloc-signals", 150,
+                 "a signal handler's malloc during the first malloc: no hang, no fault (150 fresh processes)", r);
+    signals_case("handler-allocs", 10,
+                 "a signal handler's allocations inside its thread's, one thread: one line or none, no fault (10 runs)", r);
 }
 
 int main(int argc, char **argv)
@@ -1050,6 +1128,8 @@ int main(int argc, char **argv)
             return child_glibc_knobs();
         if (strcmp(argv[1], "first-malloc-signals") == 0)
             return child_first_malloc_signals();
+        if (strcmp(argv[1], "handler-allocs") == 0)
+            return child_handler_allocs();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }

@@ -296,6 +296,11 @@ pub struct Locked<T> {
     rank: Rank,
     /// Whether [`Locked::hold`] took the lock (for the fork handlers).
     held_for_fork: core::sync::atomic::AtomicBool,
+    /// Whether a guard taken while the process has one thread is alive: no
+    /// lock is taken then, but a second `lock` before the guard is dropped
+    /// can only be a signal handler's allocation inside the thread's own
+    /// (see [`Locked::lock`]).
+    held_alone: core::sync::atomic::AtomicBool,
     value: UnsafeCell<T>,
 }
 
@@ -307,6 +312,8 @@ unsafe impl<T: Send> Sync for Locked<T> {}
 pub struct Guard<'a, T> {
     /// The lock this guard releases (none while single-threaded).
     held: Option<&'a RawLock>,
+    /// The mark this guard clears, taken while single-threaded.
+    alone: Option<&'a core::sync::atomic::AtomicBool>,
     rank: Rank,
     value: &'a mut T,
 }
@@ -315,6 +322,12 @@ impl<T> Drop for Guard<'_, T> {
     fn drop(&mut self) {
         if let Some(l) = self.held {
             l.unlock();
+        }
+        if let Some(a) = self.alone {
+            // The value's last use before the mark goes (for this thread's
+            // signal handlers: a compiler fence suffices).
+            core::sync::atomic::compiler_fence(Release);
+            a.store(false, Relaxed);
         }
         note_release(self.rank);
     }
@@ -339,23 +352,45 @@ impl<T> Locked<T> {
             lock: RawLock::new(),
             rank,
             held_for_fork: core::sync::atomic::AtomicBool::new(false),
+            held_alone: core::sync::atomic::AtomicBool::new(false),
             value: UnsafeCell::new(value),
         }
     }
 
+    /// Locks the value. While the process has one thread nothing is
+    /// taken, so that a fork from a signal handler that interrupted an
+    /// allocation cannot wait; a guard alive then is only marked, and a
+    /// second `lock` meanwhile (a signal handler's allocation that
+    /// interrupted one of its thread's, working on what the interrupted one
+    /// is changing: a hostile review saw a fault in the heap's growth and
+    /// reports of corruption that had not happened) ends with the
+    /// self-deadlock line instead.
     #[inline]
     pub fn lock(&self) -> Guard<'_, T> {
         note_acquire(self.rank, &self.lock);
-        let held = if single_threaded() {
-            None
+        let (held, alone) = if single_threaded() {
+            if self.held_alone.load(Relaxed) {
+                self_deadlock(self.rank);
+            }
+            self.held_alone.store(true, Relaxed);
+            // The mark before the value's first use (see `Guard::drop`).
+            core::sync::atomic::compiler_fence(Acquire);
+            (None, Some(&self.held_alone))
         } else if self.lock.try_acquire() {
-            Some(&self.lock)
+            (Some(&self.lock), None)
         } else {
-            self.lock_contended()
+            (self.lock_contended(), None)
         };
         // SAFETY: we hold the lock (or this thread holds it for fork), or
         // no other thread exists.
-        Guard { held, rank: self.rank, value: unsafe { &mut *self.value.get() } }
+        Guard { held, alone, rank: self.rank, value: unsafe { &mut *self.value.get() } }
+    }
+
+    /// Fork, in the child: forgets a mark left by a single-threaded
+    /// parent's guard (a fork from a signal handler that interrupted an
+    /// allocation), as the lock it stands for was never taken.
+    fn forget_alone_mark(&self) {
+        self.held_alone.store(false, Relaxed);
     }
 
     /// [`Locked::lock`] when the lock is held: waits for it, unless this
@@ -415,6 +450,11 @@ impl<T> Locked<T> {
             // child's own copy).
             self.lock.unlock();
         }
+        // A single-threaded process forked from a signal handler that
+        // interrupted an allocation under this value's guard: the mark that
+        // guard left stands for no lock, and the fork handlers (and what
+        // the child does next) use the value as before.
+        self.forget_alone_mark();
         note_release(self.rank);
     }
 
