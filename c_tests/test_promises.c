@@ -57,7 +57,7 @@
  *                        forever for the region table's lock: found by a
  *                        hostile review).
  *   handler-allocs       one thread mallocs, callocs and frees blocks of up
- *                        to 200 KB for 0.4 s under a 100 us timer whose
+ *                        to 200 KB for 0.4 s under a 500 us timer whose
  *                        handler mallocs and frees blocks of up to 300 KB:
  *                        10 runs, each ends with exit 0 or one line and
  *                        SIGABRT (a fault in the heap's growth, or a report
@@ -181,7 +181,7 @@ static int child_handler_allocs(void)
     sa.sa_handler = heavy_alloc_in_handler;
     sa.sa_flags = SA_RESTART;
     sigaction(SIGALRM, &sa, NULL);
-    struct itimerval it = {{0, 100}, {0, 100}};
+    struct itimerval it = {{0, 500}, {0, 500}};
     setitimer(ITIMER_REAL, &it, NULL);
     enum { N = 512 };
     static unsigned char *slot[N];
