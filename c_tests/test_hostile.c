@@ -10,7 +10,8 @@
  * The attacks know fitalloc's block format (src/block.rs): a 4-byte header
  * before each 16-aligned payload; free header = units << 2 | PREV_USED;
  * used header = units << 16 | tag << 2 | PREV_USED | USED; free blocks of
- * 1-4 KiB sit in exact-size lists, larger ones in trees; the block freed
+ * 32 B-16 KiB sit in exact-size lists, larger ones in trees (32 tree bins
+ * per power of two: 16-32 KiB in bins of 512 B); the block freed
  * last is "parked" outside the bins; freed blocks up to 1 KiB wait in the
  * thread's cache, payload word 0 the link and word 1 the mark. A heap
  * block above 1 MiB has the big form: its size and a keyed check of it in
@@ -113,12 +114,15 @@ static void uaf_list_head_merged(void)
 
 /* ---- item 3: a free block's header enlarged by an overflow --------------- */
 
-/* x (7700 B) freed into a tree bin (or left parked), y live after it; then
+/* x (20000 B) freed into a tree bin (or left parked), y live after it; then
  * an overflow from p0 rewrites x's header to claim `extra` more units. */
+/* A size whose free blocks sit in a tree bin (above 16 KiB). */
+#define TREE_SIZE 20000
+
 struct tree_setup { char *p0, *x, *y, *g, *w, *g2; size_t xb, yb; };
 static void tree_setup(struct tree_setup *s, size_t ysize, int file_x, size_t extra)
 {
-    s->p0 = malloc(7700); s->x = malloc(7700); s->y = malloc(ysize); s->g = malloc(2000);
+    s->p0 = malloc(7700); s->x = malloc(TREE_SIZE); s->y = malloc(ysize); s->g = malloc(2000);
     s->w = malloc(6000); s->g2 = malloc(2000);
     s->xb = block_size(s->x);
     s->yb = block_size(s->y);
@@ -132,7 +136,8 @@ static void tree_setup(struct tree_setup *s, size_t ysize, int file_x, size_t ex
 static void overflow_tree_then_malloc(void)
 {
     struct tree_setup s;
-    /* 16 more units keep x in its tree bin, so a best fit finds it ... */
+    /* 16 more units keep x in its tree bin (1,251 units, in the bin of
+     * 1,248-1,279), so a best fit finds it ... */
     tree_setup(&s, 7700, 1, 16);
     /* ... for a request of 8 units more than x really has. */
     size_t n = (s.xb / 16 + 8) * 16 - 19;
@@ -324,7 +329,7 @@ static volatile uint64_t *link_slot(void *free_payload, int i) { return (volatil
 static void tree_link_to_the_region_end(void)
 {
     mallopt(M_MMAP_THRESHOLD, 64 << 20);
-    char *n = malloc(5000), *g = malloc(2000), *g2 = malloc(2000);
+    char *n = malloc(TREE_SIZE), *g = malloc(2000), *g2 = malloc(2000);
     char *top = g2 + malloc_usable_size(g2); /* the top's header */
     uintptr_t end = (uintptr_t)sbrk(0);
     if ((uintptr_t)top > end || end - (uintptr_t)top > (64u << 20)) {
@@ -342,7 +347,7 @@ static void tree_link_to_the_region_end(void)
     uintptr_t c = end - 20;
     *(volatile uint32_t *)c = (300u << 2) | 2; /* inside live x */
     *link_slot(n, 0) = (uint64_t)c ^ mask;
-    sink_ptr(malloc(4500));
+    sink_ptr(malloc(TREE_SIZE - 500));
     sink_ptr(g);
 }
 
@@ -351,7 +356,7 @@ static void tree_link_to_the_region_end(void)
 static volatile uint64_t hostile_global[64];
 static void tree_root_parent_to_a_global(void)
 {
-    char *a = malloc(5000), *g0 = malloc(2000), *b = malloc(5000), *g1 = malloc(2000);
+    char *a = malloc(TREE_SIZE), *g0 = malloc(2000), *b = malloc(TREE_SIZE), *g1 = malloc(2000);
     char *s0 = malloc(1500), *g2 = malloc(1500), *s1 = malloc(1500), *g3 = malloc(1500);
     for (int i = 0; i < 64; i++)
         hostile_global[i] = 0x5a5a5a5a5a5a5a5aULL;
@@ -381,7 +386,7 @@ static void tree_root_parent_to_a_global(void)
 static uint64_t treap_priority(char *payload) { return ((uint64_t)((uintptr_t)payload - 4) * 0x9E3779B97F4A7C15ULL) >> 16; }
 static void tree_child_named_twice(void)
 {
-    char *n1 = malloc(5000), *g1 = malloc(2000), *n2 = malloc(5000), *g2 = malloc(2000);
+    char *n1 = malloc(TREE_SIZE), *g1 = malloc(2000), *n2 = malloc(TREE_SIZE), *g2 = malloc(2000);
     char *x = malloc(2000), *g3 = malloc(2000);
     free(n1);
     free(n2);
@@ -421,11 +426,13 @@ static void tree_inner_child_to_a_global(void)
     signal(SIGABRT, rotation_target_checked);
     char *w = malloc(8000), *gw = malloc(1200), *x, *y, *z;
     for (int tries = 0;; tries++) {
-        x = malloc(4700);
+        x = malloc(TREE_SIZE);
         sink_ptr(malloc(1200));
-        y = malloc(4800);
-        sink_ptr(malloc(1200));
-        z = malloc(4900);
+        y = malloc(TREE_SIZE + 100);
+        /* A gap that varies: with fixed distances the three priorities
+         * keep one cyclic order, which may never be the one needed. */
+        sink_ptr(malloc(1200 + 16 * (size_t)(tries % 64)));
+        z = malloc(TREE_SIZE + 200); /* 1,251, 1,257 and 1,263 units: one bin */
         sink_ptr(malloc(1200));
         if (treap_priority(y) > treap_priority(z) && treap_priority(z) > treap_priority(x))
             break; /* y the root, x its left leaf, z its right leaf: z rotates up */
@@ -440,7 +447,7 @@ static void tree_inner_child_to_a_global(void)
     free(w); /* parks w, files z */
     uint64_t mask = *link_slot(z, 0);
     *link_slot(z, 0) = ((uint64_t)(uintptr_t)&rotation_target[64] - 20) ^ mask;
-    sink_ptr(malloc(4800)); /* takes y out of the tree */
+    sink_ptr(malloc(TREE_SIZE + 100)); /* takes y out of the tree */
     for (int i = 0; i < 256; i++)
         if (rotation_target[i]) {
             say("the allocator wrote outside the heap\n");

@@ -26,8 +26,8 @@
  *   cc -std=c11 -O1 -g -fno-builtin -Iinclude -DMISUSE_GLIBC_ONLY \
  *      -o c_tests/bin/test_misuse_glibc c_tests/test_misuse.c -ldl -pthread
  *
- * Sizes: small = 40 bytes (thread cache), medium = 4000 bytes (heap, tree
- * bins), large = 2 MiB (a mapping of its own).
+ * Sizes: small = 40 bytes (thread cache), medium = 4000 bytes (heap,
+ * exact-size lists), large = 2 MiB (a mapping of its own).
  *
  * Environment: MISUSE_ONLY=substring runs only the cases whose name
  * contains it; MISUSE_VERBOSE=1 prints every child's stderr.

@@ -1,9 +1,9 @@
 //! The free blocks of a heap, segregated by size, with best-fit search.
 //!
-//! - Small blocks (< 256 units, 4 KiB) sit in exact-size lists
+//! - Small blocks (< 1,024 units, 16 KiB) sit in exact-size lists
 //!   ([`crate::freelist`]): the first non-empty list at or above a request is
-//!   its best fit, found with one bit scan.
-//! - Larger blocks sit in tree bins ([`crate::tree`]): eight bins per power of
+//!   its best fit, found with two bit scans.
+//! - Larger blocks sit in tree bins ([`crate::tree`]): 32 bins per power of
 //!   two of units, each a treap ordered by (size, address). The best fit is
 //!   the lower bound in the request's own bin or, failing that, the leftmost
 //!   block of the next non-empty bin.

@@ -301,6 +301,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     // Bins.
     let (mut bin_blocks, mut bin_bytes) = (0usize, 0usize);
     let limit = w.free_blocks + 1;
+    rep.expect(h.bins.small.summary_agrees(), "small bitmap's summary disagrees with it", 0);
     for u in MIN_UNITS..SMALL_LIMIT_UNITS {
         let mut b = h.bins.small.head(u);
         let non_empty = !b.is_null();

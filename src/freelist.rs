@@ -1,9 +1,10 @@
 //! Exact-size free lists for small blocks.
 //!
-//! List `u` holds free blocks of exactly `u` units (32 .. 4080 bytes), doubly
+//! List `u` holds free blocks of exactly `u` units (32 .. 16,368 bytes), doubly
 //! linked through links 0 (next) and 1 (prev) so that a block merged with a
 //! neighbour leaves its list in O(1). Invariant: bit `u` of `bitmap` is set
-//! iff list `u` is non-empty. Since every block in a list has the same size,
+//! iff list `u` is non-empty, and bit `w` of `summary` iff word `w` of
+//! `bitmap` is non-zero. Since every block in a list has the same size,
 //! the first non-empty list at or above a request is its best fit.
 //!
 //! The head's prev link is not kept (the head is recognised by `heads[u]`),
@@ -28,7 +29,13 @@ pub struct SmallBins {
     heads: [Block; SMALL_LIMIT_UNITS as usize],
     /// Bit `u` (of word `u / 64`) set iff `heads[u]` is non-empty.
     bitmap: [u64; WORDS],
+    /// Bit `w` set iff `bitmap[w]` is non-zero: the search for the first
+    /// non-empty list at or above a size takes two bit scans, however far
+    /// it lies.
+    summary: u64,
 }
+
+const _: () = assert!(WORDS <= 64, "one summary word covers the bitmap");
 
 impl Default for SmallBins {
     fn default() -> Self {
@@ -38,7 +45,7 @@ impl Default for SmallBins {
 
 impl SmallBins {
     pub const fn new() -> Self {
-        SmallBins { heads: [Block::NULL; SMALL_LIMIT_UNITS as usize], bitmap: [0; WORDS] }
+        SmallBins { heads: [Block::NULL; SMALL_LIMIT_UNITS as usize], bitmap: [0; WORDS], summary: 0 }
     }
 
     /// Whether list `units` is marked non-empty.
@@ -47,16 +54,29 @@ impl SmallBins {
     }
 
     fn mark(&mut self, units: u32) {
-        self.bitmap[units as usize / 64] |= 1 << (units % 64);
+        let w = units as usize / 64;
+        self.bitmap[w] |= 1 << (units % 64);
+        self.summary |= 1 << w;
     }
 
     fn unmark(&mut self, units: u32) {
-        self.bitmap[units as usize / 64] &= !(1 << (units % 64));
+        let w = units as usize / 64;
+        self.bitmap[w] &= !(1 << (units % 64));
+        if self.bitmap[w] == 0 {
+            self.summary &= !(1 << w);
+        }
+    }
+
+    /// Whether each summary bit tells whether its bitmap word is non-zero
+    /// (for the heap checker).
+    pub fn summary_agrees(&self) -> bool {
+        (0..WORDS).all(|w| (self.summary >> w & 1 != 0) == (self.bitmap[w] != 0))
     }
 
     /// The largest non-empty list.
     pub fn largest(&self) -> Option<u32> {
-        (0..WORDS).rev().find(|&w| self.bitmap[w] != 0).map(|w| (w * 64) as u32 + 63 - self.bitmap[w].leading_zeros())
+        let w = (self.summary != 0).then(|| 63 - self.summary.leading_zeros() as usize)?;
+        Some((w * 64) as u32 + 63 - self.bitmap[w].leading_zeros())
     }
 
     pub fn head(&self, units: u32) -> Block {
@@ -66,15 +86,15 @@ impl SmallBins {
     /// The smallest non-empty list of at least `units`, if any.
     #[inline]
     pub fn smallest_at_least(&self, units: u32) -> Option<u32> {
-        let mut w = units as usize / 64;
-        let mut bits = *self.bitmap.get(w)? & (u64::MAX << (units % 64));
-        loop {
-            if bits != 0 {
-                return Some((w * 64) as u32 + bits.trailing_zeros());
-            }
-            w += 1;
-            bits = *self.bitmap.get(w)?;
+        let w = units as usize / 64;
+        let bits = *self.bitmap.get(w)? & (u64::MAX << (units % 64));
+        if bits != 0 {
+            return Some((w * 64) as u32 + bits.trailing_zeros());
         }
+        // The first non-empty word after `w`.
+        let later = self.summary & (u64::MAX << w << 1);
+        let w = (later != 0).then(|| later.trailing_zeros() as usize)?;
+        Some((w * 64) as u32 + self.bitmap[w].trailing_zeros())
     }
 
     /// Pushes free block `b` of `units` (its header and footer written).

@@ -257,13 +257,16 @@ fn best_fit_prefers_the_smallest_sufficient_large_block_then_lowest_address() {
 #[test]
 fn best_fit_in_a_tree_bin_ignores_smaller_blocks_of_the_same_bin() {
     let mut h = new_heap(1 << 24);
-    // 1100 and 1150 land in the same tree bin.
-    let v = separated(&mut h, &[1100, 1150, 1130]);
+    // All three land in one tree bin.
+    let sizes = [17950, 18400, 18200];
+    let bins: Vec<_> = sizes.iter().map(|&s| crate::bins::tree_index(request_units(s))).collect();
+    assert!(request_units(17950) >= crate::config::SMALL_LIMIT_UNITS && bins.iter().all(|&i| i == bins[0]));
+    let v = separated(&mut h, &sizes);
     for &b in &v {
         free(&mut h, b);
     }
-    assert_eq!(alloc(&mut h, 1140), v[1]);
-    assert_eq!(alloc(&mut h, 1120), v[2]);
+    assert_eq!(alloc(&mut h, 18300), v[1]);
+    assert_eq!(alloc(&mut h, 18000), v[2]);
 }
 
 #[test]
