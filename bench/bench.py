@@ -222,7 +222,8 @@ def record(res, job, rc, out, err):
     if rc != 0 or not lines:
         names = [job.bench]
         if job.kind == "micro":  # one process measures both cases
-            names = ["micro-1000", "micro-100000", "batch-400", "batch-1600"]
+            names = ["micro-1000", "micro-100000", "mid-1000", "batch-400",
+                     "batch-1600"]
         for name in names:
             res.get(name, job.alloc, job.kind)["errors"].append(
                 f"exit {rc}: {err}")

@@ -13,6 +13,11 @@
  * slows down in the 100,000 case.  Sizes and indices come from a fixed
  * seed, so every allocator sees the same requests.
  *
+ * Mid-size cases (-m L; default one, of 1,000 blocks): the same with sizes
+ * of 1..16 KiB, above every thread cache (glibc's 1,032 bytes, fitalloc's
+ * 1 KiB) and most size classes: each replacement goes through the heap's
+ * free lists and trees, as rptest's and t-test1's do.
+ *
  * Batch cases (default 400 and 1,600 blocks; glibc's bench-malloc-simple,
  * which mimalloc-bench runs as glibc-simple): malloc B blocks of 32 bytes,
  * writing each whole, then free the first half in the order they came and
@@ -34,9 +39,12 @@
 
 #define MAX_CASES 16
 
-static size_t small_size(uint64_t *rng)
+/* A case: `live` blocks of random sizes in [lo, hi]. */
+struct mcase { uint64_t live; size_t lo, hi; const char *kind; };
+
+static size_t case_size(const struct mcase *c, uint64_t *rng)
 {
-    return 16 + (size_t)bench_below(rng, 256 - 16 + 1);
+    return c->lo + (size_t)bench_below(rng, c->hi - c->lo + 1);
 }
 
 /* A table of block pointers, mmapped so that it is not itself on the
@@ -53,14 +61,15 @@ static unsigned char **map_slots(size_t bytes)
 }
 
 /* Returns ns per replacement. */
-static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
+static double run_case(const struct mcase *c, uint64_t pairs, uint64_t seed,
                        uint64_t *failures)
 {
+    uint64_t live = c->live;
     size_t bytes = live * sizeof(unsigned char *);
     unsigned char **slot = map_slots(bytes);
     uint64_t rng = bench_mix64(seed * 7919 + live) | 1;
     for (uint64_t i = 0; i < live; i++) {
-        size_t n = small_size(&rng);
+        size_t n = case_size(c, &rng);
         slot[i] = malloc(n);
         if (slot[i])
             slot[i][0] = (unsigned char)i;
@@ -71,7 +80,7 @@ static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
     for (uint64_t k = 0; k < live; k++) {
         uint64_t i = bench_below(&rng, live);
         free(slot[i]);
-        slot[i] = malloc(small_size(&rng));
+        slot[i] = malloc(case_size(c, &rng));
         if (slot[i])
             slot[i][0] = (unsigned char)k;
     }
@@ -79,7 +88,7 @@ static double run_case(uint64_t live, uint64_t pairs, uint64_t seed,
     for (uint64_t k = 0; k < pairs; k++) {
         uint64_t i = bench_below(&rng, live);
         free(slot[i]);
-        unsigned char *p = malloc(small_size(&rng));
+        unsigned char *p = malloc(case_size(c, &rng));
         if (__builtin_expect(p != NULL, 1))
             p[0] = (unsigned char)k;
         else
@@ -128,7 +137,9 @@ static void usage(FILE *f)
     fprintf(f,
 "usage: micro [options]\n"
 "  -n N     timed replacements per case (default 5000000)\n"
-"  -l L     live blocks; repeat for several cases (default 1000 and 100000)\n"
+"  -l L     live blocks of 16..256 B; repeat for several cases (default 1000\n"
+"           and 100000)\n"
+"  -m L     live blocks of 1..16 KiB; repeat for several (default 1000)\n"
 "  -b B     batch case of B blocks; repeat for several (default 400 and 1600;\n"
 "           -b 0: none)\n"
 "  -s S     seed (default 1)\n"
@@ -138,8 +149,10 @@ static void usage(FILE *f)
 
 int main(int argc, char **argv)
 {
-    uint64_t pairs = 5000000, seed = 1, lives[MAX_CASES], batches[MAX_CASES];
+    uint64_t pairs = 5000000, seed = 1, batches[MAX_CASES];
+    struct mcase cases[MAX_CASES];
     size_t ncases = 0, nbatches = 0;
+    bool small_given = false, mid_given = false;
     bool batch_given = false;
     bool csv = false, header = false;
     const char *name_opt = NULL;
@@ -153,13 +166,19 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "-n") == 0 && next) {
             pairs = bench_parse_num("micro", argv[++i], "-n", 1,
                                     UINT64_C(1) << 40);
-        } else if (strcmp(a, "-l") == 0 && next) {
+        } else if ((strcmp(a, "-l") == 0 || strcmp(a, "-m") == 0) && next) {
             if (ncases == MAX_CASES) {
-                fprintf(stderr, "micro: at most %d -l options\n", MAX_CASES);
+                fprintf(stderr, "micro: at most %d -l and -m options\n", MAX_CASES);
                 return 2;
             }
-            lives[ncases++] = bench_parse_num("micro", argv[++i], "-l", 1,
-                                              UINT64_C(1) << 30);
+            bool mid = a[1] == 'm';
+            uint64_t live = bench_parse_num("micro", argv[++i], a, 1, UINT64_C(1) << 30);
+            if (mid)
+                cases[ncases++] = (struct mcase){live, 1024, 16384, "mid"};
+            else
+                cases[ncases++] = (struct mcase){live, 16, 256, "micro"};
+            small_given |= !mid;
+            mid_given |= mid;
         } else if (strcmp(a, "-b") == 0 && next) {
             if (nbatches == MAX_CASES) {
                 fprintf(stderr, "micro: at most %d -b options\n", MAX_CASES);
@@ -177,9 +196,10 @@ int main(int argc, char **argv)
             return 2;
         }
     }
-    if (ncases == 0) {
-        lives[ncases++] = 1000;
-        lives[ncases++] = 100000;
+    if (!small_given && !mid_given) {
+        cases[ncases++] = (struct mcase){1000, 16, 256, "micro"};
+        cases[ncases++] = (struct mcase){100000, 16, 256, "micro"};
+        cases[ncases++] = (struct mcase){1000, 1024, 16384, "mid"};
     }
     if (!batch_given) {
         batches[nbatches++] = 400;
@@ -192,16 +212,16 @@ int main(int argc, char **argv)
     uint64_t failures = 0;
     double first = 0;
     for (size_t c = 0; c < ncases; c++) {
-        double ns = run_case(lives[c], pairs, seed, &failures);
+        double ns = run_case(&cases[c], pairs, seed, &failures);
         if (c == 0)
             first = ns;
         if (csv) {
-            printf("micro-%" PRIu64 ",%s,%" PRIu64 ",%" PRIu64 ",%.2f\n",
-                   lives[c], name, lives[c], pairs, ns);
+            printf("%s-%" PRIu64 ",%s,%" PRIu64 ",%" PRIu64 ",%.2f\n",
+                   cases[c].kind, cases[c].live, name, cases[c].live, pairs, ns);
         } else {
-            printf("micro: %s, %7" PRIu64 " live: %.2f ns per free+malloc",
-                   name, lives[c], ns);
-            if (c > 0 && first > 0)
+            printf("micro: %s, %7" PRIu64 " live of %zu..%zu B: %.2f ns per free+malloc",
+                   name, cases[c].live, cases[c].lo, cases[c].hi, ns);
+            if (c > 0 && first > 0 && cases[c].lo == cases[0].lo)
                 printf(" (%.1fx the first case)", ns / first);
             printf("\n");
         }
