@@ -193,6 +193,19 @@ pub fn in_slab(b: Block) -> bool {
 /// ownership and tag checks (a block given twice is reported).
 pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
     debug_assert!(blocks.len() <= 64);
+    if let [b] = *blocks
+        && slab_units(PAGEMAP.entry(b.payload() as usize)) == 0
+    {
+        // One heap block (a free the caches did not take): nothing to sort.
+        let mut h = heap_of(b, op);
+        if cached_meanwhile(b) {
+            drop(h);
+            cached_meanwhile_fatal(op, b)
+        }
+        // SAFETY: forwarded; `b` lies in this heap's region.
+        unsafe { h.free(b) };
+        return;
+    }
     // Sorted once, by the entries of their pages before any is given: a
     // slab emptied below changes its page's entry.
     let mut slab = 0u64;
@@ -245,13 +258,20 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
                 heap_blocks &= !(1 << i);
                 if cached_meanwhile(blocks[i]) {
                     drop(h);
-                    crate::diag::fatal(op, crate::diag::double_free_text(op), blocks[i].payload() as usize);
+                    cached_meanwhile_fatal(op, blocks[i])
                 }
                 // SAFETY: forwarded; block `i` lies in this heap's region.
                 unsafe { h.free(blocks[i]) };
             }
         }
     }
+}
+
+/// Reports block `b`, found cached by another thread while it was on its
+/// way home ([`cached_meanwhile`]): a double free the program raced.
+#[cold]
+fn cached_meanwhile_fatal(op: &'static str, b: Block) -> ! {
+    crate::diag::fatal(op, crate::diag::double_free_text(op), b.payload() as usize)
 }
 
 /// Whether heap block `b`, checked by its caller before the heap's lock
