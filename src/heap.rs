@@ -849,16 +849,15 @@ impl<S: Source> Heap<S> {
             let in_span = |s: Block, units: u32| units > 0 && a >= s.addr() && a < s.offset(units).addr();
             // The parked block's span only when its header and footer are
             // the ones it was parked with: an overflow into it is reported
-            // by the checks below, as what it is.
-            let parked_units = if self.parked.is_null() {
-                0
-            } else {
+            // by the checks below, as what it is. (Its span first, from the
+            // size it was parked with: the footer, often a cold line, is
+            // read only for a block inside it.)
+            let in_parked = !self.parked.is_null() && in_span(self.parked, self.parked_units) && {
                 let u = self.parked_units;
                 let h = self.parked.header();
-                let intact = h == free_header(u) && self.parked.footer(u) == h;
-                if intact { u } else { 0 }
+                h == free_header(u) && self.parked.footer(u) == h
             };
-            if b == self.parked || in_span(self.top, self.top_units) || in_span(self.parked, parked_units) {
+            if b == self.parked || in_span(self.top, self.top_units) || in_parked {
                 self.corrupt("double free of", b.payload() as usize);
             }
             let (s, units, big) = b.held_span();
