@@ -12,6 +12,9 @@
  *     have exited (their own caches went home), blocks of that size still
  *     wait as cached blocks: in the depot; another thread's next malloc of
  *     the size is one of them, and malloc_trim sends the rest home;
+ *   - a thread that exits hands its cache's lists to the depot: blocks it
+ *     freed into its own cache (no list overflowed) wait there as cached
+ *     blocks, and another thread's next malloc of the size takes them;
  *   - freeing a block that waits in the depot is a double free, reported;
  *   - FITALLOC_DEPOT_BYTES=0 turns the depot off;
  *   - a thread that frees blocks of every cached size keeps its cache
@@ -155,6 +158,53 @@ static void depot_serves_and_trim_empties(void)
     check(heap_problems() == 0, "the heap checker finds nothing after the depot went home", "%s", "problems");
 }
 
+/* Blocks of EXIT_SIZE (no other part of the test allocates it), freed by
+ * the thread that allocated them, a few: they stay in its cache's list. */
+#define EXIT_SIZE 600
+#define EXIT_BLOCKS 5
+static void *exit_blocks[EXIT_BLOCKS];
+
+static void *alloc_free_and_exit(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < EXIT_BLOCKS; i++)
+        exit_blocks[i] = malloc(EXIT_SIZE);
+    for (int i = 0; i < EXIT_BLOCKS; i++)
+        free(exit_blocks[i]);
+    return NULL;
+}
+
+static size_t exit_cached;
+static void find_exit_cached(void *ctx, size_t addr, uint64_t size, uint32_t kind)
+{
+    (void)ctx;
+    (void)size;
+    for (int i = 0; i < EXIT_BLOCKS; i++)
+        if (kind == FITALLOC_WALK_CACHED && (void *)(addr + 4) == exit_blocks[i])
+            exit_cached++;
+}
+
+static void exiting_thread_hands_its_lists_over(void)
+{
+    malloc_trim(0); /* an empty depot */
+    pthread_t t;
+    pthread_create(&t, NULL, alloc_free_and_exit, NULL);
+    pthread_join(t, NULL);
+    exit_cached = 0;
+    fitalloc_heap_walk(find_exit_cached, NULL);
+    check(exit_cached == EXIT_BLOCKS, "an exiting thread's cached blocks wait in the depot", "%zu of %d cached",
+          exit_cached, EXIT_BLOCKS);
+    void *p = malloc(EXIT_SIZE);
+    int taken = 0;
+    for (int i = 0; i < EXIT_BLOCKS; i++)
+        taken |= exit_blocks[i] == p;
+    check(taken, "another thread's next malloc of the size takes the exited thread's list", "%p", p);
+    free(p);
+    malloc_trim(0);
+    check(heap_problems() == 0, "the heap checker finds nothing after the exited thread's list went home", "%s",
+          "problems");
+}
+
 static void double_free_in_the_depot(void *arg)
 {
     (void)arg;
@@ -275,6 +325,7 @@ int main(int argc, char **argv)
     producer_consumer();
     caches_of_threads_that_only_free();
     depot_serves_and_trim_empties();
+    exiting_thread_hands_its_lists_over();
     char err[1024];
     int status = run_child_stderr(double_free_in_the_depot, NULL, err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),

@@ -9,7 +9,8 @@
 //! thread. With it, a full list moves half of itself here as one
 //! [`Chain`] (its links are the cache's own sealed links), and an empty
 //! list of the same size takes a chain whole: one short lock per chain,
-//! and no heap work.
+//! and no heap work. A thread that exits hands each of its lists over
+//! the same way ([`crate::process::depot_put_lists`]).
 //!
 //! ```text
 //!   thread B frees          depot (one lock)             thread A allocates
@@ -62,6 +63,12 @@ impl Depot {
         self.bytes += bytes;
         self.blocks += chain.len as usize;
         Ok(())
+    }
+
+    /// Whether [`Depot::put`] would keep a chain of `len` blocks of
+    /// `units`.
+    pub fn has_room(&self, units: u32, len: usize, max_bytes: usize) -> bool {
+        (self.count[units as usize] as usize) < SLOTS && self.bytes + units_to_bytes(units) * len <= max_bytes
     }
 
     /// The latest chain of blocks of `units` that has at most `max_len`

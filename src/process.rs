@@ -20,7 +20,7 @@
 //! from the break; the others map their regions. A single-threaded
 //! program uses arena 0 alone.
 
-use crate::config;
+use crate::config::{self, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::block::Block;
 use crate::heap::{Heap, HeapParams};
 use crate::large::MapTable;
@@ -348,6 +348,42 @@ pub fn depot_put(units: u32, chain: Chain) -> Result<(), Chain> {
     d.put(units, chain, OPT.depot_bytes.load(Relaxed))?;
     DEPOT_STOCK[units as usize].store(d.chains(units).len() as u8, Relaxed);
     Ok(())
+}
+
+/// Hands the lists of cache `t`, whose thread is exiting, to the depot,
+/// one chain a list, as far as the depot has room (under one lock): the
+/// threads that go on, or come next, take them whole, where sending them
+/// home would merge each block into the heap (under its lock) to split it
+/// off again for the next thread. What does not fit goes home with the
+/// rest of the cache ([`crate::registry`]'s exit).
+///
+/// # Safety
+/// `t` must be the calling thread's cache.
+pub unsafe fn depot_put_lists(t: &Tcache, op: &'static str) {
+    let max = OPT.depot_bytes.load(Relaxed);
+    if max == 0 {
+        return;
+    }
+    let mut d = DEPOT.lock();
+    for units in MIN_UNITS..=TCACHE_MAX_UNITS {
+        let n = t.count(units).min(64);
+        if n == 0 || !d.has_room(units, n, max) {
+            continue;
+        }
+        // SAFETY: the calling thread's cache (caller).
+        match unsafe { t.take_chain(units, n) } {
+            Ok(Some(chain)) => {
+                // `has_room` said it fits, and the lock is held.
+                let _ = d.put(units, chain, max);
+                DEPOT_STOCK[units as usize].store(d.chains(units).len() as u8, Relaxed);
+            }
+            Ok(None) => {}
+            Err(tcache::CacheFault::Corrupted(a)) => {
+                drop(d);
+                crate::diag::fatal(op, "corrupted thread cache at", a)
+            }
+        }
+    }
 }
 
 /// A chain of blocks of `units` of at most `max_len` blocks from the

@@ -237,13 +237,15 @@ fn make_cache(max: usize) -> Option<&'static Tcache> {
     my_cache()
 }
 
-/// The thread-exit destructor: gives the cache's blocks back to the heap.
+/// The thread-exit destructor: hands the cache's lists to the depot as far
+/// as it has room, and gives the rest of its blocks back home.
 unsafe extern "C" fn cache_exit(arg: *mut libc::c_void) {
     tls::set::<{ tls::CACHE }>(TLS_OFF);
     let t = arg as *mut Tcache;
     // SAFETY: `arg` is the cache this thread registered; from here on no
     // thread uses it but this one, which retires it.
     unsafe {
+        crate::process::depot_put_lists(&*t, "free");
         drain_cache(&*t, "free");
         REGISTRY.lock().retire(t);
     }
