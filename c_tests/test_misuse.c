@@ -431,7 +431,7 @@ static void run_df_thread_exit(struct ctx *c, const struct mcase *k)
 }
 
 /* Pointers that never came from the allocator. */
-enum { FOREIGN_STACK, FOREIGN_STATIC, FOREIGN_MMAP, FOREIGN_LOW, FOREIGN_LIBC };
+enum { FOREIGN_STACK, FOREIGN_STATIC, FOREIGN_MMAP, FOREIGN_LOW, FOREIGN_LIBC, FOREIGN_HIGH };
 static _Alignas(64) char static_area[512];
 
 static void run_foreign(struct ctx *c, const struct mcase *k)
@@ -459,6 +459,10 @@ static void run_foreign(struct ctx *c, const struct mcase *k)
         break;
     case FOREIGN_LIBC:
         p = (void *)stdout; /* _IO_2_1_stdout_, in libc's data */
+        break;
+    case FOREIGN_HIGH:
+        /* Above user space (the kernel's half): outside the page map. */
+        p = (void *)(uintptr_t)0xffff800000001000ull;
         break;
     }
     expect_addr(c, p);
@@ -612,11 +616,13 @@ static const struct mcase cases[] = {
     CASE_C("free of a foreign mmap", "free", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("free of (void *)0x10000", "free", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("free of libc's data (stdout)", "free", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("free of a kernel address", "free", 0, FOREIGN_HIGH, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("realloc of a stack address", "realloc", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("realloc of a static array", "realloc", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("realloc of a foreign mmap", "realloc", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("realloc of (void *)0x10000", "realloc", 0, FOREIGN_LOW, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("realloc of libc's data (stdout)", "realloc", 0, FOREIGN_LIBC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
+    CASE_C("realloc of a kernel address", "realloc", 0, FOREIGN_HIGH, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("malloc_usable_size of a stack address", "malloc_usable_size", 0, FOREIGN_STACK, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("malloc_usable_size of a static array", "malloc_usable_size", 0, FOREIGN_STATIC, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),
     CASE_C("malloc_usable_size of a foreign mmap", "malloc_usable_size", 0, FOREIGN_MMAP, run_foreign, ADDR_EXACT, "not allocated by fitalloc"),

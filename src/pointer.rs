@@ -52,13 +52,14 @@ impl Held {
 /// the page map says is ours (below).
 #[inline(always)]
 pub unsafe fn held_cacheable(p: *mut u8, alone: bool) -> Option<(u32, u32, bool)> {
-    // A 16-aligned payload: its header is a header position.
-    if !(p as usize).is_multiple_of(crate::config::ALIGN) {
+    // A 16-aligned payload (its header is a header position) in the page
+    // map's range.
+    if (p as usize) & (crate::config::ALIGN - 1 | crate::pagemap::OUTSIDE) != 0 {
         return None;
     }
     let b = Block::from_payload(p);
     // By the payload's page (see `crate::slab`).
-    let e = PAGEMAP.entry(p as usize);
+    let e = PAGEMAP.entry_within(p as usize);
     let slab = slab_units(e);
     // SAFETY: `p` is 16-aligned on a page of ours that a slab or a heap
     // region covers wholly, so its first 16 bytes are mapped, and so is
