@@ -54,7 +54,7 @@ impl Held {
 pub unsafe fn held_cacheable(p: *mut u8, alone: bool) -> Option<(u32, u32, bool)> {
     // A 16-aligned payload (its header is a header position) in the page
     // map's range.
-    if (p as usize) & (crate::config::ALIGN - 1 | crate::pagemap::OUTSIDE) != 0 {
+    if (p as usize) & ((crate::config::ALIGN - 1) | crate::pagemap::OUTSIDE) != 0 {
         return None;
     }
     let b = Block::from_payload(p);
