@@ -355,7 +355,9 @@ pub fn depot_put(units: u32, chain: Chain) -> Result<(), Chain> {
 /// threads that go on, or come next, take them whole, where sending them
 /// home would merge each block into the heap (under its lock) to split it
 /// off again for the next thread. What does not fit goes home with the
-/// rest of the cache ([`crate::registry`]'s exit).
+/// rest of the cache ([`crate::registry`]'s exit). Each chain is cut (its
+/// blocks checked) under the depot's lock only once the depot has room
+/// for it: at most the depot's 64 KiB of blocks are walked under it.
 ///
 /// # Safety
 /// `t` must be the calling thread's cache.
@@ -373,8 +375,13 @@ pub unsafe fn depot_put_lists(t: &Tcache, op: &'static str) {
         // SAFETY: the calling thread's cache (caller).
         match unsafe { t.take_chain(units, n) } {
             Ok(Some(chain)) => {
-                // `has_room` said it fits, and the lock is held.
-                let _ = d.put(units, chain, max);
+                // `has_room` said it fits, under this lock; should it not,
+                // the chain goes home rather than be lost.
+                if let Err(chain) = d.put(units, chain, max) {
+                    drop(d);
+                    send_home(op, units, chain);
+                    return;
+                }
                 DEPOT_STOCK[units as usize].store(d.chains(units).len() as u8, Relaxed);
             }
             Ok(None) => {}
