@@ -56,6 +56,11 @@
  *                        it used to spin forever in the start-up, or wait
  *                        forever for the region table's lock: found by a
  *                        hostile review).
+ *   racing-double-free   two threads free the same block (freed once
+ *                        already) at the same moment: both find the double
+ *                        free; 100 runs, each must end with SIGABRT after
+ *                        exactly one line (both threads wrote theirs in
+ *                        about 1 run in 15: found by a hostile review).
  *   handler-allocs       one thread mallocs, callocs and frees blocks of up
  *                        to 200 KB for 0.4 s under a 500 us timer whose
  *                        handler mallocs and frees blocks of up to 300 KB:
@@ -174,6 +179,35 @@ static void heavy_alloc_in_handler(int sig)
 
 /* A signal handler's allocations inside the thread's own, in a process
  * with one thread. */
+/* racing-double-free: see the header comment. */
+static void *volatile rdf_block;
+static atomic_int rdf_ready, rdf_go;
+
+static void *rdf_free_again(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&rdf_ready, 1);
+    while (!atomic_load(&rdf_go))
+        ;
+    free(rdf_block);
+    return NULL;
+}
+
+static int child_racing_double_free(void)
+{
+    rdf_block = malloc(40);
+    free(rdf_block);
+    pthread_t t[2];
+    for (int i = 0; i < 2; i++)
+        pthread_create(&t[i], NULL, rdf_free_again, NULL);
+    while (atomic_load(&rdf_ready) < 2)
+        ;
+    atomic_store(&rdf_go, 1);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    return 0; /* not reached: the double free ends the process */
+}
+
 static int child_handler_allocs(void)
 {
     struct sigaction sa;
@@ -1093,6 +1127,25 @@ static void signals_case(const char *mode, int runs, const char *label, struct r
     check(bad == 0, label, "%d bad runs, the first: %s", bad, first_bad);
 }
 
+static void racing_double_free_case(struct run *r)
+{
+    int good = 0, bad = 0;
+    char why[64] = "", first_bad[400] = "";
+    for (int i = 0; i < 100; i++) {
+        run_case("racing-double-free", NULL, 10, r);
+        int one_line = strncmp(r->err, "fitalloc: ", 10) == 0 && strchr(r->err, '\n') == r->err + strlen(r->err) - 1;
+        if (!r->hung && r->status != -1 && WIFSIGNALED(r->status) && WTERMSIG(r->status) == SIGABRT && one_line &&
+            strstr(r->err, "double free") != NULL) {
+            good++;
+        } else if (!bad++) {
+            snprintf(first_bad, sizeof first_bad, "%s; stderr: %.300s", ending(r, why, sizeof why), r->err);
+        }
+    }
+    diag("racing-double-free: %d of 100 runs ended with one line", good);
+    check(bad == 0, "a double free by two threads at the same moment: one line, SIGABRT (100 runs)",
+          "%d bad runs, the first: %s", bad, first_bad);
+}
+
 static void first_malloc_signals_case(struct run *r)
 {
     signals_case("first-malloc-signals", 150,
@@ -1130,6 +1183,8 @@ int main(int argc, char **argv)
             return child_first_malloc_signals();
         if (strcmp(argv[1], "handler-allocs") == 0)
             return child_handler_allocs();
+        if (strcmp(argv[1], "racing-double-free") == 0)
+            return child_racing_double_free();
         fprintf(stderr, "unknown case %s\n", argv[1]);
         return 2;
     }
@@ -1164,6 +1219,7 @@ int main(int argc, char **argv)
     report("glibc's knobs", r);
 
     first_malloc_signals_case(r);
+    racing_double_free_case(r);
 
     free(r);
     return tap_done("test_promises");
