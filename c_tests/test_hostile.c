@@ -881,6 +881,25 @@ static void stale_heap_header_inside_a_slab_block_then_free(void)
  * realloc of another block takes the list's head: the corrupted list is
  * reported by realloc (before, realloc went on without the cache, and the
  * block's second free then went unseen: found by a hostile review). */
+/* A use after free wipes a block's link and mark in a thread's cache, then
+ * the thread exits: its cache, handed to the depot or sent home, is found
+ * corrupted and reported for the thread's exit (it was named a free()). */
+static void *uaf_then_return(void *arg)
+{
+    (void)arg;
+    char *y = malloc(hide_size(40));
+    free(y);
+    memset(hide_ptr(y), 0, 16); /* use after free */
+    return NULL;
+}
+
+static void uaf_wipes_a_cached_block_then_its_thread_exits(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, uaf_then_return, NULL);
+    pthread_join(t, NULL);
+}
+
 static void uaf_wipes_a_cached_block_then_realloc_takes_it(void)
 {
     pthread_t t;
@@ -1191,6 +1210,8 @@ static const struct hcase cases[] = {
      stale_heap_header_inside_a_slab_block_then_free, "free", "not a block start"},
     {"a use after free wipes a cached slab block's link and mark, then realloc of another block takes it",
      uaf_wipes_a_cached_block_then_realloc_takes_it, "realloc", "corrupted thread cache"},
+    {"a use after free wipes a cached block's link and mark in a thread's cache, then the thread exits",
+     uaf_wipes_a_cached_block_then_its_thread_exits, "pthread_exit", "corrupted thread cache"},
     {"a one-byte overflow flips a bit of a cached slab block's header, then it is freed again",
      slab_cached_bit_cleared_by_overflow_then_free_again, "free", "header was overwritten"},
     {"an overflow flips a bit of a live heap block's header's low byte, then free of it",

@@ -245,8 +245,11 @@ unsafe extern "C" fn cache_exit(arg: *mut libc::c_void) {
     // SAFETY: `arg` is the cache this thread registered; from here on no
     // thread uses it but this one, which retires it.
     unsafe {
-        crate::process::depot_put_lists(&*t, "free");
-        drain_cache(&*t, "free");
+        // Named for the call that runs this destructor: a corrupted cache
+        // found here is reported as `pthread_exit()`'s, not a `free()` the
+        // program did not make.
+        crate::process::depot_put_lists(&*t, "pthread_exit");
+        drain_cache(&*t, "pthread_exit");
         REGISTRY.lock().retire(t);
     }
 }
