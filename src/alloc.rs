@@ -259,12 +259,13 @@ fn refill_from_depot(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*
 }
 
 /// A small request that found its cache list empty, served from slabs: a
-/// block for the program and up to `REFILL - 1` more for the cache, under
-/// the slab lock. `None` when no slab block could be had (the heap then
+/// block for the program and more for the cache (7 at first, up to 31 for
+/// a list that keeps running dry: [`Tcache::slab_batch`]), under the slab
+/// lock. `None` when no slab block could be had (the heap then
 /// serves the request).
 fn refill_from_slabs(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*mut u8> {
-    let mut got = [Block::NULL; REFILL];
-    let want = t.room_for(units).min(REFILL - 1) + 1;
+    let mut got = [Block::NULL; tcache::MAX_SLAB_BATCH];
+    let want = t.room_for(units).min(t.slab_batch(units) - 1) + 1;
     let (k, grew) = slab_take(t, units, &mut got[..want], call_name(call));
     after_growth(grew);
     if k == 0 {

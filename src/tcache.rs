@@ -31,7 +31,7 @@ use crate::region::RegionTable;
 use crate::config::TCACHE_MAX_UNITS;
 use core::cell::UnsafeCell;
 use crate::slab::SLAB_MAX_UNITS;
-use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, Ordering::Relaxed};
+use core::sync::atomic::{AtomicPtr, AtomicU16, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
 
 /// Lists of a cache, indexed by block size in units (those below
 /// `MIN_UNITS` stay empty).
@@ -289,6 +289,10 @@ pub struct Tcache {
     /// Bit `u` set: list `u` (a slab size) has overflowed home (owner
     /// only): see [`Tcache::churning`].
     overflowed: AtomicU32,
+    /// Per slab size: how many times in a row its list ran dry and was
+    /// refilled from slabs since it last overflowed (owner only; at most
+    /// [`MAX_STREAK`]): see [`Tcache::slab_batch`].
+    streak: [AtomicU8; SLAB_MAX_UNITS as usize + 1],
     /// The arena whose heap refills this cache ([`crate::process`]).
     arena: usize,
     pub counters: ThreadCounters,
@@ -301,6 +305,14 @@ pub struct Tcache {
 // that does is `unsafe` with that contract); everything else is atomic or
 // immutable after creation.
 unsafe impl Sync for Tcache {}
+
+/// Blocks a cache list that ran dry takes from slabs at first
+/// ([`Tcache::slab_batch`]).
+pub(crate) const SLAB_BATCH: usize = 8;
+/// Doublings of [`SLAB_BATCH`] a list that keeps running dry reaches.
+const MAX_STREAK: u8 = 2;
+/// The most blocks a list takes from slabs at once.
+pub(crate) const MAX_SLAB_BATCH: usize = SLAB_BATCH << MAX_STREAK;
 
 /// Moves an owner-written counter by `d` (wrapping).
 #[inline(always)]
@@ -342,6 +354,7 @@ impl Tcache {
             max_units,
             slab_cur: [const { AtomicU32::new(crate::slab::NIL) }; SLAB_MAX_UNITS as usize + 1],
             overflowed: AtomicU32::new(0),
+            streak: [const { AtomicU8::new(0) }; SLAB_MAX_UNITS as usize + 1],
             arena,
             counters: ThreadCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
@@ -366,7 +379,24 @@ impl Tcache {
     pub fn note_overflow(&self, units: u32) {
         if units <= SLAB_MAX_UNITS {
             self.overflowed.store(self.overflowed.load(Relaxed) | 1 << units, Relaxed);
+            self.streak[units as usize].store(0, Relaxed);
         }
+    }
+
+    /// How many blocks list `units` (a slab size) that ran dry takes from
+    /// slabs at once: [`SLAB_BATCH`], doubled for each time in a row it ran
+    /// dry since it last overflowed, up to [`MAX_SLAB_BATCH`] (tcmalloc's
+    /// slow start). A thread that allocates a size and does not free it
+    /// (the producer of a producer and consumer, a program building a large
+    /// structure) then takes the lock once per 32 blocks, not per 8; a size
+    /// that goes both ways, which overflows as often as it runs dry, keeps
+    /// the small batch and holds no more blocks than before. Counts the
+    /// refill.
+    pub fn slab_batch(&self, units: u32) -> usize {
+        let s = &self.streak[units as usize];
+        let n = s.load(Relaxed);
+        s.store((n + 1).min(MAX_STREAK), Relaxed);
+        SLAB_BATCH << n
     }
 
     /// Whether list `units` (a slab size) has overflowed home: its blocks
@@ -845,6 +875,17 @@ mod tests {
         // up to 128 KiB of them.
         assert_eq!(rounds, 4);
         assert_eq!(t.room_for(5), (128 << 10) / 80);
+    }
+
+    #[test]
+    fn a_list_that_keeps_running_dry_takes_bigger_batches_until_it_overflows() {
+        let t = cache();
+        let batches: [usize; 4] = core::array::from_fn(|_| t.slab_batch(3));
+        assert_eq!(batches, [8, 16, 32, 32]);
+        assert_eq!(t.slab_batch(4), 8, "each size keeps its own streak");
+        t.note_overflow(3);
+        assert_eq!(t.slab_batch(3), 8, "an overflow starts the streak again");
+        assert_eq!(t.slab_batch(3), 16);
     }
 
     #[test]
