@@ -5,7 +5,9 @@
  * FITALLOC_PURGE_MS unused; a kept mapping of another size is resized
  * (in place, or moved by mremap) rather than replaced; after a spike of 1 GiB freed except one block
  * in a thousand, RSS falls back near the live bytes within two seconds of
- * further ordinary calls, without a call to malloc_trim.
+ * further ordinary calls, without a call to malloc_trim; a program whose
+ * use swings keeps its pages (the decay gives back only what stayed unused
+ * a whole period).
  *
  * Item 10 under RLIMIT_AS: after rounds of 48 B, 3,000 B and 200,000 B
  * blocks filling the address space allowed, each freed, 8 MiB and 100 MiB
@@ -276,6 +278,50 @@ static void spike(void)
         free(blocks[i]);
 }
 
+/* A program whose use swings: 32 MiB of heap blocks allocated, written
+ * and freed, round after round, with a pause at each trough (where the
+ * once-a-second decay tends to fall). A live block after them keeps their
+ * free space off the heap's top (which the trim threshold gives back at
+ * once, as glibc's does). The decay gives back only what stayed unused a
+ * whole period: the rounds after the first fault in (almost) nothing.
+ * Giving back all the free space at each decay, as the decay did before,
+ * cost a fault per page and round after each trough it fell on. Once the
+ * swings stop, the free space still goes back within 2.5 s. */
+static void swings(void)
+{
+    enum { N = 512, ROUNDS = 9 };
+    static char *blocks[N];
+    size_t size = 64000;
+    long faults = 0;
+    char *pin = NULL;
+    for (int r = 0; r < ROUNDS; r++) {
+        long f0 = minor_faults();
+        for (int i = 0; i < N; i++) {
+            blocks[i] = malloc(hide_size(size));
+            memset(blocks[i], r + i, size);
+        }
+        if (!pin)
+            pin = malloc(hide_size(size));
+        for (int i = 0; i < N; i++)
+            free(blocks[i]);
+        if (r > 0)
+            faults += minor_faults() - f0;
+        ordinary_calls(0.3);
+    }
+    long pages = (long)(N * size / 4096);
+    diag("swings: %ld faults in %d rounds after the first (%ld pages a round)", faults, ROUNDS - 1, pages);
+    check(faults < pages / 4, "rounds of 32 MiB allocated and freed over 3 s: the decay leaves their pages",
+          "%ld faults in %d rounds (%ld pages a round)", faults, ROUNDS - 1, pages);
+    size_t before = rss_bytes();
+    double t0 = now_s();
+    while (now_s() - t0 < 2.5 && before - rss_bytes() < N * size / 2)
+        ordinary_calls(0.1);
+    size_t after = rss_bytes();
+    check(before > after && before - after >= N * size / 2, "once the swings stop, their pages go back within 2.5 s",
+          "RSS %zu KiB -> %zu KiB after %.2f s", before / 1024, after / 1024, now_s() - t0);
+    free(pin);
+}
+
 /* Fills memory (under RLIMIT_AS) with blocks of `size` until malloc
  * fails, then frees them all; returns how many there were. */
 static size_t fill_and_free(size_t size)
@@ -442,6 +488,7 @@ int main(void)
     resized_reuse();
     hopeless_requests();
     spike();
+    swings();
     reusable_for_anything();
     reusable_below_a_live_block();
     return tap_done("test_return");

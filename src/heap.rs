@@ -141,6 +141,13 @@ pub struct Heap<S: Source> {
     pub params: HeapParams,
     /// Bytes turned into free space since the last decay ([`crate::trim`]).
     pub freed_since_purge: usize,
+    /// About how many bytes of the free space were written since it was
+    /// last given back (freed blocks, less what was handed out again),
+    /// and the least that figure was since the last decay: how much
+    /// written free space the program did not need at any moment of the
+    /// period ([`Heap::idle_dirty`]).
+    dirty_free: usize,
+    period_min_dirty: usize,
     /// How many times the heap grew (wrapping): callers compare it around
     /// an allocation to learn that it took new memory from the system.
     pub growths: u32,
@@ -198,6 +205,8 @@ impl<S: Source> Heap<S> {
             },
             params,
             freed_since_purge: 0,
+            dirty_free: 0,
+            period_min_dirty: 0,
             growths: 0,
             op: "malloc",
         }
@@ -308,6 +317,32 @@ impl<S: Source> Heap<S> {
         if c.used_bytes > c.peak_used_bytes {
             c.peak_used_bytes = c.used_bytes;
         }
+    }
+
+    /// Notes that `bytes` of written free space were handed out again.
+    fn reused(&mut self, bytes: usize) {
+        self.dirty_free = self.dirty_free.saturating_sub(bytes);
+        self.period_min_dirty = self.period_min_dirty.min(self.dirty_free);
+    }
+
+    /// Bytes of written free space that the program did not need at any
+    /// moment since the last decay ([`Heap::new_period`]): the decay gives
+    /// memory back only when they are at least [`crate::trim`]'s minimum,
+    /// so that a program whose use swings within a period (frees a lot,
+    /// then allocates as much again) keeps the pages it will need at its
+    /// next peak rather than having them taken at whatever trough the decay
+    /// fell on, to fault them in again.
+    pub fn idle_dirty(&self) -> usize {
+        self.period_min_dirty
+    }
+
+    /// Begins a decay period; `purged`: all the free space was just given
+    /// back.
+    pub fn new_period(&mut self, purged: bool) {
+        if purged {
+            self.dirty_free = 0;
+        }
+        self.period_min_dirty = self.dirty_free;
     }
 
     fn account_released(&mut self, units: u32) {
@@ -529,6 +564,7 @@ impl<S: Source> Heap<S> {
         // SAFETY: `b .. b + have` is a free block of this heap.
         unsafe {
             let rest = have - want;
+            self.reused(units_to_bytes(want.min(have)));
             if rest >= MIN_UNITS {
                 let held = b.set_used_as(want, big);
                 let r = b.offset(want);
@@ -574,6 +610,7 @@ impl<S: Source> Heap<S> {
         let payload = held.payload() as usize;
         let next = b.offset(units);
         let dirty = self.zero_from.saturating_sub(payload).min(next.addr() - payload);
+        self.reused(dirty);
         // The next header is written at `next`; everything after it is
         // still as the system gave it.
         self.zero_from = self.zero_from.max(next.payload() as usize);
@@ -878,6 +915,7 @@ impl<S: Source> Heap<S> {
     /// header `PREV_USED` bit is correct, inside region bounds.
     unsafe fn release_span(&mut self, b: Block, units: u32) {
         self.freed_since_purge += units_to_bytes(units);
+        self.dirty_free += units_to_bytes(units);
         // SAFETY: every neighbour is checked against the region bounds and
         // its own tags before it is used.
         unsafe {
