@@ -58,7 +58,7 @@ bench/buffers: bench/buffers.c
 
 # Instructions per cached malloc and free, counted by callgrind.
 bench/hitpath: bench/hitpath.c
-	$(CC) $(BENCH_CFLAGS) -o $@ bench/hitpath.c -pthread
+	$(CC) $(BENCH_CFLAGS) -o $@ bench/hitpath.c -pthread -lstdc++
 
 bench-hitpath: bench-deps bench/hitpath $(LIB)
 	$(PYTHON) bench/hitpath.py

@@ -39,13 +39,38 @@ static void *idle_thread(void *arg)
     return arg;
 }
 
+/* C++'s operator new(size_t) and operator delete(void *), called from C
+ * by their names (the program links libstdc++, whose own ones call malloc
+ * and free when the allocator preloaded has none). */
+void *_Znwm(size_t);
+void _ZdlPv(void *);
+
+static int cxx;
+
+static void *take(size_t n)
+{
+    return cxx ? _Znwm(n) : malloc(n);
+}
+
+static void give(void *p)
+{
+    if (cxx)
+        _ZdlPv(p);
+    else
+        free(p);
+}
+
 int main(int argc, char **argv)
 {
     if (argc != 3 && !(argc == 4 && strcmp(argv[3], "threaded") == 0)) {
-        fprintf(stderr, "usage: hitpath malloc|free|none SIZE [threaded]\n");
+        fprintf(stderr, "usage: hitpath malloc|free|none|new|delete|cxxnone SIZE [threaded]\n");
         return 2;
     }
     const char *mode = argv[1];
+    if (strcmp(mode, "new") == 0 || strcmp(mode, "delete") == 0 || strcmp(mode, "cxxnone") == 0) {
+        cxx = 1;
+        mode = strcmp(mode, "new") == 0 ? "malloc" : strcmp(mode, "delete") == 0 ? "free" : "none";
+    }
     size_t size = strtoull(argv[2], NULL, 10);
     if (argc == 4) {
         pthread_t t;
@@ -61,14 +86,37 @@ int main(int argc, char **argv)
      * 87 instructions, the page's retirement, not its hit path). */
     void *warm[64], *live[8];
     for (int i = 0; i < 64; i++)
-        warm[i] = malloc(size);
+        warm[i] = take(size);
     for (int i = 0; i < 8; i++)
-        live[i] = malloc(size);
+        live[i] = take(size);
     for (int i = 0; i < 64; i++)
-        free(warm[i]);
+        give(warm[i]);
     __asm__ volatile("" ::"r"(live) : "memory");
     int m = strcmp(mode, "malloc") == 0, f = strcmp(mode, "free") == 0;
-    for (int i = 0; i < CALLS; i++) {
+    for (int i = 0; i < CALLS && cxx; i++) {
+        void *p;
+        if (m) {
+            CALLGRIND_TOGGLE_COLLECT;
+            p = _Znwm(size);
+            CALLGRIND_TOGGLE_COLLECT;
+        } else {
+            p = _Znwm(size);
+        }
+        __asm__ volatile("" ::"r"(p) : "memory");
+        if (f) {
+            CALLGRIND_TOGGLE_COLLECT;
+            _ZdlPv(p);
+            CALLGRIND_TOGGLE_COLLECT;
+        } else if (!m) {
+            CALLGRIND_TOGGLE_COLLECT;
+            nothing(size);
+            CALLGRIND_TOGGLE_COLLECT;
+            _ZdlPv(p);
+        } else {
+            _ZdlPv(p);
+        }
+    }
+    for (int i = 0; i < CALLS && !cxx; i++) {
         void *p;
         if (m) {
             CALLGRIND_TOGGLE_COLLECT;

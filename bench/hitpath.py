@@ -3,10 +3,11 @@
 peers in the same run, counted by callgrind (bench/hitpath.c says how).
 
 Deterministic: instruction counts do not depend on the machine's load, so
-one run of each is enough.  Prints two tables, one thread and after a
+one run of each is enough.  Prints three tables: one thread, after a
 second thread was created (the C library, and allocators that ask it, then
 count the process as multi-threaded: fitalloc's hit paths read a header in
-three parts), and writes them to bench/results/hitpath.txt.
+three parts), then a third for C++'s operator new and delete (one thread),
+and writes them to bench/results/hitpath.txt.
 
     python3 bench/hitpath.py [--sizes 32,256] [--allocators a,b,...]
 """
@@ -44,10 +45,13 @@ def collected(lib, env, mode, size, threaded):
         return max(counts)
 
 
-def per_call(lib, env, size, threaded):
-    base = collected(lib, env, "none", size, threaded)
+def per_call(lib, env, size, threaded, modes=("none", "malloc", "free")):
+    base = collected(lib, env, modes[0], size, threaded)
     return tuple((collected(lib, env, m, size, threaded) - base) / CALLS
-                 for m in ("malloc", "free"))
+                 for m in modes[1:])
+
+
+CXX_MODES = ("cxxnone", "new", "delete")
 
 
 def main():
@@ -79,16 +83,19 @@ def main():
         env = ALLOCATOR_ENV.get(name, {})
         rows[name] = {t: [per_call(lib, env, s, t) for s in sizes]
                       for t in (False, True)}
+        rows[name]["cxx"] = [per_call(lib, env, s, False, CXX_MODES) for s in sizes]
         print(f"hitpath: {name} done", file=sys.stderr, flush=True)
     lines = []
-    for threaded in (False, True):
-        when = ("after a second thread was created and joined" if threaded
-                else "one thread")
+    for threaded in (False, True, "cxx"):
+        when = ("after a second thread was created and joined" if threaded is True
+                else "C++ operator new(size_t) and operator delete(void *), one thread"
+                if threaded == "cxx" else "one thread")
         lines += [f"Instructions per cached call (callgrind; the toggles' own cost "
                   f"subtracted), one warm block of the size freed and taken again; "
                   f"{when}:", ""]
+        take, give = ("new", "delete") if threaded == "cxx" else ("malloc", "free")
         head = f"{'allocator':<12}" + "".join(
-            f"{f'malloc({s})':>13}{f'free({s})':>11}{'pair':>7}{'x fitalloc':>12}"
+            f"{f'{take}({s})':>13}{f'{give}({s})':>12}{'pair':>7}{'x fitalloc':>12}"
             for s in sizes)
         lines.append(head)
         ref = rows["fitalloc"][threaded] if "fitalloc" in rows else None
@@ -98,7 +105,7 @@ def main():
                 ratio = ""
                 if ref is not None:
                     ratio = f"{(m + f) / sum(ref[i]):.2f}"
-                line += f"{m:>13.0f}{f:>11.0f}{m + f:>7.0f}{ratio:>12}"
+                line += f"{m:>13.0f}{f:>12.0f}{m + f:>7.0f}{ratio:>12}"
             lines.append(line)
         lines.append("")
     text = "\n".join(lines)

@@ -348,7 +348,23 @@ pub fn memalign(align: usize, n: usize) -> *mut u8 {
 /// C++ `new` (`align == 0`) and `new` with `align_val_t`: `malloc` and
 /// `memalign`, except that in the hardened mode the block records that it
 /// came from `new` or `new[]` (`kind`), for [`cxx_delete`] to check.
+#[inline(always)]
 pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
+    // Initialised, with no hooks, hardening or profiler: malloc's own
+    // path, with one load of the hooks (through `malloc` and its
+    // checks again it took 59 more instructions a `new`/`delete` pair
+    // than a `malloc`/`free` pair).
+    if modes::hooks() == 0 && align == 0 {
+        return malloc_plain(n);
+    }
+    cxx_new_slow(n, align, kind)
+}
+
+#[cfg(not(any(test, feature = "rust-global")))]
+/// [`cxx_new`] with hooks, an alignment, or before the first call.
+#[cold]
+#[inline(never)]
+fn cxx_new_slow(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
     // The process's first call reads the environment first, so that a
     // `new[]` that is the first allocation is recorded as one (found by a
     // hostile review: it was sealed as a malloc).
@@ -412,11 +428,25 @@ fn free_with_size(p: *mut u8, func: &'static str, size: usize) {
 /// C++ `delete` of `kind` (`New` for `delete`, `NewArray` for `delete[]`),
 /// with the size the sized forms pass (0 otherwise): `free`, except that
 /// the hardened mode checks both against how the block was allocated.
+#[inline(always)]
 pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: Option<usize>) {
     if p.is_null() {
         return;
     }
     let func = if kind == crate::harden::Kind::NewArray { "operator delete[]" } else { "operator delete" };
+    // No hooks: free's own path, inlined (as `free` has it).
+    if modes::hooks() == 0 {
+        return crate::free::free(p, func);
+    }
+    cxx_delete_hooked(p, kind, size, func)
+}
+
+#[cfg(not(any(test, feature = "rust-global")))]
+/// [`cxx_delete`] with hooks (the hardened mode checks how the block was
+/// allocated).
+#[cold]
+#[inline(never)]
+fn cxx_delete_hooked(p: *mut u8, kind: crate::harden::Kind, size: Option<usize>, func: &'static str) {
     if !hardened() {
         return free_named(p, func);
     }
