@@ -361,6 +361,15 @@ pub fn cxx_new(n: usize, align: usize, kind: crate::harden::Kind) -> *mut u8 {
 }
 
 #[cfg(not(any(test, feature = "rust-global")))]
+/// The first try of a throwing `operator new(size_t)` (and `new[]`):
+/// malloc's own path when no hooks are set; null otherwise, or when out of
+/// memory, and the caller goes on to the general path with its
+/// `new_handler` loop ([`crate::cxxapi::new_loop`]).
+pub extern "C" fn cxx_new_plain(n: usize) -> *mut u8 {
+    if modes::hooks() == 0 { malloc_plain(n) } else { core::ptr::null_mut() }
+}
+
+#[cfg(not(any(test, feature = "rust-global")))]
 /// [`cxx_new`] with hooks, an alignment, or before the first call.
 #[cold]
 #[inline(never)]
