@@ -17,8 +17,10 @@
 //!   does), and the top beyond `M_TOP_PAD`. A program whose use swings
 //!   within a period, freeing a lot and then allocating as much again,
 //!   keeps its pages: giving back all the free space at whatever trough
-//!   the decay fell on cost mimalloc-bench's rptest a quarter of its
-//!   throughput in page faults (12,000-13,000 a run against 7,200-8,000).
+//!   the decay fell on cost mimalloc-bench's rptest a fifth of its
+//!   throughput in page faults (1.68 against 2.11 M operations a CPU
+//!   second; 10,000-15,600 faults a run against 6,200-9,600:
+//!   `bench/published/2026-12-03-threads-decay/rptest-decay.txt`).
 //!
 //! So memory freed and not reused comes back between one and two decay
 //! periods later, whatever the program does next, as long as it keeps
