@@ -451,6 +451,37 @@ static void test_realloc(const struct api *A)
     check(e.count == 0, nm("%s: realloc keeps contents: small<->small, small->large, large->larger, large->small",
                            A->name), "%s", e.msg);
 
+    /* Shrinking when a block of the smaller size was just freed (fitalloc
+     * moves the block to it then, as it does when growing): the first
+     * bytes, where a cache keeps its link and seal, come along too. */
+    struct { size_t from, to; } sh[] = {{160, 60}, {1000, 40}, {500, 200}, {48, 20}, {1000, 900}, {300, 17}};
+    memset(&e, 0, sizeof e);
+    for (size_t i = 0; i < sizeof sh / sizeof sh[0]; i++) {
+        size_t from = sh[i].from, to = sh[i].to;
+        A->f_free(A->f_malloc(hide_size(to)));
+        unsigned char *p = A->f_malloc(hide_size(from));
+        if (p == NULL) {
+            note_err(&e, "malloc(%zu) failed", from);
+            continue;
+        }
+        pat_fill(p, from, 3000 + i);
+        unsigned char *r = A->f_realloc(p, hide_size(to));
+        if (r == NULL) {
+            note_err(&e, "realloc(%zu -> %zu) returned NULL", from, to);
+            A->f_free(p);
+            continue;
+        }
+        size_t bad = pat_check(r, to, 3000 + i);
+        if (bad != SIZE_MAX)
+            note_err(&e, "realloc(%zu -> %zu): byte %zu changed", from, to, bad);
+        if (A->f_usable(r) < to)
+            note_err(&e, "realloc(%zu -> %zu) = %p usable %zu", from, to, (void *)r, A->f_usable(r));
+        A->f_free(r);
+    }
+    check(e.count == 0 && heap_problems() == 0,
+          nm("%s: realloc shrinking to a size just freed keeps the contents; the heap checks clean", A->name), "%s",
+          e.msg);
+
     /* Growing one byte at a time and shrinking back (in-place paths). */
     memset(&e, 0, sizeof e);
     unsigned char *p = A->f_malloc(1);

@@ -23,9 +23,13 @@ use core::sync::atomic::Ordering::Relaxed;
 /// The hit path: a block of a size the thread caches keep, checked as
 /// `free`'s hit path checks it ([`held_cacheable`]), stays where it is when
 /// its size is within a unit of the request, and otherwise, when it grows
-/// to a size the cache has a block of and its own size's list has room,
-/// moves to that block and is cached itself: no lock, no look-up beyond
-/// the page map, no neighbour read. A block it checked but could not
+/// or shrinks to a size the cache has a block of and its own size's list
+/// has room, moves to that block and is cached itself: no lock, no look-up
+/// beyond the page map, no neighbour read. (A shrink went to the heap,
+/// which split the block and merged its tail under the lock: a realloc
+/// that took a 160-byte block to 60 bytes and back took 568 instructions
+/// a call, glibc's 386, mimalloc's 200. Shrinking by moving is what
+/// jemalloc, mimalloc and tcmalloc do for a smaller size class.) A block it checked but could not
 /// move goes on to the general path ([`realloc_checked`]) without being
 /// looked up again; every other case leaves by a tail call to
 /// [`realloc_slow`]. (perl-hash's replay, whose strings grow a few
@@ -51,8 +55,7 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
                     count(Some(t), Call::Realloc, n);
                     return p;
                 }
-                if want > have
-                    && t.has_room(have)
+                if t.has_room(have)
                     && let Some(nb) = t.pop(want).unwrap_or_else(|CacheFault::Corrupted(a)| crate::alloc::cache_fault(Call::Realloc, a))
                 {
                     let q = nb.payload();
@@ -72,7 +75,8 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
                         diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
                     }
                     const KEPT: usize = 2 * core::mem::size_of::<usize>();
-                    core::ptr::copy_nonoverlapping(p.add(KEPT), q.add(KEPT), Block::payload_bytes(have) - KEPT);
+                    let keep = Block::payload_bytes(have.min(want));
+                    core::ptr::copy_nonoverlapping(p.add(KEPT), q.add(KEPT), keep - KEPT);
                     nb.set_payload_word(0, w0);
                     nb.set_payload_word(1, w1);
                     count(Some(t), Call::Realloc, n);
