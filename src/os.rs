@@ -5,7 +5,7 @@
 //! Every call here leaves `errno` as it found it: `free` must never change
 //! errno, and the C layer sets `ENOMEM` itself when a request fails.
 
-use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering::{AcqRel, Acquire, Relaxed}};
 
 /// A supplier of memory for heap regions.
 pub trait Source {
@@ -151,6 +151,9 @@ pub fn map_metadata(len: usize) -> Option<usize> {
 fn map_guarded_metadata(len: usize) -> Option<usize> {
     let g = page_size();
     let body = round_up_page(len);
+    if let Some(a) = zone_take(body) {
+        return Some(a);
+    }
     let base = mmap_anon(body + 2 * g, libc::MAP_NORESERVE)?;
     // SAFETY: the two ends of the mapping just made, used by nothing.
     let guarded = unsafe {
@@ -165,6 +168,97 @@ fn map_guarded_metadata(len: usize) -> Option<usize> {
     Some(base + g)
 }
 
+/// The metadata zone: one reservation of [`ZONE_BYTES`] of address space,
+/// inaccessible but for the tables placed in its middle part, so that
+/// [`ZONE_MARGIN`] of inaccessible memory lies between any table and any
+/// mapping of the program's blocks. A guard page on each side of a table
+/// stops a linear overflow; the margin also stops a write at an offset
+/// (a 1 MiB underflow from a large block reached the page map's leaf
+/// mapped next to it before). Tables are placed one after the other with
+/// an inaccessible page between them; a table given back is made
+/// inaccessible again and its place not reused (the tables that grow do
+/// so by doubling, so the places given up add up to less than the last
+/// size). When the zone is full, or cannot be had (a limit on the
+/// process's address space, `RLIMIT_AS`, which the reservation would eat
+/// into), tables get guarded mappings of their own.
+const ZONE_BYTES: usize = 1 << 30;
+const ZONE_MARGIN: usize = 256 << 20;
+/// The zone's base: 0 until the first table asks, [`NO_ZONE`] when there
+/// is none.
+static ZONE_BASE: AtomicUsize = AtomicUsize::new(0);
+const NO_ZONE: usize = 1;
+/// Bytes of the zone's middle part handed out (tables and their gaps).
+static ZONE_USED: AtomicUsize = AtomicUsize::new(0);
+
+/// `body` bytes (whole pages) of the zone, readable and writable; `None`
+/// when the zone has no room or does not exist.
+fn zone_take(body: usize) -> Option<usize> {
+    let base = zone()?;
+    let step = body + page_size();
+    let off = ZONE_USED.fetch_add(step, Relaxed);
+    if off + step > ZONE_BYTES - 2 * ZONE_MARGIN {
+        return None;
+    }
+    let a = base + ZONE_MARGIN + off;
+    // SAFETY: pages of the zone that no one else was given (the bump above).
+    let open = keep_errno(|| unsafe {
+        libc::mprotect(a as *mut libc::c_void, body, libc::PROT_READ | libc::PROT_WRITE) == 0
+    });
+    open.then_some(a)
+}
+
+/// Whether `[addr, addr + len)` lies in the zone.
+fn in_zone(addr: usize, len: usize) -> bool {
+    let base = ZONE_BASE.load(Relaxed);
+    base > NO_ZONE && addr >= base && addr + len <= base + ZONE_BYTES
+}
+
+fn zone() -> Option<usize> {
+    match ZONE_BASE.load(Acquire) {
+        0 => reserve_zone(),
+        NO_ZONE => None,
+        base => Some(base),
+    }
+}
+
+/// Reserves the zone (once; a thread that loses the race gives its
+/// reservation back).
+#[cold]
+fn reserve_zone() -> Option<usize> {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `lim` is a valid rlimit to fill.
+    let unlimited = unsafe { libc::getrlimit(libc::RLIMIT_AS, &mut lim) } == 0 && lim.rlim_cur == libc::RLIM_INFINITY;
+    let got = if unlimited {
+        bump(&SYSCALLS.mmap);
+        keep_errno(|| {
+            // SAFETY: a new anonymous mapping aliases nothing.
+            let p = unsafe {
+                libc::mmap(
+                    core::ptr::null_mut(),
+                    ZONE_BYTES,
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                    -1,
+                    0,
+                )
+            };
+            (p != libc::MAP_FAILED).then_some(p as usize)
+        })
+    } else {
+        None
+    };
+    match ZONE_BASE.compare_exchange(0, got.unwrap_or(NO_ZONE), AcqRel, Acquire) {
+        Ok(_) => got,
+        Err(won) => {
+            if let Some(g) = got {
+                // SAFETY: our reservation lost the race and was never used.
+                unsafe { unmap(g, ZONE_BYTES) };
+            }
+            (won != NO_ZONE).then_some(won)
+        }
+    }
+}
+
 fn round_up_page(len: usize) -> usize {
     let g = page_size();
     (len + g - 1) & !(g - 1)
@@ -176,6 +270,24 @@ fn round_up_page(len: usize) -> usize {
 /// `[addr, addr + len)` must be such a mapping, used by nothing.
 pub unsafe fn unmap_metadata(addr: usize, len: usize) {
     let g = page_size();
+    if in_zone(addr, round_up_page(len)) {
+        // Its pages go back, and it is inaccessible again, as the zone.
+        keep_errno(|| {
+            // SAFETY: a table of the zone that nothing uses any more
+            // (caller); the new mapping replaces exactly its pages.
+            unsafe {
+                libc::mmap(
+                    addr as *mut libc::c_void,
+                    round_up_page(len),
+                    libc::PROT_NONE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE | libc::MAP_FIXED,
+                    -1,
+                    0,
+                )
+            }
+        });
+        return;
+    }
     // SAFETY: forwarded; the guard pages are part of the mapping.
     unsafe { unmap(addr - g, round_up_page(len) + 2 * g) };
 }
@@ -316,4 +428,59 @@ pub fn page_size() -> usize {
     // SAFETY: getauxval reads the auxiliary vector; it never allocates.
     let p = unsafe { libc::getauxval(libc::AT_PAGESZ) } as usize;
     if p.is_power_of_two() { p } else { crate::config::PAGE }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The mapping holding `addr`: its bounds and permissions ("rw-p",
+    /// "---p", ...).
+    fn mapping_at(addr: usize) -> Option<(usize, usize, String)> {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        maps.lines().find_map(|l| {
+            let (range, rest) = l.split_once(' ')?;
+            let (lo, hi) = range.split_once('-')?;
+            let (lo, hi) = (usize::from_str_radix(lo, 16).ok()?, usize::from_str_radix(hi, 16).ok()?);
+            (lo <= addr && addr < hi).then(|| (lo, hi, rest[..4].to_string()))
+        })
+    }
+
+    fn perms_at(addr: usize) -> Option<String> {
+        mapping_at(addr).map(|m| m.2)
+    }
+
+    /// A table lies in the zone's middle part, between inaccessible pages,
+    /// away from any mapping made for blocks; given back, it is
+    /// inaccessible again. (Without the zone, under an address-space limit,
+    /// it has guard pages of its own.)
+    #[test]
+    fn tables_lie_in_the_zone_far_from_blocks() {
+        let len = 3 * page_size() + 100;
+        let a = map_table(len).unwrap();
+        let body = round_up_page(len);
+        assert_eq!(perms_at(a).as_deref(), Some("rw-p"));
+        assert_eq!(perms_at(a - 1).as_deref(), Some("---p"));
+        assert_eq!(perms_at(a + body).as_deref(), Some("---p"));
+        let base = ZONE_BASE.load(Relaxed);
+        if base == NO_ZONE {
+            return;
+        }
+        assert!(a >= base + ZONE_MARGIN && a + body <= base + ZONE_BYTES - ZONE_MARGIN);
+        // The margins: each one inaccessible mapping (at least; the
+        // system may merge it with a neighbour of the same kind).
+        let (lo, hi, p) = mapping_at(base).unwrap();
+        assert!(lo <= base && hi >= base + ZONE_MARGIN && p == "---p", "the zone's lower margin");
+        let top = base + ZONE_BYTES - ZONE_MARGIN;
+        let (lo, hi, p) = mapping_at(top).unwrap();
+        assert!(lo <= top && hi >= base + ZONE_BYTES && p == "---p", "the zone's upper margin");
+        let b = map_accounted(1 << 20).unwrap();
+        assert!(b + (1 << 20) <= base || b >= base + ZONE_BYTES, "a block's mapping inside the zone");
+        // SAFETY: our own mappings, unused.
+        unsafe {
+            unmap(b, 1 << 20);
+            unmap_metadata(a, len);
+        }
+        assert_eq!(perms_at(a).as_deref(), Some("---p"));
+    }
 }
