@@ -1367,6 +1367,28 @@ static void overflow_past_a_large_block(void *arg)
     _exit(0);
 }
 
+/* A write after free to a large block whose mapping is kept for reuse
+ * (mimalloc-bench's write_after_free_large): a kept mapping of up to
+ * 1 MiB is inaccessible, so the write faults in the program (SIGSEGV), as
+ * after glibc's munmap, instead of landing in memory a later malloc hands
+ * out. Exits 3 if the write went through. With `arg` "reuse", the kept
+ * mapping is first reused once and freed again (opened, then closed). */
+static void write_after_free_to_a_kept_mapping(void *arg)
+{
+    mallopt(M_MMAP_THRESHOLD, 128 << 10); /* mapped, whatever was freed before */
+    char *p = malloc(256 << 10);
+    memset(p, 1, 256 << 10);
+    free(p);
+    if (arg && strcmp(arg, "reuse") == 0) {
+        char *q = malloc(200 << 10);
+        memset(q, 2, 200 << 10);
+        free(q);
+        p = q;
+    }
+    ((volatile char *)hide_ptr(p))[1000] = 'A'; /* use after free */
+    _exit(3);
+}
+
 /* Two threads free the same 5000 B block at the same moment. */
 static atomic_int race_ready, race_go;
 static void *volatile race_block;
@@ -1966,6 +1988,15 @@ int main(int argc, char **argv)
     status = run_child_stderr(overflow_past_a_large_block, NULL, err, sizeof err, 60);
     check(status != -1 && (WIFEXITED(status) ? WEXITSTATUS(status) == 0 : WTERMSIG(status) == SIGSEGV),
           "an overflow past a large block faults or lands apart; fitalloc's tables stay whole",
+          "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(write_after_free_to_a_kept_mapping, NULL, err, sizeof err, 60);
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+          "a write after free to a 256 KiB mapped block kept for reuse faults in the program",
+          "status %#x; stderr: %s", status, err);
+    status = run_child_stderr(write_after_free_to_a_kept_mapping, "reuse", err, sizeof err, 60);
+    check(status != -1 && WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV,
+          "the same after the kept mapping served a smaller block and was freed again",
           "status %#x; stderr: %s", status, err);
 
     int caught = 0, runs = 40;

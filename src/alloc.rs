@@ -460,21 +460,7 @@ fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u
     };
     evicted.unmap();
     // Resized outside the table's lock (a system call).
-    if let Some((k, tail)) = kept.and_then(|k| large::fit(k, want)) {
-        let m = large::Mapping { payload: k.base + ALIGN, ..k };
-        let mut l = large();
-        let recorded = l.insert(m);
-        // The tail of a kept mapping split for a smaller request stays kept.
-        let evicted = tail.map(|t| l.retain(t, crate::os::now_ms()));
-        drop(l);
-        if let Some(e) = evicted {
-            e.unmap();
-        }
-        if !recorded {
-            // SAFETY: the kept mapping is ours and unused.
-            unsafe { crate::os::unmap(m.base, m.len) };
-            return None;
-        }
+    if let Some(m) = kept.and_then(|k| reuse_kept(k, want)) {
         if zero {
             // Every byte the block's usable size shows that the mapping's
             // last user may have written, not only the `n` asked for (a
@@ -493,6 +479,30 @@ fn map_block(n: usize, align: usize, guarded: bool, zero: bool) -> Option<*mut u
         return None;
     }
     Some(m.payload as *mut u8)
+}
+
+/// The block made of kept mapping `k` (out of the kept list) for a request
+/// of `want` bytes, recorded in the table: fitted ([`large::fit`]) and
+/// opened ([`large::open`]). `None` when that failed (`k` is gone then, and
+/// a fresh mapping is to be made) or the table had no room after all.
+fn reuse_kept(k: large::Mapping, want: usize) -> Option<large::Mapping> {
+    let (k, tail) = large::fit(k, want)?;
+    let m = large::Mapping { payload: k.base + ALIGN, ..k };
+    let opened = large::open(m);
+    let mut l = large();
+    let recorded = opened && l.insert(m);
+    // The tail of a kept mapping split for a smaller request stays kept
+    // (as accessible as it was).
+    let evicted = tail.map(|t| l.retain(t, crate::os::now_ms()));
+    drop(l);
+    if let Some(e) = evicted {
+        e.unmap();
+    }
+    if opened && !recorded {
+        // SAFETY: the mapping is ours and unused.
+        unsafe { crate::os::unmap(m.base, m.len) };
+    }
+    recorded.then_some(m)
 }
 
 /// Allocates `n` bytes aligned to `align` (a power of two above 16): a

@@ -12,12 +12,11 @@
 use crate::block::Block;
 use crate::config::{MAX_HEAP_REQUEST, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
-use crate::large::{MapTable, Mapping};
+use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, held_cacheable, Held, Ptr};
 use crate::process::{depot_put, large, release_blocks, send_home};
 use crate::registry::{count, my_cache, my_cache_for_free};
-use crate::sync::Guard;
 use crate::tcache::{self, Call, Chain, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
 
@@ -236,20 +235,22 @@ fn drain_home(t: &Tcache, units: u32, half: usize, func: &'static str) {
 /// Frees the large block whose payload is `a` (resolved by the caller; a
 /// racing second free is caught here, under the table's lock).
 pub fn free_large(a: usize, func: &'static str) {
-    let mut l = large();
-    let Some(m) = l.remove(a) else {
-        drop(l);
-        diag::fatal(func, pointer::double_free_text(func), a)
-    };
-    release_large(l, m, func);
+    let removed = large().remove(a);
+    let Some(m) = removed else { diag::fatal(func, pointer::double_free_text(func), a) };
+    release_large(m, func);
 }
 
-/// Gives back mapping `m` of a large block already out of the table `l`
-/// (locked): kept for reuse or unmapped.
-pub fn release_large(mut l: Guard<'static, MapTable>, m: Mapping, func: &'static str) {
-    let evicted = l.retain(m, crate::os::now_ms());
-    drop(l);
-    evicted.unmap();
+/// Gives back mapping `m` of a large block already out of the table: kept
+/// for reuse ([`crate::large::keep`], outside the table's lock: it may
+/// make a system call) or unmapped.
+pub fn release_large(m: Mapping, func: &'static str) {
+    if crate::large::keep(m) {
+        let evicted = large().retain(m, crate::os::now_ms());
+        evicted.unmap();
+    } else {
+        // SAFETY: the mapping is out of the table, and no block uses it.
+        unsafe { crate::os::unmap(m.base, m.len) };
+    }
     raise_mmap_threshold(m.base + m.len - m.payload);
     crate::trim::maybe_decay(func);
 }

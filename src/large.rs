@@ -124,6 +124,45 @@ impl Evicted {
     }
 }
 
+/// Whether the mapping of a freed large block may be kept for reuse.
+fn keepable(m: Mapping) -> bool {
+    !m.guarded && m.len <= RETAIN_ONE_MAX
+}
+
+/// Kept mappings up to this size are inaccessible until reused, so that a
+/// program's write after free to such a large block faults where it
+/// happens, as it does after glibc's munmap (mimalloc-bench's
+/// `write_after_free_large`), instead of changing memory a later malloc
+/// hands out. It costs two `mprotect` calls per reuse, and a fault on
+/// the first write to each page after it: a loop that mallocs a 256 KiB
+/// block, writes each of its pages and frees it took 17-21 µs a round
+/// instead of 0.55 (glibc, which unmaps and maps again: 164-178). Such a
+/// loop needs `M_MMAP_THRESHOLD` set: the dynamic threshold moves blocks
+/// of these sizes to the heap after the first free, so they are rarely
+/// kept. Larger ones stay accessible: closing them made mimalloc-bench's
+/// malloc-large pattern (buffers of 5 to 25 MiB replaced at random,
+/// `bench/buffers.c`) take 1.30 to 1.48 times as long (3 interleaved
+/// runs); with this bound its time is unchanged (4.9-5.4 s against
+/// 5.0-5.2).
+const CLOSE_KEPT_MAX: usize = 1 << 20;
+
+/// Makes the mapping of freed large block `m` (out of the table) ready to
+/// be kept ([`MapTable::retain`]): inaccessible, up to [`CLOSE_KEPT_MAX`].
+/// False when it is not to be kept (too big, guarded, or the system
+/// refused to close it), and is to be unmapped.
+pub fn keep(m: Mapping) -> bool {
+    // SAFETY: `m` is a whole mapping of ours that no block uses any more.
+    keepable(m) && (m.len > CLOSE_KEPT_MAX || unsafe { os::protect(m.base, m.len, false) })
+}
+
+/// Makes the block's part `m` of a kept mapping readable and writable
+/// (it may have been closed by [`keep`]; for one that was not, the system
+/// call changes nothing); false, and `m` unmapped, when the system refuses.
+pub fn open(m: Mapping) -> bool {
+    // SAFETY: `m` is ours (out of the kept list) and unused.
+    unsafe { os::protect(m.base, m.len, true) || { os::unmap(m.base, m.len); false } }
+}
+
 /// Whether a kept mapping of `have` bytes serves a request for `want` as
 /// it is: at least `want`, and at most twice as much (or 64 KiB more). A
 /// mapping shrunk to each request must fault its pages in again when the
@@ -154,7 +193,8 @@ pub fn close_enough(have: usize, want: usize) -> bool {
 ///   no room, so only the growth faults. `None` when the system has no
 ///   room to grow it: `k` has been unmapped.
 ///
-/// The returned mappings' payloads are unset.
+/// The returned mappings' payloads are unset, and both are as
+/// accessible as `k` was (the caller opens the block's: [`open`]).
 pub fn fit(k: Mapping, want: usize) -> Option<(Mapping, Option<Mapping>)> {
     debug_assert!(!k.guarded);
     if close_enough(k.len, want) {
@@ -201,9 +241,10 @@ impl MapTable {
     /// Keeps the mapping of a freed block (already removed) for reuse,
     /// pushing out the oldest kept ones beyond the bounds; what no longer
     /// fits comes back in the returned list, to unmap.
+    /// A freed block's mapping goes through [`keep`] first.
     pub fn retain(&mut self, m: Mapping, now_ms: u64) -> Evicted {
         let mut out = Evicted::default();
-        if m.guarded || m.len > RETAIN_ONE_MAX {
+        if !keepable(m) {
             out.push(m);
             return out;
         }

@@ -324,6 +324,19 @@ fn mmap_anon(len: usize, extra_flags: i32) -> Option<usize> {
     })
 }
 
+/// Makes `[addr, addr + len)` inaccessible (`accessible` false) or
+/// readable and writable again, keeping its pages; false when the system
+/// refuses (it may have no room for the split of the mapping).
+///
+/// # Safety
+/// The range must be page-aligned memory of ours that no block in use
+/// covers when it is made inaccessible.
+pub unsafe fn protect(addr: usize, len: usize, accessible: bool) -> bool {
+    let prot = if accessible { libc::PROT_READ | libc::PROT_WRITE } else { libc::PROT_NONE };
+    // SAFETY: forwarded to the caller.
+    keep_errno(|| unsafe { libc::mprotect(addr as *mut libc::c_void, len, prot) == 0 })
+}
+
 /// Unmaps `[addr, addr + len)`.
 ///
 /// # Safety

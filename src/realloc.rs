@@ -327,7 +327,7 @@ fn move_large(m: Mapping, keep: usize, n: usize) -> *mut u8 {
     // SAFETY: the mapping is ours alone now (out of the table), and `q` a
     // new block; `keep` fits in each.
     unsafe { core::ptr::copy_nonoverlapping(m.payload as *const u8, q, keep) };
-    release_large(large(), m, "realloc");
+    release_large(m, "realloc");
     q
 }
 
