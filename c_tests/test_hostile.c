@@ -706,6 +706,40 @@ static void uaf_mid_list_then_memalign(void)
     sink_ptr(q);
 }
 
+/* Words of a cached block read after free, written back once the block is
+ * cached again (found by a hostile review): a, then x, cached (the list
+ * a -> x); a's and x's cache words and x's header (its cached form) read;
+ * both taken back by malloc, x kept live; a freed again alone; then a's
+ * old words written back into it, x's old header and words into x (4
+ * bytes before a live block, and its own payload). Every mark and header
+ * is one the cache wrote, but not the list it now holds: the next malloc
+ * but one would hand out x, which the program holds. */
+static void cache_words_replayed(size_t n)
+{
+    unsigned char *a = malloc(n), *x = malloc(n), *g = malloc(n);
+    free(x);
+    free(a); /* the list: a -> x */
+    uint64_t wa[3], wx[3];
+    uint32_t hx;
+    memcpy(wa, hide_ptr(a), sizeof wa); /* use after free */
+    memcpy(wx, hide_ptr(x), sizeof wx);
+    memcpy(&hx, (char *)hide_ptr(x) - 4, 4);
+    unsigned char *a2 = malloc(n), *x2 = malloc(n); /* a and x again */
+    memset(x2, 'X', n);
+    free(a2); /* the list: a */
+    memcpy(hide_ptr(a), wa, sizeof wa); /* use after free */
+    memcpy((char *)hide_ptr(x2) - 4, &hx, 4); /* an underflow of x2 */
+    memcpy(x2, wx, sizeof wx);
+    void *p = malloc(n), *q = malloc(n);
+    no_overlap(q, n, x2, n);
+    no_overlap(p, n, x2, n);
+    sink_ptr(p);
+    sink_ptr(q);
+    sink_ptr(g);
+}
+static void cache_words_replayed_slab(void) { cache_words_replayed(60); }
+static void cache_words_replayed_heap(void) { cache_words_replayed(500); }
+
 /* ---- the runner ---------------------------------------------------------- */
 
 /* A 4-byte overflow of zeroes from one slab block into the header of the
@@ -1274,6 +1308,10 @@ static const struct hcase cases[] = {
      "header was overwritten"},
     {"free of the old pointer after realloc slid the block down into a free one", stale_free_after_realloc_slid_down,
      "free", "double free"},
+    {"a cached slab block's words and header read after free, written back once it is cached again, then malloc",
+     cache_words_replayed_slab, "malloc", "corrupted thread cache"},
+    {"a cached heap block's words and header read after free, written back once it is cached again, then malloc",
+     cache_words_replayed_heap, "malloc", "corrupted thread cache"},
     {"a use after free rewrites a link in the middle of a cache list, then memalign", uaf_mid_list_then_memalign,
      "memalign", "corrupted thread cache"},
 };

@@ -850,6 +850,26 @@ impl Block {
         unsafe { (self.payload() as *mut usize).add(1).write(v) }
     }
 
+    /// Payload word 2 of a cached block: the mark of the block its link
+    /// names (0 for none), which its own mark covers, so that each mark
+    /// vouches for the whole list below it ([`crate::tcache`]).
+    ///
+    /// # Safety
+    /// As for [`Block::cache_link`].
+    #[inline(always)]
+    pub unsafe fn cache_below(self) -> usize {
+        // SAFETY: as for `cache_link`; word 2 is within the 28-byte minimum.
+        unsafe { (self.payload() as *const usize).add(2).read() }
+    }
+
+    /// # Safety
+    /// As for [`Block::cache_link`].
+    #[inline(always)]
+    pub unsafe fn set_cache_below(self, v: usize) {
+        // SAFETY: as for `cache_below`.
+        unsafe { (self.payload() as *mut usize).add(2).write(v) }
+    }
+
     /// Marks a block that goes back to its slab ([`crate::slab`]): its
     /// header becomes 0 (no used header: a stale pointer to it fails every
     /// header check) and payload words 0 and 1 hold keyed values of their

@@ -85,13 +85,13 @@ impl Report {
 /// # Safety
 /// `b` must be a used block of at least two units in a heap region.
 unsafe fn looks_cached(b: Block) -> bool {
-    // SAFETY: the payload's first two words lie inside the block; other
+    // SAFETY: the payload's first three words lie inside the block; other
     // threads may be writing them (hence volatile reads).
-    let (header, link, mark) = unsafe {
+    let (header, link, mark, below) = unsafe {
         let p = b.payload() as *const usize;
-        (b.header(), core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1)))
+        (b.header(), core::ptr::read_volatile(p), core::ptr::read_volatile(p.add(1)), core::ptr::read_volatile(p.add(2)))
     };
-    crate::tcache::seals(b.addr(), link, header, mark)
+    crate::tcache::seals(b.addr(), link, below, header, mark)
 }
 
 /// Whether cached block `b` has its header in the cached form, as every

@@ -41,7 +41,7 @@ pub struct Depot {
     blocks: usize,
 }
 
-const NO_CHAIN: Chain = Chain { head: 0, len: 0 };
+const NO_CHAIN: Chain = Chain { head: 0, len: 0, mark: 0 };
 
 impl Depot {
     pub const fn new() -> Self {
@@ -127,7 +127,7 @@ mod tests {
     use super::*;
 
     fn chain(head: usize, len: u32) -> Chain {
-        Chain { head, len }
+        Chain { head, len, mark: 0 }
     }
 
     #[test]

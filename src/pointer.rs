@@ -96,7 +96,7 @@ pub unsafe fn held_cacheable(p: *mut u8, alone: bool) -> Option<(u32, u32, bool)
 /// may have put a cached block's header back in the used form).
 pub fn held_unmarked(b: Block, h: u32, slab: bool, func: &'static str) -> Held {
     // SAFETY: a held block of at least MIN_UNITS (held_cacheable's check)
-    // holds the cache's two words.
+    // holds the cache's three words.
     if unsafe { tcache::is_marked(b, h ^ crate::block::CACHED_FLIP) } {
         diag::fatal(func, double_free_text(func), b.payload() as usize);
     }
@@ -207,7 +207,7 @@ fn held_in_slab(b: Block, units: u32, func: &'static str) -> Held {
         // the header now holds: an overflow may have put it back in the
         // used form, as a write after free may have wiped the mark), says
         // it waits in one.
-        // SAFETY: as above; the payload holds the cache's two words.
+        // SAFETY: as above; the payload holds the cache's three words.
         let marked = unsafe { tcache::is_marked(b, used ^ crate::block::CACHED_FLIP) };
         if !marked && h == used {
             return Held(b, true);

@@ -67,18 +67,19 @@ pub fn realloc(p: *mut u8, n: usize) -> *mut u8 {
                     // it on another thread meanwhile left its header and
                     // mark as they were, and it was cached while that
                     // thread held it: found by a hostile review.) Its first
-                    // two words, where the cache writes, are kept aside.
-                    let (w0, w1) = (b.payload_word(0), b.payload_word(1));
+                    // three words, where the cache writes, are kept aside.
+                    let (w0, w1, w2) = (b.payload_word(0), b.payload_word(1), b.payload_word(2));
                     // The mark found: it was cached already (freed). No
                     // room is not why: checked above.
                     if !t.push_freed(b, have, h) {
                         diag::fatal("realloc", pointer::double_free_text("realloc"), p as usize);
                     }
-                    const KEPT: usize = 2 * core::mem::size_of::<usize>();
+                    const KEPT: usize = 3 * core::mem::size_of::<usize>();
                     let keep = Block::payload_bytes(have.min(want));
                     core::ptr::copy_nonoverlapping(p.add(KEPT), q.add(KEPT), keep - KEPT);
                     nb.set_payload_word(0, w0);
                     nb.set_payload_word(1, w1);
+                    nb.set_payload_word(2, w2);
                     count(Some(t), Call::Realloc, n);
                     return q;
                 }

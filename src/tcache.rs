@@ -7,12 +7,14 @@
 //! (its used header keeps its size and tag), so the heap never merges it
 //! away.
 //!
-//! A cached block's payload holds two words: the link to the next cached
-//! block of its size, masked with a keyed value of its own address (as
-//! glibc's safe-linking masks with the address, but keyed so that a link
-//! read after a free reveals no secret), and a keyed mark that says
-//! "cached", which `free` checks to report a double free (a 2^-64 chance
-//! of a false alarm). The block's header is also put in its cached form
+//! A cached block's payload holds three words: the link to the next cached
+//! block of its size, a keyed mark that says "cached", which `free` checks
+//! to report a double free (a 2^-64 chance of a false alarm), and the mark
+//! of the block the link names. The mark seals the block's address, its
+//! header, its link and that mark below it, and the cache keeps each
+//! list head's mark: so each list is checked as a whole, as the cache last
+//! wrote it, and words copied from a freed block and written back later
+//! are refused ([`seal`]). The block's header is also put in its cached form
 //! (byte 1 inverted: see [`crate::block`]) as it is cached, and back as it
 //! leaves, so a double free is found even when a write after free wiped
 //! the mark, and one whose header an overflow put back in the used form
@@ -68,9 +70,20 @@ pub fn set_secrets(key: u64, mul: u64) {
 /// header's `PREV_USED` bit is left out: the heap changes it in a cached
 /// block when the block before it is freed or taken. The header sealed is
 /// the one the block has while cached, its cached form.
+///
+/// The mark also covers the mark of the block the link names (`below`,
+/// kept in payload word 2), and the cache keeps the mark of each list's
+/// head: a pop takes the head only if its mark is the one the cache
+/// expects, and then expects the `below` it found. So a list is sound
+/// only as a whole, as the cache last wrote it: words read from a freed
+/// block and written back once it is cached again (with a header put
+/// back in the cached form) no longer pass, since the mark they carry is
+/// not the one the cache now expects of that block (found by a hostile
+/// review: such a replay handed out a block the program held, or one
+/// inside a live block).
 #[inline(always)]
-fn seal(at: usize, link: usize, header: u32) -> usize {
-    Sealer::new(at, header).seal(link)
+fn seal(at: usize, link: usize, below: usize, header: u32) -> usize {
+    Sealer::new(at, header).seal(link, below)
 }
 
 /// The part of [`seal`] that does not depend on the link, computed once
@@ -94,17 +107,22 @@ impl Sealer {
         Sealer { key: MARK_KEY.load(Relaxed), mul, base }
     }
 
+    /// The mark of the block with link `link`, whose target's mark is
+    /// `below`. `below` enters through the secret multiplier (rotated, so
+    /// that it and the address do not enter alike): a change to the link
+    /// cannot be offset by one to `below`.
     #[inline(always)]
-    fn seal(self, link: usize) -> usize {
-        keyed(self.base ^ link, self.key, self.mul)
+    fn seal(self, link: usize, below: usize) -> usize {
+        let below = (below.rotate_left(32) as u64).wrapping_mul(self.mul) as usize;
+        keyed(self.base ^ link ^ below, self.key, self.mul)
     }
 }
 
-/// Whether `mark`, read from the block at `at` beside `link`, is the
-/// cache's mark of that block with header `header` (for the heap walk,
-/// which reads the words itself).
-pub fn seals(at: usize, link: usize, header: u32, mark: usize) -> bool {
-    mark == seal(at, link, header)
+/// Whether `mark`, read from the block at `at` beside `link` and `below`,
+/// is the cache's mark of that block with header `header` (for the heap
+/// walk, which reads the words itself).
+pub fn seals(at: usize, link: usize, below: usize, header: u32, mark: usize) -> bool {
+    mark == seal(at, link, below, header)
 }
 
 /// Whether held block `b`, whose header is `header`, carries the cache's
@@ -115,8 +133,8 @@ pub fn seals(at: usize, link: usize, header: u32, mark: usize) -> bool {
 /// `b` must be a used block of at least `MIN_UNITS` in a heap region.
 #[inline(always)]
 pub unsafe fn is_marked(b: Block, header: u32) -> bool {
-    // SAFETY: forwarded; the payload holds both words.
-    unsafe { b.cache_key() == seal(b.addr(), b.cache_link(), header) }
+    // SAFETY: forwarded; the payload holds the three words.
+    unsafe { b.cache_key() == seal(b.addr(), b.cache_link(), b.cache_below(), header) }
 }
 
 /// Whether `at`, the head of list `units`, is a block this cache put there
@@ -161,6 +179,33 @@ unsafe fn uncache(b: Block, h: u32) {
         b.toggle_cached(h, crate::sync::single_threaded());
     }
 }
+
+/// Links and seals again cached blocks `blocks` (from the top down, each
+/// linked to the next) so that the last links to `link`, whose mark is
+/// `below`: returns the first's address and mark (`(link, below)` for
+/// none), for whatever links to it.
+///
+/// # Safety
+/// `blocks` are cached blocks of one list (headers in the cached form),
+/// checked, which the caller holds alone.
+unsafe fn reseal(blocks: &[usize], mut link: usize, mut below: usize) -> (usize, usize) {
+    for &at in blocks.iter().rev() {
+        let p = Block::at(at as *mut u8);
+        // SAFETY: forwarded; a cached block's header is readable.
+        let mark = seal(at, link, below, unsafe { p.header() });
+        // SAFETY: forwarded; a cached block's payload holds the three words.
+        unsafe {
+            p.set_cache_link(link);
+            p.set_cache_below(below);
+            p.set_cache_key(mark);
+        }
+        (link, below) = (at, mark);
+    }
+    (link, below)
+}
+
+/// Blocks a [`Chain`] holds at most.
+const MAX_CHAIN: usize = 64;
 
 /// The C entry points counted in statistics.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -210,6 +255,8 @@ pub struct Chain {
     pub head: usize,
     /// Its blocks (at least 1).
     pub len: u32,
+    /// The first block's mark: the one a cache taking the chain expects.
+    pub mark: usize,
 }
 
 /// Takes every block out of `chain` (of blocks of `units`), checked as
@@ -242,6 +289,7 @@ pub unsafe fn unchain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> Res
 /// given, after its link was read).
 pub unsafe fn walk_chain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> Result<(), CacheFault> {
     let mut at = chain.head;
+    let mut expect = chain.mark;
     for _ in 0..chain.len {
         if at == 0 {
             return Err(CacheFault::Corrupted(chain.head));
@@ -250,9 +298,14 @@ pub unsafe fn walk_chain(chain: Chain, units: u32, mut f: impl FnMut(Block)) -> 
         // SAFETY: each block is checked before its payload is read.
         unsafe {
             let h = b.header();
-            if !crate::block::is_cached_header(at, h) || crate::block::used_units(h) != units || !is_cached(at) {
+            if !crate::block::is_cached_header(at, h)
+                || crate::block::used_units(h) != units
+                || !is_cached(at)
+                || b.cache_key() != expect
+            {
                 return Err(CacheFault::Corrupted(at));
             }
+            expect = b.cache_below();
             at = b.cache_link();
         }
         f(b);
@@ -271,6 +324,9 @@ pub struct Tcache {
     /// Head of list `u`: the last block of `u` units cached (0: empty).
     /// Owner only.
     heads: UnsafeCell<[usize; CLASSES]>,
+    /// The mark of the head of list `u` (0: empty), which a pop expects
+    /// (see [`seal`]). Owner only.
+    marks: UnsafeCell<[usize; CLASSES]>,
     /// How many more blocks list `u` may take. Only the owner writes; other
     /// threads read it for statistics.
     room: [AtomicU16; CLASSES],
@@ -348,6 +404,7 @@ impl Tcache {
         }
         Tcache {
             heads: UnsafeCell::new([0; CLASSES]),
+            marks: UnsafeCell::new([0; CLASSES]),
             room: core::array::from_fn(|u| AtomicU16::new(limits[u])),
             limits: core::array::from_fn(|u| AtomicU16::new(limits[u])),
             room_units: AtomicU32::new(max_units),
@@ -467,6 +524,17 @@ impl Tcache {
         unsafe { &mut *self.heads.get() }
     }
 
+    /// The marks of the list heads, as for [`Tcache::heads`].
+    ///
+    /// # Safety
+    /// As for [`Tcache::heads`].
+    #[inline(always)]
+    #[allow(clippy::mut_from_ref)]
+    unsafe fn marks(&self) -> &mut [usize; CLASSES] {
+        // SAFETY: forwarded to the caller: one thread, one borrow at a time.
+        unsafe { &mut *self.marks.get() }
+    }
+
     /// Unlinks the head of list `units` after checking it, clearing its mark.
     ///
     /// # Safety
@@ -491,10 +559,12 @@ impl Tcache {
             let alone = crate::sync::single_threaded();
             let h = b.header_hot(alone);
             b.toggle_cached(h, alone);
-            if !cfg!(feature = "unchecked-fast-path") && !is_marked(b, h) {
+            let marks = self.marks();
+            if !cfg!(feature = "unchecked-fast-path") && (!is_marked(b, h) || b.cache_key() != marks[units as usize]) {
                 return Err(CacheFault::Corrupted(head));
             }
             heads[units as usize] = b.cache_link();
+            marks[units as usize] = b.cache_below();
             b.set_cache_key(0);
         }
         bump16(&self.room[units as usize], 1);
@@ -532,32 +602,36 @@ impl Tcache {
         // its payload is read or its link followed.
         unsafe {
             let heads = self.heads();
-            let mut prev = 0usize;
+            let marks = self.marks();
+            // The blocks above the one looked at, from the head down.
+            let mut above = [0usize; ALIGNED_SCAN];
             let mut at = heads[units as usize];
-            for _ in 0..ALIGNED_SCAN {
+            let mut expect = marks[units as usize];
+            for i in 0..ALIGNED_SCAN {
                 if at == 0 {
                     return Ok(None);
                 }
-                if !is_cached(at) {
+                let b = Block::at(at as *mut u8);
+                if !is_cached(at) || b.cache_key() != expect {
                     return Err(CacheFault::Corrupted(at));
                 }
-                let b = Block::at(at as *mut u8);
                 let next = b.cache_link();
+                let below = b.cache_below();
                 if (b.payload() as usize).is_multiple_of(align) {
-                    if prev == 0 {
-                        heads[units as usize] = next;
-                    } else {
-                        let p = Block::at(prev as *mut u8);
-                        p.set_cache_link(next);
-                        p.set_cache_key(seal(prev, next, p.header()));
-                    }
+                    // The block above links past `b`, and every block
+                    // above is sealed again, up to the head: each mark
+                    // covers the one below it.
+                    let (link, mark) = reseal(&above[..i], next, below);
+                    heads[units as usize] = link;
+                    marks[units as usize] = mark;
                     uncache(b, b.header());
                     bump16(&self.room[units as usize], 1);
                     bump32(&self.room_units, units);
                     add(&self.counters.hits, 1);
                     return Ok(Some(b));
                 }
-                prev = at;
+                above[i] = at;
+                expect = below;
                 at = next;
             }
             Ok(None)
@@ -650,7 +724,7 @@ impl Tcache {
     pub unsafe fn push_freed(&self, b: Block, units: u32, header: u32) -> bool {
         let sealer = Sealer::new(b.addr(), while_cached(header));
         // SAFETY: the payload holds both words (caller).
-        let marked = unsafe { b.cache_key() == sealer.seal(b.cache_link()) };
+        let marked = unsafe { b.cache_key() == sealer.seal(b.cache_link(), b.cache_below()) };
         if marked && !cfg!(feature = "unchecked-fast-path") || !self.has_room(units) {
             return false;
         }
@@ -668,10 +742,15 @@ impl Tcache {
         // least 28 bytes (caller).
         unsafe {
             let heads = self.heads();
+            let marks = self.marks();
             let next = heads[units as usize];
+            let below = marks[units as usize];
+            let mark = sealer.seal(next, below);
             b.set_cache_link(next);
-            b.set_cache_key(sealer.seal(next));
+            b.set_cache_below(below);
+            b.set_cache_key(mark);
             heads[units as usize] = b.addr();
+            marks[units as usize] = mark;
             b.toggle_cached(header, crate::sync::single_threaded());
         }
         bump16(&self.room[units as usize], u16::MAX);
@@ -754,36 +833,43 @@ impl Tcache {
     pub unsafe fn take_chain(&self, units: u32, max: usize) -> Result<Option<Chain>, CacheFault> {
         // SAFETY: the owner's call (caller).
         let heads = unsafe { self.heads() };
+        // SAFETY: the owner's call (caller).
+        let marks = unsafe { self.marks() };
         let head = heads[units as usize];
         if head == 0 {
             return Ok(None);
         }
-        let mut last = head;
-        let mut len = 1;
+        let mut blocks = [0usize; MAX_CHAIN];
+        let max = max.clamp(1, MAX_CHAIN);
+        let mut at = head;
+        let mut expect = marks[units as usize];
+        let mut len = 0;
         // SAFETY: each block is checked before its link is followed.
-        let rest = unsafe {
+        let (rest, rest_mark) = unsafe {
             loop {
-                if !is_cached(last) {
-                    return Err(CacheFault::Corrupted(last));
+                let b = Block::at(at as *mut u8);
+                if !is_cached(at) || b.cache_key() != expect {
+                    return Err(CacheFault::Corrupted(at));
                 }
-                let next = Block::at(last as *mut u8).cache_link();
-                if len == max.max(1) || next == 0 {
-                    break next;
-                }
-                last = next;
+                blocks[len] = at;
                 len += 1;
+                let next = b.cache_link();
+                expect = b.cache_below();
+                if len == max || next == 0 {
+                    break (next, expect);
+                }
+                at = next;
             }
         };
-        let b = Block::at(last as *mut u8);
-        // SAFETY: `b` is a cached block, checked above.
-        unsafe {
-            b.set_cache_link(0);
-            b.set_cache_key(seal(last, 0, b.header()));
-        }
+        // The chain ends at its last block (link 0), so every block of it
+        // is sealed again (each mark covers the one below).
+        // SAFETY: the chain's blocks are cached blocks, checked above.
+        let (_, mark) = unsafe { reseal(&blocks[..len], 0, 0) };
         heads[units as usize] = rest;
+        marks[units as usize] = rest_mark;
         bump16(&self.room[units as usize], len as u16);
         bump32(&self.room_units, units * len as u32);
-        Ok(Some(Chain { head, len: len as u32 }))
+        Ok(Some(Chain { head, len: len as u32, mark }))
     }
 
     /// Whether empty list `units` can take a chain of `len` blocks.
@@ -799,7 +885,10 @@ impl Tcache {
     /// and nothing else holds it.
     pub unsafe fn put_chain(&self, units: u32, chain: Chain) {
         // SAFETY: the owner's call (caller).
-        unsafe { self.heads()[units as usize] = chain.head };
+        unsafe {
+            self.heads()[units as usize] = chain.head;
+            self.marks()[units as usize] = chain.mark;
+        }
         bump16(&self.room[units as usize], (chain.len as u16).wrapping_neg());
         bump32(&self.room_units, (units * chain.len).wrapping_neg());
     }
@@ -820,6 +909,8 @@ impl Tcache {
         for u in crate::config::MIN_UNITS..=TCACHE_MAX_UNITS {
             // SAFETY: the owner's call (caller).
             let mut at = unsafe { self.heads()[u as usize] };
+            // SAFETY: the owner's call (caller).
+            let mut expect = unsafe { self.marks()[u as usize] };
             let mut n = 0;
             while at != 0 {
                 let b = Block::at(at as *mut u8);
@@ -827,9 +918,10 @@ impl Tcache {
                 unsafe {
                     let h = b.header();
                     let intact = crate::block::is_cached_header(at, h) && crate::block::used_units(h) == u;
-                    if !intact || !is_cached(at) {
+                    if !intact || !is_cached(at) || b.cache_key() != expect {
                         return Err(CacheFault::Corrupted(at));
                     }
+                    expect = b.cache_below();
                     f(b, u);
                     at = b.cache_link();
                 }
