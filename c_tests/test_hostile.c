@@ -738,6 +738,26 @@ static void cache_words_replayed(size_t n)
     sink_ptr(g);
 }
 static void cache_words_replayed_slab(void) { cache_words_replayed(60); }
+/* A heap block in an exact-size list (not parked, not in the top) whose
+ * used header, read while it was live, is written back after its free,
+ * then freed again (found by a hostile review: the second free went
+ * through, the block then in two lists): the block after it says its
+ * predecessor is free. Exits 3 if the second free returns. */
+static void used_header_written_back_then_free_again(void)
+{
+    char *g0 = malloc(2000), *x = malloc(2000), *g1 = malloc(2000), *z = malloc(1200), *g2 = malloc(2000);
+    uint32_t h;
+    memcpy(&h, x - 4, 4); /* read while live */
+    free(x);
+    free(z); /* z parked: x stays filed in its list */
+    memcpy((char *)hide_ptr(x) - 4, &h, 4); /* write after free */
+    free(hide_ptr(x));
+    sink_ptr(g0);
+    sink_ptr(g1);
+    sink_ptr(g2);
+    _exit(3);
+}
+
 static void cache_words_replayed_heap(void) { cache_words_replayed(500); }
 
 /* ---- the runner ---------------------------------------------------------- */
@@ -1308,6 +1328,8 @@ static const struct hcase cases[] = {
      "header was overwritten"},
     {"free of the old pointer after realloc slid the block down into a free one", stale_free_after_realloc_slid_down,
      "free", "double free"},
+    {"a filed heap block's used header, read while live, written back after its free, then freed again",
+     used_header_written_back_then_free_again, "free", "double free"},
     {"a cached slab block's words and header read after free, written back once it is cached again, then malloc",
      cache_words_replayed_slab, "malloc", "corrupted thread cache"},
     {"a cached heap block's words and header read after free, written back once it is cached again, then malloc",

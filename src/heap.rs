@@ -898,6 +898,18 @@ impl<S: Source> Heap<S> {
                 self.corrupt("double free of", b.payload() as usize);
             }
             let (s, units, big) = b.held_span();
+            // The block after a held block says its predecessor is held;
+            // one after a free block, that it is free. So a held block
+            // there that says otherwise means `b` was free already, its old
+            // used header written back after the free (found by a hostile
+            // review: the second free went through, and the block was in
+            // two bins at once). Its header is read by the merge below
+            // anyway, inside the region's bounds.
+            let (_, hi) = self.bounds(s);
+            let next = s.offset(units);
+            if next.addr() <= hi && next != self.top && next.is_valid_held_or_cached() && !next.prev_used() {
+                self.corrupt("double free of", b.payload() as usize);
+            }
             if big {
                 // A second free of the body is recognised as one.
                 b.set_header(MERGED);
