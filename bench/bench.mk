@@ -11,6 +11,8 @@
 #                 with MT_ARGS=--quick)
 #   bench-mimalloc mimalloc-bench's C/C++ programs under each allocator
 #                 (mimalloc_bench.py, about 20 min; not part of bench)
+#   bench-security mimalloc-bench's security tests under each allocator
+#                 (security.py, about 3 min; not part of bench)
 #   bench/replay bench/mt bench/micro ...   the tools themselves
 #   bench-deps    install the peer allocators' Debian packages if missing
 #   bench-asan    replay every trace under an ASan/UBSan build of replay
@@ -21,7 +23,8 @@
 # for the tests (-O0, sanitizers) and would distort the measurements; set
 # BENCH_CFLAGS to change how the tools are built.  BENCH_ARGS is passed to
 # bench.py (e.g. BENCH_ARGS="--allocators fitalloc,glibc --reps 3");
-# MIMALLOC_BENCH_ARGS to mimalloc_bench.py (e.g. "--src DIR --reps 1").
+# MIMALLOC_BENCH_ARGS to mimalloc_bench.py (e.g. "--src DIR --reps 1"),
+# SECURITY_ARGS to security.py (e.g. "--src DIR --runs 1").
 
 LIB ?= target/release/libfitalloc.so
 PYTHON ?= python3
@@ -33,9 +36,10 @@ MT_PATTERNS := bench/larson bench/prodcons bench/churn bench/thrash
 BENCH_TOOLS := bench/replay bench/mt bench/micro bench/large bench/buffers bench/hitpath $(MT_PATTERNS)
 MT_ARGS ?=
 MIMALLOC_BENCH_ARGS ?=
+SECURITY_ARGS ?=
 BENCH_DEB_PKGS := libjemalloc2 libmimalloc2.0 libtcmalloc-minimal4
 
-.PHONY: bench bench-hitpath bench-programs bench-mt bench-mimalloc bench-returns bench-quick bench-deps bench-asan bench-clean
+.PHONY: bench bench-hitpath bench-programs bench-mt bench-mimalloc bench-security bench-returns bench-quick bench-deps bench-asan bench-clean
 
 bench/replay: bench/replay.c bench/benchutil.h
 	$(CC) $(BENCH_CFLAGS) -o $@ bench/replay.c $(BENCH_LDLIBS)
@@ -87,6 +91,10 @@ bench-mt: bench-deps bench/mt $(MT_PATTERNS) $(LIB)
 # that commit).
 bench-mimalloc: bench-deps $(LIB)
 	$(PYTHON) bench/mimalloc_bench.py $(MIMALLOC_BENCH_ARGS)
+
+# Which misuse each allocator stops (mimalloc-bench's bench/security).
+bench-security: bench-deps $(LIB)
+	$(PYTHON) bench/security.py $(SECURITY_ARGS)
 
 # Memory that comes back: large buffers and a freed spike (bench/large.c).
 bench-returns: bench-deps bench/large bench/buffers $(LIB)
