@@ -760,6 +760,122 @@ static void used_header_written_back_then_free_again(void)
 
 static void cache_words_replayed_heap(void) { cache_words_replayed(500); }
 
+/* A free block's words replayed in the heap's bins (found by a hostile
+ * review): the words of a filed block x (header, links, footer, and the
+ * header after it) read after free; x's memory later merged into a live
+ * block L; L's owner writes those words back where x was (inside L's
+ * payload), and one write after free puts back the link that named x in
+ * the block y filed beside it. Every value is one the heap wrote, and the
+ * links agree with each other: only the heap's own record of what it
+ * filed (src/filed.rs) tells the copy from a filed block. Exits 3 if a
+ * malloc hands out memory inside L. */
+struct words { uint64_t w[4], foot; uint32_t head, next_head; };
+static void read_words(struct words *r, unsigned char *p, size_t units_bytes)
+{
+    memcpy(r->w, p, sizeof r->w);
+    memcpy(&r->head, p - 4, 4);
+    memcpy(&r->foot, p + units_bytes - 12, 8);
+    memcpy(&r->next_head, p + units_bytes - 4, 4);
+}
+static void write_words(const struct words *r, unsigned char *p, size_t units_bytes)
+{
+    memcpy(p - 4, &r->head, 4);
+    memcpy(p, r->w, sizeof r->w);
+    memcpy(p + units_bytes - 12, &r->foot, 8);
+    memcpy(p + units_bytes - 4, &r->next_head, 4);
+}
+static void list_words_replayed(void)
+{
+    const size_t n = 2000, u = (2000 + 4 + 15) & ~(size_t)15;
+    unsigned char *g0 = malloc(n), *x0 = malloc(n), *x = malloc(n), *x1 = malloc(n), *y = malloc(n);
+    unsigned char *g1 = malloc(n), *z = malloc(1200), *g2 = malloc(n), *w = malloc(1200), *g3 = malloc(n);
+    free(x);
+    free(y);
+    free(z); /* the list of x's size: y -> x; z parked */
+    struct words rx;
+    uint64_t y_next;
+    read_words(&rx, hide_ptr(x), u); /* use after free */
+    memcpy(&y_next, hide_ptr(y), 8);
+    unsigned char *a = malloc(n), *b = malloc(n);
+    if (a != y || b != x)
+        return; /* another layout: nothing to replay */
+    free(x0);
+    free(b);
+    free(x1); /* x0, x and x1 merge */
+    unsigned char *L = malloc(3 * u - 4);
+    memset(L, 'L', 3 * u - 4);
+    free(a);
+    free(w); /* the list: y alone; w parked */
+    memcpy(hide_ptr(a), &y_next, 8); /* use after free: y's old link to x */
+    write_words(&rx, L + (x - L), u); /* inside L, where x was */
+    void *p = malloc(n), *q = malloc(n);
+    no_overlap(p, n, L, 3 * u - 4);
+    no_overlap(q, n, L, 3 * u - 4);
+    sink_ptr(g0), sink_ptr(g1), sink_ptr(g2), sink_ptr(g3);
+}
+
+/* The same replay in a tree bin (blocks of 16 KiB and more): x and y, in
+ * one treap; x's memory merged into a live block L, whose owner writes x's
+ * old words back there; y's old child links written back after its free.
+ * Which of x and y ends up the child depends on the treap's priorities
+ * (addresses), so each is tried, in a process of its own; a child that
+ * aborts makes this process abort too (its line is the report). */
+static void tree_words_replayed_one(int child_is_y)
+{
+    const size_t n = 20000, s = 2000;
+    const size_t u = (n + 4 + 15) & ~(size_t)15, us = (s + 4 + 15) & ~(size_t)15;
+    unsigned char *g0 = malloc(s), *x0 = malloc(s), *x = malloc(n), *x1 = malloc(s), *g1 = malloc(s);
+    unsigned char *y0 = malloc(s), *y = malloc(n), *y1 = malloc(s), *g2 = malloc(s);
+    unsigned char *z = malloc(1200), *g3 = malloc(s), *w = malloc(1200), *g4 = malloc(s);
+    free(x);
+    free(y);
+    free(z); /* x and y in one tree; z parked */
+    struct words rx, ry;
+    read_words(&rx, hide_ptr(x), u); /* use after free */
+    read_words(&ry, hide_ptr(y), u);
+    unsigned char *a = malloc(n), *b = malloc(n);
+    if (!((a == x && b == y) || (a == y && b == x)))
+        return;
+    unsigned char *root = child_is_y ? x : y, *child = child_is_y ? y : x;
+    unsigned char *before = child_is_y ? y0 : x0, *after = child_is_y ? y1 : x1;
+    struct words *r_root = child_is_y ? &rx : &ry, *r_child = child_is_y ? &ry : &rx;
+    free(before);
+    free(child);
+    free(after); /* the child's memory merges with its neighbours */
+    size_t lu = us + u + us;
+    unsigned char *L = malloc(lu - 4);
+    if (L != before)
+        return;
+    memset(L, 'L', lu - 4);
+    free(root);
+    free(w); /* the root alone in its tree; w parked */
+    memcpy(hide_ptr(root), r_root->w, 16); /* use after free: its old child links */
+    write_words(r_child, L + (child - L), u);
+    void *p = malloc(n), *q = malloc(n);
+    no_overlap(p, n, L, lu - 4);
+    no_overlap(q, n, L, lu - 4);
+    sink_ptr(g0), sink_ptr(g1), sink_ptr(g2), sink_ptr(g3), sink_ptr(g4);
+}
+static void tree_words_replayed(void)
+{
+    for (int c = 0; c < 2; c++) {
+        pid_t pid = fork();
+        if (pid == 0) {
+            tree_words_replayed_one(c);
+            _exit(0);
+        }
+        int st = 0;
+        if (pid < 0 || waitpid(pid, &st, 0) != pid)
+            _exit(2);
+        if (WIFEXITED(st) && WEXITSTATUS(st) != 0)
+            _exit(WEXITSTATUS(st));
+        if (WIFSIGNALED(st)) {
+            signal(WTERMSIG(st), SIG_DFL);
+            raise(WTERMSIG(st));
+        }
+    }
+}
+
 /* ---- the runner ---------------------------------------------------------- */
 
 /* A 4-byte overflow of zeroes from one slab block into the header of the
@@ -1336,6 +1452,11 @@ static const struct hcase cases[] = {
      cache_words_replayed_heap, "malloc", "corrupted thread cache"},
     {"a use after free rewrites a link in the middle of a cache list, then memalign", uaf_mid_list_then_memalign,
      "memalign", "corrupted thread cache"},
+    {"a filed block's words read after free, written back inside a live block that took its memory, a neighbour's "
+     "link to it written back (exact-size list), then malloc",
+     list_words_replayed, "malloc", "corrupted free list"},
+    {"the same replay in a tree bin (each of the two blocks as the child, in a process of its own), then malloc",
+     tree_words_replayed, "malloc", "corrupted free list"},
 };
 
 static void run_attack(void *arg)

@@ -82,7 +82,7 @@ impl Bins {
     pub unsafe fn insert(&mut self, regions: &RegionTable, b: Block, units: u32) -> Result<(), BadLink> {
         if units < SMALL_LIMIT_UNITS {
             // SAFETY: forwarded to the caller.
-            unsafe { self.small.push(b, units) };
+            unsafe { self.small.push(regions, b, units) };
             Ok(())
         } else {
             let i = tree_index(units);

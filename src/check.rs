@@ -273,12 +273,14 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
     let regions = h.regions;
     let (top, top_units) = h.top();
     let mut w = Walked::default();
+    let mut filed_bits = 0;
     for i in 0..regions.len() {
         if regions.arena(i) != h.arena {
             // Another arena's region: its heap checks it.
             continue;
         }
         w.heap_bytes += regions.end(i) - regions.start(i);
+        filed_bits += regions.filed().count(regions.start(i), regions.end(i));
         let is_cur = i == h.current_region();
         let t = if is_cur && top_units > 0 { Some(top) } else { None };
         if is_cur && !top.is_null() {
@@ -325,6 +327,7 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
                     rep.problem("block in the wrong small list", b.addr());
                     break;
                 }
+                rep.expect(regions.filed().is_filed(b.addr()), "small list block not in the filed map", b.addr());
                 // The head's back link is not kept.
                 rep.expect(prev.is_null() || b.link(1) == prev, "small list back link wrong", b.addr());
                 prev = b;
@@ -369,9 +372,16 @@ pub fn check_heap_structure<S: Source>(h: &Heap<S>, rep_out: &mut impl ProblemSi
             unsafe {
                 rep.expect(!parked.is_used() && parked.footer(parked_units) == parked.header(), "parked block is not a free block", parked.addr());
             }
-            bin_blocks += 1;
-            bin_bytes += units_to_bytes(parked_units);
+            rep.expect(!regions.filed().is_filed(parked.addr()), "parked block in the filed map", parked.addr());
         }
+    }
+    // Every filed block was found in a list or a tree (those lists'
+    // and trees' blocks are in the filed map: checked as they were
+    // walked), and nothing else is in the map.
+    rep.expect(filed_bits == bin_blocks, "filed map and bins disagree", filed_bits);
+    if !parked.is_null() && regions.holds_header(parked.addr()) {
+        bin_blocks += 1;
+        bin_bytes += units_to_bytes(parked_units);
     }
     rep.expect(bin_blocks == w.free_blocks, "bins and walk disagree on free blocks", bin_blocks);
     rep.expect(bin_bytes == w.free_bytes, "bins and walk disagree on free bytes", bin_bytes);

@@ -97,12 +97,14 @@ impl SmallBins {
         Some((w * 64) as u32 + self.bitmap[w].trailing_zeros())
     }
 
-    /// Pushes free block `b` of `units` (its header and footer written).
+    /// Pushes free block `b` of `units` (its header and footer written),
+    /// and records it in the filed map.
     ///
     /// # Safety
     /// `b` must be a free block of `units < SMALL_LIMIT_UNITS` in a heap
     /// region, on no list.
-    pub unsafe fn push(&mut self, b: Block, units: u32) {
+    pub unsafe fn push(&mut self, regions: &RegionTable, b: Block, units: u32) {
+        regions.filed().set(b.addr(), true);
         let head = self.heads[units as usize];
         // SAFETY: `b` is a free block of at least 2 units (room for two
         // links); `head`, when set, is a block on this list.
@@ -117,13 +119,15 @@ impl SmallBins {
     }
 
     /// Whether `n` is a free block of this list: in a heap region, at a
-    /// header position, with the free header of `units`.
+    /// header position, filed ([`crate::filed`]: not a stale copy of a
+    /// block's words), with the free header of `units`.
     ///
     /// # Safety
     /// `regions` must describe the heap's mapped regions.
     #[inline]
     unsafe fn is_member(regions: &RegionTable, n: Block, units: u32) -> bool {
         regions.holds_header(n.addr())
+            && regions.filed().is_filed(n.addr())
             // SAFETY: `n` lies in a mapped heap region and is 4-aligned.
             && unsafe { n.header() == free_header(units) }
     }
@@ -151,7 +155,7 @@ impl SmallBins {
         // SAFETY: `b` is a free small block in a heap region (caller);
         // neighbours are dereferenced only after `is_member`.
         unsafe {
-            if b.header() != free_header(units) {
+            if b.header() != free_header(units) || !regions.filed().is_filed(b.addr()) {
                 return Err(BadLink(b.addr()));
             }
             let next = b.link(NEXT);
@@ -165,6 +169,7 @@ impl SmallBins {
                 if next.is_null() {
                     self.unmark(units);
                 }
+                regions.filed().set(b.addr(), false);
                 return Ok(());
             }
             let prev = b.link(PREV);
@@ -179,6 +184,7 @@ impl SmallBins {
             }
             prev.set_link(NEXT, next);
         }
+        regions.filed().set(b.addr(), false);
         Ok(())
     }
 
@@ -201,6 +207,7 @@ impl SmallBins {
         if self.heads[units as usize].is_null() {
             self.unmark(units);
         }
+        regions.filed().set(b.addr(), false);
         Ok(b)
     }
 }

@@ -9,7 +9,7 @@
 //! | level | modules | what they are |
 //! |---|---|---|
 //! | leaves | `config`, `diag`, `tls`, `sync`, `options`, `modes`, `os` | constants; messages; two TLS words; the locks and their rank table; run-time options; which per-call hooks are on; the only memory system calls |
-//! | core | `block`, `pagemap`, `region`, `freelist`, `tree`, `bins`, `heap`, `slab`, `tcache`, `depot`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; heap regions; exact-size lists; treaps; best-fit bins; one heap; pages of small blocks of one size; thread caches; chains of cached blocks passed between threads; large blocks' mappings; an address-keyed hash map for the recorder |
+//! | core | `block`, `pagemap`, `filed`, `region`, `freelist`, `tree`, `bins`, `heap`, `slab`, `tcache`, `depot`, `large`, `addrmap` | the block format (the only pointer arithmetic on heap memory); the address → owner map; which free blocks the heaps filed; heap regions; exact-size lists; treaps; best-fit bins; one heap; pages of small blocks of one size; thread caches; chains of cached blocks passed between threads; large blocks' mappings; an address-keyed hash map for the recorder |
 //! | process | `process`, `registry`, `pointer` | the singletons; the thread registry and per-thread counters; what a pointer from the program is |
 //! | call paths | `trim`, `alloc`, `free`, `realloc` | memory given back (malloc_trim, and the decay); malloc/calloc/memalign; free; realloc |
 //! | top | `harden`, `stats`, `check`, `trace`, `stack`, `profile`, `fork`, `init`, `api`, `ffi` | hardened mode; statistics; the heap checker; the trace recorder; call stacks without allocating (cached DWARF rules); the heap profiler (sampled stacks, pinned free space);  fork handlers; start-up and modes; C semantics; the C names' `#[no_mangle]` exports |
@@ -43,6 +43,7 @@ mod modes;
 mod os;
 mod block;
 mod pagemap;
+mod filed;
 mod region;
 mod freelist;
 mod tree;
@@ -93,6 +94,7 @@ pub const LAYERS: &[&str] = &[
     "os",
     "block",
     "pagemap",
+    "filed",
     "region",
     "freelist",
     "tree",

@@ -149,11 +149,17 @@ pub fn map_metadata(len: usize) -> Option<usize> {
 }
 
 fn map_guarded_metadata(len: usize) -> Option<usize> {
-    let g = page_size();
-    let body = round_up_page(len);
-    if let Some(a) = zone_take(body) {
+    if let Some(a) = zone_take(round_up_page(len)) {
         return Some(a);
     }
+    map_guarded_outside_zone(len)
+}
+
+/// A table mapping of `len` bytes between two inaccessible guard pages,
+/// outside the metadata zone: for tables too big for the zone's room.
+pub fn map_guarded_outside_zone(len: usize) -> Option<usize> {
+    let g = page_size();
+    let body = round_up_page(len);
     let base = mmap_anon(body + 2 * g, libc::MAP_NORESERVE)?;
     // SAFETY: the two ends of the mapping just made, used by nothing.
     let guarded = unsafe {
@@ -300,6 +306,26 @@ fn map_with(len: usize, extra_flags: i32) -> Option<usize> {
         return None;
     }
     mmap_anon(len, extra_flags)
+}
+
+/// The table `slot` points to, `len` bytes mapped by `map` if `slot` is
+/// still null (null when the system refuses). Threads racing here each
+/// map one; one publishes its own, the others give theirs back.
+pub fn table_in<T>(slot: &core::sync::atomic::AtomicPtr<T>, len: usize, map: fn(usize) -> Option<usize>) -> *mut T {
+    use core::sync::atomic::Ordering::{AcqRel, Acquire};
+    let cur = slot.load(Acquire);
+    if !cur.is_null() {
+        return cur;
+    }
+    let Some(m) = map(len) else { return core::ptr::null_mut() };
+    match slot.compare_exchange(core::ptr::null_mut(), m as *mut T, AcqRel, Acquire) {
+        Ok(_) => m as *mut T,
+        Err(won) => {
+            // SAFETY: our mapping lost the race and was never published.
+            unsafe { unmap_metadata(m, len) };
+            won
+        }
+    }
 }
 
 /// A fresh mapping for the allocator's own tables (the page map, region

@@ -214,23 +214,9 @@ impl PageMap {
     }
 
     /// The leaf for top index `t`, mapped if it is missing (null when the
-    /// system refuses). Racing threads each map one; one wins, the others
-    /// give theirs back.
+    /// system refuses).
     fn leaf(&self, t: usize) -> *mut Leaf {
-        let cur = self.top[t].load(Acquire);
-        if !cur.is_null() {
-            return cur;
-        }
-        let Some(m) = crate::os::map_table(LEAF_BYTES) else { return core::ptr::null_mut() };
-        let fresh = m as *mut Leaf;
-        match self.top[t].compare_exchange(core::ptr::null_mut(), fresh, AcqRel, Acquire) {
-            Ok(_) => fresh,
-            Err(won) => {
-                // SAFETY: our mapping lost the race and was never published.
-                unsafe { crate::os::unmap_metadata(m, LEAF_BYTES) };
-                won
-            }
-        }
+        crate::os::table_in(&self.top[t], LEAF_BYTES, crate::os::map_table)
     }
 
     /// Writes `e` for every page that meets `[lo, hi)`.

@@ -27,6 +27,7 @@ use crate::large::MapTable;
 use crate::options::OPT;
 use crate::os::Os;
 use crate::pagemap::{slab_id, slab_units, PageMap};
+use crate::filed::FiledMap;
 use crate::region::RegionTable;
 use crate::slab::{GiveFault, Slabs, CONTAINER_UNITS, SLAB_BYTES};
 use crate::depot::Depot;
@@ -37,7 +38,9 @@ use core::sync::atomic::{AtomicU8, AtomicUsize, Ordering::Relaxed};
 /// Who owns every address: heap regions and large mappings.
 pub static PAGEMAP: PageMap = PageMap::new();
 
-pub static REGIONS: RegionTable = RegionTable::new(&PAGEMAP);
+/// The heaps' record of the free blocks filed in their bins.
+pub static FILED: FiledMap = FiledMap::new();
+pub static REGIONS: RegionTable = RegionTable::new(&PAGEMAP, &FILED);
 
 pub(crate) use crate::config::MAX_ARENAS;
 const _: () = assert!(MAX_ARENAS == HEAP_RANKS.len(), "one heap lock rank per arena");

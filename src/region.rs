@@ -23,6 +23,7 @@
 //! number of regions has no fixed limit (up to [`MAX_REGIONS`]).
 
 use crate::block::Block;
+use crate::filed::FiledMap;
 use crate::pagemap::{interior_region_entry, Owner, PageMap, MAX_ID};
 use core::sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering::*};
 
@@ -65,6 +66,9 @@ pub const fn is_after_slab(h: usize) -> bool {
 
 pub struct RegionTable {
     map: &'static PageMap,
+    /// The heaps' record of their filed free blocks ([`crate::filed`]),
+    /// reserved over every region.
+    filed: &'static FiledMap,
     chunks: [AtomicPtr<Desc>; CHUNKS],
     count: AtomicUsize,
     /// Serialises [`RegionTable::add`].
@@ -75,9 +79,10 @@ pub struct RegionTable {
 static ADDING: crate::sync::Contention = crate::sync::Contention::new();
 
 impl RegionTable {
-    pub const fn new(map: &'static PageMap) -> Self {
+    pub const fn new(map: &'static PageMap, filed: &'static FiledMap) -> Self {
         RegionTable {
             map,
+            filed,
             chunks: [const { AtomicPtr::new(core::ptr::null_mut()) }; CHUNKS],
             count: AtomicUsize::new(0),
             adding: crate::sync::RawLock::new(),
@@ -87,6 +92,12 @@ impl RegionTable {
     /// The page map this table records its regions in.
     pub fn map(&self) -> &'static PageMap {
         self.map
+    }
+
+    /// The filed map over this table's regions.
+    #[inline(always)]
+    pub fn filed(&self) -> &'static FiledMap {
+        self.filed
     }
 
     fn desc(&self, i: usize) -> &Desc {
@@ -164,7 +175,7 @@ impl RegionTable {
 
     fn add_locked(&self, start: usize, end: usize, kind: RegionKind, arena: usize) -> Option<usize> {
         let i = self.count.load(Relaxed);
-        if i == MAX_REGIONS || !self.map.reserve(start, end) {
+        if i == MAX_REGIONS || !self.map.reserve(start, end) || !self.filed.reserve(start, end) {
             return None;
         }
         let slot = &self.chunks[i >> CHUNK_SHIFT];
@@ -202,7 +213,7 @@ impl RegionTable {
 
     /// Makes sure region `i` can grow to `end` (the map has room for it).
     pub fn reserve_end(&self, i: usize, end: usize) -> bool {
-        self.map.reserve(self.end(i), end)
+        self.map.reserve(self.end(i), end) && self.filed.reserve(self.end(i), end)
     }
 
     /// Moves the end of region `i` (up: after [`RegionTable::reserve_end`];

@@ -8,6 +8,7 @@ use crate::config::{request_units, MIN_UNITS};
 use crate::heap::{Heap, HeapParams};
 use crate::os::Source;
 use crate::pagemap::PageMap;
+use crate::filed::FiledMap;
 use crate::region::RegionTable;
 use std::alloc::{alloc_zeroed, Layout};
 
@@ -73,7 +74,9 @@ fn params() -> HeapParams {
 fn new_heap(cap: usize) -> Heap<BufferSource> {
     // SAFETY: an all-zero page map is valid (no leaves yet).
     let map: &'static PageMap = unsafe { &*(alloc_zeroed(Layout::new::<PageMap>()) as *const PageMap) };
-    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map)));
+    // SAFETY: an all-zero filed map is valid (no leaves yet).
+    let filed: &'static FiledMap = unsafe { &*(alloc_zeroed(Layout::new::<FiledMap>()) as *const FiledMap) };
+    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map, filed)));
     Heap::new(BufferSource::new(cap), regions, params(), 0)
 }
 
@@ -1163,7 +1166,9 @@ mod slabs {
 fn arenas_share_the_region_table_and_keep_their_own_blocks() {
     // SAFETY: an all-zero page map is valid (no leaves yet).
     let map: &'static PageMap = unsafe { &*(alloc_zeroed(Layout::new::<PageMap>()) as *const PageMap) };
-    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map)));
+    // SAFETY: an all-zero filed map is valid (no leaves yet).
+    let filed: &'static FiledMap = unsafe { &*(alloc_zeroed(Layout::new::<FiledMap>()) as *const FiledMap) };
+    let regions: &'static RegionTable = Box::leak(Box::new(RegionTable::new(map, filed)));
     let mut a = Heap::new(BufferSource::new(1 << 22), regions, params(), 0);
     let mut b = Heap::new(BufferSource::new(1 << 22), regions, params(), 1);
     let xa: Vec<Block> = (0..50).map(|i| alloc(&mut a, 2000 + 16 * i)).collect();

@@ -75,8 +75,9 @@ impl Treap {
     /// Whether `c`, read from a link, can be a node: its header and its four
     /// links lie in a heap region (a header position three units on is one
     /// too, so no byte in between is past the region's end, where a forged
-    /// header right before the epilogue would lead), and its header is a
-    /// free one.
+    /// header right before the epilogue would lead), it is filed
+    /// ([`crate::filed`]: not a stale copy of a node's words), and its
+    /// header is a free one.
     ///
     /// # Safety
     /// None beyond `regions` describing the heap: nothing is read before
@@ -85,6 +86,7 @@ impl Treap {
     unsafe fn is_node(regions: &RegionTable, c: Block) -> bool {
         regions.holds_header(c.addr())
             && regions.holds_header(c.offset(3).addr())
+            && regions.filed().is_filed(c.addr())
             // SAFETY: `c` lies in a heap region (just checked).
             && !unsafe { c.is_used() }
     }
@@ -183,6 +185,8 @@ impl Treap {
         // SAFETY: nodes are reached through `child`, which checks them.
         unsafe {
             self.check_root(regions)?;
+            // Filed first: the rotations below check `b` as a node.
+            regions.filed().set(b.addr(), true);
             let k = key(b);
             b.set_link(SIZE, Block::at(k.0 as usize as *mut u8));
             let mut parent = Block::NULL;
@@ -228,7 +232,7 @@ impl Treap {
             } else {
                 Self::is_node(regions, parent) && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
             };
-            if !linked || !size_intact(b) {
+            if !linked || !size_intact(b) || !regions.filed().is_filed(b.addr()) {
                 return Err(BadLink(b.addr()));
             }
             // Rotate `b` down until it has at most one child.
@@ -238,6 +242,7 @@ impl Treap {
                 if l.is_null() || r.is_null() {
                     let only = if l.is_null() { r } else { l };
                     self.replace_child(b.link(PARENT), b, only);
+                    regions.filed().set(b.addr(), false);
                     return Ok(());
                 }
                 let up = if priority(l) > priority(r) { l } else { r };
