@@ -1244,6 +1244,26 @@ static void free_aligned_sized_alignment_not_a_power_of_two(void)
     free_aligned_sized(hide_ptr(p), 48, 128);
 }
 
+/* A sized free whose size is larger than the block's usable size: the
+ * program frees a block as something it is not (mimalloc-bench's
+ * delete_type_size_mismatch: `delete` of a `char` through a pointer to a
+ * 72-byte struct). Reported in every mode, not freed; a block of the
+ * caches' sizes (the hit path), one above them, and a mapped one. */
+void _ZdlPvm(void *p, unsigned long n);
+static void sized_delete_larger_than_the_block(void)
+{
+    void *p = _Znwm(hide_size(1));
+    _ZdlPvm(hide_ptr(p), 72);
+}
+static void free_sized_larger_than_the_block(size_t n)
+{
+    char *p = malloc(hide_size(n));
+    free_sized(hide_ptr(p), malloc_usable_size(p) + 1);
+}
+static void free_sized_larger_small(void) { free_sized_larger_than_the_block(40); }
+static void free_sized_larger_heap(void) { free_sized_larger_than_the_block(3000); }
+static void free_sized_larger_mapped(void) { free_sized_larger_than_the_block(300000); }
+
 /* realloc copying a block to a new one while another thread frees it
  * (a double free the program races) and mallocs it back: the copy is
  * paused by a signal (a timer aimed at this thread, whose handler waits
@@ -1355,6 +1375,14 @@ static const struct hcase cases[] = {
     {"realloc's general path copying a block while another thread frees it and mallocs it back",
      realloc_copy_paused_general_path, "free", "double free"},
     {"free_sized of a block freed before", free_sized_twice, "free_sized", "double free"},
+    {"a sized delete with a size larger than the block's (delete of a char through a pointer to a 72-byte struct)",
+     sized_delete_larger_than_the_block, "operator delete", "sized delete with a size larger than the block's"},
+    {"free_sized with a size larger than the block's (40 bytes: the hit path)", free_sized_larger_small, "free_sized",
+     "a size larger than the block's"},
+    {"free_sized with a size larger than the block's (3,000 bytes)", free_sized_larger_heap, "free_sized",
+     "a size larger than the block's"},
+    {"free_sized with a size larger than the block's (a mapped block)", free_sized_larger_mapped, "free_sized",
+     "a size larger than the block's"},
     {"free_aligned_sized with a larger alignment than the block's", free_aligned_sized_wrong_alignment,
      "free_aligned_sized", "an alignment the block does not have"},
     {"free_aligned_sized with an alignment that is not a power of two", free_aligned_sized_alignment_not_a_power_of_two,

@@ -131,18 +131,18 @@ fn malloc_profiled(n: usize) -> *mut u8 {
 }
 
 #[inline(never)]
-fn free_profiled(p: *mut u8, func: &'static str) {
+fn free_profiled(p: *mut u8, func: &'static str, size: usize) {
     if crate::profile::maybe_sampled_nonnull(p) {
-        return free_sampled(p, func);
+        return free_sampled(p, func, size);
     }
-    crate::free::free(p, func);
+    crate::free::free_sized(p, func, size);
 }
 
 #[cold]
 #[inline(never)]
-fn free_sampled(p: *mut u8, func: &'static str) {
+fn free_sampled(p: *mut u8, func: &'static str, size: usize) {
     crate::profile::forget_sampled(p);
-    crate::free::free(p, func);
+    crate::free::free_sized(p, func, size);
 }
 
 #[inline(never)]
@@ -170,13 +170,14 @@ fn malloc_plain(n: usize) -> *mut u8 {
 
 #[inline(always)]
 pub fn free(p: *mut u8) {
-    free_named(p, "free")
+    free_named(p, "free", 0)
 }
 
 /// [`free`] for C function `func` (the one its messages name: `free`, or
-/// a C++ `operator delete`).
+/// a C++ `operator delete`), of a block the program says holds `size`
+/// bytes (0: it does not say; see [`crate::free::free_sized`]).
 #[inline(always)]
-fn free_named(p: *mut u8, func: &'static str) {
+fn free_named(p: *mut u8, func: &'static str, size: usize) {
     if p.is_null() {
         return;
     }
@@ -184,11 +185,11 @@ fn free_named(p: *mut u8, func: &'static str) {
     let hooks = modes::hooks();
     if hooks != 0 {
         if hooks == modes::PROFILE {
-            return free_profiled(p, func);
+            return free_profiled(p, func, size);
         }
-        return free_hooked(p, func);
+        return free_hooked(p, func, size);
     }
-    crate::free::free(p, func);
+    crate::free::free_sized(p, func, size);
 }
 
 /// [`free_named`] with hooks other than the profiler's. Out of line, so
@@ -196,14 +197,14 @@ fn free_named(p: *mut u8, func: &'static str) {
 /// (three words) gave `free`'s hit path a stack frame.
 #[cold]
 #[inline(never)]
-fn free_hooked(p: *mut u8, func: &'static str) {
+fn free_hooked(p: *mut u8, func: &'static str, size: usize) {
     with_hooks(move || {
         crate::profile::forget(p);
         if hardened() {
             crate::harden::free(p, func);
         } else {
             perturb_freed(p, func);
-            crate::free::free(p, func);
+            crate::free::free_sized(p, func, size);
         }
         ((), Event::Free { ptr: p })
     })
@@ -424,7 +425,7 @@ fn free_with_size(p: *mut u8, func: &'static str, size: usize) {
         return;
     }
     if !hardened() {
-        return free_named(p, func);
+        return free_named(p, func, size);
     }
     with_hooks(|| {
         crate::profile::forget(p);
@@ -445,7 +446,7 @@ pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: Option<usize>) {
     let func = if kind == crate::harden::Kind::NewArray { "operator delete[]" } else { "operator delete" };
     // No hooks: free's own path, inlined (as `free` has it).
     if modes::hooks() == 0 {
-        return crate::free::free(p, func);
+        return crate::free::free_sized(p, func, size.unwrap_or(0));
     }
     cxx_delete_hooked(p, kind, size, func)
 }
@@ -457,7 +458,7 @@ pub fn cxx_delete(p: *mut u8, kind: crate::harden::Kind, size: Option<usize>) {
 #[inline(never)]
 fn cxx_delete_hooked(p: *mut u8, kind: crate::harden::Kind, size: Option<usize>, func: &'static str) {
     if !hardened() {
-        return free_named(p, func);
+        return free_named(p, func, size.unwrap_or(0));
     }
     with_hooks(|| {
         crate::profile::forget(p);

@@ -360,7 +360,12 @@ pub use crate::diag::double_free_text;
 
 /// The usable size of block `p` (non-null).
 pub fn usable_size(p: *mut u8, func: &'static str) -> usize {
-    match resolve(p, func) {
+    usable_bytes(resolve(p, func))
+}
+
+/// The usable size of the block `ptr` names.
+pub fn usable_bytes(ptr: Ptr) -> usize {
+    match ptr {
         // SAFETY: a held block's header is valid.
         Ptr::Heap(b) => Block::payload_bytes(unsafe { b.block().units() }),
         Ptr::Large(m) => m.usable(crate::options::OPT.page.load(core::sync::atomic::Ordering::Relaxed)),
