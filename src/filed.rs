@@ -20,12 +20,14 @@
 //! space, to a leaf of 2^26 bits (8 MiB) mapped (reserved, not touched)
 //! the first time a heap region in that GiB is recorded; only the pages of
 //! a leaf whose units the heap files blocks at become resident: 1/128 of
-//! the heap's memory at most. Leaves lie in mappings of their own, between
-//! guard pages (the metadata zone is kept for the smaller tables).
+//! the heap's memory at most. The pointers (1 MiB) and the leaves lie in
+//! the metadata zone ([`crate::os`]), far from any block: a write at an
+//! offset from a block (mimalloc-bench's 1 MiB underflow) must not reach
+//! them, nor make a forged free block look filed.
 //!
 //! ```text
 //!   address:  | 17 bits: top index | 26 bits: unit in the GiB | 4 bits |
-//!   top[i] ──► leaf (2^20 words) ──► bit
+//!   top ──► [top index] ──► leaf (2^20 words) ──► bit
 //! ```
 //!
 //! Bits are written under the lock of the heap whose region holds the
@@ -42,9 +44,11 @@ const LEAF_WORDS: usize = 1 << (GIB_SHIFT - UNIT_SHIFT - 6);
 const LEAF_BYTES: usize = LEAF_WORDS * 8;
 
 type Leaf = [AtomicU64; LEAF_WORDS];
+type Top = [AtomicPtr<Leaf>; TOP_ENTRIES];
 
 pub struct FiledMap {
-    top: [AtomicPtr<Leaf>; TOP_ENTRIES],
+    /// Mapped by the first [`FiledMap::reserve`].
+    top: AtomicPtr<Top>,
 }
 
 impl Default for FiledMap {
@@ -63,14 +67,22 @@ const fn split(h: usize) -> (usize, usize, u32) {
 
 impl FiledMap {
     pub const fn new() -> Self {
-        FiledMap { top: [const { AtomicPtr::new(core::ptr::null_mut()) }; TOP_ENTRIES] }
+        FiledMap { top: AtomicPtr::new(core::ptr::null_mut()) }
+    }
+
+    /// The top level, once mapped.
+    #[inline(always)]
+    fn top(&self) -> Option<&Top> {
+        let top = self.top.load(Acquire);
+        // SAFETY: a published top level is never unmapped.
+        (!top.is_null()).then(|| unsafe { &*top })
     }
 
     /// The word holding `h`'s bit, if its leaf exists.
     #[inline(always)]
     fn word(&self, h: usize) -> Option<(&AtomicU64, u64)> {
         let (t, w, bit) = split(h);
-        let leaf = self.top.get(t)?.load(Acquire);
+        let leaf = self.top()?.get(t)?.load(Acquire);
         if leaf.is_null() {
             return None;
         }
@@ -108,13 +120,9 @@ impl FiledMap {
         if last >= TOP_ENTRIES {
             return false;
         }
-        (first..=last).all(|t| !self.leaf(t).is_null())
-    }
-
-    /// The leaf for top index `t`, mapped if it is missing (null when the
-    /// system refuses).
-    fn leaf(&self, t: usize) -> *mut Leaf {
-        crate::os::table_in(&self.top[t], LEAF_BYTES, crate::os::map_guarded_outside_zone)
+        let top = crate::os::table_in(&self.top, core::mem::size_of::<Top>(), crate::os::map_table);
+        // SAFETY: a published top level is never unmapped.
+        !top.is_null() && (first..=last).all(|t| !crate::os::table_in(unsafe { &(*top)[t] }, LEAF_BYTES, crate::os::map_table).is_null())
     }
 
     /// How many bits are set for the units of `[lo, hi)` (16-aligned, a
@@ -125,7 +133,7 @@ impl FiledMap {
         let mut n = 0;
         while u < end {
             let (t, w, bit) = split(u << UNIT_SHIFT);
-            let leaf = self.top[t].load(Acquire);
+            let leaf = self.top().map_or(core::ptr::null_mut(), |top| top[t].load(Acquire));
             assert!(!leaf.is_null(), "filed map range not reserved");
             // The bits of this word from `u`'s on, up to `end`.
             let span = (64 - bit as usize).min(end - u);
