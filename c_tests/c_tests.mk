@@ -19,7 +19,7 @@ C_TESTS_NAMES   := test_api test_threads test_fork test_misuse test_oom test_reg
 C_TESTS         := $(addprefix $(C_TESTS_BINDIR)/,$(C_TESTS_NAMES))
 # C++ tests (g++ links -lstdc++ after -lfitalloc, so fitalloc's operators win).
 CXX             ?= g++
-CXX_TESTS_NAMES := test_cxx test_cxx_harden
+CXX_TESTS_NAMES := test_cxx test_cxx_harden test_cxx_replaced
 CXX_TESTS       := $(addprefix $(C_TESTS_BINDIR)/,$(CXX_TESTS_NAMES))
 CXX_TESTS_FLAGS ?= -std=c++17 -Wall -Wextra -Werror -O1 -g -pthread
 FITALLOC_INCDIR ?= include

@@ -123,21 +123,43 @@ export!(_ZnamSt11align_val_tRKSt9nothrow_t => fn(size: usize, align: usize, _nt:
 
 export!(_ZdlPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 0, None) });
 export!(_ZdaPv => fn(p: *mut c_void) { cxxapi::delete(p as *mut u8, 1, None) });
-export!(_ZdlPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 0, Some(size)) });
-export!(_ZdaPvm => fn(p: *mut c_void, size: usize) { cxxapi::delete(p as *mut u8, 1, Some(size)) });
+/// A `delete` form that stands on a base form (`$base`, named
+/// `$base_name`): when the program replaced the base
+/// ([`cxxapi::replaced`]), `$forward` calls the program's (`$f`), as the
+/// C++ runtime's own form would; else `$body`.
+macro_rules! derived_delete {
+    ($name:ident($($arg:ident: $t:ty),*) on $base:ident $base_name:literal,
+     |$f:ident| $forward:expr, else $body:block) => {
+        #[unsafe(no_mangle)]
+        pub extern "C" fn $name($($arg: $t),*) {
+            let $f = cxxapi::replaced(cxxapi::BaseDelete::$base, $base_name);
+            if $f != 0 {
+                return $forward;
+            }
+            $body
+        }
+    };
+}
+
+derived_delete!(_ZdlPvm(p: *mut c_void, size: usize) on Plain c"_ZdlPv",
+    |f| cxxapi::call_delete(f, p), else { cxxapi::delete(p as *mut u8, 0, Some(size)) });
+derived_delete!(_ZdaPvm(p: *mut c_void, size: usize) on Array c"_ZdaPv",
+    |f| cxxapi::call_delete(f, p), else { cxxapi::delete(p as *mut u8, 1, Some(size)) });
 export!(_ZdlPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 0, None) });
 export!(_ZdaPvSt11align_val_t => fn(p: *mut c_void, _align: usize) { cxxapi::delete(p as *mut u8, 1, None) });
-export!(_ZdlPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 0, None) });
-export!(_ZdaPvRKSt9nothrow_t => fn(p: *mut c_void, _nt: *const c_void) { cxxapi::delete(p as *mut u8, 1, None) });
-export!(_ZdlPvmSt11align_val_t => fn(p: *mut c_void, size: usize, _align: usize) {
-    cxxapi::delete(p as *mut u8, 0, Some(size))
-});
-export!(_ZdaPvmSt11align_val_t => fn(p: *mut c_void, size: usize, _align: usize) {
-    cxxapi::delete(p as *mut u8, 1, Some(size))
-});
-export!(_ZdlPvSt11align_val_tRKSt9nothrow_t => fn(p: *mut c_void, _align: usize, _nt: *const c_void) {
-    cxxapi::delete(p as *mut u8, 0, None)
-});
-export!(_ZdaPvSt11align_val_tRKSt9nothrow_t => fn(p: *mut c_void, _align: usize, _nt: *const c_void) {
-    cxxapi::delete(p as *mut u8, 1, None)
-});
+derived_delete!(_ZdlPvRKSt9nothrow_t(p: *mut c_void, _nt: *const c_void) on Plain c"_ZdlPv",
+    |f| cxxapi::call_delete(f, p), else { cxxapi::delete(p as *mut u8, 0, None) });
+derived_delete!(_ZdaPvRKSt9nothrow_t(p: *mut c_void, _nt: *const c_void) on Array c"_ZdaPv",
+    |f| cxxapi::call_delete(f, p), else { cxxapi::delete(p as *mut u8, 1, None) });
+derived_delete!(_ZdlPvmSt11align_val_t(p: *mut c_void, size: usize, align: usize)
+    on Aligned c"_ZdlPvSt11align_val_t",
+    |f| cxxapi::call_delete_aligned(f, p, align), else { cxxapi::delete(p as *mut u8, 0, Some(size)) });
+derived_delete!(_ZdaPvmSt11align_val_t(p: *mut c_void, size: usize, align: usize)
+    on AlignedArray c"_ZdaPvSt11align_val_t",
+    |f| cxxapi::call_delete_aligned(f, p, align), else { cxxapi::delete(p as *mut u8, 1, Some(size)) });
+derived_delete!(_ZdlPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, align: usize, _nt: *const c_void)
+    on Aligned c"_ZdlPvSt11align_val_t",
+    |f| cxxapi::call_delete_aligned(f, p, align), else { cxxapi::delete(p as *mut u8, 0, None) });
+derived_delete!(_ZdaPvSt11align_val_tRKSt9nothrow_t(p: *mut c_void, align: usize, _nt: *const c_void)
+    on AlignedArray c"_ZdaPvSt11align_val_t",
+    |f| cxxapi::call_delete_aligned(f, p, align), else { cxxapi::delete(p as *mut u8, 1, None) });

@@ -117,7 +117,6 @@ pub fn new_nothrow(size: usize, align: usize, array: usize, nothrow: *const c_vo
 
 /// The base address of the loaded object holding code address `a` (0 if
 /// none).
-#[cfg(target_arch = "x86_64")]
 fn object_base(a: usize) -> usize {
     // SAFETY: a zeroed Dl_info, filled by dladdr, which only reads the
     // loader's tables.
@@ -163,6 +162,68 @@ fn runtime_nothrow(form: usize) -> usize {
     };
     FOUND[form].store(f, Relaxed);
     f
+}
+
+/// The four `delete` forms the others stand on in the C++ runtime: the
+/// sized and `nothrow` forms of each call it (libstdc++'s do).
+#[derive(Clone, Copy)]
+pub enum BaseDelete {
+    /// `delete(void*)`: `_ZdlPv`.
+    Plain = 0,
+    /// `delete[](void*)`: `_ZdaPv`.
+    Array = 1,
+    /// `delete(void*, align_val_t)`: `_ZdlPvSt11align_val_t`.
+    Aligned = 2,
+    /// `delete[](void*, align_val_t)`: `_ZdaPvSt11align_val_t`.
+    AlignedArray = 3,
+}
+
+/// The program's own definition of `base` (named `name`), when the
+/// program (or a library before this one) replaced it, else 0. A derived form (a
+/// sized or `nothrow` `delete`) then calls it, as the C++ runtime's forms
+/// do, so that a block from the program's own `new` goes back to the
+/// program's own `delete`: a program that replaced only `new(size_t)` and
+/// `delete(void*)` (a pool) had its blocks freed by this library's sized
+/// `delete`, which the compiler emits for `delete p`, and ended in "not
+/// allocated by fitalloc" (found by a hostile review). Looked up once
+/// (`dlsym`, outside every lock of ours: it may call malloc).
+#[inline(always)]
+pub fn replaced(base: BaseDelete, name: &core::ffi::CStr) -> usize {
+    use core::sync::atomic::Ordering::Relaxed;
+    let f = REPLACED[base as usize].load(Relaxed);
+    if f != usize::MAX {
+        return f;
+    }
+    look_up_replaced(base, name)
+}
+
+/// usize::MAX: not looked up yet.
+static REPLACED: [core::sync::atomic::AtomicUsize; 4] = [const { core::sync::atomic::AtomicUsize::new(usize::MAX) }; 4];
+
+#[cold]
+#[inline(never)]
+fn look_up_replaced(base: BaseDelete, name: &core::ffi::CStr) -> usize {
+    // SAFETY: dlsym with a NUL-terminated name.
+    let found = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) } as usize;
+    // Ours is whatever this library's object defines (a reference to our
+    // own exported name would itself resolve to the program's).
+    let ours = object_base(look_up_replaced as *const () as usize);
+    let f = if found != 0 && object_base(found) != ours { found } else { 0 };
+    REPLACED[base as usize].store(f, core::sync::atomic::Ordering::Relaxed);
+    f
+}
+
+/// Calls `f`, a replaced base `delete` of one argument, on `p`.
+pub fn call_delete(f: usize, p: *mut c_void) {
+    // SAFETY: `f` is the program's `operator delete(void*)` or `delete[]`
+    // ([`replaced`]), which takes a pointer and does not unwind (noexcept).
+    unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void)>(f)(p) }
+}
+
+/// Calls `f`, a replaced aligned base `delete`, on `p` and `align`.
+pub fn call_delete_aligned(f: usize, p: *mut c_void, align: usize) {
+    // SAFETY: as in [`call_delete`], for the `align_val_t` forms.
+    unsafe { core::mem::transmute::<usize, unsafe extern "C" fn(*mut c_void, usize)>(f)(p, align) }
 }
 
 /// Every `delete` form: `array` 1 for `delete[]`, `size` the sized forms'

@@ -16,18 +16,24 @@
 //!
 //! # Shape
 //!
-//! As the page map's ([`crate::pagemap`]): one pointer per GiB of address
-//! space, to a leaf of 2^26 bits (8 MiB) mapped (reserved, not touched)
-//! the first time a heap region in that GiB is recorded; only the pages of
-//! a leaf whose units the heap files blocks at become resident: 1/128 of
-//! the heap's memory at most. The pointers (1 MiB) and the leaves lie in
-//! the metadata zone ([`crate::os`]), far from any block: a write at an
-//! offset from a block (mimalloc-bench's 1 MiB underflow) must not reach
-//! them, nor make a forged free block look filed.
+//! A three-level radix tree: a top level of 2,048 pointers (16 KiB), one
+//! per 64 GiB of address space, to middle levels of 1,024 pointers
+//! (8 KiB), one per 64 MiB, to leaves of 2^22 bits (512 KiB), one per 16
+//! bytes. Each level is mapped (reserved, not touched) the first time a
+//! heap region in its range is recorded; only the pages of a leaf whose
+//! units the heap files blocks at become resident: 1/128 of the heap's
+//! memory at most. A leaf per 64 MiB (not per GiB) keeps what the map
+//! reserves small where address space is scarce: under an `RLIMIT_AS`
+//! limit each table is a mapping of its own that counts against it (a GiB
+//! leaf took 8 MiB of a 32 MiB limit for a heap of a few KiB: found by a
+//! review). Every level lies in the metadata zone ([`crate::os`]) while it
+//! has room, far from any block: a write at an offset from a block
+//! (mimalloc-bench's 1 MiB underflow) must not reach the map, nor make a
+//! forged free block look filed.
 //!
 //! ```text
-//!   address:  | 17 bits: top index | 26 bits: unit in the GiB | 4 bits |
-//!   top ──► [top index] ──► leaf (2^20 words) ──► bit
+//!   address:  | 11 bits: top | 10 bits: middle | 22 bits: unit in 64 MiB | 4 bits |
+//!   top ──► [top] ──► middle ──► [middle] ──► leaf (2^16 words) ──► bit
 //! ```
 //!
 //! Bits are written under the lock of the heap whose region holds the
@@ -38,13 +44,16 @@ use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering::*};
 
 const ADDRESS_BITS: u32 = 47;
 const UNIT_SHIFT: u32 = crate::config::UNIT_SHIFT;
-const GIB_SHIFT: u32 = 30;
-const TOP_ENTRIES: usize = 1 << (ADDRESS_BITS - GIB_SHIFT);
-const LEAF_WORDS: usize = 1 << (GIB_SHIFT - UNIT_SHIFT - 6);
+/// Units of one leaf, as a shift: 2^22 units, 64 MiB.
+const LEAF_SHIFT: u32 = 22;
+const MID_BITS: u32 = 10;
+const TOP_BITS: u32 = ADDRESS_BITS - UNIT_SHIFT - LEAF_SHIFT - MID_BITS;
+const LEAF_WORDS: usize = 1 << (LEAF_SHIFT - 6);
 const LEAF_BYTES: usize = LEAF_WORDS * 8;
 
 type Leaf = [AtomicU64; LEAF_WORDS];
-type Top = [AtomicPtr<Leaf>; TOP_ENTRIES];
+type Mid = [AtomicPtr<Leaf>; 1 << MID_BITS];
+type Top = [AtomicPtr<Mid>; 1 << TOP_BITS];
 
 pub struct FiledMap {
     /// Mapped by the first [`FiledMap::reserve`].
@@ -57,12 +66,13 @@ impl Default for FiledMap {
     }
 }
 
-/// The top index, word and bit of header position `h`.
+/// The top and middle indexes of unit `u`'s leaf, and the word and bit
+/// of `u` in it.
 #[inline(always)]
-const fn split(h: usize) -> (usize, usize, u32) {
-    let unit = h >> UNIT_SHIFT;
-    let in_gib = unit & ((1 << (GIB_SHIFT - UNIT_SHIFT)) - 1);
-    (h >> GIB_SHIFT, in_gib >> 6, (in_gib & 63) as u32)
+const fn split(u: usize) -> (usize, usize, usize, u32) {
+    let leaf = u >> LEAF_SHIFT;
+    let in_leaf = u & ((1 << LEAF_SHIFT) - 1);
+    (leaf >> MID_BITS, leaf & ((1 << MID_BITS) - 1), in_leaf >> 6, (in_leaf & 63) as u32)
 }
 
 impl FiledMap {
@@ -70,30 +80,31 @@ impl FiledMap {
         FiledMap { top: AtomicPtr::new(core::ptr::null_mut()) }
     }
 
-    /// The top level, once mapped.
+    /// The leaf holding unit `u`'s bit, if it exists, with the word and
+    /// bit of `u` in it.
     #[inline(always)]
-    fn top(&self) -> Option<&Top> {
+    fn leaf(&self, u: usize) -> Option<(&Leaf, usize, u32)> {
+        let (t, m, w, bit) = split(u);
         let top = self.top.load(Acquire);
-        // SAFETY: a published top level is never unmapped.
-        (!top.is_null()).then(|| unsafe { &*top })
-    }
-
-    /// The word holding `h`'s bit, if its leaf exists.
-    #[inline(always)]
-    fn word(&self, h: usize) -> Option<(&AtomicU64, u64)> {
-        let (t, w, bit) = split(h);
-        let leaf = self.top()?.get(t)?.load(Acquire);
-        if leaf.is_null() {
+        if top.is_null() {
             return None;
         }
-        // SAFETY: a published leaf is never unmapped; `w` is masked to it.
-        Some((unsafe { &(*leaf)[w] }, 1 << bit))
+        // SAFETY: published levels are never unmapped; `m` and `w` are
+        // masked to their level, and `t` is checked.
+        unsafe {
+            let mid = (*top).get(t)?.load(Acquire);
+            if mid.is_null() {
+                return None;
+            }
+            let leaf = (*mid)[m].load(Acquire);
+            (!leaf.is_null()).then(|| (&*leaf, w, bit))
+        }
     }
 
     /// Whether a block filed in a heap's bins begins at header position `h`.
     #[inline(always)]
     pub fn is_filed(&self, h: usize) -> bool {
-        self.word(h).is_some_and(|(w, m)| w.load(Relaxed) & m != 0)
+        self.leaf(h >> UNIT_SHIFT).is_some_and(|(l, w, bit)| l[w].load(Relaxed) & (1 << bit) != 0)
     }
 
     /// Records that the block at `h` (in a reserved range) is filed, or is
@@ -103,26 +114,33 @@ impl FiledMap {
     /// If `h`'s range was not [`FiledMap::reserve`]d (an allocator bug).
     #[inline(always)]
     pub fn set(&self, h: usize, filed: bool) {
-        let (w, m) = self.word(h).expect("filed map range not reserved");
+        let (l, w, bit) = self.leaf(h >> UNIT_SHIFT).expect("filed map range not reserved");
         // A plain load and store: the heap's lock serialises every writer
         // of the word (see the module's notes).
-        let v = w.load(Relaxed);
-        w.store(if filed { v | m } else { v & !m }, Relaxed);
+        let v = l[w].load(Relaxed);
+        l[w].store(if filed { v | 1 << bit } else { v & !(1 << bit) }, Relaxed);
     }
 
     /// Makes sure every address of `[lo, hi)` has a leaf. False when the
     /// system has no memory for one (or the range is outside the map).
     pub fn reserve(&self, lo: usize, hi: usize) -> bool {
+        use crate::os::{map_table, table_in};
         if hi <= lo {
             return true;
         }
-        let (first, last) = (lo >> GIB_SHIFT, (hi - 1) >> GIB_SHIFT);
-        if last >= TOP_ENTRIES {
+        let (first, last) = (lo >> (UNIT_SHIFT + LEAF_SHIFT), (hi - 1) >> (UNIT_SHIFT + LEAF_SHIFT));
+        if last >> MID_BITS >= 1 << TOP_BITS {
             return false;
         }
-        let top = crate::os::table_in(&self.top, core::mem::size_of::<Top>(), crate::os::map_table);
-        // SAFETY: a published top level is never unmapped.
-        !top.is_null() && (first..=last).all(|t| !crate::os::table_in(unsafe { &(*top)[t] }, LEAF_BYTES, crate::os::map_table).is_null())
+        let top = table_in(&self.top, core::mem::size_of::<Top>(), map_table);
+        // SAFETY: published levels are never unmapped; the indexes are
+        // masked to their level (the top one checked above).
+        !top.is_null()
+            && (first..=last).all(|leaf| unsafe {
+                let mid = table_in(&(*top)[leaf >> MID_BITS], core::mem::size_of::<Mid>(), map_table);
+                !mid.is_null()
+                    && !table_in(&(*mid)[leaf & ((1 << MID_BITS) - 1)], LEAF_BYTES, map_table).is_null()
+            })
     }
 
     /// How many bits are set for the units of `[lo, hi)` (16-aligned, a
@@ -132,14 +150,11 @@ impl FiledMap {
         let (mut u, end) = (lo >> UNIT_SHIFT, hi >> UNIT_SHIFT);
         let mut n = 0;
         while u < end {
-            let (t, w, bit) = split(u << UNIT_SHIFT);
-            let leaf = self.top().map_or(core::ptr::null_mut(), |top| top[t].load(Acquire));
-            assert!(!leaf.is_null(), "filed map range not reserved");
+            let (l, w, bit) = self.leaf(u).expect("filed map range not reserved");
             // The bits of this word from `u`'s on, up to `end`.
             let span = (64 - bit as usize).min(end - u);
             let mask = if span == 64 { u64::MAX } else { ((1u64 << span) - 1) << bit };
-            // SAFETY: a published leaf; `w` is masked to it.
-            n += (unsafe { &(*leaf)[w] }.load(Relaxed) & mask).count_ones() as usize;
+            n += (l[w].load(Relaxed) & mask).count_ones() as usize;
             u += span;
         }
         n

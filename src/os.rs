@@ -174,7 +174,7 @@ fn map_guarded_metadata(len: usize) -> Option<usize> {
 /// mapping of the program's blocks. (Its size is a compromise: a program
 /// that lowers its own `RLIMIT_AS` after start-up finds the reservation
 /// counted against it, as it finds glibc's 64 MiB reservations for the
-/// arenas of its threads: this is two of those.) A guard page on each side of a table
+/// arenas of its threads.) A guard page on each side of a table
 /// stops a linear overflow; the margin also stops a write at an offset
 /// (a 1 MiB underflow from a large block reached the page map's leaf
 /// mapped next to it before). Tables are placed one after the other with
@@ -184,7 +184,7 @@ fn map_guarded_metadata(len: usize) -> Option<usize> {
 /// size). When the zone is full, or cannot be had (a limit on the
 /// process's address space, `RLIMIT_AS`, which the reservation would eat
 /// into), tables get guarded mappings of their own.
-const ZONE_BYTES: usize = 128 << 20;
+const ZONE_BYTES: usize = 64 << 20;
 const ZONE_MARGIN: usize = 16 << 20;
 /// The zone's base: 0 until the first table asks, [`NO_ZONE`] when there
 /// is none.
