@@ -186,7 +186,7 @@ impl Treap {
         unsafe {
             self.check_root(regions)?;
             // Filed first: the rotations below check `b` as a node.
-            regions.filed().set(b.addr(), true);
+            regions.filed().file(b.addr(), b.units(), true);
             let k = key(b);
             b.set_link(SIZE, Block::at(k.0 as usize as *mut u8));
             let mut parent = Block::NULL;
@@ -232,7 +232,8 @@ impl Treap {
             } else {
                 Self::is_node(regions, parent) && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
             };
-            if !linked || !size_intact(b) || !regions.filed().is_filed(b.addr()) {
+            let units = b.units();
+            if !linked || !size_intact(b) || !regions.filed().holds(b.addr(), units) {
                 return Err(BadLink(b.addr()));
             }
             // Rotate `b` down until it has at most one child.
@@ -242,7 +243,7 @@ impl Treap {
                 if l.is_null() || r.is_null() {
                     let only = if l.is_null() { r } else { l };
                     self.replace_child(b.link(PARENT), b, only);
-                    regions.filed().set(b.addr(), false);
+                    regions.filed().file(b.addr(), units, false);
                     return Ok(());
                 }
                 let up = if priority(l) > priority(r) { l } else { r };
