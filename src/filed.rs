@@ -119,6 +119,12 @@ impl FiledMap {
         }
     }
 
+    /// Whether unit `u`'s bit is set (false where no leaf is).
+    #[inline(always)]
+    fn bit(&self, u: usize) -> bool {
+        self.leaf(u).is_some_and(|(l, w, bit)| l[w].load(Relaxed) & (1 << bit) != 0)
+    }
+
     /// Sets or clears unit `u`'s bit (in a reserved range).
     ///
     /// # Panics
@@ -143,20 +149,8 @@ impl FiledMap {
     /// more.
     #[inline]
     pub fn file(&self, h: usize, units: u32, on: bool) {
-        let [first, second, last] = Self::marks(h >> UNIT_SHIFT, units);
-        let (l, _, _) = self.leaf(first).expect("filed map range not reserved");
-        if first >> LEAF_SHIFT != last >> LEAF_SHIFT {
-            // Across two leaves (a block across a 64 MiB line): rare.
-            self.set_bit(first, on);
-            self.set_bit(second, on);
-            self.set_bit(last, on);
-            return;
-        }
-        // Within one leaf: each mark's word by its index, one leaf look-up.
-        for m in [first, second, last] {
-            let (_, _, w, bit) = split(m);
-            let v = l[w].load(Relaxed);
-            l[w].store(if on { v | 1 << bit } else { v & !(1 << bit) }, Relaxed);
+        for m in Self::marks(h >> UNIT_SHIFT, units) {
+            self.set_bit(m, on);
         }
     }
 
@@ -168,7 +162,7 @@ impl FiledMap {
     #[inline(always)]
     pub fn is_filed(&self, h: usize) -> bool {
         let u = h >> UNIT_SHIFT;
-        self.marked_as(u - 1, u + 1, [u, u + 1, u + 1])
+        self.bit(u) && self.bit(u + 1) && !self.bit(u - 1)
     }
 
     /// Whether the block filed at `h` has `units` units, as far as marks
@@ -184,68 +178,25 @@ impl FiledMap {
     #[inline]
     pub fn holds(&self, h: usize, units: u32) -> bool {
         let u = h >> UNIT_SHIFT;
-        let [first, second, last] = Self::marks(u, units);
-        if units < EXACT_UNITS {
-            return self.marked_as(u - 1, last + 1, [first, second, last]);
+        let last = u + units as usize - 1;
+        if !self.is_filed(h) || !self.bit(last) || self.bit(last + 1) {
+            return false;
         }
-        self.marked_as(u - 1, u + 1, [first, second, second]) && self.marked_as(last, last + 1, [last, last, last])
+        units >= EXACT_UNITS || !self.any_in(u + 2, last)
     }
 
-    /// Whether, of the units `lo ..= hi`, exactly those in `marks` (all in
-    /// that range) are marked (none is where no leaf is).
-    #[inline(always)]
-    fn marked_as(&self, lo: usize, hi: usize, marks: [usize; 3]) -> bool {
-        if let Some((l, w, bit)) = self.leaf(lo) {
-            let len = hi - lo + 1;
-            if bit as usize + len <= 64 {
-                // Within one word (the usual case): one load.
-                let v = l[w].load(Relaxed) >> bit;
-                let mask = if len == 64 { u64::MAX } else { (1 << len) - 1 };
-                let want = marks.iter().fold(0u64, |a, &m| a | 1 << (m - lo));
-                return v & mask == want;
+    /// Whether any unit of `[lo, hi)` is marked (a reserved range).
+    fn any_in(&self, mut lo: usize, hi: usize) -> bool {
+        while lo < hi {
+            let Some((l, w, bit)) = self.leaf(lo) else { return false };
+            let span = (64 - bit as usize).min(hi - lo);
+            let mask = if span == 64 { u64::MAX } else { ((1u64 << span) - 1) << bit };
+            if l[w].load(Relaxed) & mask != 0 {
+                return true;
             }
+            lo += span;
         }
-        self.marked_as_across(lo, hi, marks)
-    }
-
-    /// [`FiledMap::marked_as`] for a range across words or leaves: a word
-    /// at a time, one leaf look-up per leaf.
-    #[inline(never)]
-    fn marked_as_across(&self, lo: usize, hi: usize, marks: [usize; 3]) -> bool {
-        let mut u = lo;
-        while u <= hi {
-            let Some((l, mut w, mut bit)) = self.leaf(u) else {
-                // No leaf: nothing marked up to its end (the unit before a
-                // region's first block may lie there).
-                let end = (((u >> LEAF_SHIFT) + 1) << LEAF_SHIFT).saturating_sub(1).min(hi);
-                if marks.iter().any(|&m| m >= u && m <= end) {
-                    return false;
-                }
-                u = end + 1;
-                continue;
-            };
-            loop {
-                // This word's units from `u` to `end`.
-                let base = u - bit as usize;
-                let end = (base + 63).min(hi);
-                let span = end - u + 1;
-                let mask = if span == 64 { u64::MAX } else { ((1u64 << span) - 1) << bit };
-                let want = marks.iter().fold(0u64, |a, &m| if m >= u && m <= end { a | 1 << (m - base) } else { a });
-                if l[w].load(Relaxed) & mask != want {
-                    return false;
-                }
-                u = end + 1;
-                if u > hi {
-                    return true;
-                }
-                w += 1;
-                bit = 0;
-                if w == LEAF_WORDS {
-                    break;
-                }
-            }
-        }
-        true
+        false
     }
 
     /// Makes sure every address of `[lo, hi)` has a leaf. False when the

@@ -199,12 +199,10 @@ impl SmallBins {
         // SAFETY: `b` is checked before it is used.
         unsafe {
             let next = b.link(NEXT);
-            // A member whose size the filed map confirms (`holds` covers
-            // `is_member`'s filed test).
-            let member = regions.holds_header(b.addr())
-                && regions.filed().holds(b.addr(), units)
-                && b.header() == free_header(units);
-            if !member || !Self::follows(regions, b, next, units) {
+            if !Self::is_member(regions, b, units)
+                || !regions.filed().holds(b.addr(), units)
+                || !Self::follows(regions, b, next, units)
+            {
                 return Err(BadLink(b.addr()));
             }
             self.heads[units as usize] = next;
