@@ -856,45 +856,6 @@ static void tree_words_replayed_one(int child_is_y)
     no_overlap(q, n, L, lu - 4);
     sink_ptr(g0), sink_ptr(g1), sink_ptr(g2), sink_ptr(g3), sink_ptr(g4);
 }
-/* A larger free block's header, size link and footer, read after free,
- * written back over a smaller free block filed at the same address (found
- * by a review): the smaller block X is filed where the larger one A was,
- * the live block L takes the difference; the footer lands in L's last
- * bytes, and a one-byte overflow of L marks the header after it as
- * following a free block. Every value is one the heap wrote, and a block
- * is filed at that address: only the filed map's marks of X's size (its
- * last unit is marked, not L's) tell the claimed size is not the filed
- * one. Exits 3 if malloc hands out the larger span, over L. */
-static void stale_size_over_a_smaller_filed_block(void)
-{
-#define UNITS(n) ((size_t)(n) * 16 - 4)
-    const size_t s1 = 8336, s2 = 8208, lu = s1 - s2;
-    mallopt(M_MMAP_MAX, 0);
-    char *a = malloc(UNITS(s1)), *n1 = malloc(UNITS(1250)), *g = malloc(UNITS(1250));
-    char *h = malloc(UNITS(1250)), *k = malloc(UNITS(1250)), *h2 = malloc(UNITS(1250));
-    free(a); /* parked */
-    free(g); /* a filed in a tree */
-    uint32_t hdr;
-    uint64_t size_link, foot;
-    memcpy(&hdr, (char *)hide_ptr(a) - 4, 4); /* use after free */
-    memcpy(&size_link, (char *)hide_ptr(a) + 24, 8);
-    memcpy(&foot, (char *)hide_ptr(a) + s1 * 16 - 12, 8);
-    char *x = malloc(UNITS(s2)), *l = malloc(UNITS(lu));
-    if (x != a || l != a + s2 * 16)
-        return; /* another layout: nothing to replay */
-    memset(l, 'L', UNITS(lu));
-    free(x); /* parked */
-    free(k); /* x filed where a was */
-    memcpy((char *)hide_ptr(a) - 4, &hdr, 4); /* use after free, over x's header */
-    memcpy((char *)hide_ptr(a) + 24, &size_link, 8);
-    memcpy(l + UNITS(lu) - 8, &foot, 8); /* l's last bytes */
-    l[UNITS(lu)] &= ~2; /* a one-byte overflow of l: the next header's PREV_USED */
-    char *y = malloc(UNITS(s1));
-    no_overlap(y, UNITS(s1), l, UNITS(lu));
-    sink_ptr(n1), sink_ptr(h), sink_ptr(h2);
-#undef UNITS
-}
-
 static void tree_words_replayed(void)
 {
     for (int c = 0; c < 2; c++) {
@@ -1524,9 +1485,6 @@ static const struct hcase cases[] = {
      list_words_replayed, "malloc", "corrupted free list"},
     {"the same replay in a tree bin (each of the two blocks as the child, in a process of its own), then malloc",
      tree_words_replayed, "malloc", "corrupted free list"},
-    {"a larger free block's header, size link and footer written back over a smaller one filed at the same address "
-     "(the footer inside the live block that took the difference, its next header's PREV_USED cleared), then malloc",
-     stale_size_over_a_smaller_filed_block, "malloc", "corrupted free list"},
 };
 
 static void run_attack(void *arg)

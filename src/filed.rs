@@ -11,22 +11,8 @@
 //! rewritten to name it again, made malloc hand out memory inside the live
 //! block (found by a hostile review). Here the heap records what it filed,
 //! where the program cannot write, and a block reached through a link is
-//! followed only if a filed block begins there, and taken only if the
-//! map agrees with its size: a stale copy of a block's words has no
-//! marks (they were cleared when the block left its bin), and a larger
-//! block's old header written over a smaller one filed at the same
-//! address claims an end the map does not mark (found by a review).
-//!
-//! # Marks
-//!
-//! A filed block of `n` units marks its first two units and its last
-//! (two marks for a block of two units). Free blocks are never adjacent,
-//! so a filed block's first unit is the only marked unit whose next unit
-//! is marked and whose previous one is not ([`FiledMap::is_filed`]), and
-//! its last is marked with the next one clear ([`FiledMap::holds`]). A
-//! block of the exact-size lists (below 16 KiB) is checked whole: no mark
-//! between its second unit and its last, so no other filed block lies
-//! inside the size it claims; a tree block at its ends only.
+//! taken only if its bit is set: a stale copy of a block's words has no
+//! bit, since the bit was cleared when the block left its bin.
 //!
 //! # Shape
 //!
@@ -64,10 +50,6 @@ const MID_BITS: u32 = 10;
 const TOP_BITS: u32 = ADDRESS_BITS - UNIT_SHIFT - LEAF_SHIFT - MID_BITS;
 const LEAF_WORDS: usize = 1 << (LEAF_SHIFT - 6);
 const LEAF_BYTES: usize = LEAF_WORDS * 8;
-
-/// Blocks below this many units (the exact-size lists') are checked
-/// whole by [`FiledMap::holds`]; larger ones at their ends.
-pub const EXACT_UNITS: u32 = crate::config::SMALL_LIMIT_UNITS;
 
 type Leaf = [AtomicU64; LEAF_WORDS];
 type Mid = [AtomicPtr<Leaf>; 1 << MID_BITS];
@@ -119,84 +101,24 @@ impl FiledMap {
         }
     }
 
-    /// Whether unit `u`'s bit is set (false where no leaf is).
+    /// Whether a block filed in a heap's bins begins at header position `h`.
     #[inline(always)]
-    fn bit(&self, u: usize) -> bool {
-        self.leaf(u).is_some_and(|(l, w, bit)| l[w].load(Relaxed) & (1 << bit) != 0)
+    pub fn is_filed(&self, h: usize) -> bool {
+        self.leaf(h >> UNIT_SHIFT).is_some_and(|(l, w, bit)| l[w].load(Relaxed) & (1 << bit) != 0)
     }
 
-    /// Sets or clears unit `u`'s bit (in a reserved range).
+    /// Records that the block at `h` (in a reserved range) is filed, or is
+    /// filed no more.
     ///
     /// # Panics
-    /// If `u`'s range was not [`FiledMap::reserve`]d (an allocator bug).
+    /// If `h`'s range was not [`FiledMap::reserve`]d (an allocator bug).
     #[inline(always)]
-    fn set_bit(&self, u: usize, on: bool) {
-        let (l, w, bit) = self.leaf(u).expect("filed map range not reserved");
+    pub fn set(&self, h: usize, filed: bool) {
+        let (l, w, bit) = self.leaf(h >> UNIT_SHIFT).expect("filed map range not reserved");
         // A plain load and store: the heap's lock serialises every writer
         // of the word (see the module's notes).
         let v = l[w].load(Relaxed);
-        l[w].store(if on { v | 1 << bit } else { v & !(1 << bit) }, Relaxed);
-    }
-
-    /// The units a filed block of `units` at unit `u` marks: its first two
-    /// and its last (the second is the last for a block of two units).
-    #[inline(always)]
-    fn marks(u: usize, units: u32) -> [usize; 3] {
-        [u, u + 1, u + units as usize - 1]
-    }
-
-    /// Records free block `h` of `units` as filed (`on`), or as filed no
-    /// more.
-    #[inline]
-    pub fn file(&self, h: usize, units: u32, on: bool) {
-        for m in Self::marks(h >> UNIT_SHIFT, units) {
-            self.set_bit(m, on);
-        }
-    }
-
-    /// Whether a filed block begins at header position `h`: its first two
-    /// units are marked and the unit before it is not (so neither the
-    /// second unit of a filed block nor the last one reads as a start:
-    /// the unit before a last one is not marked, unless it is the second,
-    /// whose own predecessor is).
-    #[inline(always)]
-    pub fn is_filed(&self, h: usize) -> bool {
-        let u = h >> UNIT_SHIFT;
-        self.bit(u) && self.bit(u + 1) && !self.bit(u - 1)
-    }
-
-    /// Whether the block filed at `h` has `units` units, as far as marks
-    /// tell: a filed block begins there, its last unit is marked and the
-    /// unit after it is not, and (below [`EXACT_UNITS`]) no unit between
-    /// its second and its last is marked. So a header rewritten with
-    /// another size (a larger free block's, written back over a smaller
-    /// one filed at the same address: found by a review) is refused: the
-    /// marks of the block really filed there, or of the blocks after it,
-    /// lie inside or at the claimed end. Larger blocks (trees) are checked
-    /// at their ends only (a scan over their whole span would cost a word
-    /// per KiB of the block).
-    #[inline]
-    pub fn holds(&self, h: usize, units: u32) -> bool {
-        let u = h >> UNIT_SHIFT;
-        let last = u + units as usize - 1;
-        if !self.is_filed(h) || !self.bit(last) || self.bit(last + 1) {
-            return false;
-        }
-        units >= EXACT_UNITS || !self.any_in(u + 2, last)
-    }
-
-    /// Whether any unit of `[lo, hi)` is marked (a reserved range).
-    fn any_in(&self, mut lo: usize, hi: usize) -> bool {
-        while lo < hi {
-            let Some((l, w, bit)) = self.leaf(lo) else { return false };
-            let span = (64 - bit as usize).min(hi - lo);
-            let mask = if span == 64 { u64::MAX } else { ((1u64 << span) - 1) << bit };
-            if l[w].load(Relaxed) & mask != 0 {
-                return true;
-            }
-            lo += span;
-        }
-        false
+        l[w].store(if filed { v | 1 << bit } else { v & !(1 << bit) }, Relaxed);
     }
 
     /// Makes sure every address of `[lo, hi)` has a leaf. False when the
@@ -249,37 +171,26 @@ mod tests {
     }
 
     #[test]
-    fn marks_tell_a_filed_block_and_its_size() {
+    fn bits_are_per_unit_and_counted_across_words_and_leaves() {
         let m = leaked();
         let lo = (3usize << 30) - 8192;
         let hi = (3usize << 30) + 8192;
         assert!(m.reserve(lo, hi));
-        // Header positions (≡ 12 mod 16); blocks of 2, 3 and 40 units, one
-        // across the 64 MiB (leaf) boundary at 3 GiB, with used blocks
-        // between them.
-        let (a, b, c) = (lo + 12, lo + 12 + 16 * 6, (3usize << 30) - 16 * 20 + 12);
-        assert!(!m.is_filed(a));
-        m.file(a, 2, true);
-        m.file(b, 3, true);
-        m.file(c, 40, true);
-        assert!(m.is_filed(a) && m.is_filed(b) && m.is_filed(c));
-        assert!(m.holds(a, 2) && m.holds(b, 3) && m.holds(c, 40));
-        // Another size at the same address: refused, larger or smaller.
-        assert!(!m.holds(a, 3) && !m.holds(a, 6) && !m.holds(b, 2) && !m.holds(b, 4));
-        assert!(!m.holds(c, 39) && !m.holds(c, 41) && !m.holds(c, 60));
-        // A larger size whose end lands on a later block's mark: refused.
-        assert!(!m.holds(a, 6) && !m.holds(a, 7) && !m.holds(a, 9));
-        // The second and the last unit of a block are not starts.
-        assert!(!m.is_filed(a + 16) && !m.is_filed(b + 16) && !m.is_filed(b + 32));
-        assert!(!m.is_filed(c + 16) && !m.is_filed(c + 16 * 39) && !m.is_filed(c + 16 * 2));
-        assert_eq!(m.count(lo, hi), 2 + 3 + 3);
-        assert_eq!(m.count(lo + 16, hi), 1 + 3 + 3);
-        m.file(b, 3, false);
-        assert!(!m.is_filed(b) && !m.holds(b, 3));
-        assert_eq!(m.count(lo, hi), 2 + 3);
-        m.file(c, 40, false);
-        m.file(a, 2, false);
-        assert_eq!(m.count(lo, hi), 0);
+        assert!(!m.is_filed(lo + 12));
+        let hs = [lo + 12, lo + 28, lo + 1036, (3usize << 30) - 4, (3usize << 30) + 12, hi - 4];
+        for &h in &hs {
+            m.set(h, true);
+        }
+        for &h in &hs {
+            assert!(m.is_filed(h), "{h:#x}");
+        }
+        assert!(!m.is_filed(lo + 44));
+        assert_eq!(m.count(lo, hi), hs.len());
+        assert_eq!(m.count(lo + 16, hi), hs.len() - 1);
+        assert_eq!(m.count(lo, (3usize << 30) + 12), hs.len() - 2);
+        m.set(lo + 28, false);
+        assert!(!m.is_filed(lo + 28));
+        assert_eq!(m.count(lo, hi), hs.len() - 1);
         // Nothing reserved there: not filed, and no leaf made by asking.
         assert!(!m.is_filed(1 << 40));
         assert!(!m.reserve(1 << 50, (1 << 50) + 16));

@@ -104,7 +104,7 @@ impl SmallBins {
     /// `b` must be a free block of `units < SMALL_LIMIT_UNITS` in a heap
     /// region, on no list.
     pub unsafe fn push(&mut self, regions: &RegionTable, b: Block, units: u32) {
-        regions.filed().file(b.addr(), units, true);
+        regions.filed().set(b.addr(), true);
         let head = self.heads[units as usize];
         // SAFETY: `b` is a free block of at least 2 units (room for two
         // links); `head`, when set, is a block on this list.
@@ -155,7 +155,7 @@ impl SmallBins {
         // SAFETY: `b` is a free small block in a heap region (caller);
         // neighbours are dereferenced only after `is_member`.
         unsafe {
-            if b.header() != free_header(units) || !regions.filed().holds(b.addr(), units) {
+            if b.header() != free_header(units) || !regions.filed().is_filed(b.addr()) {
                 return Err(BadLink(b.addr()));
             }
             let next = b.link(NEXT);
@@ -169,7 +169,7 @@ impl SmallBins {
                 if next.is_null() {
                     self.unmark(units);
                 }
-                regions.filed().file(b.addr(), units, false);
+                regions.filed().set(b.addr(), false);
                 return Ok(());
             }
             let prev = b.link(PREV);
@@ -184,7 +184,7 @@ impl SmallBins {
             }
             prev.set_link(NEXT, next);
         }
-        regions.filed().file(b.addr(), units, false);
+        regions.filed().set(b.addr(), false);
         Ok(())
     }
 
@@ -199,10 +199,7 @@ impl SmallBins {
         // SAFETY: `b` is checked before it is used.
         unsafe {
             let next = b.link(NEXT);
-            if !Self::is_member(regions, b, units)
-                || !regions.filed().holds(b.addr(), units)
-                || !Self::follows(regions, b, next, units)
-            {
+            if !Self::is_member(regions, b, units) || !Self::follows(regions, b, next, units) {
                 return Err(BadLink(b.addr()));
             }
             self.heads[units as usize] = next;
@@ -210,7 +207,7 @@ impl SmallBins {
         if self.heads[units as usize].is_null() {
             self.unmark(units);
         }
-        regions.filed().file(b.addr(), units, false);
+        regions.filed().set(b.addr(), false);
         Ok(b)
     }
 }

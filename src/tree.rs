@@ -186,7 +186,7 @@ impl Treap {
         unsafe {
             self.check_root(regions)?;
             // Filed first: the rotations below check `b` as a node.
-            regions.filed().file(b.addr(), b.units(), true);
+            regions.filed().set(b.addr(), true);
             let k = key(b);
             b.set_link(SIZE, Block::at(k.0 as usize as *mut u8));
             let mut parent = Block::NULL;
@@ -232,8 +232,7 @@ impl Treap {
             } else {
                 Self::is_node(regions, parent) && (parent.link(LEFT) == b || parent.link(RIGHT) == b)
             };
-            let units = b.units();
-            if !linked || !size_intact(b) || !regions.filed().holds(b.addr(), units) {
+            if !linked || !size_intact(b) || !regions.filed().is_filed(b.addr()) {
                 return Err(BadLink(b.addr()));
             }
             // Rotate `b` down until it has at most one child.
@@ -243,7 +242,7 @@ impl Treap {
                 if l.is_null() || r.is_null() {
                     let only = if l.is_null() { r } else { l };
                     self.replace_child(b.link(PARENT), b, only);
-                    regions.filed().file(b.addr(), units, false);
+                    regions.filed().set(b.addr(), false);
                     return Ok(());
                 }
                 let up = if priority(l) > priority(r) { l } else { r };
