@@ -58,6 +58,7 @@
 //! form, and a small-form block never grows in place beyond its form's
 //! limit (the caller moves it).
 
+use core::cell::Cell;
 use crate::bins::Bins;
 use crate::block::{bytes_to_units, free_header, units_to_bytes, BadLink, Block, BIG_PREFIX_UNITS, MERGED, PREV_USED};
 use crate::config::{MAX_REGION_BYTES, MAX_USED_UNITS, MIN_UNITS};
@@ -120,6 +121,13 @@ pub struct Heap<S: Source> {
     top_units: u32,
     cur_lo: usize,
     top_end: usize,
+    /// The first header and epilogue of the other region [`Heap::bounds`]
+    /// found last (0, 0: none), so that a heap of several regions (mapped
+    /// ones, where the break could not grow, or an arena's) looks a region
+    /// up in the page map only when its blocks' region changes. Forgotten
+    /// whenever the current region changes or moves its end
+    /// ([`Heap::reframe`]): only the current region's end ever moves.
+    other: Cell<(usize, usize)>,
     /// The parked free block (see the module notes), or null.
     parked: Block,
     /// The parked block's size when it was parked (its true size: the
@@ -188,6 +196,7 @@ impl<S: Source> Heap<S> {
             top_units: 0,
             cur_lo: 0,
             top_end: 0,
+            other: Cell::new((0, 0)),
             parked: Block::NULL,
             parked_units: 0,
             clean_from: 0,
@@ -288,6 +297,7 @@ impl<S: Source> Heap<S> {
     /// only by free space up to the new epilogue.
     unsafe fn reframe(&mut self, top: Block) {
         (self.cur_lo, self.top_end) = self.regions.block_span(self.cur);
+        self.other.set((0, 0));
         let epi = Block::at(self.top_end as *mut u8);
         let units = top.units_to(epi);
         self.top = top;
@@ -307,7 +317,13 @@ impl<S: Source> Heap<S> {
         if b.addr() >= self.cur_lo && b.addr() < self.top_end {
             return (self.cur_lo, self.top_end);
         }
-        self.regions.block_span(self.region_of(b))
+        let (lo, hi) = self.other.get();
+        if b.addr() >= lo && b.addr() < hi {
+            return (lo, hi);
+        }
+        let span = self.regions.block_span(self.region_of(b));
+        self.other.set(span);
+        span
     }
 
     fn account_used(&mut self, units: u32) {
