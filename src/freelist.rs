@@ -118,17 +118,21 @@ impl SmallBins {
         self.mark(units);
     }
 
-    /// Whether `n` is a free block of this list: in a heap region, at a
-    /// header position, filed ([`crate::filed`]: not a stale copy of a
-    /// block's words), with the free header of `units`.
+    /// Whether `n` is a free block of this list: at a header position,
+    /// filed ([`crate::filed`]: not a stale copy of a block's words), with
+    /// the free header of `units`. A filed header position is the start of
+    /// a block some heap holds in its bins, so it lies in a heap region
+    /// (asked of the page map here before the filed map existed: 2.5% of
+    /// the 1-16 KiB path's instructions, and perl-hash's replay 4.6%).
     ///
     /// # Safety
     /// `regions` must describe the heap's mapped regions.
     #[inline]
     unsafe fn is_member(regions: &RegionTable, n: Block, units: u32) -> bool {
-        regions.holds_header(n.addr())
+        Block::is_header_position(n.addr())
             && regions.filed().is_filed(n.addr())
-            // SAFETY: `n` lies in a mapped heap region and is 4-aligned.
+            // SAFETY: `n` begins a filed block: it lies in a mapped heap
+            // region, and is 4-aligned.
             && unsafe { n.header() == free_header(units) }
     }
 

@@ -72,22 +72,21 @@ impl Treap {
         self.root.is_null()
     }
 
-    /// Whether `c`, read from a link, can be a node: its header and its four
-    /// links lie in a heap region (a header position three units on is one
-    /// too, so no byte in between is past the region's end, where a forged
-    /// header right before the epilogue would lead), it is filed
-    /// ([`crate::filed`]: not a stale copy of a node's words), and its
-    /// header is a free one.
+    /// Whether `c`, read from a link, can be a node: a header position that
+    /// is filed ([`crate::filed`]: not a stale copy of a node's words), so
+    /// the start of a free block of at least `SMALL_LIMIT_UNITS` some heap
+    /// holds in its bins, whose header and four links lie in a heap region
+    /// (the page map was asked for both ends, here, before the filed map
+    /// existed), and whose header is a free one.
     ///
     /// # Safety
     /// None beyond `regions` describing the heap: nothing is read before
-    /// the region checks.
+    /// the filed map's check.
     #[inline]
     unsafe fn is_node(regions: &RegionTable, c: Block) -> bool {
-        regions.holds_header(c.addr())
-            && regions.holds_header(c.offset(3).addr())
+        Block::is_header_position(c.addr())
             && regions.filed().is_filed(c.addr())
-            // SAFETY: `c` lies in a heap region (just checked).
+            // SAFETY: `c` begins a filed block, in a heap region.
             && !unsafe { c.is_used() }
     }
 
