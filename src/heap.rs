@@ -312,11 +312,17 @@ impl<S: Source> Heap<S> {
     }
 
     /// The first header and the epilogue of the region holding `b`.
-    #[inline]
+    #[inline(always)]
     fn bounds(&self, b: Block) -> (usize, usize) {
         if b.addr() >= self.cur_lo && b.addr() < self.top_end {
             return (self.cur_lo, self.top_end);
         }
+        self.other_bounds(b)
+    }
+
+    /// [`Heap::bounds`] of a block outside the current region.
+    #[inline(never)]
+    fn other_bounds(&self, b: Block) -> (usize, usize) {
         let (lo, hi) = self.other.get();
         if b.addr() >= lo && b.addr() < hi {
             return (lo, hi);
@@ -889,10 +895,12 @@ impl<S: Source> Heap<S> {
             // Checked by the caller, but without this lock: a second free of
             // the same block by another thread at the same moment finds the
             // header freed here, or gone with the memory the first free gave
-            // back to the system (with one thread, the caller's look-up
-            // still holds).
-            let gone = !crate::sync::single_threaded() && !self.regions.holds_header(b.addr());
-            if gone || !crate::block::is_block_header(b.addr(), b.header()) {
+            // back to the system. With one thread, the caller's look-up and
+            // check still hold (measured: 1.5% of the 1-16 KiB path's
+            // instructions).
+            if !crate::sync::single_threaded()
+                && (!self.regions.holds_header(b.addr()) || !crate::block::is_block_header(b.addr(), b.header()))
+            {
                 self.corrupt("double free (two threads at once) of", b.payload() as usize);
             }
             // A block already free whose old header the program wrote back
