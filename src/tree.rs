@@ -73,11 +73,13 @@ impl Treap {
     }
 
     /// Whether `c`, read from a link, can be a node: a header position that
-    /// is filed ([`crate::filed`]: not a stale copy of a node's words), so
-    /// the start of a free block of at least `SMALL_LIMIT_UNITS` some heap
-    /// holds in its bins, whose header and four links lie in a heap region
-    /// (the page map was asked for both ends, here, before the filed map
-    /// existed), and whose header is a free one.
+    /// is filed ([`crate::filed`]: not a stale copy of a node's words), and
+    /// whose header is a free one. A filed block is one some heap holds in
+    /// its bins, a tree's or (named by a forged link) a small list's: at
+    /// least `MIN_UNITS`, followed by a header inside its region, so its
+    /// header and four links (up to 36 bytes on) lie in the region (the
+    /// page map was asked for both ends, here, before the filed map
+    /// existed); a list block's links then fail the node checks.
     ///
     /// # Safety
     /// None beyond `regions` describing the heap: nothing is read before
