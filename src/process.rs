@@ -200,13 +200,8 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
         && slab_units(PAGEMAP.entry(b.payload() as usize)) == 0
     {
         // One heap block (a free the caches did not take): nothing to sort.
-        let mut h = heap_of(b, op);
-        if cached_meanwhile(b) {
-            drop(h);
-            cached_meanwhile_fatal(op, b)
-        }
-        // SAFETY: forwarded; `b` lies in this heap's region.
-        unsafe { h.free(b) };
+        // SAFETY: forwarded.
+        unsafe { release_heap_block(op, b) };
         return;
     }
     // Sorted once, by the entries of their pages before any is given: a
@@ -268,6 +263,22 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
             }
         }
     }
+}
+
+/// [`release_blocks`] of one block known to be a heap block, not a
+/// slab's (a free the caches did not take).
+///
+/// # Safety
+/// As for [`release_blocks`]; `b` lies in no slab.
+#[inline(always)]
+pub unsafe fn release_heap_block(op: &'static str, b: Block) {
+    let mut h = heap_of(b, op);
+    if cached_meanwhile(b) {
+        drop(h);
+        cached_meanwhile_fatal(op, b)
+    }
+    // SAFETY: forwarded; `b` lies in this heap's region.
+    unsafe { h.free(b) };
 }
 
 /// Reports block `b`, found cached by another thread while it was on its

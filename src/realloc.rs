@@ -4,7 +4,7 @@
 //! neighbour or the top, slide into a free predecessor), with mremap for
 //! large blocks, and by moving otherwise.
 
-use crate::alloc::{after_growth, alloc_block, wants_mapping, TCACHE_MAX_REQUEST};
+use crate::alloc::{after_growth, alloc_block, alloc_plain, wants_mapping, TCACHE_MAX_REQUEST};
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
@@ -191,7 +191,7 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
 fn move_block(held: Held, keep: usize, n: usize) -> *mut u8 {
     let b = held.block();
     let claim = Claim::take(b);
-    let q = alloc_block(n, ALIGN, false, false, Call::Realloc);
+    let q = alloc_plain(my_cache(), n, false, Call::Realloc);
     if q.is_null() {
         claim.release();
         return q;
