@@ -174,11 +174,29 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
         let growths = h.growths;
         // SAFETY: `b` is a held heap block; the kept bytes fit in it.
         let resized = unsafe { h.resize(b, want, old_bytes.min(n)) };
+        if let Some(nb) = resized {
+            let grew = h.growths != growths;
+            drop(h);
+            after_growth(grew);
+            return nb.payload();
+        }
+        // It moves. With one thread, the new block comes from the same heap
+        // under the same lock (one lock round instead of two: perl-hash's
+        // replay moves 74,000 blocks so), unless it wants a mapping or the
+        // heap has no room (then the general path, which may also give
+        // memory back). With threads the old block is claimed first
+        // ([`move_block`]), outside the lock: a double free that a claim
+        // finds is reported with no lock held.
+        let here = crate::sync::single_threaded() && !wants_mapping(n, ALIGN);
+        // SAFETY: the heap is consistent between calls.
+        let g = if here { unsafe { h.alloc(want) } } else { None };
         let grew = h.growths != growths;
         drop(h);
         after_growth(grew);
-        if let Some(nb) = resized {
-            return nb.payload();
+        if let Some(g) = g {
+            crate::trim::maybe_decay("realloc");
+            // No other thread exists to claim the old block from.
+            return finish_move(held, Claim(None), g.block.payload(), old_bytes.min(n));
         }
     }
     move_block(held, old_bytes.min(n), n)
@@ -196,6 +214,14 @@ fn move_block(held: Held, keep: usize, n: usize) -> *mut u8 {
         claim.release();
         return q;
     }
+    finish_move(held, claim, q, keep)
+}
+
+/// The end of a move of held block `held`, claimed by `claim`, to the new
+/// block at `q`: the first `keep` bytes copied, then the old block freed
+/// (into its heap, or this thread's cache for a size it keeps). Returns `q`.
+fn finish_move(held: Held, claim: Claim, q: *mut u8, keep: usize) -> *mut u8 {
+    let b = held.block();
     // SAFETY: both blocks are held (the old one claimed); `keep` fits in
     // each.
     unsafe { core::ptr::copy_nonoverlapping(b.payload(), q, keep) };
