@@ -178,11 +178,17 @@ fn held_header(b: Block, func: &'static str) -> Held {
     // SAFETY: `b` is a header position inside a heap region, before its
     // epilogue; the payload word is read only for a valid used header of
     // at least MIN_UNITS (whose payload holds it).
+    //
+    // The cache's mark is looked for only on a header of a size the caches
+    // keep: a mark seals its block's cached header, so a header of a larger
+    // size (1-16 KiB blocks, every free and realloc of which comes here)
+    // cannot match a cached block's mark, whatever was written over it
+    // (20 instructions a call).
     unsafe {
         let h = b.header();
         if crate::block::is_block_header(b.addr(), h)
             && (!crate::block::is_big_body(h) || is_whole_big_block(b))
-            && !tcache::is_marked(b, h ^ crate::block::CACHED_FLIP)
+            && (crate::block::used_units(h) > TCACHE_MAX_UNITS || !tcache::is_marked(b, h ^ crate::block::CACHED_FLIP))
         {
             return Held(b, false);
         }
