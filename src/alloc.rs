@@ -121,8 +121,10 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
 /// A block of `n` bytes (aligned to [`ALIGN`]) that no thread cache
 /// serves: from this thread's arena's heap at once when the request wants
 /// no mapping and that heap has room or can grow (a 1-16 KiB block, a
-/// block realloc moves), else by the general path ([`alloc_block`], which
-/// also tries the other arenas, a mapping, and giving memory back).
+/// block realloc moves), else by the rest of the general path (the other
+/// arenas, and memory given back: [`alloc_plain_elsewhere`]), or the
+/// general path itself for a request that wants a mapping
+/// ([`alloc_block`]).
 /// One frame where the general path has three (with the heap's own
 /// `alloc_in` inlined too): measured with the other cuts of its commit,
 /// `bench/micro -m 400` 13% fewer instructions (callgrind).
@@ -130,10 +132,12 @@ fn alloc_slow(n: usize, call: Call, zero: bool) -> *mut u8 {
 pub fn alloc_plain(t: Option<&Tcache>, n: usize, zero: bool, call: Call) -> *mut u8 {
     if !wants_mapping(n, ALIGN) {
         crate::trim::maybe_decay(call_name(call));
-        let p = heap_block_in(my_arena(t), n, ALIGN, zero, true, call);
+        let mine = my_arena(t);
+        let p = heap_block_in(mine, n, ALIGN, zero, true, call);
         if !p.is_null() {
             return p;
         }
+        return alloc_plain_elsewhere(mine, n, zero, call);
     }
     alloc_block(n, ALIGN, zero, false, call)
 }
@@ -346,11 +350,40 @@ fn heap_can_hold(n: usize, align: usize) -> bool {
 pub fn alloc_block(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
     crate::trim::maybe_decay(call_name(call));
     let p = alloc_block_once(n, align, zero, guarded, call);
-    let could_fit = n.checked_add(align).is_some_and(|total| total <= config::MAX_ADDRESS_SPACE);
-    if p.is_null() && could_fit && crate::trim::give_back_space(call_name(call), 0) {
-        return alloc_block_once(n, align, zero, guarded, call);
+    if p.is_null() {
+        return retry_given_back(n, align, zero, guarded, call);
     }
     p
+}
+
+/// [`alloc_block`]'s second try, once the system refused memory: only if
+/// address space could be given back (and a request of that size could
+/// use it).
+fn retry_given_back(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {
+    let could_fit = n.checked_add(align).is_some_and(|total| total <= config::MAX_ADDRESS_SPACE);
+    if could_fit && crate::trim::give_back_space(call_name(call), 0) {
+        return alloc_block_once(n, align, zero, guarded, call);
+    }
+    core::ptr::null_mut()
+}
+
+/// [`alloc_block`] for a plain request (aligned to [`ALIGN`], wanting no
+/// mapping) that arena `tried`'s heap, its growth included, has just
+/// refused: the rest of the general path, without asking that heap (and
+/// the system, for its growth) a second time (found by a review: a failing
+/// malloc made twice the system calls, a failing realloc three times).
+#[cold]
+#[inline(never)]
+pub fn alloc_plain_elsewhere(tried: usize, n: usize, zero: bool, call: Call) -> *mut u8 {
+    let mine = my_arena(my_cache());
+    for a in (0..arenas()).filter(|&a| a != tried) {
+        // As `heap_block`: this thread's own arena may grow, others not.
+        let p = heap_block_in(a, n, ALIGN, zero, a == mine, call);
+        if !p.is_null() {
+            return p;
+        }
+    }
+    retry_given_back(n, ALIGN, zero, false, call)
 }
 
 fn alloc_block_once(n: usize, align: usize, zero: bool, guarded: bool, call: Call) -> *mut u8 {

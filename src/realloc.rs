@@ -4,7 +4,7 @@
 //! neighbour or the top, slide into a free predecessor), with mremap for
 //! large blocks, and by moving otherwise.
 
-use crate::alloc::{after_growth, alloc_block, alloc_plain, wants_mapping, TCACHE_MAX_REQUEST};
+use crate::alloc::{after_growth, alloc_block, alloc_plain, alloc_plain_elsewhere, wants_mapping, TCACHE_MAX_REQUEST};
 use crate::block::Block;
 use crate::config::{self, ALIGN, MIN_UNITS, TCACHE_MAX_UNITS};
 use crate::diag;
@@ -182,9 +182,10 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
         }
         // It moves. With one thread, the new block comes from the same heap
         // under the same lock (one lock round instead of two: perl-hash's
-        // replay moves 74,000 blocks so), unless it wants a mapping or the
-        // heap has no room (then the general path, which may also give
-        // memory back). With threads the old block is claimed first
+        // replay moves 74,000 blocks so), unless it wants a mapping (the
+        // general path). When that heap has no room, the other arenas and
+        // memory given back ([`alloc_plain_elsewhere`]). With threads the
+        // old block is claimed first
         // ([`move_block`]), outside the lock: a double free that a claim
         // finds is reported with no lock held.
         let here = crate::sync::single_threaded() && !wants_mapping(n, ALIGN);
@@ -193,10 +194,19 @@ fn realloc_heap(held: Held, n: usize) -> *mut u8 {
         let grew = h.growths != growths;
         drop(h);
         after_growth(grew);
-        if let Some(g) = g {
+        if here {
             crate::trim::maybe_decay("realloc");
+            let q = match g {
+                Some(g) => g.block.payload(),
+                // That heap, growth included, had no room: the rest of the
+                // general path, without asking it again.
+                None => alloc_plain_elsewhere(crate::process::arena_of(b.addr()), n, false, Call::Realloc),
+            };
+            if q.is_null() {
+                return q;
+            }
             // No other thread exists to claim the old block from.
-            return finish_move(held, Claim(None), g.block.payload(), old_bytes.min(n));
+            return finish_move(held, Claim(None), q, old_bytes.min(n));
         }
     }
     move_block(held, old_bytes.min(n), n)
