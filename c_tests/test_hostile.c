@@ -28,6 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <stdatomic.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -1917,6 +1918,112 @@ static void run_trim_race(void *arg)
     execv("/proc/self/exe", argv);
     _exit(126);
 }
+/* A signal handler run in the middle of free's slow path rewrites the
+ * header of the block being freed (one thread, fresh process). A heap
+ * block of 18 units fills its cache list; the list's head is on a page
+ * made inaccessible, so the drain of half the list (the next free's, of
+ * block X) faults, and the handler writes into X's header a valid used
+ * header of 252 units read there earlier (a 4028-byte block X's memory
+ * once began). Before the fix the cache then sealed X under that header:
+ * a write of its used form and a free sent X to the heap as a 4 KiB
+ * block, and malloc(4028) handed out memory over 13 live blocks (found by
+ * a hostile review). It must end in one line naming the overwritten
+ * header. Returns 1 when the layout could not be arranged. */
+static volatile uint32_t *drain_xh;
+static uint32_t drain_from, drain_to;
+static char *drain_page;
+
+static void drain_segv(int s, siginfo_t *si, void *u)
+{
+    (void)u;
+    char *a = si->si_addr;
+    if (drain_page && a >= drain_page && a < drain_page + 4096) {
+        if (*drain_xh == drain_from)
+            *drain_xh = drain_to;
+        mprotect(drain_page, 4096, PROT_READ | PROT_WRITE);
+        drain_page = 0;
+        return;
+    }
+    signal(s, SIG_DFL);
+}
+
+static int header_rewritten_during_drain(void)
+{
+    enum { SMALL = 280, BIG = 4028, LIMIT = 56, HALF = 28, POOL = 3000 };
+    static char *pool[POOL], *list[4096];
+    struct sigaction sa = {0};
+    sa.sa_sigaction = drain_segv;
+    sa.sa_flags = SA_SIGINFO;
+    sigaction(SIGSEGV, &sa, 0);
+    void *g0 = malloc(BIG);
+    char *x = malloc(BIG);
+    void *g1 = malloc(BIG);
+    uint32_t big_header = *(uint32_t *)(x - 4);
+    free(hide_ptr(x));
+    int found = 0, np, n = 0, k = 0;
+    for (np = 0; np < POOL; np++) {
+        char *q = malloc(SMALL);
+        if (q >= x - 4 && q < x + BIG) {
+            found |= q == x;
+            np--;
+            continue;
+        }
+        pool[np] = q;
+        if (np > 2000 && found)
+            break;
+    }
+    if (!found)
+        return 1;
+    /* Free pool blocks until one free overflows the list (the marks of
+     * the blocks below the head change), then fill it up to one short. */
+    for (;;) {
+        size_t before[LIMIT];
+        int m = n < LIMIT ? n : LIMIT;
+        for (int i = 0; i < m; i++)
+            before[i] = ((volatile size_t *)list[n - 1 - i])[1];
+        char *z = pool[k++];
+        free(hide_ptr(z));
+        int changed = 0;
+        for (int i = 0; i < m; i++)
+            changed |= ((volatile size_t *)list[n - 1 - i])[1] != before[i];
+        if (changed) {
+            n = 0;
+            list[n++] = z;
+            break;
+        }
+        list[n++] = z;
+        if (k > 500)
+            return 1;
+    }
+    while (HALF + n < LIMIT)
+        list[n++] = pool[k], free(hide_ptr(pool[k++]));
+    drain_xh = (volatile uint32_t *)(x - 4);
+    char *head = list[n - 1];
+    char *hp = (char *)((uintptr_t)(head - 4) & ~4095ul);
+    if (hp == (char *)((uintptr_t)(x - 4) & ~4095ul) || hp == (char *)((uintptr_t)(x + 32) & ~4095ul))
+        return 1;
+    drain_from = *drain_xh;
+    drain_to = (big_header & ~2u) | (drain_from & 2u);
+    drain_page = hp;
+    mprotect(drain_page, 4096, PROT_NONE);
+    free(hide_ptr(x)); /* the list is full: the drain faults, then X is cached */
+    *drain_xh ^= 0xFF00; /* the 252-unit header's used form, if it was cached */
+    free(hide_ptr(x));
+    char *r = malloc(BIG);
+    memset(r, 'R', BIG);
+    (void)g0;
+    (void)g1;
+    return 0;
+}
+
+static void run_drain_rewrite(void *arg)
+{
+    (void)arg;
+    char *argv[] = {self_path, "drain-rewrite", NULL};
+    execv("/proc/self/exe", argv);
+    _exit(126);
+}
+
 static void run_slab_df(void *arg)
 {
     (void)arg;
@@ -2076,6 +2183,14 @@ int main(int argc, char **argv)
     }
     if (argc > 1 && strcmp(argv[1], "slab-df") == 0)
         return slab_double_free_after_empty();
+    if (argc > 1 && strcmp(argv[1], "drain-rewrite") == 0) {
+        if (header_rewritten_during_drain()) {
+            say("the layout could not be arranged\n");
+            return 1;
+        }
+        say("the attack ran to the end unnoticed\n");
+        return 0;
+    }
     if (argc > 2 && strcmp(argv[1], "calloc-top") == 0) {
         size_t skip = 0, n = 0;
         if (sscanf(argv[2], "%zu/%zu", &skip, &n) != 2)
@@ -2179,6 +2294,12 @@ int main(int argc, char **argv)
     status = run_child_stderr(run_slab_df, NULL, err, sizeof err, 60);
     check(aborted_with_one_line(status, err, "fitalloc: free(): ", "double free", NULL),
           "a slab block freed again after its slab emptied and went back to the heap: a double free",
+          "status %#x; stderr: %s", status, err);
+
+    status = run_child_stderr(run_drain_rewrite, NULL, err, sizeof err, 60);
+    check(aborted_with_one_line(status, err, "fitalloc: free(): ", "heap overflow into the header of a held block", NULL),
+          "a signal handler run during a full cache list's drain rewrites the freed block's header to another size: "
+          "reported, never cached under it",
           "status %#x; stderr: %s", status, err);
 
     status = run_child_stderr(run_calloc_top, "0/8", err, sizeof err, 60);

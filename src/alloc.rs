@@ -77,6 +77,13 @@ pub(crate) fn cache_fault(call: Call, a: usize) -> ! {
     diag::fatal(call_name(call), "corrupted thread cache at", a)
 }
 
+/// Reports block `b`, taken for this thread's cache, whose header was
+/// written over between its taking and its caching ([`Tcache::push`]).
+#[cold]
+fn overwritten_fatal(call: Call, b: Block) -> ! {
+    diag::fatal(call_name(call), "heap overflow into the header of a free block (its header was overwritten) at", b.payload() as usize)
+}
+
 /// `p`, or null with errno `ENOMEM` when `p` is null.
 #[inline(always)]
 fn or_enomem(p: *mut u8) -> *mut u8 {
@@ -211,7 +218,9 @@ fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     for &b in &extra[..k] {
         // SAFETY: this thread's cache; `b` is a block of `units` the heap
         // just handed out, and the cache had room for it.
-        unsafe { t.push(b, units) };
+        if !unsafe { t.push(b, units) } {
+            overwritten_fatal(call, b);
+        }
     }
     match grant {
         Some(g) => payload_of(g, zero),
@@ -249,7 +258,9 @@ fn refill_from_fragments(t: &Tcache, units: u32, zero: bool, call: Call) -> Opti
     for &b in &extra[..k] {
         // SAFETY: this thread's cache, with room; `b` is a heap block of
         // `units` just handed out.
-        unsafe { t.push(b, units) };
+        if !unsafe { t.push(b, units) } {
+            overwritten_fatal(call, b);
+        }
     }
     Some(payload_of(g, zero))
 }
@@ -298,7 +309,9 @@ fn refill_from_slabs(t: &Tcache, units: u32, zero: bool, call: Call) -> Option<*
     for &b in &got[1..k] {
         // SAFETY: this thread's cache, with room for `want - 1` blocks;
         // `b` is a block of `units` just taken from a slab.
-        unsafe { t.push(b, units) };
+        if !unsafe { t.push(b, units) } {
+            overwritten_fatal(call, b);
+        }
     }
     let b = got[0];
     if zero {

@@ -169,11 +169,11 @@ fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
             // `units` (checked by the caller), checked again as below.
             unsafe {
                 let h = b.header();
-                if crate::block::is_used_header(b.addr(), h) && t.push_freed(b, units, h) {
+                if crate::block::is_used_header(b.addr(), h) && crate::block::used_units(h) == units && t.push_freed(b, units, h) {
                     return;
                 }
+                rewritten_fatal(b, h, units, func)
             }
-            diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
         }
         let own = t.list_full(units) || t.budget_has_room(units);
         let cut = if own { units } else { t.fullest().unwrap_or(units) };
@@ -199,9 +199,8 @@ fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
             // the block (or freed it) since it was checked.
             let cached = room && unsafe {
                 let h = b.header();
-                crate::block::is_used_header(b.addr(), h) && t.push_freed(b, units, h) || {
-                    diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
-                }
+                crate::block::is_used_header(b.addr(), h) && crate::block::used_units(h) == units && t.push_freed(b, units, h)
+                    || rewritten_fatal(b, h, units, func)
             };
             if let Some(chain) = chain {
                 pass_on(cut, chain, func);
@@ -212,9 +211,15 @@ fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
         } else {
             drain_home(t, cut, half, func);
             if t.has_room(units) {
-                // SAFETY: this thread's cache, with room; `b` is held.
-                unsafe { t.push(b, units) };
-                return;
+                // SAFETY: this thread's cache, with room; `b` is held. Its
+                // header is read again by the push: a signal handler run
+                // during the drain may have written over it, or freed `b`
+                // (found by a hostile review).
+                if unsafe { t.push(b, units) } {
+                    return;
+                }
+                // SAFETY: as above (one thread: nothing gave it back).
+                rewritten_fatal(b, unsafe { b.header() }, units, func)
             }
         }
     }
@@ -227,6 +232,17 @@ fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
         }
     }
     crate::trim::maybe_decay(func);
+}
+
+/// Reports held block `b` of `units`, checked when its free began, whose
+/// header `h` (as last read) is no longer a used header of `units` when
+/// it is cached: freed meanwhile (a double free), or written over.
+#[cold]
+fn rewritten_fatal(b: Block, h: u32, units: u32, func: &'static str) -> ! {
+    if crate::block::is_used_header(b.addr(), h) && crate::block::used_units(h) != units {
+        diag::fatal(func, "heap overflow into the header of a held block (its header was overwritten) at", b.payload() as usize)
+    }
+    diag::fatal(func, pointer::double_free_text(func), b.payload() as usize)
 }
 
 /// Cuts the first `n` blocks off this thread's full list `units` as one

@@ -681,16 +681,32 @@ impl Tcache {
     }
 
 
-    /// Caches held block `b` of `units` (of a slab or the heap).
+    /// Caches block `b` of `units` (of a slab or the heap), reading its
+    /// header. False, leaving the cache as it was, when the header is not
+    /// a used header of `units`: an overflow, or a signal handler, wrote
+    /// over it since the caller checked or wrote it. A seal is made only
+    /// over a header of its list's size: a seal over another size's
+    /// header would carry that header past every later check, pops and
+    /// frees alike, and the block out at the wrong size (found by a
+    /// hostile review: a handler run during a cache's overflow rewrote the
+    /// header of the block being freed, and a malloc later handed out
+    /// memory over 13 live blocks).
     ///
     /// # Safety
-    /// Only the owner may call this. `b` must be a block held by the program
-    /// (header checked), with `units <= TCACHE_MAX_UNITS`, and
-    /// `has_room(units)`.
+    /// Only the owner may call this. `b` must be a block of `units` in a
+    /// slab or a heap region that nothing else holds, with
+    /// `units <= TCACHE_MAX_UNITS`, and `has_room(units)`.
     #[inline(always)]
-    pub unsafe fn push(&self, b: Block, units: u32) {
-        // SAFETY: forwarded; a held block's header is readable.
-        unsafe { self.push_header(b, units, b.header()) }
+    #[must_use]
+    pub unsafe fn push(&self, b: Block, units: u32) -> bool {
+        // SAFETY: forwarded; the header of a block of a region is readable.
+        let h = unsafe { b.header() };
+        if !crate::block::is_used_header(b.addr(), h) || crate::block::used_units(h) != units {
+            return false;
+        }
+        // SAFETY: forwarded; `h` is a used header of `units`.
+        unsafe { self.push_header(b, units, h) };
+        true
     }
 
     /// [`Tcache::push`] for a caller that has read `b`'s header, `header`.
