@@ -212,14 +212,17 @@ fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
             drain_home(t, cut, half, func);
             if t.has_room(units) {
                 // SAFETY: this thread's cache, with room; `b` is held. Its
-                // header is read again by the push: a signal handler run
+                // header is read and checked again: a signal handler run
                 // during the drain may have written over it, or freed `b`
                 // (found by a hostile review).
-                if unsafe { t.push(b, units) } {
-                    return;
+                unsafe {
+                    let h = b.header();
+                    if crate::block::is_used_header(b.addr(), h) && crate::block::used_units(h) == units {
+                        t.push_header(b, units, h);
+                        return;
+                    }
+                    rewritten_fatal(b, h, units, func)
                 }
-                // SAFETY: as above (one thread: nothing gave it back).
-                rewritten_fatal(b, unsafe { b.header() }, units, func)
             }
         }
     }

@@ -681,16 +681,18 @@ impl Tcache {
     }
 
 
-    /// Caches block `b` of `units` (of a slab or the heap), reading its
-    /// header. False, leaving the cache as it was, when the header is not
-    /// a used header of `units`: an overflow, or a signal handler, wrote
-    /// over it since the caller checked or wrote it. A seal is made only
-    /// over a header of its list's size: a seal over another size's
-    /// header would carry that header past every later check, pops and
-    /// frees alike, and the block out at the wrong size (found by a
-    /// hostile review: a handler run during a cache's overflow rewrote the
-    /// header of the block being freed, and a malloc later handed out
-    /// memory over 13 live blocks).
+    /// Caches block `b` of `units` (of a slab or the heap) that the
+    /// allocator has just taken for the cache, reading its header. False,
+    /// leaving the cache as it was, when the header does not say used and
+    /// `units`: an overflow (or a signal handler) wrote over it since it
+    /// was written. A seal is made only over a header of its list's size:
+    /// a seal over another size's header would carry that header past
+    /// every later check, pops and frees alike, and the block out at the
+    /// wrong size (found by a hostile review: a handler run during a
+    /// cache's overflow rewrote the header of the block being freed, and
+    /// a malloc later handed out memory over 13 live blocks). The tag is
+    /// left to the checks of the block's free: the program has never held
+    /// the block, so it cannot have cached it already.
     ///
     /// # Safety
     /// Only the owner may call this. `b` must be a block of `units` in a
@@ -701,7 +703,7 @@ impl Tcache {
     pub unsafe fn push(&self, b: Block, units: u32) -> bool {
         // SAFETY: forwarded; the header of a block of a region is readable.
         let h = unsafe { b.header() };
-        if !crate::block::is_used_header(b.addr(), h) || crate::block::used_units(h) != units {
+        if h & crate::block::USED == 0 || crate::block::used_units(h) != units {
             return false;
         }
         // SAFETY: forwarded; `h` is a used header of `units`.
