@@ -237,18 +237,6 @@ pub unsafe fn release_blocks(op: &'static str, blocks: &[Block]) {
     // The others to their heaps, one lock per arena.
     let all = if blocks.len() == 64 { u64::MAX } else { (1u64 << blocks.len()) - 1 };
     let mut heap_blocks = all & !slab;
-    // The header of each one's successor, which its free reads (to merge
-    // with it, or to check it), asked for before the lock, all at once:
-    // the blocks' own lines are warm (the cache has just walked them), the
-    // successors' often cold, and fetched one free after another they
-    // kept the lock for a miss each.
-    let mut ahead = heap_blocks;
-    while ahead != 0 {
-        let b = blocks[ahead.trailing_zeros() as usize];
-        ahead &= ahead - 1;
-        // SAFETY: a held block's header lies in its heap region.
-        crate::block::prefetch(b.offset(crate::block::used_units(unsafe { b.header() })).addr());
-    }
     let mut arena = [0u8; 64];
     if arenas() > 1 {
         for (i, &b) in blocks.iter().enumerate() {
