@@ -255,19 +255,6 @@ pub fn is_block_header(addr: usize, h: u32) -> bool {
     is_used_header(addr, h) && used_units(h).wrapping_sub(crate::config::MIN_UNITS) < BIG_HEAD - crate::config::MIN_UNITS
 }
 
-/// Asks the processor to bring in the cache line of address `a` without
-/// waiting for it: a hint, which never faults, whatever the address.
-#[inline(always)]
-pub fn prefetch(a: usize) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch reads nothing the program sees and cannot fault.
-    unsafe {
-        core::arch::x86_64::_mm_prefetch::<{ core::arch::x86_64::_MM_HINT_T0 }>(a as *const i8)
-    };
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = a;
-}
-
 /// Whether used header `h` is a big block's body header (its tag unchecked).
 #[inline(always)]
 pub const fn is_big_body(h: u32) -> bool {

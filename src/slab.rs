@@ -340,36 +340,23 @@ impl Slabs {
             };
             let d = self.desc(id);
             let stride = units as usize * 16;
-            // The blocks first, by their bits, each block's line asked for
-            // as it is picked; then each is checked and marked used. The
-            // lines are usually cold (last written by the thread that gave
-            // the blocks back, often on another core), and fetched one
-            // after another they kept this lock for one miss per block.
-            let first = k;
             for w in 0..WORDS {
                 while d.free_bits[w] != 0 && k < out.len() {
                     let bit = d.free_bits[w].trailing_zeros() as usize;
                     d.free_bits[w] &= d.free_bits[w] - 1;
                     d.free -= 1;
                     let b = block_at(d.page, units, w * 64 + bit);
-                    block::prefetch(b.addr());
+                    // SAFETY: block `w * 64 + bit` of the slab lies in its
+                    // page, which the slab owns, and is free in it.
+                    if !unsafe { b.take_from_slab(units) } {
+                        d.free_bits[w] |= 1 << bit;
+                        d.free += 1;
+                        self.counters.free_bytes -= k * stride;
+                        self.counters.free_blocks -= k;
+                        return Err(b);
+                    }
                     out[k] = b;
                     k += 1;
-                }
-            }
-            for j in first..k {
-                // SAFETY: each block lies in the slab's page, which the
-                // slab owns, and was free in it.
-                if !unsafe { out[j].take_from_slab(units) } {
-                    // It and the blocks after it stay free in the slab.
-                    for &b in &out[j..k] {
-                        let i = index_of(b, d.page, units).expect("a block just picked from its slab");
-                        d.free_bits[i / 64] |= 1 << (i % 64);
-                        d.free += 1;
-                    }
-                    self.counters.free_bytes -= j * stride;
-                    self.counters.free_blocks -= j;
-                    return Err(out[j]);
                 }
             }
             if d.free == 0 {
