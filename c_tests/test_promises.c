@@ -31,7 +31,12 @@
  *                        FITALLOC_TRACE=path and with FITALLOC_STATS_FILE=
  *                        path the data file must hold only what the
  *                        program wrote (and the stats file the report).
- *   stats-plain          FITALLOC_STATS=1 still reports on stderr.
+ *   stats-plain          FITALLOC_STATS=1 still reports on stderr, with
+ *                        the thread cache's trips: 2,000 blocks of 48
+ *                        bytes malloc'd and freed, twice, make refills
+ *                        (bringing more than 1 block each on average, at
+ *                        most 32) and overflows (each sending 1 to 64
+ *                        away).
  *   options              item 8: every option value either works or is
  *                        refused or clamped with exactly one "fitalloc:"
  *                        line on stderr, and the program runs on: a top
@@ -791,6 +796,13 @@ static int child_data_after_closing(void)
 static int child_stats_plain(void)
 {
     churn(100);
+    static void *b[2000];
+    for (int round = 0; round < 2; round++) {
+        for (int i = 0; i < 2000; i++)
+            b[i] = malloc(48);
+        for (int i = 0; i < 2000; i++)
+            free(b[i]);
+    }
     return 0;
 }
 
@@ -852,9 +864,20 @@ static void diagnostics_cases(struct run *r)
     const char *plain[] = {"FITALLOC_STATS=1", NULL};
     run_case("stats-plain", plain, 30, r);
     int on_stderr = strstr(r->err, "fitalloc: heap ") != NULL;
+    const char *trips = strstr(r->err, "fitalloc: thread cache trips: ");
+    unsigned long refills = 0, overflows = 0;
+    double per_refill = 0, per_overflow = 0;
+    int parsed = trips && sscanf(trips, "fitalloc: thread cache trips: refills %lu (%lf blocks each), overflows %lu (%lf blocks each sent away)",
+                                 &refills, &per_refill, &overflows, &per_overflow) == 4;
+    char seen[200];
+    snprintf(seen, sizeof seen, "%.150s", trips ? trips : "no trips line");
     r->err[0] = 0;
     report("FITALLOC_STATS=1, descriptors left alone", r);
     check(on_stderr, "FITALLOC_STATS=1, descriptors left alone: the report is on stderr", " ");
+    check(parsed && refills >= 1 && per_refill > 1.0 && per_refill <= 32.0,
+          "FITALLOC_STATS=1: refills counted, bringing more than 1 and at most 32 blocks each", "%s", seen);
+    check(parsed && overflows >= 1 && per_overflow >= 1.0 && per_overflow <= 64.0,
+          "FITALLOC_STATS=1: overflows counted, each sending 1 to 64 blocks away", "%s", seen);
 
     DIR *d = opendir(dir);
     struct dirent *e;

@@ -160,7 +160,20 @@ fn refill(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     or_enomem(refill_block(t, n, call, zero))
 }
 
+/// [`fill_list`], counting the blocks it left in the cache
+/// ([`tcache::SlowCounters`]).
 fn refill_block(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
+    let units = config::request_units(n);
+    let before = t.count(units);
+    let p = fill_list(t, n, call, zero);
+    tcache::add(&t.slow.refilled, t.count(units).saturating_sub(before) as u64);
+    p
+}
+
+/// A block for a small request that found its cache list empty, and more
+/// of its size for the list: from the depot, the heap's fragments, a
+/// slab or the heap.
+fn fill_list(t: &Tcache, n: usize, call: Call, zero: bool) -> *mut u8 {
     let units = config::request_units(n);
     // Before the decay, which may send the depot's chains home.
     if let Some(p) = refill_from_depot(t, units, zero, call) {

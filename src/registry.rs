@@ -44,6 +44,9 @@ pub struct Registry {
     retired_requested: u64,
     retired_hits: u64,
     retired_misses: u64,
+    retired_refilled: u64,
+    retired_overflows: u64,
+    retired_sent_away: u64,
     pub threads: usize,
 }
 
@@ -61,6 +64,9 @@ static REGISTRY: Locked<Registry> = Locked::new(
         retired_requested: 0,
         retired_hits: 0,
         retired_misses: 0,
+        retired_refilled: 0,
+        retired_overflows: 0,
+        retired_sent_away: 0,
         threads: 0,
     },
 );
@@ -139,6 +145,10 @@ impl Registry {
             self.retired_requested = self.retired_requested.wrapping_add(c.requested.load(Relaxed));
             self.retired_hits = self.retired_hits.wrapping_add(c.hits.load(Relaxed));
             self.retired_misses = self.retired_misses.wrapping_add(c.misses.load(Relaxed));
+            let w = &(*t).slow;
+            self.retired_refilled = self.retired_refilled.wrapping_add(w.refilled.load(Relaxed));
+            self.retired_overflows = self.retired_overflows.wrapping_add(w.overflows.load(Relaxed));
+            self.retired_sent_away = self.retired_sent_away.wrapping_add(w.sent_away.load(Relaxed));
             let (p, n) = ((*t).prev.load(Relaxed), (*t).next.load(Relaxed));
             if p.is_null() {
                 self.live = n;
@@ -370,6 +380,11 @@ pub struct Totals {
     pub cached_blocks: u64,
     pub cache_hits: u64,
     pub cache_misses: u64,
+    /// Blocks refills left in the caches (beside the one each handed
+    /// out); overflows, and the blocks they sent away.
+    pub refilled: u64,
+    pub overflows: u64,
+    pub sent_away: u64,
     /// Of the cached bytes and blocks, those of blocks of at most
     /// `M_MXFAST` bytes (`mallinfo`'s fastbin figures).
     pub fast_bytes: u64,
@@ -386,6 +401,9 @@ pub fn totals() -> Totals {
     s.requested = r.retired_requested.wrapping_add(SHARED.requested.load(Relaxed));
     s.cache_hits = r.retired_hits;
     s.cache_misses = r.retired_misses;
+    s.refilled = r.retired_refilled;
+    s.overflows = r.retired_overflows;
+    s.sent_away = r.retired_sent_away;
     let fast = fastbin_units(OPT.mxfast.load(Relaxed));
     r.for_each(|t| {
         for i in 0..CALLS {
@@ -400,6 +418,9 @@ pub fn totals() -> Totals {
         s.fast_blocks += blocks;
         s.cache_hits += t.counters.hits.load(Relaxed);
         s.cache_misses += t.counters.misses.load(Relaxed);
+        s.refilled += t.slow.refilled.load(Relaxed);
+        s.overflows += t.slow.overflows.load(Relaxed);
+        s.sent_away += t.slow.sent_away.load(Relaxed);
     });
     s.threads = r.threads;
     // The depot's chains are cached blocks between two caches.

@@ -398,6 +398,16 @@ pub fn print_report(fd: i32) {
         s.threads,
         pct(s.cache_hits, s.cache_hits + s.cache_misses)
     );
+    let t = crate::registry::totals();
+    let each = |n: u64, of: u64| if of == 0 { 0.0 } else { n as f64 / of as f64 };
+    let _ = writeln!(
+        b,
+        "fitalloc: thread cache trips: refills {} ({:.1} blocks each), overflows {} ({:.1} blocks each sent away)",
+        s.cache_misses,
+        1.0 + each(t.refilled, s.cache_misses),
+        t.overflows,
+        each(t.sent_away, t.overflows)
+    );
     let sl = crate::process::slabs().counters;
     let _ = writeln!(
         b,

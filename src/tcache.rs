@@ -232,6 +232,19 @@ pub struct ThreadCounters {
     pub misses: AtomicU64,
 }
 
+/// Statistics of a cache's slow paths, apart from [`ThreadCounters`]
+/// (which the hit paths write): for `FITALLOC_STATS`, how much one trip
+/// to the heap, a slab or the depot does. Owner writes, others read.
+#[derive(Default)]
+pub struct SlowCounters {
+    /// Blocks refills left in the cache, beside the one each handed out.
+    pub refilled: AtomicU64,
+    /// Times a full list, or a spent byte budget, sent blocks away (to
+    /// the depot or home), and the blocks sent.
+    pub overflows: AtomicU64,
+    pub sent_away: AtomicU64,
+}
+
 /// Adds `n` to a counter only its owner writes (a plain load and store: no
 /// atomic read-modify-write on the fast path).
 #[inline(always)]
@@ -352,6 +365,7 @@ pub struct Tcache {
     /// The arena whose heap refills this cache ([`crate::process`]).
     arena: usize,
     pub counters: ThreadCounters,
+    pub slow: SlowCounters,
     /// Registry links (see [`crate::registry`]), changed under its lock.
     pub next: AtomicPtr<Tcache>,
     pub prev: AtomicPtr<Tcache>,
@@ -414,6 +428,7 @@ impl Tcache {
             streak: [const { AtomicU8::new(0) }; SLAB_MAX_UNITS as usize + 1],
             arena,
             counters: ThreadCounters::default(),
+            slow: SlowCounters::default(),
             next: AtomicPtr::new(core::ptr::null_mut()),
             prev: AtomicPtr::new(core::ptr::null_mut()),
         }
