@@ -178,8 +178,11 @@ fn free_heap_block(held: Held, t: Option<&Tcache>, func: &'static str) {
         let own = t.list_full(units) || t.budget_has_room(units);
         let cut = if own { units } else { t.fullest().unwrap_or(units) };
         let half = t.count(cut).div_ceil(2).min(64);
-        tcache::add(&t.slow.overflows, 1);
-        tcache::add(&t.slow.sent_away, half as u64);
+        if !t.has_room(units) {
+            // An overflow (not a free that only missed the fast path).
+            tcache::add(&t.slow.overflows, 1);
+            tcache::add(&t.slow.sent_away, half as u64);
+        }
         if own {
             t.note_overflow(units);
         }
