@@ -3,7 +3,8 @@
  * pair of a large buffer), stay correct (calloc zeroes a reused one, a
  * second free is still a double free), and go back to the system after
  * FITALLOC_PURGE_MS unused; a kept mapping of another size is resized
- * (in place, or moved by mremap) rather than replaced; after a spike of 1 GiB freed except one block
+ * (in place, or moved by mremap) rather than replaced, and a block split
+ * off one grows into the tail kept beside it; after a spike of 1 GiB freed except one block
  * in a thousand, RSS falls back near the live bytes within two seconds of
  * further ordinary calls, without a call to malloc_trim; a program whose
  * use swings keeps its pages (the decay gives back only what stayed unused
@@ -187,6 +188,47 @@ static void resized_reuse(void)
     malloc_trim(0); /* the kept mapping goes back: the spike below measures from here */
     check(stats().kept_mapped_bytes == 0, "malloc_trim gives the kept mapping back", "%llu bytes kept",
           (unsigned long long)stats().kept_mapped_bytes);
+}
+
+/* A block made of the head of a split kept mapping grows, by realloc, into
+ * the tail kept beside it: in place, with no mmap or mremap, its bytes
+ * kept, the tail's kept bytes shrinking by the growth. (It used to move
+ * at every step: the tail held the range mremap wanted.) */
+static void grown_into_kept_tail(void)
+{
+    malloc_trim(0);
+    char *p = malloc(hide_size(8 * MiB));
+    memset(p, 0x5a, 8 * MiB);
+    free(p);
+    unsigned char *q = malloc(hide_size(2 * MiB)); /* the kept 8 MiB split: 6 MiB kept */
+    for (size_t i = 0; q && i < 2 * MiB; i++)
+        q[i] = (unsigned char)(i * 7);
+    struct fitalloc_stats a = stats();
+    unsigned char *r = q;
+    size_t steps = 0, moved = 0;
+    for (size_t n = 3 * MiB; r && n <= 6 * MiB; n += MiB, steps++) {
+        unsigned char *g = realloc(r, hide_size(n));
+        moved += g != r;
+        r = g;
+        if (r)
+            memset(r + n - MiB, 0x11, MiB);
+    }
+    struct fitalloc_stats b = stats();
+    size_t wrong = 0;
+    for (size_t i = 0; r && i < 2 * MiB; i++)
+        wrong += r[i] != (unsigned char)(i * 7);
+    check(r && moved == 0 && wrong == 0, "a block split off a kept mapping grows into its kept tail in place",
+          "%zu of %zu steps moved, %zu bytes changed", moved, steps, wrong);
+    check(b.mmap_calls == a.mmap_calls && b.mremap_calls == a.mremap_calls && b.munmap_calls == a.munmap_calls,
+          "growing into the kept tail makes no mmap, mremap or munmap", "%llu mmap, %llu mremap, %llu munmap calls",
+          (unsigned long long)(b.mmap_calls - a.mmap_calls), (unsigned long long)(b.mremap_calls - a.mremap_calls),
+          (unsigned long long)(b.munmap_calls - a.munmap_calls));
+    check(b.kept_mapped_bytes + 4 * MiB == a.kept_mapped_bytes,
+          "the kept tail shrinks by what the block took", "%llu bytes kept before, %llu after",
+          (unsigned long long)a.kept_mapped_bytes, (unsigned long long)b.kept_mapped_bytes);
+    free(r);
+    check(heap_problems() == 0, "fitalloc_check_heap() == 0 after growing into a kept tail", " ");
+    malloc_trim(0);
 }
 
 /* A request no address space could hold fails at once, and gives nothing
@@ -486,6 +528,7 @@ int main(void)
 {
     kept_mappings();
     resized_reuse();
+    grown_into_kept_tail();
     hopeless_requests();
     spike();
     swings();

@@ -282,6 +282,25 @@ impl MapTable {
         Some(self.drop_retained(best))
     }
 
+    /// The first `len` bytes of the kept mapping that begins at `addr`,
+    /// out of the list, when there is one that long; the rest of it stays
+    /// kept, with the time it was kept at. For a block that grows into
+    /// the tail [`fit`] left beside it when it split a kept mapping for
+    /// it.
+    pub fn take_kept_at(&mut self, addr: usize, len: usize) -> Option<Mapping> {
+        let i = (0..self.retained_count).find(|&i| self.retained[i].0.base == addr && self.retained[i].0.len >= len)?;
+        let (k, kept_at) = self.retained[i];
+        let _ = self.drop_retained(i);
+        if k.len > len {
+            // In the slot just freed, within the bytes just freed.
+            let rest = Mapping { payload: k.base + len, base: k.base + len, len: k.len - len, guarded: false };
+            self.retained[self.retained_count] = (rest, kept_at);
+            self.retained_count += 1;
+            self.retained_bytes += rest.len;
+        }
+        Some(Mapping { payload: k.base, base: k.base, len, guarded: false })
+    }
+
     /// Gives back the kept mappings freed at or before `cutoff_ms` (all of
     /// them for `u64::MAX`).
     pub fn expire(&mut self, cutoff_ms: u64) -> Evicted {

@@ -368,6 +368,41 @@ fn move_large(m: Mapping, keep: usize, n: usize) -> *mut u8 {
     q
 }
 
+/// Grows mapping `m` to `new_len` bytes in place, into the kept mapping
+/// that begins where it ends: the tail left beside the block when a kept
+/// mapping was split for it ([`crate::large::fit`]). No mremap (which
+/// finds that range taken and moves the block), only the part taken
+/// opened. A buffer grown step by step after a larger one was freed
+/// (sqlite's replay: a block reallocated from 4 KiB to 2 MiB by
+/// doubling, twice) otherwise moved at every step, and the tail it left
+/// stayed resident beside each new mapping. `None` when no kept mapping
+/// that long begins there, or the part could not be opened (it is gone
+/// then) or recorded.
+fn grow_into_kept(m: Mapping, new_len: usize) -> Option<Mapping> {
+    let end = m.base + m.len;
+    let part = {
+        let mut l = large();
+        if !l.reserve_range(m.base, m.base + new_len) {
+            return None;
+        }
+        l.take_kept_at(end, new_len - m.len)?
+    };
+    if !crate::large::open(part) {
+        return None;
+    }
+    let nm = Mapping { len: new_len, ..m };
+    let mut l = large();
+    if !l.reserve() || l.remove(m.payload).is_none() {
+        drop(l);
+        // SAFETY: the part is ours alone, out of the kept list.
+        unsafe { crate::os::unmap(part.base, part.len) };
+        diag::fatal("realloc", pointer::double_free_text("realloc"), m.payload);
+    }
+    let recorded = l.insert(nm);
+    assert!(recorded, "room was reserved");
+    Some(nm)
+}
+
 /// Resizes mapping `m` to `new_len` bytes, in place if possible, else by
 /// moving it; `None` (with `m` unchanged) when neither works.
 ///
@@ -377,6 +412,12 @@ fn move_large(m: Mapping, keep: usize, n: usize) -> *mut u8 {
 /// range is made first (a moving remap goes to a place reserved for it),
 /// so that recording the result cannot fail.
 fn remap(m: Mapping, new_len: usize) -> Option<Mapping> {
+    if new_len > m.len
+        && !m.guarded
+        && let Some(nm) = grow_into_kept(m, new_len)
+    {
+        return Some(nm);
+    }
     let offset = m.payload - m.base;
     let in_place_ok = large().reserve_range(m.base, m.base + new_len.max(m.len));
     let target = if new_len > m.len {
