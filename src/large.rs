@@ -290,7 +290,7 @@ impl MapTable {
     pub fn take_kept_at(&mut self, addr: usize, len: usize) -> Option<Mapping> {
         let i = (0..self.retained_count).find(|&i| self.retained[i].0.base == addr && self.retained[i].0.len >= len)?;
         let (k, kept_at) = self.retained[i];
-        let _ = self.drop_retained(i);
+        self.drop_retained(i);
         if k.len > len {
             // In the slot just freed, within the bytes just freed.
             let rest = Mapping { payload: k.base + len, base: k.base + len, len: k.len - len, guarded: false };

@@ -404,7 +404,8 @@ pub fn print_report(fd: i32) {
         b,
         "fitalloc: thread cache trips: refills {} ({:.1} blocks each), overflows {} ({:.1} blocks each sent away)",
         s.cache_misses,
-        1.0 + each(t.refilled, s.cache_misses),
+        // The block each refill handed out, and those it left cached.
+        if s.cache_misses == 0 { 0.0 } else { 1.0 + each(t.refilled, s.cache_misses) },
         t.overflows,
         each(t.sent_away, t.overflows)
     );
