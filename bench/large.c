@@ -10,6 +10,14 @@
  *                              frees, after 1 s and after 2 s, and the
  *                              live KiB
  *
+ *   large grow N               N rounds: an 8 MiB buffer written and
+ *                              freed, then a 4 KiB one grown by realloc,
+ *                              doubling up to 4 MiB, each new half
+ *                              written, and freed (sqlite grows its
+ *                              buffers so); prints the median us per
+ *                              round over 5 rounds and the peak RSS above
+ *                              the start (KiB)
+ *
  * Run under each allocator with LD_PRELOAD by bench/returns.py.
  */
 #define _GNU_SOURCE
@@ -104,14 +112,57 @@ static void spike(void)
     printf("%zu %zu %zu %zu\n", r0, r1, r2, live / 1024);
 }
 
+static size_t peak_rss_kib(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    size_t kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmHWM: %zu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return kib;
+}
+
+static void grow(long n)
+{
+    size_t base = peak_rss_kib();
+    double t[5];
+    for (int r = 0; r < 5; r++) {
+        double t0 = now();
+        for (long i = 0; i < n; i++) {
+            char *big = malloc(8 << 20);
+            memset(big, 1, 8 << 20);
+            sink = big;
+            free(big);
+            size_t len = 4096;
+            char *p = malloc(len);
+            memset(p, 2, len);
+            while (len < (4 << 20)) {
+                p = realloc(p, 2 * len);
+                memset(p + len, 3, len);
+                len *= 2;
+            }
+            sink = p;
+            free(p);
+        }
+        t[r] = (now() - t0) / n * 1e6;
+    }
+    qsort(t, 5, sizeof t[0], cmp);
+    printf("%.1f %zu\n", t[2], peak_rss_kib() - base);
+}
+
 int main(int argc, char **argv)
 {
     if (argc == 5 && strcmp(argv[1], "pairs") == 0)
         pairs(strtoul(argv[2], NULL, 0), atoi(argv[3]), atol(argv[4]));
     else if (argc == 2 && strcmp(argv[1], "spike") == 0)
         spike();
+    else if (argc == 3 && strcmp(argv[1], "grow") == 0)
+        grow(atol(argv[2]));
     else {
-        fprintf(stderr, "usage: large pairs SIZE TOUCH N | large spike\n");
+        fprintf(stderr, "usage: large pairs SIZE TOUCH N | large spike | large grow N\n");
         return 2;
     }
     return 0;

@@ -2,7 +2,9 @@
 """Memory that comes back, against the peers in one run (bench/large.c):
 ns per malloc/free pair of large buffers (untouched and touched), and RSS
 after a 1 GiB spike freed but one block in a thousand, right after the
-frees and after 1 s and 2 s of ordinary calls; and bench/buffers.c
+frees and after 1 s and 2 s of ordinary calls; a buffer grown by realloc
+from 4 KiB to 4 MiB by doubling right after an 8 MiB one was freed (us
+per round, peak RSS); and bench/buffers.c
 (mimalloc-bench's malloc-large: buffers of 5 to 25 MiB, 20 live, each
 written whole): seconds and peak RSS. Allocators interleaved, medians of
 3 processes. Prints a table with ratios and writes OUT/returns.txt.
@@ -62,6 +64,9 @@ def main():
             for label, size, touch, n in PAIRS:
                 v = run(lib, ["pairs", str(size), str(touch), str(n)])[0]
                 rows.setdefault(f"{label} (ns/pair)", {}).setdefault(a, []).append(v)
+            us, peak = run(lib, ["grow", "20"])
+            rows.setdefault("grow 4 KiB-4 MiB after 8 MiB (us)", {}).setdefault(a, []).append(us)
+            rows.setdefault("grow: peak RSS (KiB)", {}).setdefault(a, []).append(peak)
             r0, r1, r2, live = run(lib, ["spike"])
             for label, v in [("spike: RSS after frees (KiB)", r0), ("spike: RSS after 1 s (KiB)", r1),
                              ("spike: RSS after 2 s (KiB)", r2), ("spike: live (KiB)", live)]:
