@@ -190,6 +190,26 @@ static void resized_reuse(void)
           (unsigned long long)stats().kept_mapped_bytes);
 }
 
+/* A loop that mallocs, fills and frees a block the heap can hold but that
+ * was mapped at first (1023 KiB) moves to the heap after the first free
+ * (glibc's dynamic threshold): it used to keep its mapping, closed and
+ * opened again every round (11.6 us a round against glibc's 0.75). */
+static void threshold_at_the_heaps_limit(void)
+{
+    size_t size = 1023 * KiB;
+    char *p = malloc(hide_size(size));
+    memset(p, 1, size);
+    unsigned long long first = stats().mapped_blocks;
+    free(p);
+    p = malloc(hide_size(size));
+    memset(p, 2, size);
+    unsigned long long second = stats().mapped_blocks;
+    unsigned long long base = (free(p), stats().mapped_blocks);
+    check(first == base + 1 && second == base,
+          "a 1023 KiB block is mapped at first, and comes from the heap once one was freed",
+          "mapped blocks: %llu with the first, %llu with the second, %llu with neither", first, second, base);
+}
+
 /* A block made of the head of a split kept mapping grows, by realloc, into
  * the tail kept beside it: in place, with no mmap or mremap, its bytes
  * kept, the tail's kept bytes shrinking by the growth. (It used to move
@@ -529,6 +549,7 @@ int main(void)
     kept_mappings();
     resized_reuse();
     grown_into_kept_tail();
+    threshold_at_the_heaps_limit();
     hopeless_requests();
     spike();
     swings();

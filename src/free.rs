@@ -314,16 +314,22 @@ pub fn release_large(m: Mapping, func: &'static str) {
     crate::trim::maybe_decay(func);
 }
 
-/// glibc's dynamic threshold: after a mapped block of `size` is freed,
-/// blocks up to that size come from the heap (unless the program chose
-/// thresholds itself).
+/// glibc's dynamic threshold: after a mapped block of `size` usable bytes
+/// is freed, blocks up to that size come from the heap (unless the
+/// program chose thresholds itself), as far as the heap's small form
+/// holds them. A block asked for within a page of that limit has a usable
+/// size above it (its mapping is whole pages): such a free raises the
+/// threshold to the limit. Without that, a loop that mallocs, fills and
+/// frees 1023 KiB kept a mapping, and closed and opened it every round
+/// ([`crate::large::keep`]): 11.6 µs a round against glibc's 0.75.
 fn raise_mmap_threshold(size: usize) {
-    if OPT.dynamic_threshold.load(Relaxed)
-        && size > OPT.mmap_threshold.load(Relaxed)
-        && size <= MAX_HEAP_REQUEST
-    {
-        OPT.mmap_threshold.store(size, Relaxed);
-        OPT.trim_threshold.store(2 * size, Relaxed);
+    // The block bytes of the largest request the heap's small form holds.
+    let heap_max = crate::block::units_to_bytes(crate::config::request_units(MAX_HEAP_REQUEST));
+    let page = OPT.page.load(Relaxed);
+    if OPT.dynamic_threshold.load(Relaxed) && size > OPT.mmap_threshold.load(Relaxed) && size <= heap_max + page {
+        let t = size.min(heap_max + 1);
+        OPT.mmap_threshold.store(t, Relaxed);
+        OPT.trim_threshold.store(2 * t, Relaxed);
         crate::process::sync_params();
     }
 }
